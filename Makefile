@@ -1,0 +1,20 @@
+# Entry points of the suite. Every target installs what it needs first (tools/install.sh).
+VENV   ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test backbones
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg tools/install.sh
+	bash tools/install.sh $(VENV)
+	touch $@
+
+## test: the whole test suite (tiny models, small images, CPU)
+test: $(STAMP)
+	$(PYTHON) -m pytest
+
+## backbones: list the backbone registry
+backbones: $(STAMP)
+	$(PYTHON) -m benchmark backbones

@@ -1,0 +1,70 @@
+"""Backbone registry: named encoders, safe checkpoint loading and the frozen-feature contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmark.backbones.architectures import ARCHITECTURES, Architecture
+from benchmark.backbones.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    LoadReport,
+    UnsafeCheckpointError,
+    load_encoder_weights,
+    sha256_of_state_dict,
+)
+from benchmark.backbones.encoder import Backbone, BackboneOutput, wrap
+from benchmark.backbones.zoo import BACKBONES, BackboneSpec, CheckpointNotFound, locate_checkpoint
+
+__all__ = [
+    "ARCHITECTURES", "BACKBONES", "Architecture", "Backbone", "BackboneOutput", "BackboneSpec",
+    "CheckpointError", "CheckpointMismatchError", "CheckpointNotFound", "LoadReport",
+    "LoadedBackbone", "UnsafeCheckpointError", "build_backbone", "user_backbone_spec",
+]
+
+
+@dataclass
+class LoadedBackbone:
+    """A frozen backbone with what a run record needs to say about its weights."""
+
+    spec: BackboneSpec
+    model: Backbone
+    weights_sha256: str  # file hash for checkpoints, content hash for random initialisation
+    load_report: LoadReport | None
+
+
+def user_backbone_spec(name: str, arch: str, prefix: str | None = None, pretraining_data: tuple[str, ...] = ()) -> BackboneSpec:
+    """Spec of a checkpoint a user hands in (``--checkpoint PATH --arch ARCH``)."""
+    ARCHITECTURES.get(arch)  # fail early on an unknown architecture
+    return BackboneSpec(
+        name=name, arch=arch, weights="checkpoint", prefix=prefix, pretraining_data=pretraining_data,
+        description=f"user checkpoint ({arch})",
+    )
+
+
+def build_backbone(
+    spec: BackboneSpec | str,
+    checkpoint: str | Path | None = None,
+    allow_partial: bool = False,
+) -> LoadedBackbone:
+    """Build the frozen encoder of ``spec`` with its weights (random init or checkpoint)."""
+    if isinstance(spec, str):
+        spec = BACKBONES.get(spec)
+    arch = ARCHITECTURES.get(spec.arch)
+    if spec.weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            module = arch.build()
+        return LoadedBackbone(spec, wrap(arch, module), sha256_of_state_dict(module.state_dict()), None)
+    if spec.checkpoint_file:
+        path = locate_checkpoint(spec, checkpoint)
+    elif checkpoint:
+        path = Path(checkpoint)
+    else:
+        raise CheckpointNotFound(f"backbone {spec.name!r} needs --checkpoint PATH")
+    module = arch.build()
+    report = load_encoder_weights(module, path, arch, prefix=spec.prefix, allow_partial=allow_partial)
+    return LoadedBackbone(spec, wrap(arch, module), report.sha256, report)

@@ -1,0 +1,81 @@
+"""The frozen-backbone contract every task adapter relies on.
+
+A backbone gives a global feature (ViT [CLS] after the final norm; ResNet global average pool
+of the last stage), token features (ViT patch tokens after the final norm; ResNet layer3
+positions, as MGCA's local features) and multi-scale feature maps (ResNet stages 2-4; a ViT's
+last block reshaped to a grid). It stays in eval mode whatever the caller does, so BatchNorm
+statistics never drift (reference defect B6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchmark.backbones.architectures import Architecture
+
+
+@dataclass
+class BackboneOutput:
+    global_features: torch.Tensor  # (B, D)
+    token_features: torch.Tensor  # (B, N, C)
+    feature_maps: list[torch.Tensor]  # [(B, C_i, H_i, W_i)], increasing stride
+
+
+class Backbone(nn.Module):
+    """A frozen encoder of one architecture family; see the module docstring for outputs."""
+
+    def __init__(self, arch: Architecture, model: nn.Module) -> None:
+        super().__init__()
+        self.arch = arch
+        self.model = model
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    def train(self, mode: bool = True) -> Backbone:  # noqa: ARG002 - frozen: always eval
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> BackboneOutput:
+        raise NotImplementedError
+
+    def global_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self(images).global_features
+
+    def token_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self(images).token_features
+
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self(images).feature_maps
+
+
+class ViTBackbone(Backbone):
+    def forward(self, images: torch.Tensor) -> BackboneOutput:
+        tokens = self.model.forward_features(images)  # (B, prefix + N, C), final norm applied
+        prefix = getattr(self.model, "num_prefix_tokens", 1)
+        patches = tokens[:, prefix:]
+        grid_h, grid_w = self.model.patch_embed.dynamic_feat_size(images.shape[-2:])
+        grid = patches.transpose(1, 2).reshape(len(images), -1, grid_h, grid_w)
+        return BackboneOutput(global_features=tokens[:, 0], token_features=patches, feature_maps=[grid])
+
+
+class ResNetBackbone(Backbone):
+    def forward(self, images: torch.Tensor) -> BackboneOutput:
+        m = self.model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(images))))
+        stage2 = m.layer2(m.layer1(x))
+        stage3 = m.layer3(stage2)
+        stage4 = m.layer4(stage3)
+        return BackboneOutput(
+            global_features=torch.flatten(m.avgpool(stage4), 1),
+            token_features=stage3.flatten(2).transpose(1, 2),
+            feature_maps=[stage2, stage3, stage4],
+        )
+
+
+BACKBONE_CLASSES: dict[str, type[Backbone]] = {"vit": ViTBackbone, "resnet": ResNetBackbone}
+
+
+def wrap(arch: Architecture, model: nn.Module) -> Backbone:
+    return BACKBONE_CLASSES[arch.family](arch, model)

@@ -1,0 +1,96 @@
+"""Named backbones: an architecture plus where its weights come from.
+
+Named checkpoints are looked up, in order, at the explicit path the user gives, in the folder
+named by ``$MGCA_BENCH_CHECKPOINTS``, then in ``./checkpoints/``. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from benchmark.registry import Registry
+
+CHECKPOINT_DIR_ENV = "MGCA_BENCH_CHECKPOINTS"
+MGCA_RELEASE = "https://drive.google.com/drive/folders/15_mP9Lqq2H15R53qlKn3l_xzGVzi9jX9"
+MGCA_PAPER = "https://arxiv.org/abs/2210.06044"
+
+# MGCA normalises every input with mean = std = 0.5 (PROTOCOL.md section 2).
+MGCA_NORMALISATION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    arch: str  # a key of ARCHITECTURES (timm / torchvision name)
+    weights: Literal["random", "checkpoint"]
+    description: str
+    seed: int = 0  # random initialisation only
+    checkpoint_file: str = ""  # named checkpoints only
+    prefix: str | None = None  # None: detect automatically
+    published_at: str = ""
+    paper: str = ""
+    pretraining_data: tuple[str, ...] = ()
+    input_size: int = 224
+    # The reference feeds ResNet-50 linear-probe features 299 px inputs (defect B20).
+    linear_probe_input_size: int | None = None
+    mean: tuple[float, float, float] = MGCA_NORMALISATION[0]
+    std: tuple[float, float, float] = MGCA_NORMALISATION[1]
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+
+
+def _add(spec: BackboneSpec) -> None:
+    BACKBONES.add(spec.name, spec)
+
+
+_add(BackboneSpec(
+    name="mgca_vit", arch="vit_base_patch16_224", weights="checkpoint", checkpoint_file="vit_base.ckpt",
+    prefix="img_encoder_q.model.", published_at=MGCA_RELEASE, paper=MGCA_PAPER, pretraining_data=("mimic-cxr",),
+    description="MGCA ViT-B/16 image encoder, released checkpoint vit_base.ckpt",
+))
+_add(BackboneSpec(
+    name="mgca_resnet50", arch="resnet50", weights="checkpoint", checkpoint_file="resnet_50.ckpt",
+    prefix="img_encoder_q.model.", published_at=MGCA_RELEASE, paper=MGCA_PAPER, pretraining_data=("mimic-cxr",),
+    linear_probe_input_size=299, description="MGCA ResNet-50 image encoder, released checkpoint resnet_50.ckpt",
+))
+_add(BackboneSpec(
+    name="random_vit", arch="vit_base_patch16_224", weights="random", seed=0,
+    description="ViT-B/16, random initialisation (timm), seed 0",
+))
+_add(BackboneSpec(
+    name="random_resnet50", arch="resnet50", weights="random", seed=0, linear_probe_input_size=299,
+    description="ResNet-50, random initialisation (torchvision), seed 0",
+))
+_add(BackboneSpec(
+    name="random_vit_tiny", arch="vit_tiny_patch16_224", weights="random", seed=0, tags=("tiny",),
+    description="ViT-Tiny/16, random initialisation, seed 0: for tests and the demo",
+))
+_add(BackboneSpec(
+    name="random_resnet18", arch="resnet18", weights="random", seed=0, tags=("tiny",),
+    description="ResNet-18, random initialisation, seed 0: for tests and the demo",
+))
+
+
+class CheckpointNotFound(FileNotFoundError):
+    pass
+
+
+def locate_checkpoint(spec: BackboneSpec, explicit: str | Path | None = None) -> Path:
+    """Where the checkpoint of a named backbone lies; the error says where to put it."""
+    candidates = [Path(explicit)] if explicit else []
+    if os.environ.get(CHECKPOINT_DIR_ENV):
+        candidates.append(Path(os.environ[CHECKPOINT_DIR_ENV]) / spec.checkpoint_file)
+    candidates.append(Path("checkpoints") / spec.checkpoint_file)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CheckpointNotFound(
+        f"backbone {spec.name!r} needs {spec.checkpoint_file}; looked at "
+        f"{', '.join(map(str, candidates))}. Download it from {spec.published_at} and put it in "
+        f"./checkpoints/, or in the folder named by ${CHECKPOINT_DIR_ENV}, or pass --checkpoint PATH."
+    )

@@ -1,0 +1,1 @@
+"""Compact MGCA pretraining (ITA, CTA, CPA) that exports backbones."""

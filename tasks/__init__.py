@@ -1,0 +1,1 @@
+"""Task adapters: linear classification, detection (mmdet) and segmentation (mmseg)."""
