@@ -1,0 +1,1 @@
+"""Data layer: official downloads → prepared datasets (manifest, splits, labels, image cache)."""
