@@ -4,8 +4,12 @@ A prepared dataset is a folder ``DATA_DIR/<dataset>/``::
 
     manifest.json              what was prepared from what (see Manifest)
     records.csv                one row per image: id, split, task columns (labels, paths, sizes)
-    splits/train.txt           one ID per line; also val.txt, test.txt
-    splits/train_1pct_draw0.txt, splits/train_10pct_draw0.txt, ... (label-fraction subsets)
+    splits/<partition>/train.txt     one ID per line; also val.txt, test.txt
+    splits/<partition>/train_1pct_draw0.txt, train_10pct_draw0.txt, ... (label-fraction subsets)
+
+A partition is one train/val/test division of the dataset, named after the task family that
+uses it: ``classification``, ``detection`` (RSNA's detection split, which segmentation reuses)
+or ``segmentation``. Most datasets have one; RSNA has two (reference defect B17).
     images.npy, images.ids.txt uint8 cache [N, S, S] (grayscale, square) and its row order
     annotations/<split>.json   COCO boxes, in original-image pixels (detection datasets)
     masks/<id>.png             uint8 {0,255} masks at cache size (segmentation datasets)
@@ -50,6 +54,7 @@ class Manifest:
     counts: dict[str, int]  # images per split
     image_size: int  # side of the square uint8 cache
     image_mode: str  # "letterbox" (longest side + zero pad, reference resize_img) or "stretch"
+    partitions: list[str] = field(default_factory=list)
     fractions: dict[str, list[int]] = field(default_factory=dict)  # "1" -> draws available
     excluded: list[dict[str, Any]] = field(default_factory=list)  # {file, row, reason}
     notes: list[str] = field(default_factory=list)  # deviations from the reference, in words
@@ -107,15 +112,26 @@ class PreparedDataset:
         self._images: np.ndarray | None = None
         self._row_of: dict[str, int] | None = None
 
-    def split_ids(self, split: str, fraction: int = 100, draw: int = 0) -> list[str]:
+    def partition(self, partition: str | None = None) -> str:
+        """``partition`` checked, or the dataset's only partition when None."""
+        known = self.manifest.partitions
+        if partition is None:
+            if len(known) != 1:
+                raise DataError(f"{self.root}: choose a partition among {known}")
+            return known[0]
+        if partition not in known:
+            raise DataError(f"{self.root}: unknown partition {partition!r}; prepared: {known}")
+        return partition
+
+    def split_ids(self, split: str, fraction: int = 100, draw: int = 0, partition: str | None = None) -> list[str]:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; one of {SPLITS}")
         if fraction != 100 and split != "train":
             raise DataError("label fractions apply to the training split only")
-        return read_ids(self.root / "splits" / split_file_name(split, fraction, draw))
+        return read_ids(self.root / "splits" / self.partition(partition) / split_file_name(split, fraction, draw))
 
-    def split_fingerprint(self, split: str, fraction: int = 100, draw: int = 0) -> str:
-        return ids_fingerprint(self.split_ids(split, fraction, draw))
+    def split_fingerprint(self, split: str, fraction: int = 100, draw: int = 0, partition: str | None = None) -> str:
+        return ids_fingerprint(self.split_ids(split, fraction, draw, partition))
 
     @property
     def records(self) -> pd.DataFrame:

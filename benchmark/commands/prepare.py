@@ -1,0 +1,37 @@
+"""Verb ``prepare``: official download → prepared dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmark.cli import command
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    from benchmark.data import datasets  # noqa: F401 - registers the datasets
+    from benchmark.data.registry import DATASETS
+
+    layouts = "; ".join(f"{name}: {info.raw_layout}" for name, info in DATASETS.items())
+    parser.add_argument("dataset", help=f"one of {', '.join(DATASETS.names())}")
+    parser.add_argument("--raw", type=Path, required=True, help=f"folder of the official download ({layouts})")
+    parser.add_argument("--out", type=Path, required=True, help="DATA_DIR; the dataset goes to DATA_DIR/<dataset>")
+    parser.add_argument("--image-size", type=int, default=256, help="side of the cached square images (default 256)")
+    parser.add_argument("--on-error", choices=["raise", "exclude"], default="raise",
+                        help="unreadable images: stop (default) or exclude and list them in the manifest")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    parser.add_argument("--no-verify", action="store_true", help="do not compare the splits with the shipped ID lists")
+
+
+@command("prepare", "prepare a dataset from its official download (splits, labels, image cache)", _configure)
+def _prepare(args: argparse.Namespace) -> int:
+    from benchmark.data.registry import DATASETS, PrepareOptions
+
+    info = DATASETS.get(args.dataset)
+    manifest = info.prepare(PrepareOptions(
+        raw=args.raw, out=args.out / info.name, image_size=args.image_size, on_error=args.on_error,
+        workers=args.workers, verify_shipped=not args.no_verify,
+    ))
+    print(f"prepared {info.name} in {args.out / info.name}: {manifest.counts}"
+          + (f", {len(manifest.excluded)} excluded (see manifest.json)" if manifest.excluded else ""))
+    return 0
