@@ -58,6 +58,7 @@ class Manifest:
     fractions: dict[str, list[int]] = field(default_factory=dict)  # "1" -> draws available
     excluded: list[dict[str, Any]] = field(default_factory=list)  # {file, row, reason}
     notes: list[str] = field(default_factory=list)  # deviations from the reference, in words
+    demo: bool = False  # prepared from the demo generator's synthetic data: never a leaderboard result
     extra: dict[str, Any] = field(default_factory=dict)
 
     def write(self, folder: Path) -> None:

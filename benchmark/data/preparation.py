@@ -1,0 +1,482 @@
+"""Shared machinery of the dataset preparers: official files in, prepared folder out.
+
+Every preparer (``benchmark/data/datasets/<name>.py``) follows the same five steps, each one a
+helper here, so that no preparer re-implements checking, sampling, verification or writing:
+
+1. **Read** the official label files: :func:`require_file`, :func:`read_label_csv` (strips
+   whitespace from column names and values, reference defect B3; checks required columns),
+   :func:`numeric_column`. Rows are named by their line in the file (column :data:`LINE`).
+2. **Split** into :class:`Partition` objects (train/val/test ID lists in the order the
+   reference's split call returns them) and add label-fraction subsets with
+   :func:`fraction_subsets`:
+
+   * draw 0 reproduces the reference's rule: :func:`reference_frac_sample` (classification:
+     ``df.sample(frac, random_state=42)`` on the training split in file order) or
+     :func:`reference_numpy_choice` (detection/segmentation: ``np.random.choice`` on the
+     global numpy RNG after ``seed_everything(42)``; see its docstring for what that means);
+   * draws 1, 2, ... are independent seeded draws of the same size, stratified by the label
+     where one is given (:func:`stratified_draw`).
+3. **Verify** the splits against the shipped ID lists in ``benchmark/splits/<dataset>/<partition>/``
+   (:func:`verify_partitions`): same IDs, same counts, or a :class:`DataError` naming the split,
+   the missing/extra counts and examples. Skipped with ``--no-verify`` or when the raw folder
+   holds the demo generator's marker file :data:`DEMO_MARKER`.
+4. **Decode** the images once into the uint8 cache (:func:`cache_images`, wrapping
+   :func:`benchmark.data.cache.write_image_cache`). Label-level problems (a box outside the image,
+   an RLE that does not fit) go through :class:`Problems`: an error naming file and row, or a
+   counted exclusion with ``on_error="exclude"``.
+5. **Write** masks (:func:`write_mask`), COCO annotations (:func:`coco_annotations`,
+   :func:`write_coco`), then :func:`finish`: drops excluded IDs everywhere, writes
+   ``splits/<partition>/*.txt``, ``records.csv`` and ``manifest.json`` (written last, so its
+   presence means the preparation completed).
+
+The layout itself is defined in :mod:`benchmark.data.prepared`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import benchmark
+from benchmark.data.cache import CacheResult, OnError, write_image_cache
+from benchmark.data.imaging import RESIZERS, ResizeMode
+from benchmark.data.prepared import (
+    PROTOCOL_VERSION,
+    SPLITS,
+    DataError,
+    Manifest,
+    SourceFile,
+    file_sha256,
+    read_ids,
+    split_file_name,
+    write_ids,
+)
+from benchmark.data.registry import PrepareOptions
+
+DEMO_MARKER = "DEMO_DATASET"  # written by the demo generator into every raw folder it creates
+SHIPPED_SPLITS = Path(benchmark.__file__).parent / "splits"
+REFERENCE_SEED = 42  # pandas random_state of the reference's df.sample and its seed_everything default
+SUBSET_PERCENTS = (1, 10)
+DRAWS = 3  # draw 0 = the reference's rule, draws 1..DRAWS-1 = independent seeded draws
+LINE = "_line"  # column added by read_label_csv: line number in the file (header = line 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Reading official files
+
+
+def is_demo(raw: Path) -> bool:
+    """True when ``raw`` was written by the demo generator (it holds :data:`DEMO_MARKER`)."""
+    return (Path(raw) / DEMO_MARKER).is_file()
+
+
+def require_file(path: Path, what: str) -> Path:
+    """``path`` if it is a file; otherwise a DataError naming it and what it should hold."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: missing; expected {what}. Check --raw points at the official download")
+    return Path(path)
+
+
+def describe_sources(raw: Path, paths: Iterable[Path]) -> list[SourceFile]:
+    """Size and sha256 of the official label files, with paths relative to ``raw``."""
+    return [
+        SourceFile(path=Path(path).relative_to(raw).as_posix(), size=Path(path).stat().st_size, sha256=file_sha256(Path(path)))
+        for path in paths
+    ]
+
+
+def listing_fingerprint(raw: Path, paths: Iterable[Path]) -> dict[str, Any]:
+    """Count and sha256 of (relative path, size) of many image files: cheap, catches missing or
+    replaced files without hashing gigabytes of pixels."""
+    digest = hashlib.sha256()
+    count = 0
+    for path in sorted(Path(p).relative_to(raw).as_posix() for p in paths):
+        digest.update(f"{path}\t{(Path(raw) / path).stat().st_size}\n".encode())
+        count += 1
+    return {"count": count, "sha256": digest.hexdigest()}
+
+
+def read_label_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    """An official CSV as strings, whitespace stripped from column names and values (reference
+    defect B3: SIIM's ``" EncodedPixels"``), with a :data:`LINE` column naming each row's line.
+
+    A missing column is a DataError naming the file, the column, the columns found and, when one
+    looks like a renamed version of it, that column.
+    """
+    require_file(path, f"a CSV with columns {', '.join(required)}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a readable CSV ({error})") from None
+    frame.columns = [str(column).strip() for column in frame.columns]
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        hints = []
+        for column in missing:
+            close = difflib.get_close_matches(column, list(frame.columns), n=1, cutoff=0.6)
+            hints.append(f"{column!r}" + (f" (renamed to {close[0]!r}?)" if close else ""))
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(hints)}; found {list(frame.columns)}. "
+            "Use the official, unmodified file"
+        )
+    for column in frame.columns:
+        frame[column] = frame[column].str.strip()
+    frame[LINE] = np.arange(2, len(frame) + 2)
+    return frame
+
+
+def numeric_column(frame: pd.DataFrame, column: str, path: Path, allow_empty: bool = False) -> pd.Series:
+    """``frame[column]`` as float; a non-number is a DataError naming the file, line and value.
+    Empty cells become NaN when ``allow_empty``."""
+    values = frame[column].replace("", np.nan) if allow_empty else frame[column]
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() & (values.notna() if allow_empty else True)
+    if bad.any():
+        row = frame[bad].iloc[0]
+        raise DataError(f"{path} line {row[LINE]}: column {column!r} holds {row[column]!r}, expected a number")
+    return numbers.astype(float)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Splits and label-fraction subsets
+
+
+@dataclass
+class Partition:
+    """One train/val/test division (see :mod:`benchmark.data.prepared`) and its subsets."""
+
+    name: str
+    splits: dict[str, list[str]]  # "train"/"val"/"test" -> IDs, in the reference's order
+    subsets: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # (percent, draw) -> IDs
+
+    def __post_init__(self) -> None:
+        if set(self.splits) != set(SPLITS):
+            raise DataError(f"partition {self.name!r} needs splits {SPLITS}, got {sorted(self.splits)}")
+        seen: dict[str, str] = {}
+        for split, ids in self.splits.items():
+            for item in ids:
+                if item in seen:
+                    raise DataError(f"partition {self.name!r}: ID {item!r} is in both {seen[item]} and {split}")
+                seen[item] = split
+
+    def files(self) -> dict[str, list[str]]:
+        """Split-file name -> IDs, as written under ``splits/<partition>/``."""
+        files = {split_file_name(split): ids for split, ids in self.splits.items()}
+        files.update({split_file_name("train", percent, draw): ids for (percent, draw), ids in self.subsets.items()})
+        return files
+
+    def without(self, dropped: set[str]) -> Partition:
+        """The same partition with ``dropped`` IDs removed from every list (excluded images)."""
+        keep = lambda ids: [item for item in ids if item not in dropped]  # noqa: E731
+        return Partition(
+            self.name, {split: keep(ids) for split, ids in self.splits.items()},
+            {key: keep(ids) for key, ids in self.subsets.items()},
+        )
+
+
+def reference_frac_sample(train_ids: Sequence[str], percent: int) -> list[str]:
+    """The reference's classification subset: ``df.sample(frac=percent/100, random_state=42)`` on
+    the training split in file order (``round(frac * n)`` rows). Returned in split order."""
+    frame = pd.DataFrame({"id": list(train_ids)})
+    chosen = set(frame.sample(frac=percent / 100, random_state=REFERENCE_SEED)["id"])
+    return [item for item in train_ids if item in chosen]
+
+
+def reference_numpy_choice(train_ids: Sequence[str], percent: int, constructions: int = 2) -> list[str]:
+    """The reference's detection/segmentation subset: ``np.random.choice(n, int(pct*n), replace=False)``
+    on the global numpy RNG, which ``seed_everything(42)`` seeds with 42.
+
+    The training dataset is built twice before training (once by ``num_training_steps``, once by
+    ``trainer.fit``, PROTOCOL section 8.1), so the subset trained on is the *second* draw of a
+    RandomState(42) stream; ``constructions`` says how many draws to advance. This reproduces the
+    reference only if nothing else consumed the global numpy RNG in between, which the reference
+    does not guarantee (defect B27): draw 0 is therefore "the reference's mechanism, seed 42", not
+    a file the authors released. Returned in split order.
+    """
+    state = np.random.RandomState(REFERENCE_SEED)
+    n = len(train_ids)
+    for _ in range(constructions):
+        positions = state.choice(n, int(percent / 100 * n), replace=False)
+    chosen = set(positions.tolist())
+    return [item for position, item in enumerate(train_ids) if position in chosen]
+
+
+def stratified_draw(train_ids: Sequence[str], count: int, seed: Sequence[int], labels: Mapping[str, Any] | None = None) -> list[str]:
+    """``count`` IDs drawn without replacement with ``np.random.default_rng(seed)``; when
+    ``labels`` is given, each label keeps its share of the training split (largest remainder).
+    Returned in split order."""
+    rng = np.random.default_rng(list(seed))
+    positions = np.arange(len(train_ids))
+    if labels is None:
+        chosen = rng.choice(positions, size=count, replace=False)
+    else:
+        label_of = np.array([str(labels[item]) for item in train_ids])
+        classes = sorted(set(label_of))
+        members = {label: positions[label_of == label] for label in classes}
+        quotas = {label: count * len(members[label]) / len(train_ids) for label in classes}
+        allocation = {label: int(quotas[label]) for label in classes}
+        by_remainder = sorted(classes, key=lambda label: (-(quotas[label] - allocation[label]), label))
+        for label in by_remainder[: count - sum(allocation.values())]:
+            allocation[label] += 1
+        chosen = np.concatenate(
+            [rng.choice(members[label], size=allocation[label], replace=False) for label in classes]
+        )
+    keep = set(chosen.tolist())
+    return [item for position, item in enumerate(train_ids) if position in keep]
+
+
+def fraction_subsets(
+    train_ids: Sequence[str],
+    reference_draw: Callable[[Sequence[str], int], list[str]],
+    labels: Mapping[str, Any] | None = None,
+    percents: Sequence[int] = SUBSET_PERCENTS,
+    draws: int = DRAWS,
+    pool: Sequence[str] | None = None,
+) -> dict[tuple[int, int], list[str]]:
+    """(percent, draw) -> IDs for every subset of one training split.
+
+    Draw 0 is ``reference_draw(train_ids, percent)``; draws k > 0 are :func:`stratified_draw` of
+    the same size from ``pool`` (default: the whole training split), seeded with
+    ``(42, percent, k)``, stratified by ``labels`` when given.
+    """
+    pool = list(train_ids if pool is None else pool)
+    subsets: dict[tuple[int, int], list[str]] = {}
+    for percent in percents:
+        subsets[percent, 0] = reference_draw(train_ids, percent)
+        for draw in range(1, draws):
+            subsets[percent, draw] = stratified_draw(pool, len(subsets[percent, 0]), (REFERENCE_SEED, percent, draw), labels)
+    return subsets
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Verification against the shipped ID lists
+
+
+def _differences(name: str, shipped: list[str], ours: list[str]) -> str | None:
+    missing = sorted(set(shipped) - set(ours))
+    extra = sorted(set(ours) - set(shipped))
+    if not missing and not extra and len(shipped) == len(ours):
+        return None
+    return (
+        f"{name}: {len(ours)} IDs, shipped {len(shipped)}; {len(missing)} missing (e.g. {missing[:3]}), "
+        f"{len(extra)} extra (e.g. {extra[:3]})"
+    )
+
+
+def verify_partitions(
+    dataset: str, partitions: list[Partition], options: PrepareOptions, shipped_root: Path = SHIPPED_SPLITS
+) -> tuple[list[Partition], str]:
+    """Compare every split and subset with ``shipped_root/<dataset>/<partition>/<file>``.
+
+    Returns the partitions (ID order taken from the shipped files, so that split fingerprints
+    match across machines) and a verification status for the manifest. A mismatch is a DataError
+    listing each differing file with missing/extra counts and examples.
+    """
+    if is_demo(options.raw):
+        return partitions, f"skipped: demo data ({DEMO_MARKER} in the raw folder)"
+    if not options.verify_shipped:
+        return partitions, "skipped: --no-verify"
+    verified: list[Partition] = []
+    problems: list[str] = []
+    compared = 0
+    for partition in partitions:
+        folder = shipped_root / dataset / partition.name
+        ours = partition.files()
+        ordered = dict(ours)
+        for path in sorted(folder.glob("*.txt")):
+            shipped = read_ids(path)
+            compared += 1
+            if path.name not in ours:
+                problems.append(f"{partition.name}/{path.name}: not produced (shipped {len(shipped)} IDs)")
+                continue
+            difference = _differences(f"{partition.name}/{path.name}", shipped, ours[path.name])
+            if difference:
+                problems.append(difference)
+            else:
+                ordered[path.name] = shipped
+        verified.append(_from_files(partition.name, ordered))
+    if problems:
+        raise DataError(
+            f"{dataset}: the splits made from {options.raw} differ from the shipped ID lists in "
+            f"{shipped_root / dataset}:\n  " + "\n  ".join(problems)
+            + "\nUse the official, complete label files; pass --no-verify to prepare anyway "
+            "(results are then not comparable with the leaderboard)"
+        )
+    if not compared:
+        return partitions, "no shipped ID lists for this dataset"
+    return verified, f"passed: {compared} ID lists equal to {shipped_root.name}/{dataset}"
+
+
+def _from_files(name: str, files: dict[str, list[str]]) -> Partition:
+    splits = {split: files[split_file_name(split)] for split in SPLITS}
+    subsets = {}
+    for file_name, ids in files.items():
+        stem = file_name.removesuffix(".txt")
+        if stem.startswith("train_") and "pct_draw" in stem:
+            percent, draw = stem.removeprefix("train_").split("pct_draw")
+            subsets[int(percent), int(draw)] = ids
+    return Partition(name, splits, subsets)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Images and label-level problems
+
+
+class Problems:
+    """Label-level problems of one preparation: raised at once (``on_error="raise"``) or
+    collected as manifest exclusions (``"exclude"``), never dropped silently."""
+
+    def __init__(self, on_error: OnError) -> None:
+        self.on_error = on_error
+        self.excluded: list[dict[str, Any]] = []
+        self.excluded_ids: set[str] = set()
+
+    def report(self, file: Path | str, row: int | str, image_id: str, reason: str) -> None:
+        if self.on_error == "raise":
+            raise DataError(
+                f"{file} line {row} ({image_id}): {reason} "
+                "(pass --on-error exclude to skip such images and list them in the manifest)"
+            )
+        self.excluded.append({"file": str(file), "row": row, "id": image_id, "reason": reason})
+        self.excluded_ids.add(image_id)
+
+
+def prepare_output(options: PrepareOptions) -> Path:
+    """Create the output folder; refuse to overwrite a completed preparation."""
+    if (options.out / "manifest.json").exists():
+        raise DataError(f"{options.out}: already prepared (manifest.json exists); delete the folder or choose another --out")
+    options.out.mkdir(parents=True, exist_ok=True)
+    return options.out
+
+
+def cache_images(
+    options: PrepareOptions, jobs: list[tuple[str, str]], decode: Callable[[str], np.ndarray], mode: ResizeMode
+) -> tuple[CacheResult, set[str]]:
+    """Decode ``(id, path)`` jobs into the image cache; returns the result and the excluded IDs."""
+    result = write_image_cache(
+        options.out, jobs, decode, options.image_size, mode, options.on_error, options.workers,
+        description=f"decoding {options.out.name}",
+    )
+    written = set(result.ids)
+    return result, {image_id for image_id, _ in jobs if image_id not in written}
+
+
+def check_box(box: Sequence[float], width: int, height: int) -> str | None:
+    """Why an xyxy pixel box is invalid on a ``width`` × ``height`` image, or None."""
+    x1, y1, x2, y2 = box
+    if not all(np.isfinite(box)):
+        return f"box {list(box)} has a missing coordinate"
+    if x2 <= x1 or y2 <= y1:
+        return f"box {list(box)} is empty"
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        return f"box {list(box)} lies outside the {width}x{height} image"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Writing
+
+
+def write_mask(out: Path, image_id: str, mask: np.ndarray, size: int, mode: ResizeMode) -> None:
+    """``out/masks/<id>.png``: a full-resolution boolean mask resized like its image (same
+    geometry as the cache) and binarised at half coverage to uint8 {0, 255}."""
+    resized = RESIZERS[mode](np.where(mask, 255, 0).astype(np.uint8), size)
+    path = out / "masks" / f"{image_id}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.where(resized >= 128, 255, 0).astype(np.uint8)):
+        raise DataError(f"{path}: could not write the mask")
+
+
+def coco_annotations(
+    images: Iterable[tuple[str, int, int, Sequence[Sequence[float]]]], category: str
+) -> dict[str, Any]:
+    """COCO detection JSON from ``(id, width, height, xyxy pixel boxes)``; images without boxes
+    stay in ``images`` (negatives must be scored, reference defect B1). ``file_name`` is the ID."""
+    coco: dict[str, Any] = {"images": [], "annotations": [], "categories": [{"id": 1, "name": category}]}
+    for number, (image_id, width, height, boxes) in enumerate(images, start=1):
+        coco["images"].append({"id": number, "file_name": image_id, "width": int(width), "height": int(height)})
+        for x1, y1, x2, y2 in boxes:
+            coco["annotations"].append({
+                "id": len(coco["annotations"]) + 1, "image_id": number, "category_id": 1,
+                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                "area": float((x2 - x1) * (y2 - y1)), "iscrowd": 0,
+            })
+    return coco
+
+
+def write_coco(out: Path, split: str, coco: dict[str, Any]) -> None:
+    path = out / "annotations" / f"{split}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(coco) + "\n")
+
+
+def finish(
+    options: PrepareOptions,
+    *,
+    dataset: str,
+    partitions: list[Partition],
+    records: pd.DataFrame,
+    sources: list[SourceFile],
+    cache: CacheResult,
+    image_mode: ResizeMode,
+    verification: str,
+    excluded: Sequence[dict[str, Any]] = (),
+    excluded_ids: set[str] = frozenset(),
+    notes: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Drop excluded IDs, write the split files, ``records.csv`` and (last) ``manifest.json``.
+
+    ``records`` has one row per image with an ``id`` column plus task columns; a ``split`` column
+    is added (``split_<partition>`` per partition when there are several, as RSNA has). Manifest
+    counts are keyed ``<partition>/<file stem>`` (e.g. ``detection/train``,
+    ``detection/train_1pct_draw0``) plus ``images``.
+    """
+    dropped = set(excluded_ids) | {item for item in records["id"] if item not in set(cache.ids)}
+    partitions = [partition.without(dropped) for partition in partitions]
+    records = records[~records["id"].isin(dropped)].copy()
+    if records["id"].duplicated().any():
+        raise DataError(f"{dataset}: duplicate image IDs in records: {records['id'][records['id'].duplicated()].tolist()[:3]}")
+    counts: dict[str, int] = {"images": len(records)}
+    for partition in partitions:
+        column = "split" if len(partitions) == 1 else f"split_{partition.name}"
+        split_of = {item: split for split, ids in partition.splits.items() for item in ids}
+        records[column] = records["id"].map(split_of).fillna("")
+        for file_name, ids in partition.files().items():
+            write_ids(options.out / "splits" / partition.name / file_name, ids)
+            counts[f"{partition.name}/{file_name.removesuffix('.txt')}"] = len(ids)
+    records.to_csv(options.out / "records.csv", index=False)
+    all_excluded = [*cache.excluded, *excluded]
+    manifest = Manifest(
+        dataset=dataset,
+        protocol_version=PROTOCOL_VERSION,
+        package_version=benchmark.__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        source_files=sources,
+        counts=counts,
+        image_size=options.image_size,
+        image_mode=image_mode,
+        partitions=[partition.name for partition in partitions],
+        fractions={
+            str(percent): sorted({draw for partition in partitions for (p, draw) in partition.subsets if p == percent})
+            for percent in sorted({p for partition in partitions for (p, _) in partition.subsets})
+        },
+        excluded=all_excluded,
+        notes=list(notes),
+        demo=is_demo(options.raw),
+        extra={"verification": verification, **(extra or {})},
+    )
+    manifest.write(options.out)
+    return manifest
+
