@@ -125,6 +125,8 @@ def _torch_load_safely(path: Path) -> Any:
             reason = _reason(error)
             if any(sign in reason for sign in _CODE_EXECUTION_SIGNS):
                 raise UnsafeCheckpointError(f"{path}: refused, the pickle would run code ({reason}); nothing was executed") from None
+            if "Unsupported operand" in reason:
+                raise CheckpointError(f"{path}: not a PyTorch checkpoint, truncated, or using pickle instructions the safe loader refuses ({reason})") from None
             match = _UNSUPPORTED_GLOBAL.search(reason)
             if match and match.group(1) not in names:
                 names.append(match.group(1))
