@@ -212,10 +212,12 @@ def reference_numpy_choice(train_ids: Sequence[str], percent: int, constructions
     return [item for position, item in enumerate(train_ids) if position in chosen]
 
 
-def stratified_draw(train_ids: Sequence[str], count: int, seed: Sequence[int], labels: Mapping[str, Any] | None = None) -> list[str]:
+def stratified_draw(
+    train_ids: Sequence[str], count: int, seed: Sequence[int], labels: Mapping[str, Any] | None = None, balanced: bool = False
+) -> list[str]:
     """``count`` IDs drawn without replacement with ``np.random.default_rng(seed)``; when
-    ``labels`` is given, each label keeps its share of the training split (largest remainder).
-    Returned in split order."""
+    ``labels`` is given, each label keeps its share of the training split, or an equal share when
+    ``balanced`` (shares rounded by largest remainder). Returned in split order."""
     rng = np.random.default_rng(list(seed))
     positions = np.arange(len(train_ids))
     if labels is None:
@@ -224,11 +226,15 @@ def stratified_draw(train_ids: Sequence[str], count: int, seed: Sequence[int], l
         label_of = np.array([str(labels[item]) for item in train_ids])
         classes = sorted(set(label_of))
         members = {label: positions[label_of == label] for label in classes}
-        quotas = {label: count * len(members[label]) / len(train_ids) for label in classes}
+        share = {label: 1 / len(classes) if balanced else len(members[label]) / len(train_ids) for label in classes}
+        quotas = {label: count * share[label] for label in classes}
         allocation = {label: int(quotas[label]) for label in classes}
         by_remainder = sorted(classes, key=lambda label: (-(quotas[label] - allocation[label]), label))
         for label in by_remainder[: count - sum(allocation.values())]:
             allocation[label] += 1
+        short = [label for label in classes if allocation[label] > len(members[label])]
+        if short:
+            raise DataError(f"cannot draw {count} IDs: too few training images labelled {short}")
         chosen = np.concatenate(
             [rng.choice(members[label], size=allocation[label], replace=False) for label in classes]
         )
@@ -242,20 +248,21 @@ def fraction_subsets(
     labels: Mapping[str, Any] | None = None,
     percents: Sequence[int] = SUBSET_PERCENTS,
     draws: int = DRAWS,
-    pool: Sequence[str] | None = None,
+    balanced: bool = False,
 ) -> dict[tuple[int, int], list[str]]:
     """(percent, draw) -> IDs for every subset of one training split.
 
     Draw 0 is ``reference_draw(train_ids, percent)``; draws k > 0 are :func:`stratified_draw` of
-    the same size from ``pool`` (default: the whole training split), seeded with
-    ``(42, percent, k)``, stratified by ``labels`` when given.
+    the same size, seeded with ``(42, percent, k)``, stratified by ``labels`` when given (with
+    equal class shares when ``balanced``, for datasets whose reference trains on a balanced set).
     """
-    pool = list(train_ids if pool is None else pool)
     subsets: dict[tuple[int, int], list[str]] = {}
     for percent in percents:
         subsets[percent, 0] = reference_draw(train_ids, percent)
         for draw in range(1, draws):
-            subsets[percent, draw] = stratified_draw(pool, len(subsets[percent, 0]), (REFERENCE_SEED, percent, draw), labels)
+            subsets[percent, draw] = stratified_draw(
+                train_ids, len(subsets[percent, 0]), (REFERENCE_SEED, percent, draw), labels, balanced
+            )
     return subsets
 
 
@@ -391,7 +398,10 @@ def check_box(box: Sequence[float], width: int, height: int) -> str | None:
 def write_mask(out: Path, image_id: str, mask: np.ndarray, size: int, mode: ResizeMode) -> None:
     """``out/masks/<id>.png``: a full-resolution boolean mask resized like its image (same
     geometry as the cache) and binarised at half coverage to uint8 {0, 255}."""
-    resized = RESIZERS[mode](np.where(mask, 255, 0).astype(np.uint8), size)
+    if mask.any():
+        resized = RESIZERS[mode](np.where(mask, 255, 0).astype(np.uint8), size)
+    else:  # most images are negatives: skip the resize
+        resized = np.zeros((size, size), dtype=np.uint8)
     path = out / "masks" / f"{image_id}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), np.where(resized >= 128, 255, 0).astype(np.uint8)):

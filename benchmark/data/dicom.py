@@ -1,0 +1,66 @@
+"""DICOM decoding to the 8-bit grayscale the image cache stores.
+
+:func:`read_dicom` differs from the reference's ``read_from_dicom`` (``mgca/datasets/utils.py``
+L8-25), which takes the stored pixel values and scales them with
+``cv2.convertScaleAbs(x, alpha=255 / x.max())``, then inverts MONOCHROME1:
+
+* the Modality LUT (RescaleSlope/RescaleIntercept or a Modality LUT Sequence) is applied first,
+  so values are in the units the file declares rather than raw detector codes;
+* the VOI LUT Sequence or WindowCenter/WindowWidth is applied where present, i.e. the contrast
+  the producing site chose for display; the reference ignores it;
+* the result is min-max scaled to 0..255 (the reference subtracts no minimum, so an image whose
+  darkest pixel is not 0 keeps a raised black level and loses contrast; with a negative
+  intercept ``convertScaleAbs`` would even fold negative values back as their absolute value).
+
+Why: these files come from many scanners; display windowing and the modality rescale are part of
+the image's meaning, and a plain max-scaling makes the same anatomy look different across sites.
+For the RSNA and SIIM releases (8-bit MONOCHROME2, no rescale, no window, darkest pixel usually 0)
+both decodings give the same or nearly the same pixels; the differences matter for other DICOMs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+from benchmark.data.prepared import DataError
+
+
+def read_dicom(path: str | Path) -> np.ndarray:
+    """uint8 H×W grayscale pixels of a single-frame DICOM, MONOCHROME1 inverted to
+    MONOCHROME2 (bright bone), scaled to the full 0..255 range. Module-level and picklable, so
+    :func:`benchmark.data.cache.write_image_cache` can run it in worker processes.
+
+    Raises DataError naming the file when it is missing, not DICOM, has no pixel data, or its
+    pixel data do not match the size its header declares (truncated file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: DICOM file missing")
+    try:
+        dataset = pydicom.dcmread(path)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path}: not a readable DICOM file ({type(error).__name__}: {error})") from None
+    if "PixelData" not in dataset:
+        raise DataError(f"{path}: DICOM has no PixelData element (not an image)")
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # noqa: BLE001 - pydicom and its decoder plugins raise many types
+        raise DataError(f"{path}: pixel data cannot be decoded ({type(error).__name__}: {error})") from None
+    if pixels.ndim != 2:
+        raise DataError(
+            f"{path}: expected one grayscale frame, got pixel array of shape {pixels.shape} "
+            f"({dataset.get('PhotometricInterpretation', '?')})"
+        )
+    values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    image = np.rint(scaled).astype(np.uint8)
+    if dataset.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        image = 255 - image
+    return image
+

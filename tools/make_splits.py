@@ -1,0 +1,78 @@
+"""Regenerate the shipped split ID lists in benchmark/splits/ from the official label files.
+
+    .venv/bin/python tools/make_splits.py            # label files from the torchxrayvision wheel
+    .venv/bin/python tools/make_splits.py --labels rsna=/data/stage_2_train_labels.csv
+
+The lists are the package data every ``prepare`` checks a user's splits against. They are made
+by the same functions the preparers run (all seeded: the reference's random_state=0 splits, the
+reference's fraction rules for draw 0, seeds (42, percent, draw) for draws 1-2), so rerunning
+this script must leave ``git diff benchmark/splits`` empty. ``source.json`` beside each
+dataset's lists records the label file's sha256 and the sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmark.data.datasets import rsna, siim
+from benchmark.data.prepared import file_sha256, ids_fingerprint, write_ids
+from benchmark.data.preparation import SHIPPED_SPLITS, Partition
+
+# dataset -> (label file name inside torchxrayvision/data, official name, partitions from the file)
+SOURCES: dict[str, tuple[str, str, Callable[[Path], list[Partition]]]] = {
+    "rsna": ("kaggle_stage_2_train_labels.csv.zip", rsna.LABELS_FILE, lambda path: rsna.make_partitions(rsna.read_patients(path))),
+    "siim": ("siim-pneumothorax-train-rle.csv.gz", siim.LABELS_FILE, lambda path: [siim.make_partition(siim.read_rle_rows(path))]),
+}
+
+
+def torchxrayvision_labels(name: str) -> Path:
+    import torchxrayvision
+
+    return Path(os.path.dirname(torchxrayvision.__file__)) / "data" / name
+
+
+def write_shipped(dataset: str, labels: Path, root: Path = SHIPPED_SPLITS) -> dict[str, int]:
+    """Rewrite ``root/<dataset>/`` from ``labels``; returns the size of every list written."""
+    wheel_name, official_name, build = SOURCES[dataset]
+    folder = root / dataset
+    if folder.exists():
+        shutil.rmtree(folder)
+    sizes: dict[str, int] = {}
+    fingerprints: dict[str, str] = {}
+    for partition in build(labels):
+        for file_name, ids in partition.files().items():
+            write_ids(folder / partition.name / file_name, ids)
+            sizes[f"{partition.name}/{file_name}"] = len(ids)
+            fingerprints[f"{partition.name}/{file_name}"] = ids_fingerprint(ids)
+    source = {
+        "label_file": official_name,
+        "copy_used": f"torchxrayvision==1.5.7 data/{wheel_name}" if labels.name == wheel_name else labels.name,
+        "sha256": file_sha256(labels),
+        "generated_by": "tools/make_splits.py",
+        "sizes": sizes,
+        "fingerprints": fingerprints,
+    }
+    (folder / "source.json").write_text(json.dumps(source, indent=2) + "\n")
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", action="append", default=[], metavar="DATASET=PATH",
+                        help="official label file for a dataset (default: the torchxrayvision copy)")
+    parser.add_argument("--datasets", nargs="*", default=sorted(SOURCES), choices=sorted(SOURCES))
+    args = parser.parse_args()
+    given = dict(item.split("=", 1) for item in args.labels)
+    for dataset in args.datasets:
+        labels = Path(given[dataset]) if dataset in given else torchxrayvision_labels(SOURCES[dataset][0])
+        sizes = write_shipped(dataset, labels)
+        print(f"{dataset}: {sizes}")
+
+
+if __name__ == "__main__":
+    main()
