@@ -1,0 +1,302 @@
+"""Official classification metrics, the prediction/target file formats, and their validation.
+
+File formats (CSV, UTF-8, one row per test image, comma-separated, header required)
+-----------------------------------------------------------------------------------
+Predictions (every dataset)::
+
+    id,<class 1>,<class 2>,...
+    patient64541/study1/view1_frontal,0.12,0.80,...
+
+one column per class of the dataset (:data:`SCHEMES`; any column order, no other column),
+holding a finite score per class: a probability (sigmoid for the multi-label/binary datasets,
+softmax for COVIDx) or any real number where larger means more likely. AUROC uses only the
+ranking; accuracy takes the class with the largest score.
+
+Targets:
+
+* CheXpert and RSNA (multi-label / binary): ``id,<class 1>,...`` with the same class columns
+  as the predictions, each 0 or 1. CheXpert: ``Atelectasis, Cardiomegaly, Consolidation,
+  Edema, Pleural Effusion`` (uncertain labels already mapped, PROTOCOL.md 3.3). RSNA: ``Target``.
+* COVIDx (multi-class, one label per image): ``id,label`` with ``label`` the class index
+  0 = normal, 1 = pneumonia, 2 = COVID-19 (the reference's mapping, PROTOCOL.md 5.2).
+  Prediction columns are ``normal, pneumonia, COVID-19``.
+
+Both files must hold exactly the same IDs (any order). A missing or extra ID, a wrong or
+duplicated column, a duplicated ID, an empty/NaN/non-numeric score or an out-of-range target
+is a :class:`PredictionFileError` naming the file, the row and the fix.
+
+Metrics (PROTOCOL.md 8.5)
+-------------------------
+AUROC is scikit-learn's ``roc_auc_score`` per class; the macro value is their unweighted mean
+(torchmetrics ``AUROC(average="macro")`` in the reference). A class whose test targets hold a
+single value has no AUROC: its value is NaN, the macro value is NaN too (a mean over fewer
+classes would be a different metric), and the result carries a warning naming the class.
+COVIDx AUROC is one-vs-rest over its three classes. Accuracy is overall (micro) top-1
+accuracy, the reference's metric; balanced accuracy is the mean per-class recall (defect B18).
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from benchmark.data.prepared import DataError
+from benchmark.registry import Registry
+from benchmark.scoring import SCORERS
+from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci
+
+TargetFormat = Literal["multilabel", "multiclass"]
+ID_COLUMN = "id"
+LABEL_COLUMN = "label"  # multi-class targets
+
+
+class PredictionFileError(DataError):
+    """A prediction or target file does not follow the format in this module's docstring."""
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    value: float
+    per_class: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+# (targets [n, C] in {0, 1}; one-hot for multi-class, scores [n, C], class names) -> result
+MetricFunction = Callable[[np.ndarray, np.ndarray, Sequence[str]], MetricResult]
+METRICS: Registry[MetricFunction] = Registry("classification metric")
+
+
+@dataclass(frozen=True)
+class ClassificationScheme:
+    """What a dataset's test set is scored on: its classes, target format and metrics."""
+
+    dataset: str
+    classes: tuple[str, ...]
+    target_format: TargetFormat
+    primary: str  # a key of METRICS: the leaderboard number
+    secondary: tuple[str, ...] = ()
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return (self.primary, *self.secondary)
+
+
+SCHEMES: Registry[ClassificationScheme] = Registry("classification dataset")
+
+
+def _register_metric(name: str) -> Callable[[MetricFunction], MetricFunction]:
+    return METRICS.register(name)
+
+
+def binary_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC of one class; NaN when ``targets`` hold a single value (AUROC undefined)."""
+    if np.unique(targets).size < 2:
+        return float("nan")
+    return float(roc_auc_score(targets, scores))
+
+
+@_register_metric("auroc")
+def macro_auroc(targets: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> MetricResult:
+    """Unweighted mean of the per-class AUROCs (one-vs-rest for one-hot targets)."""
+    per_class = {name: binary_auroc(targets[:, k], scores[:, k]) for k, name in enumerate(classes)}
+    undefined = [name for name, value in per_class.items() if np.isnan(value)]
+    if undefined:
+        return MetricResult(float("nan"), per_class, (
+            f"AUROC undefined for {', '.join(undefined)}: the test targets hold a single value for "
+            f"{'this class' if len(undefined) == 1 else 'these classes'}, so the macro AUROC is NaN",
+        ))
+    return MetricResult(float(np.mean(list(per_class.values()))), per_class)
+
+
+@_register_metric("accuracy")
+def accuracy(targets: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> MetricResult:
+    """Overall top-1 accuracy (the reference's micro accuracy)."""
+    del classes
+    return MetricResult(float(np.mean(targets.argmax(1) == scores.argmax(1))))
+
+
+@_register_metric("balanced_accuracy")
+def balanced_accuracy(targets: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> MetricResult:
+    """Mean recall over the classes present in the targets (scikit-learn)."""
+    truth, predicted = targets.argmax(1), scores.argmax(1)
+    absent = [name for k, name in enumerate(classes) if not (truth == k).any()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the absent classes are reported below instead
+        value = float(balanced_accuracy_score(truth, predicted))
+    notes = (f"balanced accuracy leaves out {', '.join(absent)}: no test image of that class",) if absent else ()
+    recalls = {name: float(np.mean(predicted[truth == k] == k)) for k, name in enumerate(classes) if name not in absent}
+    return MetricResult(value, recalls, notes)
+
+
+SCHEMES.add("chexpert", ClassificationScheme(
+    "chexpert", ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"), "multilabel", "auroc",
+))
+SCHEMES.add("rsna", ClassificationScheme("rsna", ("Target",), "multilabel", "auroc"))
+SCHEMES.add("covidx", ClassificationScheme(
+    "covidx", ("normal", "pneumonia", "COVID-19"), "multiclass", "accuracy", ("balanced_accuracy", "auroc"),
+))
+
+
+def compute_metrics(targets: np.ndarray, scores: np.ndarray, scheme: ClassificationScheme) -> dict[str, MetricResult]:
+    """Every metric of ``scheme`` on label-matrix ``targets`` and ``scores`` (both [n, C])."""
+    check_arrays(targets, scores, scheme)
+    return {name: METRICS.get(name)(targets, scores, scheme.classes) for name in scheme.metric_names}
+
+
+def flat_metrics(results: dict[str, MetricResult]) -> dict[str, float]:
+    """``{"auroc": ..., "auroc[Edema]": ...}``: the run record's metric dictionary."""
+    flat: dict[str, float] = {}
+    for name, result in results.items():
+        flat[name] = result.value
+        flat.update({f"{name}[{cls}]": value for cls, value in result.per_class.items()})
+    return flat
+
+
+def check_arrays(targets: np.ndarray, scores: np.ndarray, scheme: ClassificationScheme) -> None:
+    expected = (len(targets), len(scheme.classes))
+    if targets.shape != expected or scores.shape != expected:
+        raise ValueError(f"{scheme.dataset}: targets {targets.shape} and scores {scores.shape} must both be {expected}")
+
+
+def labels_to_matrix(labels: np.ndarray, scheme: ClassificationScheme) -> np.ndarray:
+    """Class indices (multi-class) or a 0/1 matrix (multi-label) → the [n, C] label matrix."""
+    if scheme.target_format == "multiclass":
+        return np.eye(len(scheme.classes), dtype=np.int64)[np.asarray(labels, dtype=np.int64).reshape(-1)]
+    return np.asarray(labels, dtype=np.int64).reshape(len(labels), len(scheme.classes))
+
+
+# ------------------------------------------------------------------------------------- files
+
+def write_predictions(path: Path, ids: Sequence[str], scores: np.ndarray, scheme: ClassificationScheme) -> Path:
+    frame = pd.DataFrame(np.asarray(scores, dtype=np.float64), columns=list(scheme.classes))
+    frame.insert(0, ID_COLUMN, list(ids))
+    frame.to_csv(path, index=False, float_format="%.8g")
+    return path
+
+
+def write_targets(path: Path, ids: Sequence[str], targets: np.ndarray, scheme: ClassificationScheme) -> Path:
+    """Write the label matrix ``targets`` in the dataset's target format (see module docstring)."""
+    if scheme.target_format == "multiclass":
+        frame = pd.DataFrame({LABEL_COLUMN: np.asarray(targets).argmax(1)})
+    else:
+        frame = pd.DataFrame(np.asarray(targets, dtype=np.int64), columns=list(scheme.classes))
+    frame.insert(0, ID_COLUMN, list(ids))
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _read_csv(path: Path, expected_columns: Sequence[str], what: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionFileError(f"{path}: {what} file not found")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            columns = next(csv.reader(handle), [])
+        frame = pd.read_csv(path, dtype={ID_COLUMN: str}, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as error:
+        raise PredictionFileError(f"{path}: not a readable CSV {what} file ({error})") from None
+    duplicated = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicated:
+        raise PredictionFileError(f"{path}: duplicated column(s) {duplicated}")
+    wanted = [ID_COLUMN, *expected_columns]
+    if set(columns) != set(wanted):
+        missing = [name for name in wanted if name not in columns]
+        extra = [name for name in columns if name not in wanted]
+        raise PredictionFileError(
+            f"{path}: wrong columns for a {what} file: missing {missing}, unexpected {extra}; "
+            f"the header must be {','.join(wanted)}"
+        )
+    if frame[ID_COLUMN].isna().any():
+        row = int(np.flatnonzero(frame[ID_COLUMN].isna())[0]) + 2
+        raise PredictionFileError(f"{path}: empty id on line {row}")
+    repeated = frame[ID_COLUMN][frame[ID_COLUMN].duplicated()].tolist()
+    if repeated:
+        raise PredictionFileError(f"{path}: {len(repeated)} duplicated id(s), e.g. {repeated[:3]}")
+    return frame.set_index(ID_COLUMN)[list(expected_columns)]
+
+
+def _numeric(frame: pd.DataFrame, path: Path, what: str) -> np.ndarray:
+    values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise PredictionFileError(
+            f"{path}: {int(bad.sum())} empty, NaN, infinite or non-numeric {what} value(s), first at line "
+            f"{row + 2} (id {frame.index[row]!r}), column {frame.columns[column]!r}"
+        )
+    return values
+
+
+def read_predictions(path: Path, scheme: ClassificationScheme) -> pd.DataFrame:
+    """Scores indexed by id, columns in ``scheme.classes`` order; validated."""
+    frame = _read_csv(path, scheme.classes, "predictions")
+    return pd.DataFrame(_numeric(frame, Path(path), "score"), index=frame.index, columns=list(scheme.classes))
+
+
+def read_targets(path: Path, scheme: ClassificationScheme) -> pd.DataFrame:
+    """0/1 label matrix indexed by id, columns in ``scheme.classes`` order; validated."""
+    multiclass = scheme.target_format == "multiclass"
+    frame = _read_csv(path, [LABEL_COLUMN] if multiclass else scheme.classes, "targets")
+    values = _numeric(frame, Path(path), "target")
+    allowed = np.arange(len(scheme.classes)) if multiclass else np.array([0, 1])
+    bad = ~np.isin(values, allowed)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise PredictionFileError(
+            f"{path}: target on line {row + 2} (id {frame.index[row]!r}) is {values[bad][0]:g}; "
+            f"allowed values are {allowed.tolist()}"
+        )
+    return pd.DataFrame(labels_to_matrix(values, scheme), index=frame.index, columns=list(scheme.classes))
+
+
+def align(predictions: pd.DataFrame, targets: pd.DataFrame, predictions_path: Path) -> pd.DataFrame:
+    """Predictions reordered to the targets' IDs; missing or extra IDs are an error."""
+    missing = targets.index.difference(predictions.index, sort=False)
+    extra = predictions.index.difference(targets.index, sort=False)
+    if len(missing) or len(extra):
+        problems = []
+        if len(missing):
+            problems.append(f"{len(missing)} test id(s) missing, e.g. {list(missing[:3])}")
+        if len(extra):
+            problems.append(f"{len(extra)} id(s) not in the test set, e.g. {list(extra[:3])}")
+        raise PredictionFileError(f"{predictions_path}: {'; '.join(problems)}; predict exactly the test set's IDs")
+    return predictions.loc[targets.index]
+
+
+def score_arrays(
+    targets: np.ndarray, scores: np.ndarray, scheme: ClassificationScheme, options: BootstrapOptions = BootstrapOptions()
+) -> dict:
+    """Official metrics of one test set with seeded bootstrap intervals, as a JSON-ready dict."""
+    results = compute_metrics(targets, scores, scheme)
+    metrics = {}
+    for name, result in results.items():
+        function = METRICS.get(name)
+        interval = bootstrap_ci(lambda rows, f=function: f(targets[rows], scores[rows], scheme.classes).value, len(targets), options)
+        metrics[name] = {**interval.as_dict(), "per_class": result.per_class}
+    notes = [note for result in results.values() for note in result.warnings]
+    notes += [
+        f"{name}: undefined on {entry['n_resamples'] - entry['n_valid']} of {entry['n_resamples']} bootstrap resamples (left out)"
+        for name, entry in metrics.items() if entry["n_valid"] < entry["n_resamples"]
+    ]
+    return {
+        "task": "classification", "dataset": scheme.dataset, "primary_metric": scheme.primary,
+        "n_images": int(len(targets)), "metrics": metrics, "warnings": notes,
+    }
+
+
+@SCORERS.register("classification")
+def score_files(predictions: Path, targets: Path, dataset: str, options: BootstrapOptions = BootstrapOptions()) -> dict:
+    """Validate a prediction file against a target file and score it (the ``score`` verb)."""
+    scheme = SCHEMES.get(dataset)
+    target_frame = read_targets(targets, scheme)
+    prediction_frame = align(read_predictions(predictions, scheme), target_frame, Path(predictions))
+    result = score_arrays(target_frame.to_numpy(), prediction_frame.to_numpy(), scheme, options)
+    return {**result, "predictions": str(predictions), "targets": str(targets)}

@@ -1,0 +1,130 @@
+"""Every hyperparameter of the linear probe, as data, in one place (PROTOCOL.md 8.2, 8.5).
+
+A run resolves this against the dataset and backbone (:func:`resolve`) and writes the result
+into its record, so two results can be compared field by field.
+
+Task version changelog (bump on any change that can move a number):
+  1: first version: frozen encoder, Linear(D, C), AdamW 5e-4, batch 48, 50 epochs, early
+     stopping on validation loss (patience 10), best-validation-loss epoch tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+from benchmark.registry import Registry
+
+TASK_VERSION = 1
+REFERENCE_CACHE_SIZE = 256  # the reference's resize_img(imsize=256)
+REFERENCE_CROP_SIZE = 224
+
+Loss = Literal["bce", "cross_entropy"]
+TrainAugmentation = Literal["moco2", "random_crop"]
+Mode = Literal["cached", "paper"]
+MODES: tuple[Mode, ...] = ("cached", "paper")
+
+
+@dataclass(frozen=True)
+class Moco2Augmentation:
+    """CheXpert's train transform after the crop (``mgca/datasets/transforms.py`` L59-73)."""
+
+    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    # The reference blurs with PIL (radius = sigma); on tensors a kernel must be chosen: 2*ceil(3*sigma_max)+1.
+    blur_kernel: int = 13
+    blur_p: float = 0.5
+    hflip_p: float = 0.5
+
+
+@dataclass(frozen=True)
+class DatasetProbe:
+    """How one dataset's labels feed the probe (class names come from the scoring scheme)."""
+
+    dataset: str
+    label_columns: tuple[str, ...]  # columns of the prepared records.csv
+    loss: Loss
+    train_augmentation: TrainAugmentation
+
+
+@dataclass(frozen=True)
+class ProbeProtocol:
+    """The reference recipe; tests and benchmarks shrink it with :func:`dataclasses.replace`."""
+
+    task_version: int = TASK_VERSION
+    partition: str = "classification"
+    head: str = "Linear(D, C), dropout 0"
+    optimizer: str = "AdamW"
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-6
+    # Code value; G2D restates it as 8 (PROTOCOL.md 8.2, 14.8).
+    batch_size: int = 48
+    max_epochs: int = 50
+    early_stopping_patience: int = 10  # epochs without a strictly lower validation loss
+    # Reference train loader: shuffle, drop_last=True. A training set smaller than one batch
+    # is trained as one partial batch (recorded as train_batches_per_epoch).
+    train_drop_last: bool = True
+    # Every validation image counts (the reference drops the last partial batch: defect B7).
+    val_drop_last: bool = False
+    encode_batch_size: int = 64
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    moco2: Moco2Augmentation = field(default_factory=Moco2Augmentation)
+    deterministic_algorithms: bool = True
+
+
+DATASET_PROBES: Registry[DatasetProbe] = Registry("classification dataset")
+DATASET_PROBES.add("chexpert", DatasetProbe(
+    "chexpert", ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"), "bce", "moco2",
+))
+DATASET_PROBES.add("rsna", DatasetProbe("rsna", ("Target",), "bce", "random_crop"))
+DATASET_PROBES.add("covidx", DatasetProbe("covidx", ("label",), "cross_entropy", "random_crop"))
+
+PROTOCOL = ProbeProtocol()
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Pixel sizes of one run: the cache side, the crop and what the encoder sees."""
+
+    cache_size: int
+    crop_size: int
+    encoder_input_size: int  # crop upsampled for ResNet-50 (defect B20), else the crop
+    notes: tuple[str, ...]
+
+
+def resolve_geometry(cache_size: int, patch_size: int | None, linear_probe_input_size: int | None) -> Geometry:
+    """Crop = round(S * 224 / 256) (224 on the reference's 256 cache), then the encoder input.
+
+    A ViT needs a crop divisible by its patch size: a crop that is not is rounded down to one
+    that is, and the note says so. A backbone with a linear-probe input size (ResNet-50: 299)
+    gets the crop upsampled by the same ratio.
+    """
+    notes = []
+    crop = round(cache_size * REFERENCE_CROP_SIZE / REFERENCE_CACHE_SIZE)
+    if cache_size != REFERENCE_CACHE_SIZE:
+        notes.append(f"cache size {cache_size} instead of {REFERENCE_CACHE_SIZE}: crop scaled to {crop}")
+    if patch_size and crop % patch_size:
+        rounded = crop - crop % patch_size
+        notes.append(f"crop {crop} rounded down to {rounded}, a multiple of the patch size {patch_size}")
+        crop = rounded
+    if crop < 1:
+        raise ValueError(f"cache size {cache_size} is too small for a {patch_size}-pixel patch")
+    encoder_input = crop
+    if linear_probe_input_size:
+        encoder_input = round(crop * linear_probe_input_size / REFERENCE_CROP_SIZE)
+        notes.append(f"crop upsampled to {encoder_input} (bilinear, align_corners=True) as the reference's ResNet probe (defect B20)")
+    return Geometry(cache_size, crop, encoder_input, tuple(notes))
+
+
+def resolved_config(protocol: ProbeProtocol, probe: DatasetProbe, geometry: Geometry, mode: Mode, extra: dict) -> dict:
+    """The run record's ``config``: protocol, dataset probe, geometry, mode and run facts."""
+    return {**asdict(protocol), "dataset": asdict(probe), "geometry": asdict(geometry), "mode": mode, **extra}
+
+
+def with_overrides(**changes: object) -> ProbeProtocol:
+    """The reference protocol with some fields changed (tests, benchmarks); recorded in the config."""
+    return replace(PROTOCOL, **changes)
