@@ -1,0 +1,244 @@
+"""CheXpert (linear classification): five competition labels, patient-disjoint validation.
+
+Raw folder: the ``CheXpert-v1.0-small`` (or ``CheXpert-v1.0``) folder with ``train.csv``,
+``valid.csv`` and the ``train/`` and ``valid/`` image trees. The CSV ``Path`` column starts with
+the release folder name, which is dropped and the rest resolved against the raw folder (as the
+reference does), so both releases give the same IDs.
+
+Split (partition ``classification``), see PROTOCOL.md section 3:
+
+1. The reference's 5×200 hold-out (``mgca/preprocess/chexpert.py`` L8-36) is rebuilt exactly and
+   its 1,000 rows removed from training, as the reference does, so that a zero-shot 5×200 task
+   can later use them.
+2. The remaining frontal rows are grouped by patient. Patients are shuffled with
+   ``numpy.random.default_rng(0)`` (patients sorted by ID first) and taken in that order until
+   the validation split holds at least 5,000 frontal images. Training is every other remaining
+   frontal image. Deviation (defect B5): the reference draws 5,000 rows of any view by position
+   and drops them by label, so 4,203 of its 4,284 frontal validation images stay in training;
+   here validation is drawn after the frontal filter and is disjoint from training by patient.
+3. Test = the frontal images of the official ``valid.csv`` (202 of 234), as the reference.
+
+On the public ``train.csv`` this gives 185,027 training and 5,000 validation images (1,683
+patients); 1% / 10% subsets hold 1,850 / 18,503. The shipped ID lists in
+``benchmark/splits/chexpert/classification/`` were made from the CheXpert-v1.0-small ``train.csv``
+(copy in torchxrayvision 1.5.7); the test list comes from ``valid.csv`` at preparation time. Demo
+data (raw folder with the demo marker) is too small for the reference's sizes: no hold-out and
+10% of the frontal images for validation, recorded in the manifest (``extra.split_sizes``).
+
+Labels: NaN → 0, uncertain (−1) → U-Ones for Atelectasis, Edema, Pleural Effusion and U-Zeros for
+Cardiomegaly, Consolidation (``CHEXPERT_UNCERTAIN_MAPPINGS``).
+
+Image ID: the path below the split folder without extension, with ``/`` replaced by ``_``,
+e.g. ``patient00001_study1_view1_frontal`` (file-system safe; train and valid patients are
+distinct, which preparation checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from benchmark.data.imaging import read_gray
+from benchmark.data.prepared import DataError, Manifest
+from benchmark.data.preparation import (
+    LINE,
+    Partition,
+    cache_images,
+    describe_sources,
+    finish,
+    fraction_subsets,
+    is_demo,
+    numeric_column,
+    prepare_output,
+    read_label_csv,
+    reference_frac_sample,
+    verify_partitions,
+)
+from benchmark.data.registry import DATASETS, DatasetInfo, PrepareOptions
+
+NAME = "chexpert"
+PARTITION = "classification"
+COMPETITION_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+UNCERTAIN_MAPPING = {"Atelectasis": 1, "Cardiomegaly": 0, "Consolidation": 0, "Edema": 1, "Pleural Effusion": 1}
+# The further observations that must be 0 for a 5×200 candidate (mgca/preprocess/chexpert.py).
+HOLDOUT_OTHER_OBSERVATIONS = (
+    "Enlarged Cardiomediastinum", "Lung Lesion", "Lung Opacity", "Pneumonia", "Pneumothorax",
+    "Pleural Other", "Fracture", "Support Devices",
+)
+LABEL_COLUMNS = (*COMPETITION_TASKS, *HOLDOUT_OTHER_OBSERVATIONS)
+REQUIRED_COLUMNS = ("Path", "Frontal/Lateral", *LABEL_COLUMNS)
+LABEL_VALUES = (1.0, 0.0, -1.0)
+HOLDOUT_SEED = 0  # random_state of the reference's per-task sample
+VALIDATION_SEED = 0
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    holdout_per_task: int  # 5×200 hold-out rows per competition task
+    validation_images: int  # at least this many frontal validation images (whole patients)
+
+
+REFERENCE_SIZES = SplitSizes(holdout_per_task=200, validation_images=5000)
+DEMO_VALIDATION_FRACTION = 0.1  # demo data (a few hundred images): no hold-out, 10% validation
+NOTES = (
+    "Validation: whole patients (default_rng(0) over sorted patient IDs) until >= 5,000 frontal images, "
+    "drawn after the frontal filter and disjoint from training by patient; the reference draws 5,000 rows "
+    "of any view and drops them by index label, leaving 4,203 of its 4,284 frontal validation images in "
+    "training (defect B5).",
+    "The reference's 5x200 hold-out (1,000 frontal rows) is removed from training as in the reference.",
+    "Label fractions: draw 0 = df.sample(frac, random_state=42) on the frontal training split in train.csv "
+    "order (the reference's rule on a different, leak-free training split); draws 1, 2 = seeded draws "
+    "stratified by the 5-label combination.",
+)
+
+
+def release_relative_path(csv_path: str) -> PurePosixPath:
+    """``CheXpert-v1.0-small/train/p/s/v.jpg`` → ``train/p/s/v.jpg`` (the release folder dropped)."""
+    parts = PurePosixPath(csv_path).parts
+    if len(parts) != 5 or parts[1] not in ("train", "valid"):
+        raise ValueError(f"Path {csv_path!r} is not <release>/<train|valid>/<patient>/<study>/<view>.jpg")
+    return PurePosixPath(*parts[1:])
+
+
+def image_id(relative: PurePosixPath) -> str:
+    """Stable, file-system-safe ID: ``train/patient00001/study1/view1_frontal.jpg`` →
+    ``patient00001_study1_view1_frontal``."""
+    return "_".join(relative.with_suffix("").parts[1:])
+
+
+def read_label_table(path: Path) -> pd.DataFrame:
+    """A checked CheXpert ``train.csv``/``valid.csv``: label columns as floats (NaN = empty),
+    plus ``id``, ``patient`` and ``path`` (relative to the raw folder)."""
+    frame = read_label_csv(path, REQUIRED_COLUMNS)
+    for column in LABEL_COLUMNS:
+        values = numeric_column(frame, column, path, allow_empty=True)
+        bad = values.notna() & ~values.isin(LABEL_VALUES)
+        if bad.any():
+            row = frame[bad].iloc[0]
+            raise DataError(f"{path} line {row[LINE]}: column {column!r} holds {row[column]!r}; "
+                            "CheXpert labels are 1.0, 0.0, -1.0 or empty. Use the official file")
+        frame[column] = values
+    relative = []
+    for value, line in zip(frame["Path"], frame[LINE]):
+        try:
+            relative.append(release_relative_path(value))
+        except ValueError as error:
+            raise DataError(f"{path} line {line}: {error}") from None
+    frame["id"] = [image_id(item) for item in relative]
+    frame["patient"] = [item.parts[1] for item in relative]
+    frame["path"] = [str(item) for item in relative]
+    duplicated = frame["id"].duplicated()
+    if duplicated.any():
+        row = frame[duplicated].iloc[0]
+        raise DataError(f"{path} line {row[LINE]}: image {row['Path']!r} is listed twice")
+    return frame
+
+
+def competition_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """int 0/1 labels of the five competition tasks: NaN → 0, then −1 per UNCERTAIN_MAPPING."""
+    labels = frame[list(COMPETITION_TASKS)].astype(float).fillna(0.0)
+    for task, value in UNCERTAIN_MAPPING.items():
+        labels[task] = labels[task].replace(-1.0, float(value))
+    return labels.astype(int)
+
+
+def split_sizes(options: PrepareOptions, train_table: pd.DataFrame) -> SplitSizes:
+    """The reference's sizes, or for demo data (marker file) no hold-out and 10% validation."""
+    if not is_demo(options.raw):
+        return REFERENCE_SIZES
+    frontal = int((train_table["Frontal/Lateral"] == "Frontal").sum())
+    return SplitSizes(holdout_per_task=0, validation_images=max(1, round(DEMO_VALIDATION_FRACTION * frontal)))
+
+
+def holdout_5x200(frame: pd.DataFrame, per_task: int = REFERENCE_SIZES.holdout_per_task) -> pd.Index:
+    """Index labels of the reference's 5×200 hold-out rows (``mgca/preprocess/chexpert.py`` L8-36).
+
+    Per competition task, frontal rows where that task is 1 and the other competition tasks and
+    the eight further observations are 0 (after NaN → 0); ``per_task`` (200) sampled with
+    ``random_state=0``.
+    """
+    if per_task == 0:
+        return frame.index[:0]
+    filled = frame[["Frontal/Lateral", *LABEL_COLUMNS]].fillna(0.0)
+    frontal = filled[filled["Frontal/Lateral"] == "Frontal"]
+    chosen = []
+    for task in COMPETITION_TASKS:
+        others = [column for column in LABEL_COLUMNS if column != task]
+        pool = frontal[(frontal[task] == 1) & (frontal[others] == 0).all(axis=1)]
+        if len(pool) < per_task:
+            raise DataError(f"train.csv: only {len(pool)} 5x200 candidates for {task}; use the complete official train.csv")
+        chosen.append(pool.sample(n=per_task, random_state=HOLDOUT_SEED).index)
+    return chosen[0].append(chosen[1:])
+
+
+def patient_disjoint_validation(patients: pd.Series, target: int, seed: int = VALIDATION_SEED) -> np.ndarray:
+    """Boolean mask over ``patients`` (one entry per frontal image): whole patients, shuffled with
+    ``default_rng(seed)`` from sorted order, taken until at least ``target`` images are covered."""
+    counts = patients.value_counts().sort_index()
+    if counts.sum() <= target:
+        raise DataError(f"train.csv: {counts.sum()} frontal training images, too few for {target} validation images")
+    shuffled = counts.iloc[np.random.default_rng(seed).permutation(len(counts))]
+    taken = int(np.searchsorted(shuffled.cumsum().to_numpy(), target)) + 1  # shortest prefix reaching target
+    return patients.isin(shuffled.index[:taken]).to_numpy()
+
+
+def train_val_split(train_table: pd.DataFrame, sizes: SplitSizes = REFERENCE_SIZES) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Frontal training and validation rows of a parsed ``train.csv``, in file order."""
+    remaining = train_table.drop(index=holdout_5x200(train_table, sizes.holdout_per_task))
+    frontal = remaining[remaining["Frontal/Lateral"] == "Frontal"]
+    is_val = patient_disjoint_validation(frontal["patient"], sizes.validation_images)
+    return frontal[~is_val], frontal[is_val]
+
+
+def label_combination(frame: pd.DataFrame) -> dict[str, str]:
+    """ID → the five mapped labels as a string (``"10010"``), the strata of the seeded draws."""
+    labels = competition_labels(frame).astype(str).agg("".join, axis=1)
+    return dict(zip(frame["id"], labels))
+
+
+def training_partition(train_table: pd.DataFrame, test_ids: list[str], sizes: SplitSizes = REFERENCE_SIZES) -> Partition:
+    """The ``classification`` partition with its 1%/10% subsets (draws 0-2)."""
+    train, val = train_val_split(train_table, sizes)
+    train_ids = train["id"].tolist()
+    subsets = fraction_subsets(train_ids, reference_frac_sample, labels=label_combination(train))
+    return Partition(PARTITION, {"train": train_ids, "val": val["id"].tolist(), "test": test_ids}, subsets)
+
+
+def prepare(options: PrepareOptions) -> Manifest:
+    """CheXpert raw folder → prepared ``classification`` dataset (see the module docstring)."""
+    train_csv, valid_csv = options.raw / "train.csv", options.raw / "valid.csv"
+    train_table, valid_table = read_label_table(train_csv), read_label_table(valid_csv)
+    shared = sorted(set(train_table["patient"]) & set(valid_table["patient"]))
+    if shared:
+        raise DataError(f"{valid_csv}: patients {shared[:3]} also appear in {train_csv}; use the official files")
+    test = valid_table[valid_table["Frontal/Lateral"] == "Frontal"]
+    sizes = split_sizes(options, train_table)
+    partition = training_partition(train_table, test["id"].tolist(), sizes)
+    (partition,), verification = verify_partitions(NAME, [partition], options)
+    out = prepare_output(options)
+
+    used = set().union(*partition.splits.values())
+    rows = pd.concat([train_table, test])
+    rows = rows[rows["id"].isin(used)]
+    records = pd.concat([rows[["id", "path", "patient"]], competition_labels(rows)], axis=1)
+    jobs = [(image_id, str(options.raw / path)) for image_id, path in zip(records["id"], records["path"])]
+    cache, excluded_ids = cache_images(options, jobs, read_gray, "letterbox")
+    return finish(
+        options, dataset=NAME, partitions=[partition], records=records,
+        sources=describe_sources(options.raw, [train_csv, valid_csv]), cache=cache, image_mode="letterbox",
+        verification=verification, excluded_ids=excluded_ids, notes=NOTES,
+        extra={"label_columns": list(COMPETITION_TASKS), "uncertain_mapping": UNCERTAIN_MAPPING,
+               "split_sizes": asdict(sizes)},
+    )
+
+
+DATASETS.add(NAME, DatasetInfo(
+    name=NAME,
+    title="CheXpert v1.0 (5 competition labels)",
+    partitions=(PARTITION,),
+    raw_layout="the CheXpert-v1.0(-small) folder: train.csv, valid.csv, train/, valid/",
+    prepare=prepare,
+))

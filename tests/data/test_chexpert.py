@@ -1,0 +1,171 @@
+"""CheXpert: the split on the real train.csv (sizes, patient disjointness, shipped lists) and a
+tiny raw folder end to end, including bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.data.datasets import chexpert
+from benchmark.data.prepared import DataError, PreparedDataset, read_ids
+from benchmark.data.preparation import DEMO_MARKER, SHIPPED_SPLITS, reference_frac_sample
+from benchmark.data.registry import DATASETS, PrepareOptions
+
+torchxrayvision = pytest.importorskip("torchxrayvision")
+REAL_TRAIN_CSV = Path(torchxrayvision.__file__).parent / "data" / "chexpert_train.csv.gz"
+
+
+# --- the real train.csv ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_table() -> pd.DataFrame:
+    return chexpert.read_label_table(REAL_TRAIN_CSV)
+
+
+@pytest.fixture(scope="module")
+def real_partition(real_table):
+    return chexpert.training_partition(real_table, test_ids=[])
+
+
+def test_holdout_matches_the_reference_rule(real_table):
+    holdout = real_table.loc[chexpert.holdout_5x200(real_table)]
+    assert len(holdout) == 1000 and holdout["id"].is_unique
+    assert (holdout["Frontal/Lateral"] == "Frontal").all()
+    # every hold-out row is positive for exactly one competition task and negative elsewhere
+    labels = holdout[list(chexpert.LABEL_COLUMNS)].fillna(0)
+    assert ((labels == 1).sum(axis=1) == 1).all() and ((labels == 0).sum(axis=1) == len(chexpert.LABEL_COLUMNS) - 1).all()
+    assert (labels[list(chexpert.COMPETITION_TASKS)] == 1).sum().tolist() == [200] * 5
+
+
+def test_real_split_sizes_and_patient_disjointness(real_table, real_partition):
+    train, val = real_partition.splits["train"], real_partition.splits["val"]
+    assert (len(train), len(val)) == (185_027, 5_000)
+    patient = dict(zip(real_table["id"], real_table["patient"]))
+    assert not {patient[i] for i in train} & {patient[i] for i in val}
+    holdout_ids = set(real_table.loc[chexpert.holdout_5x200(real_table), "id"])
+    assert not holdout_ids & (set(train) | set(val))
+    # every frontal image outside the hold-out is in exactly one of train/val
+    frontal = set(real_table.loc[real_table["Frontal/Lateral"] == "Frontal", "id"])
+    assert set(train) | set(val) == frontal - holdout_ids
+    sizes = {key: len(ids) for key, ids in real_partition.subsets.items()}
+    assert sizes == {(1, 0): 1850, (1, 1): 1850, (1, 2): 1850, (10, 0): 18503, (10, 1): 18503, (10, 2): 18503}
+
+
+def test_draw_zero_is_the_reference_sample_and_other_draws_differ(real_partition):
+    train = real_partition.splits["train"]
+    expected = set(pd.Series(train).sample(frac=0.01, random_state=42))
+    assert set(real_partition.subsets[1, 0]) == expected
+    assert set(real_partition.subsets[1, 1]) != expected and set(real_partition.subsets[1, 1]) <= set(train)
+
+
+@pytest.mark.slow  # a second full split; the shipped-list test already pins the result
+def test_split_is_deterministic(real_table, real_partition):
+    again = chexpert.training_partition(real_table, test_ids=[])
+    assert again.files() == real_partition.files()
+
+
+def test_shipped_lists_equal_the_split_of_the_public_train_csv(real_partition):
+    folder = SHIPPED_SPLITS / "chexpert" / "classification"
+    shipped = sorted(path.name for path in folder.glob("*.txt"))
+    assert shipped == sorted(name for name in real_partition.files() if name != "test.txt")
+    for name in shipped:
+        assert read_ids(folder / name) == real_partition.files()[name], name
+
+
+# --- a tiny raw folder ---------------------------------------------------------------------------
+
+LABELS = {task: "" for task in chexpert.LABEL_COLUMNS}
+
+
+def write_jpg(path: Path, seed: int, size: tuple[int, int] = (40, 32)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, size, dtype=np.uint8)
+    assert cv2.imwrite(str(path), pixels)
+
+
+def make_raw(root: Path, patients: int = 20) -> Path:
+    """CheXpert-v1.0-small layout: per patient two frontal and one lateral image; 3 valid patients."""
+    raw = root / "CheXpert-v1.0-small"
+    rows = {"train": [], "valid": []}
+    for split, first, count in (("train", 1, patients), ("valid", 64541, 3)):
+        for number in range(first, first + count):
+            for study, view in ((1, "view1_frontal"), (2, "view1_frontal"), (2, "view2_lateral")):
+                relative = f"{split}/patient{number:05d}/study{study}/{view}.jpg"
+                write_jpg(raw / relative, number * 10 + study)
+                labels = dict(LABELS, **{"Atelectasis": "-1.0", "Cardiomegaly": "-1.0", "Edema": "1.0"} if number % 2 else {})
+                rows[split].append({"Path": f"CheXpert-v1.0-small/{relative}", "Sex": "Female", "Age": "50",
+                                    "Frontal/Lateral": "Lateral" if "lateral" in view else "Frontal", "AP/PA": "AP", **labels})
+    for split, frame in rows.items():
+        pd.DataFrame(frame).to_csv(raw / f"{split}.csv", index=False)
+    (raw / DEMO_MARKER).write_text("test data\n")
+    return raw
+
+
+def prepare(raw: Path, out: Path, **options) -> PreparedDataset:
+    DATASETS.get("chexpert").prepare(PrepareOptions(raw=raw, out=out, image_size=32, workers=1, **options))
+    return PreparedDataset(out)
+
+
+def test_tiny_folder_end_to_end(tmp_path):
+    data = prepare(make_raw(tmp_path), tmp_path / "out")
+    counts = data.manifest.counts
+    assert (counts["classification/train"], counts["classification/val"], counts["classification/test"]) == (36, 4, 6)
+    assert data.manifest.image_mode == "letterbox" and data.manifest.demo
+    assert data.image("patient00001_study1_view1_frontal").shape == (32, 32)
+    records = data.records
+    # odd patients: Atelectasis -1 -> 1 (U-Ones), Cardiomegaly -1 -> 0 (U-Zeros), Edema 1; NaN -> 0
+    assert records.loc["patient00001_study2_view1_frontal", list(chexpert.COMPETITION_TASKS)].tolist() == [1, 0, 0, 1, 0]
+    assert records.loc["patient00002_study1_view1_frontal", list(chexpert.COMPETITION_TASKS)].tolist() == [0, 0, 0, 0, 0]
+    assert records.loc["patient64541_study1_view1_frontal", "split"] == "test"
+    assert "patient00001_study2_view2_lateral" not in records.index
+    train_patients = {records.loc[i, "patient"] for i in data.split_ids("train")}
+    assert not train_patients & {records.loc[i, "patient"] for i in data.split_ids("val")}
+    assert len(data.split_ids("train", 10, 2)) == 4
+
+
+def test_renamed_column_names_the_file_and_column(tmp_path):
+    raw = make_raw(tmp_path)
+    frame = pd.read_csv(raw / "train.csv", dtype=str, keep_default_na=False)
+    frame.rename(columns={"Edema": "edema"}).to_csv(raw / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train\.csv: missing column\(s\) 'Edema'"):
+        prepare(raw, tmp_path / "out")
+
+
+def test_bad_label_value_names_the_line(tmp_path):
+    raw = make_raw(tmp_path)
+    frame = pd.read_csv(raw / "train.csv", dtype=str, keep_default_na=False)
+    frame.loc[4, "Edema"] = "2.0"
+    frame.to_csv(raw / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train\.csv line 6: column 'Edema' holds '2.0'"):
+        prepare(raw, tmp_path / "out")
+
+
+def test_path_outside_the_release_layout_names_the_line(tmp_path):
+    raw = make_raw(tmp_path)
+    frame = pd.read_csv(raw / "valid.csv", dtype=str, keep_default_na=False)
+    frame.loc[0, "Path"] = "patient64541/study1/view1_frontal.jpg"
+    frame.to_csv(raw / "valid.csv", index=False)
+    with pytest.raises(DataError, match=r"valid\.csv line 2: Path"):
+        prepare(raw, tmp_path / "out")
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_bad_image_raises_or_is_a_counted_exclusion(tmp_path, damage):
+    raw = make_raw(tmp_path)
+    image = raw / "train/patient00003/study1/view1_frontal.jpg"
+    if damage == "corrupt":
+        image.write_bytes(b"not a jpeg")
+    else:
+        image.unlink()
+    with pytest.raises(DataError, match="patient00003/study1/view1_frontal.jpg"):
+        prepare(raw, tmp_path / "raise")
+    data = prepare(raw, tmp_path / "exclude", on_error="exclude")
+    assert [item["file"] for item in data.manifest.excluded] == [str(image)]
+    assert "patient00003_study1_view1_frontal" not in data.records.index
+    assert data.manifest.counts["images"] == 45
+    assert all("patient00003_study1_view1_frontal" not in data.split_ids(split) for split in ("train", "val"))
