@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.data.datasets import rsna, siim
+from benchmark.data.datasets import chexpert, rsna, siim
 from benchmark.data.prepared import file_sha256, ids_fingerprint, write_ids
 from benchmark.data.preparation import SHIPPED_SPLITS, Partition
 
@@ -27,6 +27,8 @@ from benchmark.data.preparation import SHIPPED_SPLITS, Partition
 SOURCES: dict[str, tuple[str, str, Callable[[Path], list[Partition]]]] = {
     "rsna": ("kaggle_stage_2_train_labels.csv.zip", rsna.LABELS_FILE, lambda path: rsna.make_partitions(rsna.read_patients(path))),
     "siim": ("siim-pneumothorax-train-rle.csv.gz", siim.LABELS_FILE, lambda path: [siim.make_partition(siim.read_rle_rows(path))]),
+    # Test comes from valid.csv at preparation time (not in the wheel): its empty list is not shipped.
+    "chexpert": ("chexpert_train.csv.gz", "train.csv", lambda path: [chexpert.training_partition(chexpert.read_label_table(path), test_ids=[])]),
 }
 
 
@@ -46,6 +48,8 @@ def write_shipped(dataset: str, labels: Path, root: Path = SHIPPED_SPLITS) -> di
     fingerprints: dict[str, str] = {}
     for partition in build(labels):
         for file_name, ids in partition.files().items():
+            if not ids:  # a split the label file cannot give (CheXpert's test)
+                continue
             write_ids(folder / partition.name / file_name, ids)
             sizes[f"{partition.name}/{file_name}"] = len(ids)
             fingerprints[f"{partition.name}/{file_name}"] = ids_fingerprint(ids)
