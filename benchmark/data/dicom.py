@@ -22,10 +22,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
 from benchmark.data.prepared import DataError
 
@@ -64,3 +68,56 @@ def read_dicom(path: str | Path) -> np.ndarray:
         image = 255 - image
     return image
 
+
+
+def write_dicom(
+    path: str | Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    rescale: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = None,
+    bits_stored: int | None = None,
+    jpeg: bool = False,
+) -> Path:
+    """Write a single-frame grayscale DICOM (the inverse of :func:`read_dicom`), for the demo
+    data, the tests and the benchmarks.
+
+    ``pixels`` is uint8 or uint16 H×W; ``rescale`` is (RescaleSlope, RescaleIntercept),
+    ``window`` (WindowCenter, WindowWidth); ``jpeg=True`` stores uint8 pixels JPEG-baseline
+    compressed, the transfer syntax of the RSNA and SIIM releases.
+    """
+    if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected uint8 or uint16 H×W pixels, got {pixels.dtype} {pixels.shape}")
+    if jpeg and pixels.dtype != np.uint8:
+        raise ValueError("JPEG baseline stores 8-bit pixels only")
+    path = Path(path)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "CR"
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = photometric
+    dataset.BitsAllocated = pixels.dtype.itemsize * 8
+    dataset.BitsStored = bits_stored or dataset.BitsAllocated
+    dataset.HighBit = dataset.BitsStored - 1
+    dataset.PixelRepresentation = 0
+    if rescale is not None:
+        dataset.RescaleSlope, dataset.RescaleIntercept = (str(value) for value in rescale)
+    if window is not None:
+        dataset.WindowCenter, dataset.WindowWidth = (str(value) for value in window)
+    if jpeg:
+        _, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        dataset.PixelData = encapsulate([encoded.tobytes()])
+        dataset["PixelData"].VR = "OB"
+        dataset.LossyImageCompression = "01"
+    else:
+        dataset.PixelData = np.ascontiguousarray(pixels).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+    return path

@@ -33,6 +33,7 @@ from benchmark.data.preparation import (
     describe_sources,
     finish,
     fraction_subsets,
+    is_demo,
     listing_fingerprint,
     numeric_column,
     prepare_output,
@@ -51,6 +52,7 @@ IMAGES_DIR = "stage_2_train_images"
 COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
 # Held-out size of the first train_test_split call per partition (the second halves it).
 HELD_OUT = {"classification": 0.3, "detection": 5337 * 2}
+OFFICIAL_PATIENTS = 26684
 # Draw 0 of each partition's label fractions reproduces the reference's sampler.
 REFERENCE_DRAWS = {"classification": reference_frac_sample, "detection": reference_numpy_choice}
 IMAGE_MODE = "stretch"  # images are square (1024 × 1024); detection and segmentation resize directly
@@ -67,6 +69,12 @@ NOTES = [
     "Segmentation masks = filled boxes with coordinates truncated to int (reference), resized to "
     "the cache size and binarised at half coverage (reference: fractional INTER_AREA target).",
 ]
+
+
+DEMO_NOTE = (
+    "Demo data: the detection partition holds out 10674/26684 of the patients instead of an "
+    "absolute 10,674 (the demo lists fewer patients than the official file)."
+)
 
 
 def read_patients(labels_csv: Path) -> pd.DataFrame:
@@ -98,19 +106,36 @@ def read_patients(labels_csv: Path) -> pd.DataFrame:
     return pd.DataFrame(patients)
 
 
-def split_patients(patient_ids: list[str], partition: str) -> dict[str, list[str]]:
+def held_out_size(partition: str, n_patients: int, demo: bool = False) -> float | int:
+    """The first call's test_size. The detection partition holds out an absolute 10,674 patients;
+    demo data (fewer patients) hold out the same share of the official 26,684 instead."""
+    size = HELD_OUT[partition]
+    if isinstance(size, float):
+        return size
+    if demo and n_patients < OFFICIAL_PATIENTS:
+        return size / OFFICIAL_PATIENTS
+    if size >= n_patients:
+        raise DataError(
+            f"{LABELS_FILE} lists {n_patients} patients, but the {partition} partition holds out {size} "
+            f"(the official file lists {OFFICIAL_PATIENTS}); use the complete official label file"
+        )
+    return size
+
+
+def split_patients(patient_ids: list[str], partition: str, demo: bool = False) -> dict[str, list[str]]:
     """The reference's two train_test_split calls; first output of the second call = test."""
-    train, held_out = train_test_split(patient_ids, test_size=HELD_OUT[partition], random_state=0)
+    test_size = held_out_size(partition, len(patient_ids), demo)
+    train, held_out = train_test_split(patient_ids, test_size=test_size, random_state=0)
     test, val = train_test_split(held_out, test_size=0.5, random_state=0)
     return {"train": list(train), "val": list(val), "test": list(test)}
 
 
-def make_partitions(patients: pd.DataFrame) -> list[Partition]:
+def make_partitions(patients: pd.DataFrame, demo: bool = False) -> list[Partition]:
     """Both partitions with their 1 % / 10 % subsets (draw 0 = reference, draws 1-2 stratified)."""
     target = dict(zip(patients["id"], patients["target"]))
     partitions = []
     for name, reference_draw in REFERENCE_DRAWS.items():
-        splits = split_patients(patients["id"].tolist(), name)
+        splits = split_patients(patients["id"].tolist(), name, demo)
         partitions.append(Partition(name, splits, fraction_subsets(splits["train"], reference_draw, target)))
     return partitions
 
@@ -127,7 +152,8 @@ def prepare(options: PrepareOptions) -> Manifest:
     """Official RSNA download → prepared ``rsna`` folder (both partitions, boxes, masks, cache)."""
     labels_csv = require_file(options.raw / LABELS_FILE, "the RSNA stage 2 label file")
     patients = read_patients(labels_csv)
-    partitions, verification = verify_partitions("rsna", make_partitions(patients), options)
+    demo = is_demo(options.raw)
+    partitions, verification = verify_partitions("rsna", make_partitions(patients, demo), options)
     out = prepare_output(options)
     paths = {patient_id: options.raw / IMAGES_DIR / f"{patient_id}.dcm" for patient_id in patients["id"]}
     cache, dropped = cache_images(options, [(key, str(path)) for key, path in paths.items()], read_dicom, IMAGE_MODE)
@@ -164,7 +190,8 @@ def prepare(options: PrepareOptions) -> Manifest:
     return finish(
         options, dataset="rsna", partitions=partitions, records=records,
         sources=describe_sources(options.raw, [labels_csv]), cache=cache, image_mode=IMAGE_MODE,
-        verification=verification, excluded=problems.excluded, excluded_ids=dropped, notes=NOTES,
+        verification=verification, excluded=problems.excluded, excluded_ids=dropped,
+        notes=NOTES + ([DEMO_NOTE] if demo and len(patients) < OFFICIAL_PATIENTS else []),
         extra={"images": listing_fingerprint(options.raw, [path for path in paths.values() if path.is_file()]),
                "detection_category": "pneumonia", "segmentation_partition": "detection"},
     )
