@@ -1,0 +1,44 @@
+"""Demo data: small synthetic versions of the six datasets in their official download layouts.
+
+``python -m benchmark demo-data --out DIR`` writes ``DIR/<dataset>/`` for every registered writer
+(one module per dataset here), so that ``python -m benchmark prepare DATASET --raw DIR/<dataset>``
+and everything after it run end to end without the real data. Images are synthetic radiographs
+(:mod:`benchmark.data.demo.synthesis`) whose findings follow real label rows, boxes, masks and
+report sentences (:mod:`benchmark.data.demo.sources`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import shutil
+from pathlib import Path
+
+from benchmark.data.demo.base import DEMO_WRITERS, MARKER_FILE, DemoOptions
+from benchmark.data.prepared import DataError
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def generate(out: Path, datasets: list[str] | None = None, images: int = 300, size: int = 256, seed: int = 0,
+             overwrite: bool = False) -> dict[str, dict[str, int]]:
+    """Write the demo datasets under ``out/<name>/``; returns the counts each writer reports.
+
+    An existing dataset folder is an error unless ``overwrite``, and even then only a folder that
+    holds the demo marker is replaced: a real download is never deleted.
+    """
+    names = datasets or DEMO_WRITERS.names()
+    writers = [DEMO_WRITERS.get(name) for name in names]
+    summary: dict[str, dict[str, int]] = {}
+    for writer in writers:
+        folder = out / writer.name
+        if folder.exists() and any(folder.iterdir()):
+            if not overwrite:
+                raise DataError(f"{folder} exists and is not empty; pass --overwrite to replace demo data there")
+            if not (folder / MARKER_FILE).is_file():
+                raise DataError(f"{folder} has no {MARKER_FILE} marker, so it may be real data; remove it by hand")
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        summary[writer.name] = writer.write(DemoOptions(out=folder, images=images, size=size, seed=seed))
+    return summary
