@@ -51,6 +51,7 @@ from benchmark.data.preparation import (
     finish,
     fraction_subsets,
     is_demo,
+    listing_fingerprint,
     numeric_column,
     prepare_output,
     read_label_csv,
@@ -224,14 +225,16 @@ def prepare(options: PrepareOptions) -> Manifest:
     rows = pd.concat([train_table, test])
     rows = rows[rows["id"].isin(used)]
     records = pd.concat([rows[["id", "path", "patient"]], competition_labels(rows)], axis=1)
-    jobs = [(image_id, str(options.raw / path)) for image_id, path in zip(records["id"], records["path"])]
+    paths = [options.raw / path for path in records["path"]]
+    jobs = [(image_id, str(path)) for image_id, path in zip(records["id"], paths)]
     cache, excluded_ids = cache_images(options, jobs, read_gray, "letterbox")
     return finish(
         options, dataset=NAME, partitions=[partition], records=records,
         sources=describe_sources(options.raw, [train_csv, valid_csv]), cache=cache, image_mode="letterbox",
         verification=verification, excluded_ids=excluded_ids, notes=NOTES,
         extra={"label_columns": list(COMPETITION_TASKS), "uncertain_mapping": UNCERTAIN_MAPPING,
-               "split_sizes": asdict(sizes)},
+               "split_sizes": asdict(sizes),
+               "images": listing_fingerprint(options.raw, [path for path in paths if path.is_file()])},
     )
 
 
