@@ -176,9 +176,10 @@ def labels_to_matrix(labels: np.ndarray, scheme: ClassificationScheme) -> np.nda
 # ------------------------------------------------------------------------------------- files
 
 def write_predictions(path: Path, ids: Sequence[str], scores: np.ndarray, scheme: ClassificationScheme) -> Path:
+    """Write ``scores`` [n, C] in the prediction format (see module docstring)."""
     frame = pd.DataFrame(np.asarray(scores, dtype=np.float64), columns=list(scheme.classes))
     frame.insert(0, ID_COLUMN, list(ids))
-    frame.to_csv(path, index=False, float_format="%.8g")
+    frame.to_csv(path, index=False)  # shortest round-trip repr: re-scoring the file gives the same numbers
     return path
 
 

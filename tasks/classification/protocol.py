@@ -80,7 +80,7 @@ DATASET_PROBES: Registry[DatasetProbe] = Registry("classification dataset")
 DATASET_PROBES.add("chexpert", DatasetProbe(
     "chexpert", ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"), "bce", "moco2",
 ))
-DATASET_PROBES.add("rsna", DatasetProbe("rsna", ("Target",), "bce", "random_crop"))
+DATASET_PROBES.add("rsna", DatasetProbe("rsna", ("target",), "bce", "random_crop"))  # scored as class "Target"
 DATASET_PROBES.add("covidx", DatasetProbe("covidx", ("label",), "cross_entropy", "random_crop"))
 
 PROTOCOL = ProbeProtocol()

@@ -97,7 +97,7 @@ def train_head(
             batch_loss = loss_fn(head(features), targets)
             batch_loss.backward()
             optimizer.step()
-            total += float(batch_loss) * len(features)
+            total += float(batch_loss.detach()) * len(features)
             count += len(features)
         head.eval()
         val_loss = mean_loss(head, val_features, val_targets, loss)

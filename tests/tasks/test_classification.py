@@ -1,0 +1,217 @@
+"""Linear-probe task: geometry, feature cache, frozen encoder, determinism, files that re-score."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from benchmark.backbones import BACKBONES, build_backbone
+from benchmark.cli import main
+from benchmark.data.prepared import DataError, PreparedDataset
+from benchmark.scoring.classification import SCHEMES, read_predictions, read_targets
+from tasks.classification import run_classification
+from tasks.classification.features import (
+    EncodeStats,
+    FeatureCacheError,
+    cache_description,
+    cache_key,
+    cached_features,
+    encode_images,
+)
+from tasks.classification.protocol import DATASET_PROBES, PROTOCOL, resolve_geometry, with_overrides
+from tasks.classification.synthetic import write_synthetic_prepared
+from tasks.classification.training import build_head, shuffled_batches, train_head
+from tasks.classification.transforms import eval_transform, eval_transform_descriptor, to_encoder_input
+from tasks.registry import get_task
+
+COUNTS = {"train": 20, "val": 8, "test": 10}
+TINY = with_overrides(batch_size=8, max_epochs=3, encode_batch_size=8)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return build_backbone("random_vit_tiny")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prepared")
+    for dataset in DATASET_PROBES.names():
+        write_synthetic_prepared(root, dataset, COUNTS, image_size=64)
+    return root
+
+
+def run(backbone, data_root, tmp_path, dataset="chexpert", mode="cached", seed=0, protocol=TINY, name="run"):
+    return run_classification(backbone, PreparedDataset(data_root / dataset), 100, 0, seed, mode,
+                              tmp_path / name, tmp_path / "cache", protocol=protocol, device="cpu")
+
+
+# --------------------------------------------------------------------------- protocol, registry
+
+def test_registry_entry_covers_every_dataset_probe_and_scheme():
+    info = get_task("classification")
+    assert info.run is run_classification
+    assert set(info.datasets) == set(DATASET_PROBES.names()) == set(SCHEMES.names())
+    assert info.modes[0] == "cached" and "paper" in info.modes
+
+
+def test_reference_protocol_values():
+    assert (PROTOCOL.lr, PROTOCOL.betas, PROTOCOL.weight_decay) == (5e-4, (0.9, 0.999), 1e-6)
+    assert (PROTOCOL.batch_size, PROTOCOL.max_epochs, PROTOCOL.early_stopping_patience) == (48, 50, 10)
+    assert PROTOCOL.val_drop_last is False
+
+
+@pytest.mark.parametrize(("cache", "patch", "probe_size", "crop", "encoder_input"), [
+    (256, 16, None, 224, 224),  # the reference
+    (256, None, 299, 224, 299),  # ResNet-50 linear probe (defect B20)
+    (128, 16, None, 112, 112),  # demo images: crop scaled
+    (64, 16, None, 48, 48),  # 56 is no multiple of 16: rounded down, and noted
+    (64, None, None, 56, 56),
+])
+def test_geometry(cache, patch, probe_size, crop, encoder_input):
+    geometry = resolve_geometry(cache, patch, probe_size)
+    assert (geometry.crop_size, geometry.encoder_input_size) == (crop, encoder_input)
+    assert bool(geometry.notes) == (cache != 256 or probe_size is not None)
+
+
+def test_resnet_probe_input_is_upsampled_with_aligned_corners():
+    geometry = resolve_geometry(256, None, 299)
+    batch = torch.rand(1, 3, 224, 224)
+    upsampled = to_encoder_input(batch, geometry)
+    assert upsampled.shape[-2:] == (299, 299)
+    assert torch.equal(upsampled[..., 0, 0], batch[..., 0, 0]) and torch.equal(upsampled[..., -1, -1], batch[..., -1, -1])
+
+
+def test_train_batches_drop_the_last_partial_batch_unless_smaller_than_one_batch():
+    generator = torch.Generator().manual_seed(0)
+    assert [len(rows) for rows in shuffled_batches(20, 8, True, generator)] == [8, 8]
+    assert [len(rows) for rows in shuffled_batches(20, 8, False, generator)] == [8, 8, 4]
+    assert [len(rows) for rows in shuffled_batches(5, 8, True, generator)] == [5]
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    features, targets = torch.randn(12, 4), torch.randint(0, 2, (12, 1))
+
+    def batches(generator):
+        yield features, targets
+
+    frozen = dataclasses.replace(TINY, lr=0.0, max_epochs=50, early_stopping_patience=3)
+    result = train_head(build_head(4, 1, 0), batches, features, targets, "bce", frozen, torch.Generator().manual_seed(0))
+    # no epoch improves on the first: stop after 1 + patience epochs, keep epoch 1
+    assert (result.best_epoch, result.epochs_run, result.stopped_early) == (1, 4, True)
+
+
+# ------------------------------------------------------------------------------ feature cache
+
+def eval_setup(backbone, dataset):
+    geometry = resolve_geometry(dataset.manifest.image_size, 16, None)
+    transform = eval_transform(TINY, geometry)
+    return eval_transform_descriptor(TINY, geometry), lambda images: to_encoder_input(transform(images), geometry)
+
+
+def test_cached_and_recomputed_features_are_identical(backbone, data_root, tmp_path):
+    dataset = PreparedDataset(data_root / "rsna")
+    ids = dataset.split_ids("val", partition="classification")
+    descriptor, prepare = eval_setup(backbone, dataset)
+    stats = EncodeStats()
+    first, hit = cached_features(tmp_path, backbone, dataset, ids, descriptor, prepare, 4, CPU, stats, "val")
+    assert not hit and stats.images == len(ids)
+    again, hit = cached_features(tmp_path, backbone, dataset, ids, descriptor, prepare, 4, CPU, stats, "val")
+    assert hit and stats.images == len(ids)  # nothing re-encoded
+    direct = encode_images(backbone, dataset, ids, prepare, 4, CPU, EncodeStats())
+    assert torch.equal(first, again) and torch.equal(first, direct)
+    sidecar = json.loads((tmp_path / f"{cache_key(cache_description(backbone, dataset, ids, descriptor))}.json").read_text())
+    assert sidecar["description"]["weights_sha256"] == backbone.weights_sha256
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_cache_from_another_checkpoint_is_never_reused(backbone, data_root, tmp_path):
+    other = build_backbone(dataclasses.replace(BACKBONES.get("random_vit_tiny"), seed=1))
+    assert other.weights_sha256 != backbone.weights_sha256
+    dataset = PreparedDataset(data_root / "rsna")
+    ids = dataset.split_ids("test", partition="classification")
+    descriptor, prepare = eval_setup(backbone, dataset)
+    mine, _ = cached_features(tmp_path, backbone, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
+    theirs, hit = cached_features(tmp_path, other, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
+    assert not hit and not torch.equal(mine, theirs)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_a_sidecar_that_does_not_match_its_key_is_an_error(backbone, data_root, tmp_path):
+    dataset = PreparedDataset(data_root / "rsna")
+    ids = dataset.split_ids("test", partition="classification")
+    descriptor, prepare = eval_setup(backbone, dataset)
+    cached_features(tmp_path, backbone, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
+    (sidecar,) = tmp_path.glob("*.json")
+    content = json.loads(sidecar.read_text())
+    content["description"]["weights_sha256"] = "0" * 64
+    sidecar.write_text(json.dumps(content))
+    with pytest.raises(FeatureCacheError, match="delete"):
+        cached_features(tmp_path, backbone, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
+
+
+# ------------------------------------------------------------------------------------ the run
+
+@pytest.mark.parametrize("mode", ["cached", "paper"])
+def test_encoder_weights_are_unchanged_by_training(backbone, data_root, tmp_path, mode):
+    before = {key: value.clone() for key, value in backbone.model.state_dict().items()}
+    run(backbone, data_root, tmp_path, mode=mode)
+    after = backbone.model.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    assert not backbone.model.training
+
+
+@pytest.mark.parametrize("mode", ["cached", "paper"])
+def test_same_seed_same_metrics(backbone, data_root, tmp_path, mode):
+    first = run(backbone, data_root, tmp_path, mode=mode, name="first")
+    second = run(backbone, data_root, tmp_path, mode=mode, name="second")
+    assert first["metrics"] == second["metrics"]
+    assert (tmp_path / "first/predictions.csv").read_text() == (tmp_path / "second/predictions.csv").read_text()
+    assert first["mode"] == first["config"]["mode"] == mode
+
+
+def test_a_second_cached_run_reads_every_split_from_the_cache(backbone, data_root, tmp_path):
+    first = run(backbone, data_root, tmp_path, name="first")
+    second = run(backbone, data_root, tmp_path, name="second")
+    assert not any(first["feature_cache_hits"].values()) and all(second["feature_cache_hits"].values())
+    assert second["timings"]["images_encoded"] == 0
+
+
+@pytest.mark.parametrize("dataset", DATASET_PROBES.names())
+def test_every_dataset_writes_files_that_rescore_to_the_run_metrics(backbone, data_root, tmp_path, capsys, dataset):
+    result = run(backbone, data_root, tmp_path, dataset=dataset)
+    scheme = SCHEMES.get(dataset)
+    predictions = read_predictions(result["predictions_file"], scheme)
+    targets = read_targets(result["targets_file"], scheme)
+    assert len(predictions) == len(targets) == COUNTS["test"]
+    assert list(predictions.index) == PreparedDataset(data_root / dataset).split_ids("test", partition="classification")
+    assert main(["score", "classification", "--predictions", result["predictions_file"], "--targets",
+                 result["targets_file"], "--dataset", dataset, "--n-resamples", "20"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    for name, entry in scored["metrics"].items():
+        assert entry["value"] == pytest.approx(result["metrics"][name], abs=1e-12, nan_ok=True)
+    assert result["primary_metric"] == scheme.primary
+    assert set(result["split_fingerprints"]) == {"train", "val", "test"}
+    assert result["config"]["geometry"]["crop_size"] == 48 and result["config"]["task_version"] == 1
+
+
+def test_scores_are_probabilities(backbone, data_root, tmp_path):
+    result = run(backbone, data_root, tmp_path, dataset="covidx")
+    scores = read_predictions(result["predictions_file"], SCHEMES.get("covidx")).to_numpy()
+    assert np.allclose(scores.sum(1), 1.0) and (scores >= 0).all()
+
+
+def test_uncertain_labels_left_in_the_records_are_an_error(backbone, data_root, tmp_path):
+    copy = tmp_path / "data"
+    write_synthetic_prepared(copy, "chexpert", COUNTS, image_size=64)
+    records = pd.read_csv(copy / "chexpert/records.csv", dtype={"id": str})
+    records.loc[records["split"] == "train", "Edema"] = -1
+    records.to_csv(copy / "chexpert/records.csv", index=False)
+    with pytest.raises(DataError, match="'Edema' holds"):
+        run(backbone, copy, tmp_path)
