@@ -1,0 +1,1 @@
+"""Leaderboards: store (append-only results per board version), aggregate, compare, render."""

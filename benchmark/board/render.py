@@ -1,0 +1,474 @@
+"""Render a board: the paper's tables (Markdown, LaTeX, HTML), data-efficiency plots, a static page.
+
+Every table is first built as a :class:`TableModel` (text, bold, tie and overlap marks per cell)
+and then written by one small formatter per output format, so the formats can never disagree.
+
+Conventions, stated in every output:
+
+* board numbers are mean ± std over seeds and label draws, in percent, with the 95% interval of
+  ``benchmark/board/aggregate.py`` (run variance + test-set bootstrap variance);
+* **bold**: best board entry of the column (highest mean); † after a number: not significantly
+  different from the best (paired test on the same test images, corrected across the column);
+  ‡: the entry declares pretraining data that shares images with this test set;
+* published rows are copied with their source (``benchmark/published.py``); an empty cell is a
+  number nobody has verified, never a guess; the best published value of a column is bold too.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from benchmark.board.aggregate import CellAggregate, aggregate
+from benchmark.board.compare import Comparison, compare_entry, ties_with_best
+from benchmark.board.store import Board, BoardEntry
+from benchmark.published import TABLES, Column, TableSpec
+from benchmark.records import RunRecord, write_atomically
+
+Format = Literal["md", "tex", "html"]
+FORMATS: tuple[str, ...] = ("md", "tex", "html")
+TIE_MARK = "†"
+OVERLAP_MARK = "‡"
+
+
+@dataclass
+class TableCell:
+    text: str = ""
+    bold: bool = False
+    tie: bool = False
+    overlap: bool = False
+    detail: str = ""  # 95% interval and run count (board) or nothing (published)
+    sort_value: float | None = None
+
+
+@dataclass
+class TableRow:
+    label: str
+    kind: Literal["published", "board"]
+    cells: list[TableCell]
+    note: str = ""
+    entry: str = ""  # entry key for board rows
+
+
+@dataclass
+class TableModel:
+    spec: TableSpec
+    rows: list[TableRow]
+    notes: list[str] = field(default_factory=list)
+    demo: bool = False
+
+
+@dataclass
+class BoardView:
+    """Everything rendering needs, computed once."""
+
+    board: Board
+    mode: str
+    records: list[RunRecord]
+    cells: list[CellAggregate]
+    entries: dict[str, BoardEntry]
+    ties: dict[tuple, dict[str, object]]
+
+    @classmethod
+    def load(cls, board: Board, mode: str | None = None) -> BoardView:
+        mode = mode or board.protocol.default_mode
+        records = [r for r in board.records() if r.identity.mode == mode]
+        cells = aggregate(records)
+        return cls(board, mode, records, cells, board.entries(), ties_with_best(board, records, cells))
+
+    def cell(self, entry: str, column: Column) -> CellAggregate | None:
+        for cell in self.cells:
+            if cell.entry == entry and (cell.task, cell.dataset, cell.fraction) == (column.task, column.dataset, column.fraction):
+                return cell
+        return None
+
+    def entry_keys(self) -> list[str]:
+        present = {cell.entry for cell in self.cells}
+        return sorted(present, key=lambda key: (self.entries[key].role != "reference" if key in self.entries else True, key))
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def build_table(view: BoardView, spec: TableSpec) -> TableModel:
+    """Published rows, then one row per board entry, with bold/tie/overlap marks."""
+    rows: list[TableRow] = []
+    published_best = []
+    for index in range(len(spec.columns)):
+        numbers = [row.values[index] for row in spec.rows if isinstance(row.values[index], (int, float))]
+        published_best.append(max(numbers) if numbers else None)
+    for row in spec.rows:
+        cells = []
+        for index, value in enumerate(row.values):
+            if value is None:
+                cells.append(TableCell())
+            elif isinstance(value, str):
+                cells.append(TableCell(text=value, sort_value=0.0))
+            else:
+                cells.append(TableCell(text=f"{value:.1f}", bold=value == published_best[index], sort_value=value))
+        rows.append(TableRow(row.method, "published", cells, row.note))
+    protocol = view.board.protocol
+    for key in view.entry_keys():
+        entry = view.entries.get(key)
+        cells = []
+        for column in spec.columns:
+            cell = view.cell(key, column)
+            if cell is None:
+                cells.append(TableCell())
+                continue
+            column_key = (column.task, column.dataset, column.fraction, view.mode)
+            verdict = view.ties.get(column_key, {})
+            text = percent(cell.mean) + (f" ± {percent(cell.std)}" if cell.std is not None else "")
+            overlap = bool(entry and protocol.overlaps(entry.pretraining_data, column.dataset))
+            cells.append(TableCell(
+                text=text, bold=verdict.get("best") == key, tie=key in verdict.get("ties", []), overlap=overlap,
+                detail=f"[{percent(cell.ci_low)}, {percent(cell.ci_high)}] n={cell.n}", sort_value=cell.mean * 100,
+            ))
+        label = entry.name if entry else key
+        note = f"{entry.role}, {entry.arch}, weights {entry.weights_sha256[:12]}" if entry else ""
+        rows.append(TableRow(label, "board", cells, note, key))
+    notes = [
+        f"Published rows: {spec.source}. Empty published cells are unverified numbers, left empty on purpose.",
+        f"Board rows ({view.board.name}, protocol {protocol.protocol_version}, mode {view.mode}): mean ± std over "
+        f"seeds and label draws, in %; [95% interval combining run and test-set bootstrap variance] and run count.",
+        f"Bold: best of its block. {TIE_MARK}: not significantly different from the best board entry "
+        f"(paired test on the same test images, {protocol.comparison.correction} correction, alpha {protocol.comparison.alpha}). "
+        f"{OVERLAP_MARK}: pretraining data shares images with this test set.",
+        *spec.caveats,
+    ]
+    if not any(row.kind == "board" and any(c.text for c in row.cells) for row in rows):
+        notes.insert(0, "No board results for this table yet (its tasks have not been run on this board).")
+    if protocol.demo:
+        notes.insert(0, "DEMO BOARD: synthetic images. Board numbers say nothing about any backbone and are not real-data results.")
+    return TableModel(spec, rows, notes, protocol.demo)
+
+
+# ------------------------------------------------------------------------------- formatters
+
+def _marks(cell: TableCell) -> str:
+    return (TIE_MARK if cell.tie else "") + (OVERLAP_MARK if cell.overlap else "")
+
+
+def to_markdown(model: TableModel) -> str:
+    header = ["Method", "Source", *[column.header for column in model.spec.columns]]
+    lines = [f"### {('DEMO - ' if model.demo else '') + model.spec.title}", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in model.rows:
+        texts = []
+        for cell in row.cells:
+            text = cell.text + _marks(cell)
+            if cell.bold and cell.text:
+                text = f"**{cell.text}**{_marks(cell)}"
+            if cell.detail:
+                text += f" {cell.detail}"
+            texts.append(text)
+        source = "published" if row.kind == "published" else "this board"
+        lines.append("| " + " | ".join([row.label, source, *texts]) + " |")
+    lines += [""] + [f"- {note}" for note in model.notes]
+    return "\n".join(lines) + "\n"
+
+
+_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_ESCAPES.get(char, char) for char in text).replace("±", r"$\pm$")
+
+
+def to_latex(model: TableModel) -> str:
+    columns = model.spec.columns
+    groups: list[tuple[str, int]] = []
+    for column in columns:
+        name = column.header.rsplit(" ", 1)[0]
+        if groups and groups[-1][0] == name:
+            groups[-1] = (name, groups[-1][1] + 1)
+        else:
+            groups.append((name, 1))
+    lines = [
+        "% Generated by `python -m benchmark tables --format tex`; do not edit by hand.",
+        r"\begin{table}[t]", r"\centering", r"\small",
+        rf"\caption{{{tex_escape(('DEMO (synthetic data): ' if model.demo else '') + model.spec.title)}}}",
+        rf"\label{{tab:{model.spec.key}}}",
+        r"\resizebox{\textwidth}{!}{%",
+        r"\begin{tabular}{l" + "c" * len(columns) + "}", r"\toprule",
+        "Method & " + " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{tex_escape(name)}}}" for name, n in groups) + r" \\",
+        " & " + " & ".join(tex_escape(f"{column.fraction}%") for column in columns) + r" \\",
+        r"\midrule",
+    ]
+    previous = "published"
+    for row in model.rows:
+        if row.kind != previous:
+            lines.append(r"\midrule")
+            previous = row.kind
+        texts = []
+        for cell in row.cells:
+            text = tex_escape(cell.text)
+            if cell.bold and cell.text:
+                text = rf"\textbf{{{text}}}"
+            if cell.tie:
+                text += r"$^{\dagger}$"
+            if cell.overlap:
+                text += r"$^{\ddagger}$"
+            texts.append(text)
+        lines.append(tex_escape(row.label) + " & " + " & ".join(texts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip\footnotesize"]
+    lines += [tex_escape(note) + r"\\" for note in model.notes]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(model: TableModel, provenance: dict[str, str] | None = None) -> str:
+    """A sortable ``<table>`` (the page's script sorts on header click); board rows carry a provenance details row."""
+    provenance = provenance or {}
+    out = [f'<table class="sortable board-table" id="{model.spec.key}">',
+           "<caption>" + html.escape(("DEMO - " if model.demo else "") + model.spec.title) + "</caption>",
+           "<thead><tr><th>Method</th><th>Source</th>"
+           + "".join(f"<th>{html.escape(c.header)}</th>" for c in model.spec.columns) + "</tr></thead>", "<tbody>"]
+    for row in model.rows:
+        cells = []
+        for cell in row.cells:
+            body = html.escape(cell.text)
+            if cell.bold and cell.text:
+                body = f"<strong>{body}</strong>"
+            marks = _marks(cell)
+            if marks:
+                body += f"<sup>{marks}</sup>"
+            if cell.detail:
+                body += f'<br><span class="ci">{html.escape(cell.detail)}</span>'
+            sort = "" if cell.sort_value is None else f' data-sort="{cell.sort_value:.6f}"'
+            cells.append(f"<td{sort}>{body}</td>")
+        title = f' title="{html.escape(row.note)}"' if row.note else ""
+        source = "published" if row.kind == "published" else "this board"
+        out.append(f'<tr class="{row.kind}"{title}><td>{html.escape(row.label)}</td><td>{source}</td>{"".join(cells)}</tr>')
+        if row.kind == "board" and row.entry in provenance:
+            out.append(f'<tr class="details"><td colspan="{len(row.cells) + 2}"><details><summary>provenance of '
+                       f'{html.escape(row.label)}</summary>{provenance[row.entry]}</details></td></tr>')
+    out.append("</tbody></table>")
+    out.append("<ul class=\"notes\">" + "".join(f"<li>{html.escape(note)}</li>" for note in model.notes) + "</ul>")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------- plots
+
+def data_efficiency_figures(view: BoardView) -> dict[str, "object"]:
+    """One matplotlib figure per (task, dataset) with results: metric vs label fraction, CI bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figures = {}
+    slots = sorted({(cell.task, cell.dataset) for cell in view.cells})
+    for task, dataset in slots:
+        slot = view.board.protocol.slot(task, dataset)
+        figure, axis = plt.subplots(figsize=(4.2, 3.2), dpi=120)
+        for entry in view.entry_keys():
+            points = sorted((c for c in view.cells if (c.task, c.dataset, c.entry) == (task, dataset, entry)),
+                            key=lambda c: c.fraction)
+            if not points:
+                continue
+            x = [c.fraction for c in points]
+            line, = axis.plot(x, [100 * c.mean for c in points], marker="o", label=points[0].backbone)
+            axis.fill_between(x, [100 * c.ci_low for c in points], [100 * c.ci_high for c in points],
+                              color=line.get_color(), alpha=0.2, linewidth=0)
+        axis.set_xscale("log")
+        axis.set_xticks(list(view.board.protocol.fractions), [f"{f}%" for f in view.board.protocol.fractions])
+        axis.set_xlabel("training labels")
+        axis.set_ylabel(f"{slot.label} (%)")
+        axis.set_title(("DEMO: " if view.board.protocol.demo else "") + f"{slot.label} ({task})", fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figures[f"{task}-{dataset}"] = figure
+    return figures
+
+
+def write_plots(view: BoardView, folder: Path) -> dict[str, str]:
+    """PNG and SVG per figure under ``folder``; returns name -> inline SVG text for the page."""
+    from matplotlib import pyplot as plt
+
+    inline = {}
+    for name, figure in data_efficiency_figures(view).items():
+        for suffix in ("png", "svg"):
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format=suffix, metadata={"Date": None} if suffix == "svg" else None)
+            write_atomically(folder / f"{name}.{suffix}", buffer.getvalue())
+            if suffix == "svg":
+                text = buffer.getvalue().decode()
+                inline[name] = text[text.index("<svg"):]
+        plt.close(figure)
+    return inline
+
+
+# ------------------------------------------------------------------------------- page
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222;max-width:1400px}
+h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem}
+.banner{background:#fff3cd;border:2px solid #d39e00;padding:.8rem;font-weight:bold;margin:1rem 0}
+table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0}caption{text-align:left;font-weight:bold;padding:.3rem 0}
+th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:center}td:first-child{text-align:left}
+th{background:#f2f2f2;cursor:pointer;user-select:none}th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
+tr.board{background:#eef6ff}.ci{color:#666;font-size:.72rem}.notes{font-size:.8rem;color:#444}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots figure{margin:0}.plots svg{width:420px;height:auto}
+details{text-align:left;font-size:.78rem}pre{white-space:pre-wrap;text-align:left}
+"""
+
+_JS = """
+document.querySelectorAll('table.sortable').forEach(function(table){
+  table.querySelectorAll('thead th').forEach(function(th, index){
+    th.addEventListener('click', function(){
+      var body = table.tBodies[0];
+      var groups = [];
+      Array.prototype.forEach.call(body.rows, function(row){
+        if (row.classList.contains('details') && groups.length) { groups[groups.length-1].push(row); }
+        else { groups.push([row]); }
+      });
+      var ascending = !th.classList.contains('asc');
+      table.querySelectorAll('thead th').forEach(function(h){ h.classList.remove('asc','desc'); });
+      th.classList.add(ascending ? 'asc' : 'desc');
+      function key(group){
+        var cell = group[0].cells[index];
+        if (!cell) return null;
+        var sort = cell.getAttribute('data-sort');
+        return sort === null ? (cell.textContent.trim() || null) : parseFloat(sort);
+      }
+      groups.sort(function(a, b){
+        var x = key(a), y = key(b);
+        if (x === null && y === null) return 0; if (x === null) return 1; if (y === null) return -1;
+        var order = (typeof x === 'number' && typeof y === 'number') ? x - y : String(x).localeCompare(String(y));
+        return ascending ? order : -order;
+      });
+      groups.forEach(function(group){ group.forEach(function(row){ body.appendChild(row); }); });
+    });
+  });
+});
+"""
+
+
+def _provenance_html(view: BoardView) -> dict[str, str]:
+    """Per entry: the entry metadata and the provenance of its first run record."""
+    out = {}
+    for key in view.entry_keys():
+        entry = view.entries.get(key)
+        first = next((r for r in view.records if r.identity.entry_key == key), None)
+        payload = {"entry": entry.__dict__ if entry else key}
+        if first is not None:
+            payload["provenance (first run)"] = first.provenance
+            payload["config (first run)"] = first.config
+        out[key] = "<pre>" + html.escape(json.dumps(payload, indent=2, default=str)) + "</pre>"
+    return out
+
+
+def _comparisons_html(view: BoardView, comparisons: dict[str, list[Comparison]]) -> str:
+    parts = []
+    for entry, rows in comparisons.items():
+        if not rows:
+            continue
+        body = "".join(
+            f"<tr><td>{html.escape(c.task)}/{html.escape(c.dataset)}</td><td>{c.fraction}%</td><td>{html.escape(c.b)}</td>"
+            f'<td data-sort="{c.result.delta:.6f}">{100 * c.result.delta:+.2f}</td>'
+            f"<td>[{100 * c.result.ci_low:+.2f}, {100 * c.result.ci_high:+.2f}]</td><td>{c.result.test}</td>"
+            f'<td data-sort="{c.result.p_value:.6g}">{c.result.p_value:.3g}</td>'
+            f'<td data-sort="{c.p_adjusted:.6g}">{c.p_adjusted:.3g}</td><td>{"yes" if c.significant else "no"}</td></tr>'
+            for c in rows)
+        parts.append(
+            f'<h3>{html.escape(entry)} against every other entry</h3><table class="sortable comparisons">'
+            "<thead><tr><th>task/dataset</th><th>labels</th><th>against</th><th>Δ (points)</th><th>95% CI of Δ</th>"
+            "<th>test</th><th>p</th><th>p adjusted</th><th>significant</th></tr></thead><tbody>" + body + "</tbody></table>")
+    return "\n".join(parts)
+
+
+def render_page(view: BoardView, models: list[TableModel], svgs: dict[str, str],
+                comparisons: dict[str, list[Comparison]]) -> str:
+    """The static, self-contained HTML page (inline CSS, JS and SVG; opens without a server)."""
+    protocol = view.board.protocol
+    provenance = _provenance_html(view)
+    banner = ('<div class="banner">DEMO BOARD: synthetic images. These numbers say nothing about any '
+              "backbone and are not real-data results.</div>") if protocol.demo else ""
+    tables = "\n".join(f"<h2>{html.escape(m.spec.title)}</h2>\n{to_html(m, provenance)}" for m in models)
+    plots = "".join(f"<figure>{svg}</figure>" for svg in svgs.values()) or "<p>No results yet.</p>"
+    failures = view.board.failures()
+    failure_html = ("<h2>Failed cells (retried on the next run)</h2><ul>" + "".join(
+        f"<li>{html.escape(f['identity']['task'])}/{html.escape(f['identity']['dataset'])} "
+        f"{f['identity']['fraction']}% ({html.escape(f['identity']['backbone'])}): "
+        f"{html.escape(f['error'].strip().splitlines()[-1])}</li>" for f in failures) + "</ul>") if failures else ""
+    data = json.dumps({"board": protocol.board, "protocol_version": protocol.protocol_version, "mode": view.mode,
+                       "aggregates": [c.as_dict() for c in view.cells]}, default=str)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(protocol.title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{html.escape(protocol.title)}</h1>
+{banner}
+<p>{html.escape(protocol.description)}</p>
+<p>Board <code>{html.escape(protocol.board)}</code>, protocol <code>{html.escape(protocol.protocol_version)}</code>,
+mode <code>{html.escape(view.mode)}</code>, {len(view.records)} run records, {len(view.cells)} aggregated cells.
+Click a column header to sort.</p>
+{tables}
+<h2>Data efficiency</h2>
+<p>Headline metric against the fraction of training labels; bands are the 95% intervals.</p>
+<div class="plots">{plots}</div>
+<h2>Paired comparisons</h2>
+{_comparisons_html(view, comparisons) or "<p>Only one entry per column: nothing to compare.</p>"}
+{failure_html}
+<script type="application/json" id="board-data">{html.escape(data, quote=False)}</script>
+<script>{_JS}</script>
+</body></html>
+"""
+
+
+@dataclass
+class RenderResult:
+    files: list[Path]
+    models: list[TableModel]
+    comparisons: dict[str, list[Comparison]]
+
+
+def render_board(board: Board, mode: str | None = None, formats: tuple[str, ...] = FORMATS,
+                 out: Path | None = None) -> RenderResult:
+    """Write tables, plots, exports and the page under ``out`` (default ``<board>/rendered``)."""
+    view = BoardView.load(board, mode)
+    out = out or board.root / "rendered"
+    models = [build_table(view, spec) for spec in TABLES]
+    files = []
+    writers = {"md": to_markdown, "tex": to_latex}
+    for model in models:
+        for fmt in formats:
+            if fmt in writers:
+                path = out / f"{model.spec.key}.{fmt}"
+                write_atomically(path, writers[fmt](model))
+                files.append(path)
+    comparisons = {key: compare_entry(board, view.records, view.cells, key)
+                   for key in view.entry_keys() if view.entries.get(key) and view.entries[key].role == "submission"}
+    if "html" in formats:
+        svgs = write_plots(view, out / "plots")
+        files += sorted((out / "plots").glob("*"))
+        page = out / "index.html"
+        write_atomically(page, render_page(view, models, svgs, comparisons))
+        files.append(page)
+    files.append(_write_exports(view, out))
+    return RenderResult(files, models, comparisons)
+
+
+def _write_exports(view: BoardView, out: Path) -> Path:
+    """``aggregates.json`` and ``runs.csv``: machine-readable exports of the board."""
+    write_atomically(out / "aggregates.json", json.dumps([c.as_dict() for c in view.cells], indent=2) + "\n")
+    lines = ["entry,task,dataset,partition,fraction,mode,draw,seed,metric,value,bootstrap_se,record"]
+    for record in view.records:
+        i = record.identity
+        se = record.headline.bootstrap_se
+        lines.append(",".join(map(str, [i.entry_key, i.task, i.dataset, i.partition, i.fraction, i.mode, i.draw, i.seed,
+                                        record.headline_metric, f"{record.headline.value:.8g}",
+                                        "" if se is None or math.isnan(se) else f"{se:.8g}", i.cell_key])))
+    path = out / "runs.csv"
+    write_atomically(path, "\n".join(lines) + "\n")
+    return path
+

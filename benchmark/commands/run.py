@@ -1,0 +1,86 @@
+"""Verb ``run``: evaluate backbones on the board's grid (resumable; finished cells are skipped)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmark.cli import command
+
+DEFAULT_BOARD = "mgca-cxr-v1"
+DEFAULT_DATA = Path("data/prepared")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _numbers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``run`` and ``submit``: which part of the grid, where data and board are."""
+    parser.add_argument("--tasks", type=_names, default=None, help="comma list (default: every task on the board that exists)")
+    parser.add_argument("--datasets", type=_names, default=None, help="comma list (default: every prepared dataset of the board)")
+    parser.add_argument("--fractions", type=_numbers, default=None, help="label percentages, e.g. 1,10,100 (default: the board's)")
+    parser.add_argument("--seeds", type=_numbers, default=None, help="head training seeds (default: the board's)")
+    parser.add_argument("--draws", type=_numbers, default=None, help="label-fraction draws for 1%%/10%% (default: the board's)")
+    parser.add_argument("--mode", choices=["cached", "paper"], default=None, help="default: the board's default mode")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"DATA_DIR holding prepared datasets (default {DEFAULT_DATA})")
+    parser.add_argument("--board", default=DEFAULT_BOARD, help=f"board name under leaderboards/ or a folder (default {DEFAULT_BOARD})")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/work"), help="scratch space per cell (default runs/work)")
+    parser.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="feature cache (default runs/cache)")
+    parser.add_argument("--keep-work", action="store_true", help="keep each cell's work folder after success")
+    parser.add_argument("--plugins", type=_names, default=(), help="modules to import first (they register extra tasks/backbones)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", type=_names, required=True,
+                        help="registered backbone name(s), comma-separated; or a new name with --checkpoint and --arch")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="weights file (one backbone only)")
+    parser.add_argument("--arch", default=None, help="architecture of --checkpoint (see `python -m benchmark backbones`)")
+    parser.add_argument("--prefix", default=None, help="key prefix of the encoder in --checkpoint (default: detected)")
+    parser.add_argument("--pretraining-data", type=_names, default=(), help="datasets the weights were pretrained on")
+    add_grid_arguments(parser)
+
+
+def grid_request(args: argparse.Namespace, backbones: tuple) -> "object":
+    from benchmark.runner import GridRequest
+
+    return GridRequest(
+        backbones=backbones, data_dir=args.data, tasks=args.tasks, datasets=args.datasets, fractions=args.fractions,
+        seeds=args.seeds, draws=args.draws, mode=args.mode, work_dir=args.work_dir, cache_dir=args.cache_dir,
+        keep_work=args.keep_work,
+    )
+
+
+def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
+    """Run the grid and print its summary; returns (board, exit code)."""
+    from benchmark.board.store import Board
+    from benchmark.runner import import_plugins, run_grid
+
+    import_plugins(args.plugins)
+    board = Board(args.board)
+    summary = run_grid(board, grid_request(args, backbones), progress=not args.no_progress)
+    for line in summary.lines():
+        print(line)
+    return board, 1 if summary.failed else 0
+
+
+@command("run", "evaluate backbones on a board's grid (task × dataset × fraction × draw × seed), resumable", _configure)
+def _run(args: argparse.Namespace) -> int:
+    from benchmark.runner import BackboneChoice
+
+    if args.checkpoint and len(args.backbone) != 1:
+        print("error: --checkpoint goes with exactly one --backbone", file=sys.stderr)
+        return 2
+    backbones = tuple(BackboneChoice(name, args.checkpoint, args.arch, args.prefix, args.pretraining_data)
+                      for name in args.backbone)
+    _, code = execute(args, backbones)
+    return code

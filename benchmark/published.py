@@ -1,0 +1,106 @@
+"""Published numbers of MGCA's Tables 1 and 2, with their sources, and the layout of both tables.
+
+Transcribed from ``shared/protocol/PAPER_TABLES.md``. The paper's own tables have not been read
+from a readable copy: every number comes from G2D (https://arxiv.org/abs/2312.01522), which
+reproduces MGCA's rows. A cell nobody has verified is ``None`` and renders empty; it is never
+filled from memory. ``"-"`` is G2D's mark for an mAP below 1%.
+
+Values are in percent, as printed. Board values are in [0, 1] and are scaled by 100 on render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PublishedValue = float | str | None  # number, "-" (below 1%, as printed), or None (unknown)
+
+G2D = "https://arxiv.org/abs/2312.01522"
+MACO_TABLE_1 = "https://www.nature.com/articles/s41467-024-51749-0/tables/1"
+MGCA_PAPER = "https://arxiv.org/abs/2210.06044"
+MGCA_ISSUE_39 = "https://github.com/HKU-MedAI/MGCA/issues/39"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: a board slot at one label fraction."""
+
+    task: str
+    dataset: str
+    fraction: int
+    header: str  # e.g. "CheXpert AUROC 1%"
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    method: str
+    values: tuple[PublishedValue, ...]  # one per column of the table, in column order
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    key: str
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[PublishedRow, ...]
+    source: str  # where the published rows come from, in words with links
+    caveats: tuple[str, ...] = ()
+
+
+def _columns(groups: list[tuple[str, str, str]]) -> tuple[Column, ...]:
+    return tuple(Column(task, dataset, fraction, f"{label} {fraction}%")
+                 for task, dataset, label in groups for fraction in (1, 10, 100))
+
+
+TABLE_1 = TableSpec(
+    key="table1",
+    title="Table 1: linear classification (frozen encoder + linear layer)",
+    columns=_columns([("classification", "chexpert", "CheXpert AUROC"), ("classification", "rsna", "RSNA AUROC"),
+                      ("classification", "covidx", "COVIDx ACC")]),
+    rows=(
+        PublishedRow("Random Init", (56.1, 62.6, 65.7, 58.9, 69.4, 74.1, 50.5, 60.3, 70.0)),
+        PublishedRow("ImageNet Init", (74.4, 79.7, 81.4, 74.9, 74.5, 76.3, 64.8, 78.8, 86.3)),
+        PublishedRow("ConVIRT", (85.9, 86.8, 87.3, 77.4, 80.1, 81.3, 72.5, 82.5, 92.0)),
+        PublishedRow("GLoRIA", (86.6, 87.8, 88.1, 86.1, 88.0, 88.6, 67.3, 77.8, 89.0)),
+        PublishedRow("GLoRIA-MIMIC", (87.1, 88.7, 88.0, 87.0, 89.4, 90.2, 66.5, 80.5, 88.8)),
+        PublishedRow("MGCA (ResNet-50)", (87.6, 88.0, 88.2, 88.6, 89.1, 89.9, 72.0, 83.5, 90.5),
+                     note="G2D's row \"MGCA [9]\"; the ResNet-50 backbone is inferred"),
+        PublishedRow("MGCA (ViT-B/16)", (None,) * 9, note="not verified from a readable source"),
+    ),
+    source=(f"G2D Table 4 ({G2D}); ConVIRT and GLoRIA CheXpert/RSNA cells corroborated by MaCo Table 1 "
+            f"({MACO_TABLE_1}); original: MGCA Table 1 ({MGCA_PAPER}), not read"),
+    caveats=("The RSNA split behind the published numbers is unclear (70/15/15 vs the detection split).",),
+)
+
+TABLE_2 = TableSpec(
+    key="table2",
+    title="Table 2: segmentation (Dice) and detection (mAP), frozen encoder",
+    columns=_columns([("segmentation", "siim", "SIIM Dice"), ("segmentation", "rsna", "RSNA Dice"),
+                      ("detection", "rsna", "RSNA mAP"), ("detection", "object_cxr", "Object-CXR mAP")]),
+    rows=(
+        PublishedRow("Random Init", (9.0, 28.6, 54.3, 6.9, 10.6, 18.5, 1.0, 4.0, 8.9, "-", 0.5, 4.4)),
+        PublishedRow("ImageNet Init", (10.2, 35.5, 63.5, 34.8, 39.9, 64.0, 3.6, 8.0, 15.7, "-", 2.9, 8.3)),
+        PublishedRow("ConVIRT", (25.0, 43.2, 59.9, 55.0, 67.4, 67.5, 8.2, 15.6, 17.9, "-", 8.6, 15.9)),
+        PublishedRow("GLoRIA", (35.8, 46.9, 63.4, 59.3, 67.5, 67.8, 9.8, 14.8, 18.8, "-", 10.6, 15.6)),
+        PublishedRow("GLoRIA-MIMIC", (37.4, 57.1, 64.0, 60.3, 68.7, 68.3, 11.6, 16.1, 24.8, "-", 8.9, 16.6)),
+        PublishedRow("MGCA (ResNet-50)", (49.7, 59.3, 64.2, 63.0, 68.3, 69.8, 12.9, 16.8, 24.9, "-", 12.1, 19.2),
+                     note="G2D's row \"MGCA [9]\"; RSNA Dice 1% corroborated by MGCA issue #39"),
+        PublishedRow("MGCA (ViT-B/16)", (None,) * 12, note="not verified from a readable source"),
+    ),
+    source=(f"G2D Table 1 ({G2D}); RSNA Dice 1% of MGCA corroborated by {MGCA_ISSUE_39}; "
+            f"original: MGCA Table 2 ({MGCA_PAPER}), not read"),
+    caveats=("\"-\": mAP below 1% (G2D's convention).",
+             "Published mAP skips images without boxes (PROTOCOL.md B1); published Dice is a mean of per-batch means (B8)."),
+)
+
+TABLES: tuple[TableSpec, ...] = (TABLE_1, TABLE_2)
+
+
+def _check() -> None:
+    for table in TABLES:
+        for row in table.rows:
+            if len(row.values) != len(table.columns):
+                raise ValueError(f"{table.key}: row {row.method!r} has {len(row.values)} values for {len(table.columns)} columns")
+
+
+_check()

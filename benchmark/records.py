@@ -1,0 +1,275 @@
+"""The run record: one typed JSON document per grid cell, the unit every board number comes from.
+
+A run record says *what* was evaluated (its identity, fully resolved: the weights by content
+hash, the data by partition and split fingerprints), *what came out* (metrics plus the per-image
+predictions file, so every number can be re-scored and compared pairwise later), and *how*
+(timings, resolved task config, provenance). It is written once, atomically, and never edited:
+a different result is a different identity.
+
+The schema is strict: unknown fields are rejected on read, and :data:`RECORD_SCHEMA_VERSION`
+is bumped whenever a field changes meaning; a reader refuses versions it does not know instead
+of guessing (HELM's unreadable-old-results problem). Changelog:
+
+- 1: first version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+RECORD_SCHEMA_VERSION = 1
+
+Mode = Literal["cached", "paper"]
+MODES: tuple[str, ...] = get_args(Mode)
+TaskFamily = Literal["classification", "detection", "segmentation"]
+TASK_FAMILIES: tuple[str, ...] = get_args(TaskFamily)
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # safe in file names, no path separators
+
+
+class RecordError(ValueError):
+    """A run record is malformed; the message names the file or field and what is expected."""
+
+
+@dataclass(frozen=True)
+class CellIdentity:
+    """Everything that decides a result. Two runs with equal identities must give the same record."""
+
+    board: str  # board version, e.g. "mgca-cxr-v1" or "demo-mgca-cxr-v1"
+    backbone: str  # entry name on the board (registry name or the --name of a submission)
+    weights_sha256: str  # content hash of the weights actually evaluated
+    task: str  # key of the task registry ("classification", later "detection", "segmentation")
+    dataset: str  # key of the dataset registry
+    partition: str  # which train/val/test division of the dataset (benchmark/data/prepared.py)
+    fraction: int  # percent of the training split: 1, 10 or 100
+    draw: int  # which label-fraction subset (0 for fraction 100)
+    seed: int  # training seed of the head
+    mode: Mode  # "cached" (frozen features cached) or "paper" (reference training loop)
+
+    def validate(self) -> None:
+        for name in ("board", "backbone", "task", "dataset", "partition"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _NAME.match(value):
+                raise RecordError(f"identity.{name}={value!r}: expected a name of letters, digits, '.', '_', '+', '-'")
+        if not isinstance(self.weights_sha256, str) or not _SHA256.match(self.weights_sha256):
+            raise RecordError(f"identity.weights_sha256={self.weights_sha256!r}: expected 64 lowercase hex digits")
+        for name in ("fraction", "draw", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise RecordError(f"identity.{name}={value!r}: expected a non-negative integer")
+        if not 0 < self.fraction <= 100:
+            raise RecordError(f"identity.fraction={self.fraction}: expected a percentage in (0, 100]")
+        if self.fraction == 100 and self.draw != 0:
+            raise RecordError("identity.draw must be 0 at fraction 100: the full training split has a single draw")
+        if self.mode not in MODES:
+            raise RecordError(f"identity.mode={self.mode!r}: expected one of {MODES}")
+
+    @property
+    def entry_key(self) -> str:
+        """The board entry this cell belongs to: name plus a short weights hash (names can be reused)."""
+        return f"{self.backbone}@{self.weights_sha256[:12]}"
+
+    @property
+    def cell_key(self) -> str:
+        """File stem of the record, derived from the resolved identity only.
+
+        Readable fields first, then a hash over the whole identity so that two identities can
+        never share a file even if a future field is not part of the readable part.
+        """
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return (f"{self.task}-{self.dataset}-{self.partition}-{self.fraction}pct-draw{self.draw}"
+                f"-seed{self.seed}-{self.mode}-{digest}")
+
+    @property
+    def group_key(self) -> tuple[str, str, str, str, int, str]:
+        """Runs that aggregate together: everything but draw and seed."""
+        return (self.entry_key, self.task, self.dataset, self.partition, self.fraction, self.mode)
+
+
+@dataclass
+class MetricValue:
+    """One metric of one run on the test split."""
+
+    value: float  # on the scale the scorer returns (AUROC, accuracy, Dice, mAP in [0, 1])
+    ci_low: float | None = None  # 95% test-set bootstrap interval of this run, if the scorer gave one
+    ci_high: float | None = None
+    bootstrap_se: float | None = None  # test-set bootstrap standard error (feeds the board's CI)
+
+    def validate(self, name: str) -> None:
+        for key in ("value", "ci_low", "ci_high", "bootstrap_se"):
+            number = getattr(self, key)
+            if number is None and key != "value":
+                continue
+            if not isinstance(number, (int, float)) or isinstance(number, bool) or not math.isfinite(number):
+                raise RecordError(f"metrics.{name}.{key}={number!r}: expected a finite number")
+
+
+@dataclass
+class Artifact:
+    """A file written next to the record (per-image predictions, targets), with its hash."""
+
+    path: str  # relative to the board folder
+    sha256: str
+
+    def validate(self, name: str) -> None:
+        if not isinstance(self.path, str) or not self.path or os.path.isabs(self.path) or ".." in Path(self.path).parts:
+            raise RecordError(f"{name}.path={self.path!r}: expected a relative path inside the board folder")
+        if not isinstance(self.sha256, str) or not _SHA256.match(self.sha256):
+            raise RecordError(f"{name}.sha256={self.sha256!r}: expected 64 lowercase hex digits")
+
+
+@dataclass
+class RunRecord:
+    """One grid cell's result. See the module docstring for the rules."""
+
+    identity: CellIdentity
+    protocol_version: str  # protocol the board follows ("mgca-cxr-v1"); must equal the board's
+    metrics: dict[str, MetricValue]  # every metric the scorer returned, by name
+    headline_metric: str  # the metric the paper's table reports for this task and dataset
+    predictions: Artifact  # per-image scores or outputs on the test split
+    targets: Artifact | None  # per-image ground truth in the same row order (classification)
+    timings: dict[str, float]  # seconds per step ("features", "fit", "predict", "total", ...)
+    config: dict[str, Any]  # resolved task configuration (head, optimiser, epochs, image size)
+    split_fingerprints: dict[str, str]  # split name -> sha256 of its ID list
+    backbone: dict[str, Any]  # arch, weights source, pretraining data, load report summary
+    provenance: dict[str, Any]  # code version, packages, hardware, start/end time
+    created: str  # ISO 8601 UTC time the record was written
+    schema_version: int = RECORD_SCHEMA_VERSION
+    notes: list[str] = field(default_factory=list)  # deviations or warnings worth showing
+
+    def validate(self) -> None:
+        if self.schema_version != RECORD_SCHEMA_VERSION:
+            raise RecordError(f"schema_version={self.schema_version}: this code reads version {RECORD_SCHEMA_VERSION}")
+        self.identity.validate()
+        if not isinstance(self.protocol_version, str) or not self.protocol_version:
+            raise RecordError("protocol_version: expected a non-empty string")
+        if not self.metrics:
+            raise RecordError("metrics: expected at least one metric")
+        for name, metric in self.metrics.items():
+            metric.validate(name)
+        if self.headline_metric not in self.metrics:
+            raise RecordError(f"headline_metric={self.headline_metric!r} is not among metrics {sorted(self.metrics)}")
+        self.predictions.validate("predictions")
+        if self.targets is not None:
+            self.targets.validate("targets")
+        for name, seconds in self.timings.items():
+            if not isinstance(seconds, (int, float)) or seconds < 0:
+                raise RecordError(f"timings.{name}={seconds!r}: expected non-negative seconds")
+        if "test" not in self.split_fingerprints:
+            raise RecordError("split_fingerprints: the test split fingerprint is required (paired tests check it)")
+        for name, digest in self.split_fingerprints.items():
+            if not _SHA256.match(str(digest)):
+                raise RecordError(f"split_fingerprints.{name}={digest!r}: expected 64 lowercase hex digits")
+
+    @property
+    def headline(self) -> MetricValue:
+        return self.metrics[self.headline_metric]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<record>") -> RunRecord:
+        """Strict parse: unknown or missing fields are errors that name ``source``."""
+        try:
+            _check_keys(data, cls, source)
+            _check_keys(data["identity"], CellIdentity, f"{source}: identity")
+            metrics = {}
+            for name, value in data["metrics"].items():
+                _check_keys(value, MetricValue, f"{source}: metrics.{name}")
+                metrics[name] = MetricValue(**value)
+            artifacts = {}
+            for key in ("predictions", "targets"):
+                if data[key] is None:
+                    artifacts[key] = None
+                    continue
+                _check_keys(data[key], Artifact, f"{source}: {key}")
+                artifacts[key] = Artifact(**data[key])
+            record = cls(**{**data, "identity": CellIdentity(**data["identity"]), "metrics": metrics, **artifacts})
+            record.validate()
+        except RecordError as error:
+            raise RecordError(f"{source}: {error}") from None
+        except (TypeError, AttributeError) as error:
+            raise RecordError(f"{source}: malformed record ({error})") from None
+        return record
+
+    @classmethod
+    def read(cls, path: Path) -> RunRecord:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise RecordError(f"{path}: unreadable run record ({error}); delete it to re-run the cell") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"{path}: expected a JSON object")
+        return cls.from_dict(data, str(path))
+
+
+def _check_keys(data: Any, schema: type, where: str) -> None:
+    if not isinstance(data, dict):
+        raise RecordError(f"{where}: expected an object, got {type(data).__name__}")
+    names = {item.name for item in fields(schema)}
+    required = {item.name for item in fields(schema) if _is_required(item)}
+    unknown = sorted(set(data) - names)
+    missing = sorted(required - set(data))
+    if unknown:
+        raise RecordError(f"{where}: unknown field(s) {unknown}; schema fields are {sorted(names)}")
+    if missing:
+        raise RecordError(f"{where}: missing field(s) {missing}")
+
+
+def _is_required(item: Any) -> bool:
+    return item.default is MISSING and item.default_factory is MISSING
+
+
+TEMP_MARKER = ".tmp-"
+
+
+def write_atomically(path: Path, data: bytes | str) -> None:
+    """Write ``path`` so that readers see either nothing or the whole file.
+
+    The temporary file lives in the same folder (``os.replace`` is atomic only within one file
+    system) and carries the writer's pid, so a crashed writer's leftovers can be recognised.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}{TEMP_MARKER}{os.getpid()}-")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temporary files left by writers that are no longer running; return them."""
+    removed = []
+    for temp in Path(folder).rglob(f"*{TEMP_MARKER}*"):
+        pid_text = temp.name.split(TEMP_MARKER, 1)[1].split("-", 1)[0]
+        if pid_text.isdigit() and _process_alive(int(pid_text)):
+            continue
+        temp.unlink(missing_ok=True)
+        removed.append(temp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
