@@ -18,3 +18,9 @@ test: $(STAMP)
 ## backbones: list the backbone registry
 backbones: $(STAMP)
 	$(PYTHON) -m benchmark backbones
+
+## demo-data: small synthetic versions of all six datasets in their official layouts (DEMO_DIR, default data/demo/raw)
+DEMO_DIR ?= data/demo/raw
+.PHONY: demo-data
+demo-data: $(STAMP)
+	$(PYTHON) -m benchmark demo-data --out $(DEMO_DIR) --overwrite

@@ -20,6 +20,7 @@ both decodings give the same or nearly the same pixels; the differences matter f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
@@ -78,13 +79,16 @@ def write_dicom(
     window: tuple[float, float] | None = None,
     bits_stored: int | None = None,
     jpeg: bool = False,
+    attributes: Mapping[str, object] | None = None,
 ) -> Path:
     """Write a single-frame grayscale DICOM (the inverse of :func:`read_dicom`), for the demo
     data, the tests and the benchmarks.
 
     ``pixels`` is uint8 or uint16 H×W; ``rescale`` is (RescaleSlope, RescaleIntercept),
     ``window`` (WindowCenter, WindowWidth); ``jpeg=True`` stores uint8 pixels JPEG-baseline
-    compressed, the transfer syntax of the RSNA and SIIM releases.
+    compressed, the transfer syntax of the RSNA and SIIM releases. ``attributes`` are further
+    elements by keyword (PatientID, StudyInstanceUID, ...), set last; a SOPInstanceUID given there
+    also becomes the file meta's, so files with fixed UIDs are byte-identical across runs.
     """
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected uint8 or uint16 H×W pixels, got {pixels.dtype} {pixels.shape}")
@@ -118,6 +122,9 @@ def write_dicom(
         dataset.LossyImageCompression = "01"
     else:
         dataset.PixelData = np.ascontiguousarray(pixels).tobytes()
+    for keyword, value in (attributes or {}).items():
+        setattr(dataset, keyword, value)
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(path, enforce_file_format=True)
     return path

@@ -14,7 +14,8 @@ import pkgutil
 import shutil
 from pathlib import Path
 
-from benchmark.data.demo.base import DEMO_WRITERS, MARKER_FILE, DemoOptions
+from benchmark.data.demo.base import DEMO_WRITERS, DemoOptions
+from benchmark.data.preparation import DEMO_MARKER
 from benchmark.data.prepared import DataError
 
 for _module in pkgutil.iter_modules(__path__):
@@ -36,8 +37,8 @@ def generate(out: Path, datasets: list[str] | None = None, images: int = 300, si
         if folder.exists() and any(folder.iterdir()):
             if not overwrite:
                 raise DataError(f"{folder} exists and is not empty; pass --overwrite to replace demo data there")
-            if not (folder / MARKER_FILE).is_file():
-                raise DataError(f"{folder} has no {MARKER_FILE} marker, so it may be real data; remove it by hand")
+            if not (folder / DEMO_MARKER).is_file():
+                raise DataError(f"{folder} has no {DEMO_MARKER} marker, so it may be real data; remove it by hand")
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         summary[writer.name] = writer.write(DemoOptions(out=folder, images=images, size=size, seed=seed))

@@ -17,11 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmark.data.preparation import DEMO_MARKER
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
 
 GENERATOR_VERSION = "1"  # bump when the output for a given seed changes
-MARKER_FILE = "DEMO_DATASET"
 JPEG_QUALITY = 95
 
 
@@ -97,7 +97,7 @@ def write_marker(options: DemoOptions, dataset: str) -> None:
         "Images are synthetic. Label rows, IDs, boxes, masks and report sentences are sampled from the\n"
         "public copies of the official label files shipped with torchxrayvision. Not for evaluation.\n"
     )
-    (options.out / MARKER_FILE).write_text(text)
+    (options.out / DEMO_MARKER).write_text(text)
 
 
 def split_counts(total: int, fractions: Sequence[float], minimum: int = 1) -> list[int]:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from benchmark.data.demo import sources
 from benchmark.data.demo.base import DemoOptions, dataset_rng, demo_writer, image_rng, write_csv, write_marker
-from benchmark.data.demo.dicom import write_dicom, uid
+from benchmark.data.demo.dicom import uid, write_demo_dicom
 from benchmark.data.demo.synthesis import add_box_opacity, new_chest
 
 NAME = "rsna"
@@ -56,10 +56,11 @@ def write_rsna(options: DemoOptions) -> dict[str, int]:
         for box in boxes[patient]:
             add_box_opacity(chest, box)
         encoding = encodings[int(image_random.choice(len(encodings), p=weights))]
-        write_dicom(
-            options.out / "stage_2_train_images" / f"{patient}.dcm", chest.render(), encoding, patient_id=patient,
-            sop_instance_uid=uid(NAME, options.seed, patient), study_uid=uid(NAME, options.seed, patient, "study"),
-            series_uid=uid(NAME, options.seed, patient, "series"), view_position=("PA", "AP")[int(image_random.integers(2))],
-        )
+        write_demo_dicom(options.out / "stage_2_train_images" / f"{patient}.dcm", chest.render(), encoding, {
+            "PatientID": patient, "SOPInstanceUID": uid(NAME, options.seed, patient),
+            "StudyInstanceUID": uid(NAME, options.seed, patient, "study"),
+            "SeriesInstanceUID": uid(NAME, options.seed, patient, "series"),
+            "ViewPosition": ("PA", "AP")[int(image_random.integers(2))],
+        })
     write_marker(options, NAME)
     return {"patients": len(patients), "positive": sum(bool(b) for b in boxes.values()), "boxes": sum(map(len, boxes.values()))}

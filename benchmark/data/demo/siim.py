@@ -14,35 +14,18 @@ from tqdm import tqdm
 
 from benchmark.data.demo import sources
 from benchmark.data.demo.base import DemoOptions, dataset_rng, demo_writer, image_rng, write_marker
-from benchmark.data.demo.dicom import write_dicom
+from benchmark.data.demo.dicom import write_demo_dicom
 from benchmark.data.demo.synthesis import add_pneumothorax, new_chest
-from benchmark.data.prepared import DataError
+from benchmark.data.datasets.siim import NEGATIVE, rle_to_mask
 
 NAME = "siim"
 ORIGINAL_SIDE = 1024
 POSITIVE_SHARE = 0.4
-NEGATIVE = "-1"
-
-
-def rle_decode(rle: str, height: int, width: int) -> np.ndarray:
-    """Kaggle SIIM RLE → uint8 {0, 1} mask; pairs are (start relative to the previous run's end,
-    length) over the column-major pixel order."""
-    values = np.array(rle.split(), dtype=np.int64)
-    if len(values) % 2:
-        raise DataError(f"RLE with an odd number of values ({len(values)}): {rle[:60]}...")
-    flat = np.zeros(height * width, np.uint8)
-    position = 0
-    for start, length in zip(values[0::2], values[1::2]):
-        position += start
-        if position + length > flat.size:
-            raise DataError(f"RLE run ends at pixel {position + length}, outside a {height}x{width} image")
-        flat[position : position + length] = 1
-        position += length
-    return flat.reshape(width, height).T
 
 
 def rle_encode(mask: np.ndarray) -> str:
-    """uint8/bool mask → Kaggle SIIM RLE (inverse of :func:`rle_decode`); ``-1`` when empty."""
+    """bool mask → Kaggle SIIM RLE (relative starts, column-major; the inverse of
+    :func:`benchmark.data.datasets.siim.rle_to_mask`); ``-1`` when empty."""
     flat = np.concatenate([[0], mask.T.reshape(-1).astype(np.int8), [0]])
     changes = np.flatnonzero(np.diff(flat))
     starts, ends = changes[0::2], changes[1::2]
@@ -91,7 +74,7 @@ def write_siim(options: DemoOptions) -> dict[str, int]:
         if rle == NEGATIVE:
             lines.append(f"{image_id},{NEGATIVE}")
             continue
-        instance = downscale_mask(rle_decode(rle, ORIGINAL_SIDE, ORIGINAL_SIDE), options.size)
+        instance = downscale_mask(rle_to_mask(rle, ORIGINAL_SIDE, ORIGINAL_SIDE), options.size)
         masks[image_id] |= instance
         lines.append(f"{image_id},{rle_encode(instance)}")
     (options.out / "train-rle.csv").write_text("\n".join(lines) + "\n")
@@ -101,9 +84,9 @@ def write_siim(options: DemoOptions) -> dict[str, int]:
         if masks[image_id].any():
             add_pneumothorax(chest, masks[image_id])
         study, series = dicom_folders(image_id)
-        write_dicom(
-            options.out / "dicom-images-train" / study / series / f"{image_id}.dcm", chest.render(), "mono2_8bit",
-            patient_id=image_id.rsplit(".", 3)[-3], sop_instance_uid=image_id, study_uid=study, series_uid=series,
-        )
+        write_demo_dicom(options.out / "dicom-images-train" / study / series / f"{image_id}.dcm", chest.render(), "mono2_8bit", {
+            "PatientID": image_id.split(".")[-3], "SOPInstanceUID": image_id,
+            "StudyInstanceUID": study, "SeriesInstanceUID": series, "ViewPosition": "PA",
+        })
     write_marker(options, NAME)
     return {"images": len(image_ids), "positive": sum(bool(mask.any()) for mask in masks.values()), "rows": len(rows)}
