@@ -78,14 +78,13 @@ def read_rle_rows(labels_csv: Path) -> pd.DataFrame:
     """``train-rle.csv`` with stripped names/values; each value is ``-1`` or an even-length list
     of non-negative integers, and an image is either negative or positive on all its rows."""
     rows = read_label_csv(labels_csv, ("ImageId", "EncodedPixels"))
-    for row in rows.itertuples():
-        value = row.EncodedPixels
+    for image_id, value, line in zip(rows["ImageId"], rows["EncodedPixels"], rows[LINE]):
         if value == NEGATIVE:
             continue
         tokens = value.split()
         if not tokens or len(tokens) % 2 or not all(token.isdigit() for token in tokens):
             raise DataError(
-                f"{labels_csv} line {getattr(row, LINE)} ({row.ImageId}): EncodedPixels is neither "
+                f"{labels_csv} line {line} ({image_id}): EncodedPixels is neither "
                 f"{NEGATIVE!r} nor pairs of non-negative integers: {value[:40]!r}"
             )
     positive = rows["EncodedPixels"] != NEGATIVE
