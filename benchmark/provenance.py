@@ -40,7 +40,9 @@ def _git(folder: Path, *args: str) -> str | None:
 
 
 def code_version(folder: Path = SOURCE_ROOT) -> dict[str, object]:
-    """Commit of the checkout holding ``folder`` and whether it had uncommitted changes.
+    """Commit of the checkout holding ``folder`` and whether tracked files differ from it.
+
+    Untracked files do not make a checkout dirty (work and data folders often sit inside it).
 
     ``commit`` is None outside a git checkout (e.g. an installed wheel); the package version
     then identifies the code, and ``dirty`` is None (unknown).

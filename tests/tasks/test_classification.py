@@ -201,6 +201,14 @@ def test_every_dataset_writes_files_that_rescore_to_the_run_metrics(backbone, da
     assert result["config"]["geometry"]["crop_size"] == 48 and result["config"]["task_version"] == 1
 
 
+def test_resnet_probe_records_the_upsampled_input(data_root, tmp_path):
+    spec = dataclasses.replace(BACKBONES.get("random_resnet18"), linear_probe_input_size=299)
+    result = run(build_backbone(spec), data_root, tmp_path, dataset="rsna")
+    geometry = result["config"]["geometry"]
+    assert (geometry["crop_size"], geometry["encoder_input_size"]) == (56, 75)  # 56 * 299 / 224
+    assert any("B20" in note for note in geometry["notes"])
+
+
 def test_scores_are_probabilities(backbone, data_root, tmp_path):
     result = run(backbone, data_root, tmp_path, dataset="covidx")
     scores = read_predictions(result["predictions_file"], SCHEMES.get("covidx")).to_numpy()
