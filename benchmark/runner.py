@@ -192,7 +192,7 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
             prepared = PreparedDataset(root)
             if prepared.manifest.protocol_version != protocol.protocol_version:
                 raise GridError(f"{root}: prepared for protocol {prepared.manifest.protocol_version!r}, board {board.name!r} follows {protocol.protocol_version!r}; re-prepare the dataset")
-            demo_data = bool(getattr(prepared.manifest, "demo", False))
+            demo_data = prepared.manifest.demo
             if demo_data != protocol.demo:
                 raise GridError(
                     f"{root} holds {'demo (synthetic)' if demo_data else 'real'} data but board {board.name!r} is a "

@@ -1,0 +1,160 @@
+"""The grid runner with a toy task: planning, resume after a crash, no-op re-runs, failures, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "board"))
+import toy_task  # noqa: E402 - registers the toy task
+
+from benchmark.board.store import Board, BoardError  # noqa: E402
+from benchmark.records import RunRecord  # noqa: E402
+from benchmark.runner import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
+
+BACKBONE = "random_resnet18"
+
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> tuple[Board, GridRequest]:
+    data = toy_task.write_toy_dataset(tmp_path / "data")
+    board = Board(toy_task.write_toy_board(tmp_path / "boards", seeds=(0, 1)))
+    request = GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=data, work_dir=tmp_path / "work",
+                          cache_dir=tmp_path / "cache")
+    return board, request
+
+
+def result_files(board: Board) -> list[Path]:
+    return sorted((board.root / "results").rglob("*.json"))
+
+
+def test_grid_runs_every_cell_once_and_a_rerun_is_a_no_op(setup: tuple[Board, GridRequest]) -> None:
+    board, request = setup
+    first = run_grid(board, request, progress=False)
+    assert (first.cells, first.ran, first.done_before, first.failed) == (10, 10, 0, [])
+    files = result_files(board)
+    assert len(files) == 10
+    stamps = {path: path.stat().st_mtime_ns for path in files}
+    second = run_grid(board, request, progress=False)
+    assert (second.ran, second.done_before) == (0, 10)
+    assert {path: path.stat().st_mtime_ns for path in result_files(board)} == stamps
+    identities = [RunRecord.read(path).identity for path in files]
+    assert {(i.fraction, i.draw, i.seed) for i in identities} == {
+        (f, d, s) for f in (1, 10) for d in (0, 1) for s in (0, 1)} | {(100, 0, 0), (100, 0, 1)}
+    index = json.loads((board.root / "index.json").read_text())
+    assert len(index["results"]) == 10
+
+
+def test_record_files_are_named_from_the_resolved_identity(setup: tuple[Board, GridRequest]) -> None:
+    board, request = setup
+    run_grid(board, request, progress=False)
+    for path in result_files(board):
+        record = RunRecord.read(path)
+        assert path == board.result_path(record.identity)
+        assert path.parent.name == f"{BACKBONE}@{record.identity.weights_sha256[:12]}"
+        assert (board.root / record.predictions.path).is_file()
+
+
+def test_a_failing_cell_is_recorded_and_retried(setup: tuple[Board, GridRequest], monkeypatch: pytest.MonkeyPatch) -> None:
+    board, request = setup
+    monkeypatch.setenv("TOY_FAIL", "10")
+    summary = run_grid(board, request, progress=False)
+    assert summary.ran == 6 and len(summary.failed) == 4
+    assert len(board.failures()) == 4 and "toy failure at 10%" in board.failures()[0]["error"]
+    monkeypatch.delenv("TOY_FAIL")
+    retry = run_grid(board, request, progress=False)
+    assert (retry.ran, retry.done_before, retry.failed) == (4, 6, [])
+    assert board.failures() == []
+
+
+def test_a_corrupt_or_half_written_result_is_redone(setup: tuple[Board, GridRequest]) -> None:
+    board, request = setup
+    run_grid(board, request, progress=False)
+    victim = result_files(board)[0]
+    victim.write_text(victim.read_text()[:100])  # truncated, as if the disk filled up
+    (victim.parent / f"{victim.name}.tmp-999999999-x").write_text("{")  # leftover of a dead writer
+    summary = run_grid(board, request, progress=False)
+    assert (summary.ran, summary.done_before) == (1, 9)
+    RunRecord.read(victim)
+    assert not list(board.root.rglob("*.tmp-*"))
+
+
+def test_demo_data_never_goes_to_a_real_board(tmp_path: Path) -> None:
+    data = toy_task.write_toy_dataset(tmp_path / "data", demo=True)
+    board = Board(toy_task.write_toy_board(tmp_path / "boards", demo=False))
+    request = GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=data, work_dir=tmp_path / "work")
+    with pytest.raises(GridError, match="demo results never go to a real board"):
+        run_grid(board, request, progress=False)
+
+
+def test_a_record_of_another_protocol_version_is_refused(setup: tuple[Board, GridRequest]) -> None:
+    board, request = setup
+    run_grid(board, request, progress=False)
+    record = RunRecord.read(result_files(board)[0])
+    record.protocol_version = "mgca-cxr-v0"
+    with pytest.raises(BoardError, match="never mixed"):
+        board.add(record)
+
+
+def test_a_name_taken_by_other_weights_is_refused(setup: tuple[Board, GridRequest]) -> None:
+    board, request = setup
+    run_grid(board, request, progress=False)
+    entry = next(iter(board.entries().values()))
+    entry.weights_sha256 = "f" * 64
+    with pytest.raises(BoardError, match="Choose another --name"):
+        board.register_entry(entry)
+
+
+def _cli(tmp_path: Path, board: Board, data: Path, extra_env: dict[str, str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent / "board"), **extra_env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmark", "run", "--backbone", BACKBONE, "--board", str(board.root), "--data", str(data),
+         "--seeds", "0,1", "--plugins", "toy_task", "--work-dir", str(tmp_path / "work"), "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+@pytest.mark.slow
+def test_killed_grid_resumes_without_duplicates(setup: tuple[Board, GridRequest], tmp_path: Path) -> None:
+    board, request = setup
+    process = _cli(tmp_path, board, request.data_dir, {"TOY_SLEEP": "0.5"})
+    deadline = time.time() + 120
+    while not result_files(board) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(result_files(board))
+    assert 1 <= done < 10, "the kill should land mid-grid"
+    for path in result_files(board):
+        RunRecord.read(path)
+    resumed = _cli(tmp_path, board, request.data_dir, {})
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert f"{10 - done} evaluated, {done} already done" in output
+    assert len(result_files(board)) == 10
+    again = _cli(tmp_path, board, request.data_dir, {})
+    output, _ = again.communicate(timeout=300)
+    assert "0 evaluated, 10 already done" in output
+
+
+@pytest.mark.slow
+def test_concurrent_runs_on_one_board_lose_nothing(setup: tuple[Board, GridRequest], tmp_path: Path) -> None:
+    board, request = setup
+    processes = [_cli(tmp_path, board, request.data_dir, {"TOY_SLEEP": "0.2"}) for _ in range(2)]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    files = result_files(board)
+    assert len(files) == 10
+    for path in files:
+        RunRecord.read(path)
+    assert len(json.loads((board.root / "index.json").read_text())["results"]) == 10
+    rerun = run_grid(board, request, progress=False)
+    assert rerun.ran == 0
