@@ -24,3 +24,8 @@ DEMO_DIR ?= data/demo/raw
 .PHONY: demo-data
 demo-data: $(STAMP)
 	$(PYTHON) -m benchmark demo-data --out $(DEMO_DIR) --overwrite
+
+## perf: speed benchmarks (every benchmarks/bench_*.py); each prints its numbers and exits 1 below its bar
+.PHONY: perf
+perf: $(STAMP)
+	@for bench in benchmarks/bench_*.py; do echo "== $$bench"; $(PYTHON) $$bench || exit 1; done
