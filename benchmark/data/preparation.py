@@ -46,7 +46,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 import benchmark
 from benchmark.data.cache import CacheResult, OnError, write_image_cache
@@ -456,6 +455,8 @@ def finish(
     dropped = set(excluded_ids) | {item for item in records["id"] if item not in set(cache.ids)}
     partitions = [partition.without(dropped) for partition in partitions]
     records = records[~records["id"].isin(dropped)].copy()
+    if dropped and verification.startswith("passed"):
+        verification += f"; then {len(dropped)} image(s) excluded (see excluded): splits are smaller than shipped"
     if records["id"].duplicated().any():
         raise DataError(f"{dataset}: duplicate image IDs in records: {records['id'][records['id'].duplicated()].tolist()[:3]}")
     counts: dict[str, int] = {"images": len(records)}
