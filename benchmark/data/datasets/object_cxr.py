@@ -24,8 +24,12 @@ Boxes (COCO ``[x, y, w, h]``, original pixels, category 1 ``foreign object``):
 
 There is no cap on the number of objects per image (the reference crashes above 20, B19). A
 malformed annotation or a (tight) box reaching outside the image is an error naming the CSV line,
-or with ``on_error="exclude"`` a counted exclusion; so are missing or corrupt JPGs. The image cache uses the ``stretch`` geometry (detection resizes straight to a
-square); records.csv keeps each image's original width and height so boxes can be mapped.
+or with ``on_error="exclude"`` a counted exclusion; so are missing or corrupt JPGs.
+
+The image cache uses the ``stretch`` geometry (detection resizes straight to a square).
+records.csv has ``id, path, objects, boxes, width, height``: ``boxes`` is the JSON list of tight
+``[x1, y1, x2, y2]`` boxes in original pixels and ``width``/``height`` the original size, so boxes
+can be mapped onto the cache.
 
 Image ID: the file name without extension (``00001``); train and dev names are distinct (checked).
 """
