@@ -234,3 +234,8 @@ def test_box_outside_the_image_names_the_row(tmp_path: Path) -> None:
     assert [(item["row"], item["id"]) for item in manifest.excluded] == [(line, "0004-tiny")]
     assert manifest.counts["images"] == N_PATIENTS - 1
     assert not (options_for(tmp_path, raw).out / "masks" / "0004-tiny.png").exists()
+
+
+def test_split_is_deterministic(real_patients) -> None:
+    ids = real_patients["id"].tolist()
+    assert rsna.split_patients(ids, "detection") == rsna.split_patients(ids, "detection")

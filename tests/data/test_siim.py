@@ -228,3 +228,23 @@ def test_duplicate_dicom_for_one_image(tmp_path: Path) -> None:
     write_dicom(raw / siim.IMAGES_DIR / "elsewhere" / "1.2.276.0.2.dcm", np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError, match="1.2.276.0.2 has two DICOMs"):
         siim.prepare(options_for(tmp_path, raw))
+
+
+def test_split_is_deterministic(real_rows) -> None:
+    image_ids = real_rows["ImageId"].unique().tolist()
+    assert siim.split_images(image_ids) == siim.split_images(image_ids)
+
+
+def test_make_splits_tool_regenerates_the_shipped_files(tmp_path: Path) -> None:
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("make_splits", Path(__file__).parents[2] / "tools" / "make_splits.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    sizes = tool.write_shipped("siim", REAL_LABELS, root=tmp_path)
+    assert sizes["segmentation/train.txt"] == 8432
+    for path in (SHIPPED_SPLITS / "siim").rglob("*"):
+        if path.is_file():
+            assert (tmp_path / "siim" / path.relative_to(SHIPPED_SPLITS / "siim")).read_bytes() == path.read_bytes(), path
+    assert json.loads((tmp_path / "siim" / "source.json").read_text())["copy_used"].startswith("torchxrayvision==1.5.7")
