@@ -12,7 +12,7 @@ import pytest
 
 from benchmark.data.datasets import chexpert
 from benchmark.data.prepared import DataError, PreparedDataset, read_ids
-from benchmark.data.preparation import DEMO_MARKER, SHIPPED_SPLITS, reference_frac_sample
+from benchmark.data.preparation import DEMO_MARKER, SHIPPED_SPLITS
 from benchmark.data.registry import DATASETS, PrepareOptions
 
 torchxrayvision = pytest.importorskip("torchxrayvision")
