@@ -93,7 +93,7 @@ def openi_sentences() -> tuple[str, ...]:
                         sentence = re.sub(r"\s+", " ", sentence).strip()
                         # "XXXX" marks de-identified words; numbered lists are kept out for simplicity
                         if 4 <= len(sentence.split()) <= 30 and "XXXX" not in sentence and not re.match(r"^\d", sentence):
-                            sentences.add(sentence.rstrip(".") + ".")
+                            sentences.add(sentence[0].upper() + sentence[1:].rstrip(".") + ".")
     return tuple(sorted(sentences))
 
 

@@ -304,9 +304,9 @@ def atelectasis(chest: Chest, strength: float) -> None:
     """A plate-like band in a lower zone plus volume loss (a denser base)."""
     lung = chest.lung(chest.random_side())
     x, y = chest.point_in(lung * _lower(chest, 0.55))
-    band = soft_ellipse(chest.shape, (x, y), (chest.scale * 0.12, chest.scale * 0.018), chest.rng.uniform(-15, 15), chest.scale / 100)
-    add_opacity(chest, band * chest.aerated(), 0.4 * strength, fluffy=False)
-    add_opacity(chest, lung * _lower(chest, 0.82), 0.2 * strength, fluffy=False)
+    band = soft_ellipse(chest.shape, (x, y), (chest.scale * 0.14, chest.scale * 0.025), chest.rng.uniform(-15, 15), chest.scale / 100)
+    add_opacity(chest, band * chest.aerated(), 0.45 * strength, fluffy=False)
+    add_opacity(chest, lung * _lower(chest, 0.75), 0.3 * strength, fluffy=False)
 
 
 @FINDINGS.register("pleural_effusion")
@@ -415,9 +415,9 @@ def chexpert_strengths(cells: dict[str, str]) -> dict[str, float]:
 def add_pneumothorax(chest: Chest, mask: np.ndarray, strength: float = 1.0) -> None:
     """Air without lung markings where ``mask`` is set, with a thin visceral pleural line at its edge."""
     mask = mask.astype(np.float32)
-    chest.air = np.maximum(chest.air, 0.14 * strength * smooth(mask, 0.8))
+    chest.air = np.maximum(chest.air, 0.25 * strength * smooth(mask, 0.8))
     edge = cv2.morphologyEx((mask > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(np.float32)
-    chest.extra += 0.06 * strength * edge
+    chest.extra += 0.1 * strength * edge
 
 
 def add_box_opacity(chest: Chest, box: tuple[float, float, float, float], strength: float = 1.0) -> None:
@@ -444,7 +444,7 @@ def _object_center(chest: Chest) -> tuple[float, float]:
 def clip(chest: Chest) -> str:
     """A rectangular clip or snap (annotation type 0, two corners)."""
     x, y = _object_center(chest)
-    half_w, half_h = chest.scale * chest.rng.uniform(0.015, 0.04), chest.scale * chest.rng.uniform(0.015, 0.04)
+    half_w, half_h = chest.scale * chest.rng.uniform(0.02, 0.05), chest.scale * chest.rng.uniform(0.02, 0.05)
     x1, y1 = max(0, round(x - half_w)), max(0, round(y - half_h))
     x2, y2 = min(chest.width - 1, round(x + half_w)), min(chest.height - 1, round(y + half_h))
     metal = np.zeros(chest.shape, np.float32)
@@ -458,7 +458,7 @@ def clip(chest: Chest) -> str:
 def button(chest: Chest) -> str:
     """A round button with holes (annotation type 1, the two corners of its bounding box)."""
     x, y = _object_center(chest)
-    radius = chest.scale * chest.rng.uniform(0.015, 0.035)
+    radius = chest.scale * chest.rng.uniform(0.025, 0.045)
     x1, y1 = max(0, round(x - radius)), max(0, round(y - radius))
     x2, y2 = min(chest.width - 1, round(x + radius)), min(chest.height - 1, round(y + radius))
     metal = soft_ellipse(chest.shape, ((x1 + x2) / 2, (y1 + y2) / 2), ((x2 - x1) / 2, (y2 - y1) / 2))
@@ -474,13 +474,13 @@ def wire(chest: Chest) -> str:
     """A curved wire or necklace; its annotation is the polygon outlining it (type 2)."""
     x, y = _object_center(chest)
     t = np.linspace(0, 1, 16)
-    length, bend = chest.scale * chest.rng.uniform(0.15, 0.35), chest.scale * chest.rng.uniform(-0.08, 0.08)
+    length, bend = chest.scale * chest.rng.uniform(0.25, 0.45), chest.scale * chest.rng.uniform(-0.08, 0.08)
     angle = chest.rng.uniform(0, np.pi)
     along, across = (t - 0.5) * length, bend * np.sin(np.pi * t)
     xs = np.clip(x + along * np.cos(angle) - across * np.sin(angle), 1, chest.width - 2)
     ys = np.clip(y + along * np.sin(angle) + across * np.cos(angle), 1, chest.height - 2)
     drawn = np.zeros(chest.shape, np.uint8)
-    cv2.polylines(drawn, [np.stack([xs, ys], 1).round().astype(np.int32)], False, 1, max(2, round(chest.scale / 80)))
+    cv2.polylines(drawn, [np.stack([xs, ys], 1).round().astype(np.int32)], False, 1, max(2, round(chest.scale / 60)))
     contours, _ = cv2.findContours(drawn, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     outline = cv2.approxPolyDP(max(contours, key=cv2.contourArea), 1.0, True).reshape(-1, 2)
     chest.extra += METAL * drawn.astype(np.float32)
