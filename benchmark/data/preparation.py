@@ -175,6 +175,14 @@ class Partition:
         files.update({split_file_name("train", percent, draw): ids for (percent, draw), ids in self.subsets.items()})
         return files
 
+    def with_files(self, files: Mapping[str, list[str]]) -> Partition:
+        """The same partition with the lists named in ``files`` (split-file name -> IDs) replaced."""
+        return Partition(
+            self.name,
+            {split: files.get(split_file_name(split), ids) for split, ids in self.splits.items()},
+            {(p, d): files.get(split_file_name("train", p, d), ids) for (p, d), ids in self.subsets.items()},
+        )
+
     def without(self, dropped: set[str]) -> Partition:
         """The same partition with ``dropped`` IDs removed from every list (excluded images)."""
         keep = lambda ids: [item for item in ids if item not in dropped]  # noqa: E731
@@ -299,7 +307,7 @@ def verify_partitions(
     for partition in partitions:
         folder = shipped_root / dataset / partition.name
         ours = partition.files()
-        ordered = dict(ours)
+        ordered: dict[str, list[str]] = {}
         for path in sorted(folder.glob("*.txt")):
             shipped = read_ids(path)
             compared += 1
@@ -311,7 +319,7 @@ def verify_partitions(
                 problems.append(difference)
             else:
                 ordered[path.name] = shipped
-        verified.append(_from_files(partition.name, ordered))
+        verified.append(partition.with_files(ordered))
     if problems:
         raise DataError(
             f"{dataset}: the splits made from {options.raw} differ from the shipped ID lists in "
@@ -322,17 +330,6 @@ def verify_partitions(
     if not compared:
         return partitions, "no shipped ID lists for this dataset"
     return verified, f"passed: {compared} ID lists equal to {shipped_root.name}/{dataset}"
-
-
-def _from_files(name: str, files: dict[str, list[str]]) -> Partition:
-    splits = {split: files[split_file_name(split)] for split in SPLITS}
-    subsets = {}
-    for file_name, ids in files.items():
-        stem = file_name.removesuffix(".txt")
-        if stem.startswith("train_") and "pct_draw" in stem:
-            percent, draw = stem.removeprefix("train_").split("pct_draw")
-            subsets[int(percent), int(draw)] = ids
-    return Partition(name, splits, subsets)
 
 
 # ---------------------------------------------------------------------------------------------
