@@ -12,7 +12,7 @@ import pytest
 
 from benchmark.data.datasets import chexpert
 from benchmark.data.prepared import DataError, PreparedDataset, read_ids
-from benchmark.data.preparation import DEMO_MARKER, SHIPPED_SPLITS
+from benchmark.data.preparation import DEMO_MARKER, SHIPPED_SPLITS, verify_partitions
 from benchmark.data.registry import DATASETS, PrepareOptions
 
 torchxrayvision = pytest.importorskip("torchxrayvision")
@@ -75,6 +75,17 @@ def test_shipped_lists_equal_the_split_of_the_public_train_csv(real_partition):
     assert shipped == sorted(name for name in real_partition.files() if name != "test.txt")
     for name in shipped:
         assert read_ids(folder / name) == real_partition.files()[name], name
+
+
+def test_preparation_verifies_against_the_shipped_lists(tmp_path, real_partition):
+    options = PrepareOptions(raw=tmp_path, out=tmp_path / "out")
+    _, status = verify_partitions("chexpert", [real_partition], options)
+    assert status.startswith("passed: 8 ID lists")
+    moved = real_partition.splits["val"][:1]
+    altered = real_partition.without(set(moved))
+    altered.splits["train"] = altered.splits["train"] + moved
+    with pytest.raises(DataError, match=r"classification/val\.txt: 4999 IDs, shipped 5000; 1 missing"):
+        verify_partitions("chexpert", [altered], options)
 
 
 # --- a tiny raw folder ---------------------------------------------------------------------------
