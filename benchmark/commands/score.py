@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from benchmark.cli import command, print_json
@@ -26,9 +27,16 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 @command("score", "score a saved prediction file against its targets (official metrics, bootstrap CI)", _configure)
 def _score(args: argparse.Namespace) -> int:
+    from benchmark.data.prepared import DataError
+    from benchmark.registry import RegistryError
     from benchmark.scoring import scorer
     from benchmark.scoring.bootstrap import BootstrapOptions
 
     options = BootstrapOptions(n_resamples=args.n_resamples, seed=args.seed, confidence=args.confidence)
-    print_json(scorer(args.task)(args.predictions, args.targets, args.dataset, options))
+    try:
+        result = scorer(args.task)(args.predictions, args.targets, args.dataset, options)
+    except (DataError, RegistryError) as error:  # a bad file or name: the message says which and how to fix it
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_json(result)
     return 0

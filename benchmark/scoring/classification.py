@@ -152,7 +152,11 @@ def compute_metrics(targets: np.ndarray, scores: np.ndarray, scheme: Classificat
 
 
 def flat_metrics(results: dict[str, MetricResult]) -> dict[str, float]:
-    """``{"auroc": ..., "auroc[Edema]": ...}``: the run record's metric dictionary."""
+    """``{"auroc": ..., "auroc[Edema]": ...}``: the run record's metric dictionary.
+
+    Bracketed entries are each metric's per-class components: the class AUROC for ``auroc``,
+    the class recall for ``balanced_accuracy``.
+    """
     flat: dict[str, float] = {}
     for name, result in results.items():
         flat[name] = result.value

@@ -238,3 +238,10 @@ def test_score_verb_prints_the_official_metrics_with_intervals(tmp_path, capsys)
     assert entry["value"] == pytest.approx(np.mean(targets.argmax(1) == scores.argmax(1)))
     assert entry["low"] <= entry["value"] <= entry["high"] and entry["n_resamples"] == 100 and entry["seed"] == 3
     assert set(output["metrics"]) == {"accuracy", "balanced_accuracy", "auroc"}
+
+
+def test_score_verb_reports_a_bad_file_without_a_traceback(tmp_path, capsys):
+    predictions, targets_path, _, _ = write_pair(tmp_path, RSNA)
+    corrupt(predictions, lambda lines: lines[:-1])
+    code = main(["score", "classification", "--predictions", str(predictions), "--targets", str(targets_path), "--dataset", "rsna"])
+    assert code == 2 and "1 test id(s) missing" in capsys.readouterr().err
