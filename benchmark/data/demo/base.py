@@ -101,9 +101,11 @@ def write_marker(options: DemoOptions, dataset: str) -> None:
 
 
 def split_counts(total: int, fractions: Sequence[float], minimum: int = 1) -> list[int]:
-    """Split ``total`` into parts by ``fractions`` (the last part takes the rest), each ≥ ``minimum``."""
-    counts = [max(minimum, round(total * fraction)) for fraction in fractions[:-1]]
-    rest = total - sum(counts)
-    if rest < minimum:
-        raise DataError(f"--images {total} is too small to fill {len(fractions)} parts of at least {minimum}")
-    return [*counts, rest]
+    """Split ``total`` into parts by ``fractions``, each at least ``minimum``; the largest part
+    takes what rounding leaves, so small parts (test sets, rare classes) never come out empty."""
+    counts = [max(minimum, round(total * fraction)) for fraction in fractions]
+    largest = int(np.argmax(fractions))
+    counts[largest] = total - (sum(counts) - counts[largest])
+    if counts[largest] < minimum:
+        raise DataError(f"--images {total} is too small to fill {len(fractions)} parts of at least {minimum} images")
+    return counts
