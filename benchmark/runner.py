@@ -138,6 +138,12 @@ def import_plugins(modules: Sequence[str]) -> None:
         importlib.import_module(module)
 
 
+def datasets_to_evaluate(board: Board) -> list[str]:
+    """Datasets the board needs for the tasks that exist now (what ``make bench`` prepares)."""
+    available = set(task_registry().names())
+    return sorted({dataset for task, slots in board.protocol.tasks.items() if task in available for dataset in slots})
+
+
 def board_entry(choice: BackboneChoice, loaded: LoadedBackbone) -> BoardEntry:
     spec = loaded.spec
     if spec.weights == "random":

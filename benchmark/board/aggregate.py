@@ -12,7 +12,8 @@ The interval combines two sources of uncertainty (LANDSCAPE.md: nobody reports b
     SE       = sqrt(v_runs + v_test)
     df       = SE⁴ / (v_runs² / (n - 1))      (Welch-Satterthwaite; the bootstrap term is taken
                                                to have infinite degrees of freedom)
-    95% CI   = m ± t(0.975, df) · SE            (t = normal quantile when n = 1 or v_runs = 0)
+    95% CI   = m ± t(0.975, df) · SE            (t = normal quantile when n = 1 or v_runs = 0),
+               clipped to [0, 1], the range of every headline metric (AUROC, accuracy, Dice, mAP)
 
 With one run the interval is the test-set interval alone; with no bootstrap error recorded it
 is the usual t interval over runs. Raw per-run scores are kept in every aggregate, so any other
@@ -29,6 +30,9 @@ import numpy as np
 from scipy import stats
 
 from benchmark.records import RunRecord
+
+
+METRIC_RANGE = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,8 @@ def combine(values: list[float], bootstrap_ses: list[float | None]) -> tuple[flo
     se = math.sqrt(variance)
     df = variance ** 2 / (v_runs ** 2 / (n - 1)) if v_runs > 0 else math.inf
     quantile = float(stats.t.ppf(0.975, df)) if math.isfinite(df) else float(stats.norm.ppf(0.975))
-    return (mean, std, math.sqrt(v_runs), None if v_test is None else math.sqrt(v_test), se, df,
-            (mean - quantile * se, mean + quantile * se))
+    low, high = max(METRIC_RANGE[0], mean - quantile * se), min(METRIC_RANGE[1], mean + quantile * se)
+    return (mean, std, math.sqrt(v_runs), None if v_test is None else math.sqrt(v_test), se, df, (low, high))
 
 
 def aggregate(records: list[RunRecord]) -> list[CellAggregate]:

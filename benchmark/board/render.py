@@ -115,6 +115,8 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
         rows.append(TableRow(row.method, "published", cells, row.note))
     protocol = view.board.protocol
     for key in view.entry_keys():
+        if not any(view.cell(key, column) for column in spec.columns):
+            continue
         entry = view.entries.get(key)
         cells = []
         for column in spec.columns:

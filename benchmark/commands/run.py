@@ -41,7 +41,9 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", type=_names, required=True,
+    parser.add_argument("--print-datasets", action="store_true",
+                        help="print the datasets the board needs for the tasks that exist, then exit")
+    parser.add_argument("--backbone", type=_names, default=None,
                         help="registered backbone name(s), comma-separated; or a new name with --checkpoint and --arch")
     parser.add_argument("--checkpoint", type=Path, default=None, help="weights file (one backbone only)")
     parser.add_argument("--arch", default=None, help="architecture of --checkpoint (see `python -m benchmark backbones`)")
@@ -75,8 +77,16 @@ def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
 
 @command("run", "evaluate backbones on a board's grid (task × dataset × fraction × draw × seed), resumable", _configure)
 def _run(args: argparse.Namespace) -> int:
-    from benchmark.runner import BackboneChoice
+    from benchmark.board.store import Board
+    from benchmark.runner import BackboneChoice, datasets_to_evaluate, import_plugins
 
+    if args.print_datasets:
+        import_plugins(args.plugins)
+        print(" ".join(datasets_to_evaluate(Board(args.board))))
+        return 0
+    if not args.backbone:
+        print("error: --backbone is required", file=sys.stderr)
+        return 2
     if args.checkpoint and len(args.backbone) != 1:
         print("error: --checkpoint goes with exactly one --backbone", file=sys.stderr)
         return 2

@@ -1,0 +1,80 @@
+"""Wall time of the whole demo benchmark (what `make bench` does), from nothing, and of its no-op re-run.
+
+Steps, each timed: demo raw data for the datasets the demo board needs, `prepare`, `run` with the demo
+backbones on a fresh copy of the demo board, `tables`; then the same `run` again, which must skip every
+cell. Everything is written under a temporary folder (the committed demo board is not touched).
+
+Bar: the demo must finish within 20 minutes on 2 CPU cores (exit 1 above it).
+Usage: python benchmarks/bench_demo_run.py [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_BOARD = "demo-mgca-cxr-v1"
+BACKBONES = "random_vit_tiny,random_resnet18"
+IMAGES, SIZE = 300, 128
+BAR_SECONDS = 20 * 60
+
+
+def cli(*args: str, env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"`benchmark {' '.join(args)}` failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return seconds, done.stdout
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, default=None, help="work here and keep the files (default: a temporary folder)")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-demo-"))
+    boards = work / "leaderboards"
+    (boards / DEMO_BOARD).mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "leaderboards" / DEMO_BOARD / "protocol.json", boards / DEMO_BOARD / "protocol.json")
+    env = {**os.environ, "MGCA_BENCH_BOARDS": str(boards)}
+    raw, prepared = work / "raw", work / "prepared"
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    _, datasets_text = cli("run", "--print-datasets", "--board", DEMO_BOARD, env=env)
+    datasets = datasets_text.split()
+    timings["demo-data"], _ = cli("demo-data", "--out", str(raw), "--datasets", *datasets, "--images", str(IMAGES),
+                                  "--size", str(SIZE), env=env)
+    timings["prepare"] = sum(cli("prepare", name, "--raw", str(raw / name), "--out", str(prepared),
+                                 "--image-size", str(SIZE), env=env)[0] for name in datasets)
+    grid = ("run", "--backbone", BACKBONES, "--board", DEMO_BOARD, "--data", str(prepared), "--no-progress",
+            "--work-dir", str(work / "runs"), "--cache-dir", str(work / "cache"))
+    timings["run"], summary = cli(*grid, env=env)
+    timings["tables"], _ = cli("tables", "--board", DEMO_BOARD, "--quiet", env=env)
+    total = time.perf_counter() - start
+    timings["resume (no-op re-run)"], rerun = cli(*grid, env=env)
+    report = {"datasets": datasets, "backbones": BACKBONES, "images": IMAGES, "size": SIZE, "cpus": os.cpu_count(),
+              "seconds": {k: round(v, 1) for k, v in timings.items()}, "total_seconds": round(total, 1),
+              "run_summary": summary.strip().splitlines()[:1], "rerun_summary": rerun.strip().splitlines()[:1],
+              "bar_seconds": BAR_SECONDS, "work": str(work)}
+    print(json.dumps(report, indent=2))
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+    if " 0 evaluated" not in rerun:
+        print("FAIL: the re-run evaluated cells again")
+        return 1
+    if total > BAR_SECONDS:
+        print(f"FAIL: demo took {total:.0f} s, above the {BAR_SECONDS} s bar")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Paired tests (DeLong, paired bootstrap) and multiple-comparison corrections against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from benchmark.scoring.bootstrap import BootstrapOptions
+from benchmark.scoring.compare import (
+    ComparisonError,
+    adjust,
+    benjamini_hochberg,
+    delong_components,
+    delong_test,
+    holm,
+    paired_bootstrap,
+)
+
+
+def brute_force_delong(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """DeLong's variance of AUC(a) - AUC(b) from the definition (Heaviside kernel, O(m·n))."""
+    def placements(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos, neg = scores[y == 1], scores[y == 0]
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        return psi.mean(axis=1), psi.mean(axis=0)
+    v10a, v01a = placements(a)
+    v10b, v01b = placements(b)
+    m, n = v10a.size, v01a.size
+    s10, s01 = np.cov(v10a, v10b), np.cov(v01a, v01b)
+    variance = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+    return v10a.mean() - v10b.mean(), variance
+
+
+def test_delong_hand_computed_example() -> None:
+    # positives 0.9, 0.4; negatives 0.6, 0.1: AUC 3/4, V10 = [1, 1/2], V01 = [1/2, 1],
+    # var = 0.125/2 + 0.125/2 = 0.125; the perfect system b has zero variance, so
+    # z = -0.25 / sqrt(0.125) and p = 2 * (1 - Phi(0.7071)) = 0.4795.
+    y = np.array([1, 1, 0, 0])
+    a = np.array([0.9, 0.4, 0.6, 0.1])
+    b = np.array([0.9, 0.8, 0.2, 0.1])
+    auc, v10, v01 = delong_components(y, a)
+    assert auc == 0.75 and v10.tolist() == [1.0, 0.5] and v01.tolist() == [0.5, 1.0]
+    result = delong_test(y, a, b)
+    assert result.delta == pytest.approx(-0.25)
+    assert result.se == pytest.approx(0.125 ** 0.5)
+    assert result.p_value == pytest.approx(0.4795, abs=1e-4)
+
+
+def test_delong_matches_the_definition_and_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    a = np.round(y + rng.normal(0, 1.0, 300), 1)  # rounding creates ties
+    b = np.round(y + rng.normal(0, 1.5, 300), 1)
+    result = delong_test(y, a, b)
+    delta, variance = brute_force_delong(y, a, b)
+    assert result.value_a == pytest.approx(roc_auc_score(y, a))
+    assert result.value_b == pytest.approx(roc_auc_score(y, b))
+    assert result.delta == pytest.approx(delta)
+    assert result.se == pytest.approx(variance ** 0.5)
+    assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(delta) / variance ** 0.5))
+
+
+def test_delong_over_several_runs_compares_mean_aurocs() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    runs_a = [y + rng.normal(0, 1, 200) for _ in range(3)]
+    runs_b = [y + rng.normal(0, 2, 200) for _ in range(2)]
+    result = delong_test(y, runs_a, runs_b)
+    assert result.value_a == pytest.approx(np.mean([roc_auc_score(y, r) for r in runs_a]))
+    assert result.value_b == pytest.approx(np.mean([roc_auc_score(y, r) for r in runs_b]))
+    assert result.p_value < 0.05
+
+
+def test_delong_needs_both_classes() -> None:
+    with pytest.raises(ComparisonError, match="both classes"):
+        delong_test(np.ones(5), np.arange(5.0), np.arange(5.0))
+
+
+def accuracy_on(truth: np.ndarray, predicted: np.ndarray):
+    return lambda rows: float(np.mean(truth[rows] == predicted[rows]))
+
+
+def test_paired_bootstrap_is_deterministic_and_detects_a_real_gap() -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 3, 400)
+    good = np.where(rng.random(400) < 0.9, truth, (truth + 1) % 3)
+    bad = np.where(rng.random(400) < 0.6, truth, (truth + 1) % 3)
+    options = BootstrapOptions(n_resamples=500, seed=7)
+    first = paired_bootstrap([accuracy_on(truth, good)], [accuracy_on(truth, bad)], 400, options)
+    again = paired_bootstrap([accuracy_on(truth, good)], [accuracy_on(truth, bad)], 400, options)
+    assert first == again
+    assert first.delta == pytest.approx(np.mean(good == truth) - np.mean(bad == truth))
+    assert first.ci_low > 0 and first.p_value == pytest.approx(2 / 501)
+    same = paired_bootstrap([accuracy_on(truth, good)], [accuracy_on(truth, good)], 400, options)
+    assert same.delta == 0 and same.p_value == 1.0 and same.ci_low == same.ci_high == 0
+
+
+def test_paired_bootstrap_leaves_out_single_class_resamples() -> None:
+    y = np.array([0] * 9 + [1])
+    a, b = np.linspace(0, 1, 10), np.linspace(1, 0, 10)
+
+    def auroc(scores: np.ndarray):
+        return lambda rows: float(roc_auc_score(y[rows], scores[rows])) if np.unique(y[rows]).size == 2 else float("nan")
+
+    result = paired_bootstrap([auroc(a)], [auroc(b)], 10, BootstrapOptions(n_resamples=200, seed=0))
+    assert 0 < result.n_valid < 200  # about (0.9)^10 = 35% of resamples hold no positive
+
+
+def test_holm_and_benjamini_hochberg_hand_computed() -> None:
+    p = [0.01, 0.04, 0.03, 0.005]
+    # Holm: sorted 0.005·4, 0.01·3, 0.03·2, 0.04·1 = 0.02, 0.03, 0.06, 0.04 → running max 0.02, 0.03, 0.06, 0.06
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # BH: sorted p·4/rank = 0.02, 0.02, 0.04, 0.04 → running min from the top leaves them unchanged
+    assert benjamini_hochberg(p) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert adjust([0.6, 0.9], "holm") == pytest.approx([1.0, 1.0])
+    assert adjust(p, "none") == pytest.approx(p)
+    with pytest.raises(ComparisonError, match="unknown correction"):
+        adjust(p, "bonferroni")
