@@ -1,0 +1,128 @@
+"""Tables, plots and the static page from a small board; the page opened in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from benchmark.board.render import BoardView, build_table, render_board, to_latex, to_markdown
+from benchmark.board.store import Board, BoardEntry, copy_board_protocol
+from benchmark.published import TABLE_1, TABLE_2, TABLES
+from benchmark.records import CellIdentity, MetricValue, RunRecord
+
+DEMO_BOARD = Path(__file__).resolve().parents[2] / "leaderboards" / "demo-mgca-cxr-v1"
+N_TEST = 120
+
+
+def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list[str], role: str = "reference") -> None:
+    """Three fractions × two draws of RSNA classification with scores of a given skill."""
+    board.register_entry(BoardEntry(name, sha, "resnet18", role, pretraining, "test entry", "random", "2026-01-01"))
+    y = np.tile([0, 1], N_TEST // 2)
+    ids = [f"p{k:03d}" for k in range(N_TEST)]
+    for fraction in (1, 10, 100):
+        for draw in ((0,) if fraction == 100 else (0, 1)):
+            rng = np.random.default_rng([int(sha[:6], 16), fraction, draw])
+            scores = 1 / (1 + np.exp(-(skill * (y - 0.5) * (1 + fraction / 100) + rng.normal(size=N_TEST))))
+            identity = CellIdentity(board.name, name, sha, "classification", "rsna", "classification", fraction, draw, 0, "cached")
+            work = board.root.parent / "work"
+            work.mkdir(exist_ok=True)
+            (work / "p.csv").write_text("id,Target\n" + "".join(f"{i},{s:.8g}\n" for i, s in zip(ids, scores)))
+            (work / "t.csv").write_text("id,Target\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, y)))
+            value = roc_auc_score(y, np.round(scores, 8))
+            board.add(RunRecord(
+                identity=identity, protocol_version=board.protocol.protocol_version,
+                metrics={"auroc": MetricValue(value, bootstrap_se=0.03)}, headline_metric="auroc",
+                predictions=board.store_artifact(identity, "predictions", work / "p.csv"),
+                targets=board.store_artifact(identity, "targets", work / "t.csv"),
+                timings={"total": 1.0}, config={}, split_fingerprints={"test": "0" * 64}, backbone={},
+                provenance={"code": {"commit": "abc", "dirty": False}}, created="2026-01-01T00:00:00+00:00",
+            ))
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory: pytest.TempPathFactory) -> Board:
+    folder = tmp_path_factory.mktemp("boards") / "render-test"
+    board = copy_board_protocol(Board(DEMO_BOARD), folder, "render-test")
+    add_entry(board, "strong", "a" * 64, 3.0, ["mimic-cxr"])
+    add_entry(board, "twin", "b" * 64, 3.0, ["mimic-cxr"])
+    add_entry(board, "weak", "c" * 64, 0.3, ["NIH"], role="submission")
+    return board
+
+
+def test_published_rows_carry_numbers_sources_and_empty_unknown_cells(board: Board) -> None:
+    text = to_markdown(build_table(BoardView.load(board), TABLE_1))
+    assert "| MGCA (ResNet-50) | published | **87.6** | 88.0 | **88.2** | **88.6** | 89.1 | 89.9 | 72.0 | **83.5** | 90.5 |" in text
+    assert "| MGCA (ViT-B/16) | published |" + "  |" * 9 in text
+    assert "https://arxiv.org/abs/2312.01522" in text and "not read" in text
+    assert "?" not in text.split("- Published rows")[0]
+    assert "DEMO BOARD" in text  # the copy keeps demo: true
+
+
+def test_board_rows_bold_best_mark_ties_and_flag_overlaps(board: Board) -> None:
+    model = build_table(BoardView.load(board), TABLE_1)
+    rows = {row.label: row for row in model.rows if row.kind == "board"}
+    assert set(rows) == {"strong", "twin", "weak"}
+    rsna_1 = [column.header for column in TABLE_1.columns].index("RSNA AUROC 1%")
+    best = [label for label, row in rows.items() if row.cells[rsna_1].bold]
+    assert len(best) == 1 and best[0] in {"strong", "twin"}
+    other = ({"strong", "twin"} - set(best)).pop()
+    assert rows[other].cells[rsna_1].tie  # same skill: not significantly worse
+    assert not rows["weak"].cells[rsna_1].tie  # far worse on 120 images
+    assert rows["weak"].cells[rsna_1].overlap and not rows["strong"].cells[rsna_1].overlap  # NIH ⊃ RSNA images
+    assert rows["strong"].cells[rsna_1].text.count("±") == 1 and "n=2" in rows["strong"].cells[rsna_1].detail
+    assert rows["strong"].cells[0].text == ""  # no CheXpert results: empty, not zero
+
+
+def test_table_2_is_published_only_until_detection_and_segmentation_run(board: Board) -> None:
+    text = to_markdown(build_table(BoardView.load(board), TABLE_2))
+    assert "No board results for this table yet" in text and "this board" not in text.split("\n- ")[0]
+    assert "| MGCA (ResNet-50) | published | **49.7** |" in text
+
+
+def test_latex_escapes_and_groups_columns(board: Board) -> None:
+    tex = to_latex(build_table(BoardView.load(board), TABLE_1))
+    assert r"\multicolumn{3}{c}{CheXpert AUROC}" in tex and r"1\%" in tex
+    assert r"\textbf{87.6}" in tex and r"$\pm$" in tex and r"\begin{tabular}" in tex
+
+
+def test_render_writes_every_output_and_a_self_contained_page(board: Board) -> None:
+    result = render_board(board)
+    out = board.root / "rendered"
+    for name in ("table1.md", "table1.tex", "table2.md", "index.html", "runs.csv", "aggregates.json",
+                 "plots/classification-rsna.png", "plots/classification-rsna.svg"):
+        assert (out / name).is_file(), name
+    page = (out / "index.html").read_text()
+    assert not re.search(r"<(script|img|link)[^>]+(src|href)=", page)  # nothing to fetch
+    assert page.count("<svg") >= 1 and 'id="table1"' in page and "<details>" in page
+    comparisons = result.comparisons["weak@cccccccccccc"]
+    assert {c.b for c in comparisons} == {"strong@aaaaaaaaaaaa", "twin@bbbbbbbbbbbb"}
+    assert all(c.result.test == "delong" for c in comparisons) and all(c.significant for c in comparisons)
+    assert len((out / "runs.csv").read_text().splitlines()) == 1 + 3 * 5
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install -y chromium); the page is not opened in a browser")
+def test_page_renders_in_headless_chromium(board: Board, tmp_path: Path) -> None:
+    page = board.root / "rendered" / "index.html"
+    if not page.is_file():
+        render_board(board)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert '<table class="sortable board-table" id="table1">' in dom
+    table1 = dom.split('id="table1"')[1].split("</table>")[0]
+    assert table1.count('<tr class="published"') == len(TABLES[0].rows) and table1.count('<tr class="board"') == 3
+    screenshot = tmp_path / "page.png"
+    subprocess.run([chromium(), *flags, f"--screenshot={screenshot}", "--window-size=1400,1800", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert screenshot.is_file() and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
