@@ -329,34 +329,36 @@ def run_grid(board: Board, request: GridRequest, progress: bool = True) -> GridS
     """Evaluate every cell of ``request`` that is not yet on ``board``."""
     summary, clock = GridSummary(), time.perf_counter()
     board.remove_stale_temps()
+    todo: list[tuple[Cell, LoadedBackbone]] = []
     for choice in request.backbones:
         loaded = build_backbone(choice.spec(), choice.checkpoint)
-        entry = board.register_entry(board_entry(choice, loaded))
+        board.register_entry(board_entry(choice, loaded))
         cells = plan_cells(board, request, loaded, summary)
         summary.cells += len(cells)
-        todo = []
         for cell in cells:
             if board.completed(cell.identity):
                 summary.done_before += 1
             else:
-                todo.append(cell)
-        bar = tqdm(todo, desc=f"{entry.name}", unit="cell", disable=not progress or not todo, dynamic_ncols=True)
-        for cell in bar:
-            bar.set_postfix_str(f"{cell.identity.task}/{cell.identity.dataset} {cell.identity.fraction}% d{cell.identity.draw} s{cell.identity.seed}")
-            with claim(board, cell.identity) as mine:
-                if not mine:
-                    summary.busy += 1
-                    continue
-                if board.completed(cell.identity):  # finished by another process meanwhile
-                    summary.done_before += 1
-                    continue
-                try:
-                    evaluate_cell(board, cell, loaded, request)
-                    summary.ran += 1
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception:  # noqa: BLE001 - recorded with its traceback, the grid goes on
-                    board.record_failure(cell.identity, traceback.format_exc())
-                    summary.failed.append(f"{cell.identity.entry_key}/{cell.identity.cell_key}")
+                todo.append((cell, loaded))
+    bar = tqdm(todo, desc="grid", unit="cell", disable=not progress or not todo, dynamic_ncols=True, position=0)
+    for cell, loaded in bar:
+        identity = cell.identity
+        bar.set_postfix_str(f"{identity.backbone} {identity.task}/{identity.dataset} {identity.fraction}% "
+                            f"d{identity.draw} s{identity.seed}")
+        with claim(board, identity) as mine:
+            if not mine:
+                summary.busy += 1
+                continue
+            if board.completed(identity):  # finished by another process meanwhile
+                summary.done_before += 1
+                continue
+            try:
+                evaluate_cell(board, cell, loaded, request)
+                summary.ran += 1
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception:  # noqa: BLE001 - recorded with its traceback, the grid goes on
+                board.record_failure(identity, traceback.format_exc())
+                summary.failed.append(f"{identity.entry_key}/{identity.cell_key}")
     summary.seconds = time.perf_counter() - clock
     return summary

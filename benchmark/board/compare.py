@@ -155,10 +155,11 @@ def correct(board: Board, pairs: list[tuple[CellAggregate, CellAggregate, Paired
 
 def compare_entry(board: Board, records: list[RunRecord], cells: list[CellAggregate], entry: str,
                   method: str | None = None) -> list[Comparison]:
-    """``entry`` against every other entry on every column both have: one corrected family."""
+    """``entry`` against every reference entry on every column both have: one corrected family."""
+    references = {key for key, info in board.entries().items() if info.role == "reference"}
     mine = {cell.column: cell for cell in cells if cell.entry == entry}
     pairs = [(mine[other.column], other, compare_cells(board, records, mine[other.column], other))
-             for other in cells if other.entry != entry and other.column in mine]
+             for other in cells if other.entry != entry and other.entry in references and other.column in mine]
     return correct(board, pairs, method)
 
 

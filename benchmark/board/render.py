@@ -382,7 +382,7 @@ def _comparisons_html(view: BoardView, comparisons: dict[str, list[Comparison]])
             f'<td data-sort="{c.p_adjusted:.6g}">{c.p_adjusted:.3g}</td><td>{"yes" if c.significant else "no"}</td></tr>'
             for c in rows)
         parts.append(
-            f'<h3>{html.escape(entry)} against every other entry</h3><table class="sortable comparisons">'
+            f'<h3>{html.escape(entry)} against every reference entry</h3><table class="sortable comparisons">'
             "<thead><tr><th>task/dataset</th><th>labels</th><th>against</th><th>Δ (points)</th><th>95% CI of Δ</th>"
             "<th>test</th><th>p</th><th>p adjusted</th><th>significant</th></tr></thead><tbody>" + body + "</tbody></table>")
     return "\n".join(parts)

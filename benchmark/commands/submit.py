@@ -21,7 +21,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     add_grid_arguments(parser)
 
 
-@command("submit", "evaluate a new checkpoint on a board and compare it with every entry (paired tests)", _configure)
+@command("submit", "evaluate a new checkpoint on a board and compare it with every reference entry (paired tests)", _configure)
 def _submit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -40,7 +40,7 @@ def _submit(args: argparse.Namespace) -> int:
     records = [r for r in board.records() if r.identity.mode == (args.mode or board.protocol.default_mode)]
     comparisons = compare_entry(board, records, aggregate(records), entry.key, args.correction)
     correction = args.correction or board.protocol.comparison.correction
-    print(f"\n{entry.name} ({entry.key}) against every other entry; paired tests on the same test images, "
+    print(f"\n{entry.name} ({entry.key}) against every reference entry; paired tests on the same test images, "
           f"{correction} correction over {len(comparisons)} comparisons, alpha {board.protocol.comparison.alpha}")
     print(f"{'cell':<34} {'reference':<32} {'delta':>7} {'95% CI':>17} {'test':<16} {'p':>8} {'p adj':>8}  significant")
     for c in comparisons:
