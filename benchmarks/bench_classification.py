@@ -8,10 +8,12 @@ a cold feature cache each, and a second cached run shows the warm-cache time.
 
 Reported per dataset and seed: wall-clock seconds of each mode, the speed ratio cached/paper,
 the primary test metric of each mode and their difference (paper − cached): the measured effect
-of dropping train-time augmentation in cached mode.
+of dropping train-time augmentation in cached mode. The bar (exit 1 when missed, for
+``make perf``): the mean ratio cached/paper must stay at or below ``--max-ratio`` (0.5: the
+cached mode at least twice as fast, cold cache included).
 
     python benchmarks/bench_classification.py [--datasets rsna covidx chexpert] [--images 160]
-        [--size 128] [--seeds 0] [--backbone random_vit_tiny] [--json OUT.json]
+        [--size 64] [--seeds 0] [--backbone random_vit_tiny] [--max-ratio 0.5] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -90,10 +93,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=DATASET_PROBES.names(), choices=DATASET_PROBES.names())
     parser.add_argument("--images", type=int, default=160, help="demo images per dataset (default 160)")
-    parser.add_argument("--size", type=int, default=128, help="cache size of the prepared images (default 128 → crop 112)")
+    parser.add_argument("--size", type=int, default=64, help="cache size of the prepared images (default 64 → crop 48 for a ViT)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--backbone", default="random_vit_tiny")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--max-ratio", type=float, default=0.5, help="bar: highest acceptable mean time ratio cached/paper")
     args = parser.parse_args()
     started = utc_now()
     with tempfile.TemporaryDirectory(prefix="bench-classification-") as tmp:
@@ -108,6 +112,11 @@ def main() -> None:
                   f"{row['paper_seconds']:8.1f} {row['speed_ratio_cached_over_paper']:7.3f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    ratio = float(np.mean([result["mean_speed_ratio_cached_over_paper"] for result in results]))
+    print(f"mean time ratio cached/paper {ratio:.3f} (bar: <= {args.max_ratio}); mean metric difference paper - cached "
+          f"{np.mean([result['mean_metric_difference_paper_minus_cached'] for result in results]):+.4f}")
+    if ratio > args.max_ratio:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
