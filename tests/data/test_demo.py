@@ -296,7 +296,6 @@ def test_covidx_classes_are_learnable(learnable: Path) -> None:
 # End to end: every demo dataset goes through its real preparer unchanged
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", DEMO_WRITERS.names())
 def test_prepare_accepts_demo_data(demo: Path, tmp_path: Path, name: str) -> None:
     assert main(["prepare", name, "--raw", str(demo / name), "--out", str(tmp_path), "--image-size", "32", "--workers", "1"]) == 0

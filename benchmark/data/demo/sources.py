@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib.util
 import re
 import tarfile
 import xml.etree.ElementTree as ElementTree
@@ -27,15 +28,15 @@ LUNG_BANK_MAX = 64  # lung masks kept (the first that pass the shape check, in f
 
 
 def source_folder() -> Path:
-    """torchxrayvision's ``data/`` folder, which holds copies of the official label files."""
-    try:
-        import torchxrayvision
-    except ImportError:
+    """torchxrayvision's ``data/`` folder, which holds copies of the official label files
+    (found without importing the package, whose import takes seconds)."""
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or not spec.submodule_search_locations:
         raise DataError(
             f"demo data needs the real label files shipped with torchxrayvision; install it with "
             f"`pip install {TORCHXRAYVISION_PIN}` (or `pip install -e .[test]`)"
-        ) from None
-    folder = Path(torchxrayvision.__file__).parent / "data"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
     if not folder.is_dir():
         raise DataError(f"{folder}: torchxrayvision's data folder is missing; reinstall {TORCHXRAYVISION_PIN}")
     return folder
