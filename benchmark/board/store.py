@@ -239,13 +239,23 @@ class Board:
         write_atomically(path, json.dumps({"identity": asdict(identity), "error": error, "time": utc_now()}, indent=2))
         return path
 
-    def records(self) -> list[RunRecord]:
-        """Every valid run record on the board, in file-name order; unreadable ones raise."""
+    def records(self, invalid: list[str] | None = None) -> list[RunRecord]:
+        """Every run record on the board, in file-name order.
+
+        An unreadable or foreign record raises, unless ``invalid`` is given: then its file name
+        and the reason are appended there (the index lists them; the runner re-does such cells).
+        """
         records = []
         for path in sorted((self.root / "results").glob("*/*.json")):
-            record = RunRecord.read(path)
-            if record.identity.board != self.name or record.protocol_version != self.protocol.protocol_version:
-                raise BoardError(f"{path}: belongs to {record.identity.board}/{record.protocol_version}, not to this board")
+            try:
+                record = RunRecord.read(path)
+                if record.identity.board != self.name or record.protocol_version != self.protocol.protocol_version:
+                    raise BoardError(f"{path}: belongs to {record.identity.board}/{record.protocol_version}, not to this board")
+            except (RecordError, BoardError) as error:
+                if invalid is None:
+                    raise
+                invalid.append(str(error))
+                continue
             records.append(record)
         return records
 
@@ -294,14 +304,15 @@ class Board:
     def rebuild_index(self) -> Path:
         """Rewrite ``index.json`` from results/ (the files are the truth; the index is a view)."""
         with self.lock():
+            invalid: list[str] = []
             rows = [
                 {"file": str(self.result_path(r.identity).relative_to(self.root)), **asdict(r.identity),
                  "headline_metric": r.headline_metric, "value": r.headline.value, "created": r.created}
-                for r in self.records()
+                for r in self.records(invalid)
             ]
             path = self.root / "index.json"
             write_atomically(path, json.dumps({"board": self.name, "protocol_version": self.protocol.protocol_version,
-                                               "results": rows}, indent=2) + "\n")
+                                               "results": rows, "invalid": invalid}, indent=2) + "\n")
         return path
 
 
