@@ -48,6 +48,7 @@ from tasks.classification.protocol import (
     DatasetProbe,
     Mode,
     ProbeProtocol,
+    deviations,
     resolve_geometry,
     resolved_config,
 )
@@ -202,6 +203,7 @@ def run_classification(
         "train_batches_per_epoch": batches_per_epoch(n_train, protocol),
         "train_augmentation": probe.train_augmentation if mode == "paper" else "none (cached features, eval transform)",
         "primary_metric": scheme.primary,
+        "deviations": deviations(protocol, probe, geometry, mode, n_train),
     })
     return {
         "task": "classification",

@@ -120,6 +120,23 @@ def resolve_geometry(cache_size: int, patch_size: int | None, linear_probe_input
     return Geometry(cache_size, crop, encoder_input, tuple(notes))
 
 
+def deviations(protocol: ProbeProtocol, probe: DatasetProbe, geometry: Geometry, mode: Mode, n_train: int) -> list[str]:
+    """Where this run departs from the reference code, in words (written into its config)."""
+    notes = list(geometry.notes)
+    if not protocol.val_drop_last:
+        notes.append("validation loss over every validation image (the reference drops the last partial batch: B7)")
+    if mode == "cached":
+        notes.append("cached mode: the head trains on features of the deterministic CenterCrop; no train-time "
+                     f"augmentation (the reference uses {probe.train_augmentation})")
+    elif probe.train_augmentation == "moco2":
+        notes.append(f"Gaussian blur on tensors with a {protocol.moco2.blur_kernel}-pixel kernel (the reference blurs "
+                     "with PIL's GaussianBlur(radius=sigma))")
+    if protocol.train_drop_last and n_train < protocol.batch_size:
+        notes.append(f"{n_train} training images, fewer than one batch of {protocol.batch_size}: trained as one "
+                     "partial batch (the reference's drop_last would leave no batch)")
+    return notes
+
+
 def resolved_config(protocol: ProbeProtocol, probe: DatasetProbe, geometry: Geometry, mode: Mode, extra: dict) -> dict:
     """The run record's ``config``: protocol, dataset probe, geometry, mode and run facts."""
     return {**asdict(protocol), "dataset": asdict(probe), "geometry": asdict(geometry), "mode": mode, **extra}

@@ -174,6 +174,7 @@ def test_same_seed_same_metrics(backbone, data_root, tmp_path, mode):
     assert first["metrics"] == second["metrics"]
     assert (tmp_path / "first/predictions.csv").read_text() == (tmp_path / "second/predictions.csv").read_text()
     assert first["mode"] == first["config"]["mode"] == mode
+    assert any("no train-time augmentation" in note for note in first["config"]["deviations"]) == (mode == "cached")
 
 
 def test_a_second_cached_run_reads_every_split_from_the_cache(backbone, data_root, tmp_path):
