@@ -495,6 +495,10 @@ def wire(chest: Chest) -> str:
     drawn = np.zeros(chest.shape, np.uint8)
     cv2.polylines(drawn, [np.stack([xs, ys], 1).round().astype(np.int32)], False, 1, max(2, round(chest.scale / 60)))
     contours, _ = cv2.findContours(drawn, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    outline = cv2.approxPolyDP(max(contours, key=cv2.contourArea), 1.0, True).reshape(-1, 2)
+    contour = max(contours, key=cv2.contourArea)
+    outline = cv2.approxPolyDP(contour, 1.0, True).reshape(-1, 2)
+    if len(outline) < 3:  # a short straight wire at a small size: outline it by its rotated rectangle
+        outline = cv2.boxPoints(cv2.minAreaRect(contour)).round().astype(int)
+        outline = np.clip(outline, 0, [chest.width - 1, chest.height - 1])
     chest.extra += METAL * drawn.astype(np.float32)
     return "2 " + " ".join(f"{px} {py}" for px, py in outline)
