@@ -221,10 +221,16 @@ def test_existing_data_is_never_overwritten_silently(tmp_path: Path) -> None:
     real.mkdir()
     (real / "stage_2_train_labels.csv").write_text("real data\n")
     with pytest.raises(DataError, match="--overwrite"):
-        generate(tmp_path, ["rsna"], images=6, size=32)
+        generate(tmp_path, ["rsna"], images=8, size=32)
     with pytest.raises(DataError, match="may be real data"):
-        generate(tmp_path, ["rsna"], images=6, size=32, overwrite=True)
+        generate(tmp_path, ["rsna"], images=8, size=32, overwrite=True)
     assert (real / "stage_2_train_labels.csv").read_text() == "real data\n"
+
+
+@pytest.mark.parametrize(("images", "size"), [(4, 64), (100_000, 64), (40, 8)])
+def test_out_of_range_sizes_are_refused(tmp_path: Path, images: int, size: int) -> None:
+    with pytest.raises(DataError, match="choose"):
+        generate(tmp_path, ["rsna"], images=images, size=size)
 
 
 def test_cli_writes_the_chosen_datasets(tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ from benchmark.data.demo.base import DEMO_WRITERS, DemoOptions
 from benchmark.data.preparation import DEMO_MARKER
 from benchmark.data.prepared import DataError
 
+MIN_IMAGES, MAX_IMAGES = 8, 5000
+MIN_SIZE = 32
+
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
@@ -29,6 +32,11 @@ def generate(out: Path, datasets: list[str] | None = None, images: int = 300, si
     An existing dataset folder is an error unless ``overwrite``, and even then only a folder that
     holds the demo marker is replaced: a real download is never deleted.
     """
+    if not MIN_IMAGES <= images <= MAX_IMAGES:
+        raise DataError(f"--images {images}: choose {MIN_IMAGES} to {MAX_IMAGES} (the demo samples real label rows, "
+                        "e.g. 40% of RSNA's 6,012 positive patients; fewer than 8 images leave splits empty)")
+    if size < MIN_SIZE:
+        raise DataError(f"--size {size}: choose at least {MIN_SIZE} pixels")
     names = datasets or DEMO_WRITERS.names()
     writers = [DEMO_WRITERS.get(name) for name in names]
     summary: dict[str, dict[str, int]] = {}

@@ -31,7 +31,7 @@ def patient_of(path: str) -> str:
     return path.split("/")[2]
 
 
-def take_patients(rows: pd.DataFrame, order: np.ndarray, groups: dict[str, np.ndarray], start: int, count: int) -> tuple[list[int], int]:
+def take_patients(order: np.ndarray, groups: dict[str, np.ndarray], start: int, count: int) -> tuple[list[int], int]:
     """Row positions of whole patients taken from ``order[start:]`` until ``count`` rows (the last
     patient cut to fit), and the next position in ``order``."""
     taken: list[int] = []
@@ -73,8 +73,8 @@ def write_chexpert(options: DemoOptions) -> dict[str, int]:
     groups = table.groupby(table["Path"].map(patient_of), sort=False).indices
     order = rng.permutation(np.array(sorted(groups)))
     n_train, n_valid = split_counts(options.images, [1 - VALID_SHARE, VALID_SHARE], minimum=2)
-    train_positions, next_patient = take_patients(table, order, groups, 0, n_train)
-    valid_positions, _ = take_patients(table, order, groups, next_patient, n_valid)
+    train_positions, next_patient = take_patients(order, groups, 0, n_train)
+    valid_positions, _ = take_patients(order, groups, next_patient, n_valid)
     splits = {"train": table.iloc[train_positions], "valid": validation_rows(table.iloc[valid_positions])}
     for split, rows in splits.items():
         write_csv(options.out / f"{split}.csv", list(table.columns), rows.to_numpy().tolist())
