@@ -426,8 +426,13 @@ def chexpert_strengths(cells: dict[str, str]) -> dict[str, float]:
 
 
 def add_pneumothorax(chest: Chest, mask: np.ndarray, strength: float = 1.0) -> None:
-    """Air without lung markings where ``mask`` is set, with a thin visceral pleural line at its edge."""
+    """Air without lung markings where ``mask`` is set, with a thin visceral pleural line at its edge.
+
+    A given mask (SIIM) comes from another patient's geometry and may reach past this chest's lung
+    outline; the pleural space it marks then joins the lung field, so the pocket reads as air, not
+    as a hole in soft tissue."""
     mask = mask.astype(np.float32)
+    chest.lungs = np.maximum(chest.lungs, smooth(mask, 0.8))
     chest.air = np.maximum(chest.air, 0.25 * strength * smooth(mask, 0.8))
     edge = cv2.morphologyEx((mask > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(np.float32)
     chest.extra += 0.1 * strength * edge
@@ -438,7 +443,7 @@ def add_box_opacity(chest: Chest, box: tuple[float, float, float, float], streng
     x1, y1, x2, y2 = box
     width, height = x2 - x1, y2 - y1
     inner = soft_ellipse(chest.shape, ((x1 + x2) / 2, (y1 + y2) / 2), (width * 0.42, height * 0.42), 0, min(width, height) / 8)
-    add_opacity(chest, inner, 0.32 * strength)
+    add_opacity(chest, inner * (0.3 + 0.7 * chest.aerated()), 0.32 * strength)  # mostly where the box covers lung
 
 
 # ----------------------------------------------------------------------------------------------
