@@ -52,7 +52,7 @@ else
     sed -i -E 's/-std=c\+\+1[47]/-std=c++20/g; s#/std:c\+\+17#/std:c++20#g' "$BUILD/mmcv-$MMCV_VERSION/setup.py"
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         $PIP wheel -q --no-deps --no-build-isolation "$BUILD/mmcv-$MMCV_VERSION" -w "$WHEEL_CACHE"
-    $PIP install -q --no-index --find-links "$WHEEL_CACHE" "mmcv==$MMCV_VERSION"
+    $PIP install -q "$WHEEL_CACHE/mmcv-$MMCV_VERSION"-*.whl
 fi
 
 log "installing the suite (editable) with test extras"
