@@ -350,8 +350,8 @@ def pleural_other(chest: Chest, strength: float) -> None:
 def fracture(chest: Chest, strength: float) -> None:
     """A rib fracture: a dense callus where a lateral rib crosses the lung edge."""
     x, y = chest.point_in(chest.lungs * (1 - _lower(chest, 0.8)))
-    side = -1 if x < (chest.lung_box[0] + chest.lung_box[2]) / 2 else 1
-    x = chest.lung_box[0] + 0.08 * (chest.lung_box[2] - chest.lung_box[0]) if side < 0 else chest.lung_box[2] - 0.08 * (chest.lung_box[2] - chest.lung_box[0])
+    x0, _, x1, _ = chest.lung_box
+    x = x0 + 0.08 * (x1 - x0) if x < (x0 + x1) / 2 else x1 - 0.08 * (x1 - x0)  # the lateral chest wall of that side
     add_opacity(chest, soft_ellipse(chest.shape, (x, y), (chest.scale * 0.03, chest.scale * 0.02), 30, 1.5), 0.4 * strength, fluffy=False)
 
 
