@@ -15,8 +15,10 @@ register theirs next to their adapters, and nothing here changes.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol as TypingProtocol
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from benchmark.board.aggregate import CellAggregate
 from benchmark.board.store import Board
-from benchmark.records import RunRecord
+from benchmark.records import RunRecord, write_atomically
 from benchmark.registry import Registry
 from benchmark.scoring.bootstrap import BootstrapOptions
 from benchmark.scoring.compare import ComparisonError, PairedResult, adjust, delong_test, paired_bootstrap
@@ -50,6 +52,7 @@ class PairedScorer(TypingProtocol):
 
 
 PAIRED_SCORERS: Registry[PairedScorer] = Registry("paired scorer")
+CACHE_VERSION = 1  # bump when a test's computation changes
 
 
 class ClassificationPairs:
@@ -108,11 +111,36 @@ def _runs_of(board: Board, records: list[RunRecord], cell: CellAggregate) -> lis
     return [r for r in records if r.identity.entry_key == cell.entry and r.identity.cell_key in keys]
 
 
+def _cache_path(board: Board, a: CellAggregate, runs_a: list[RunRecord], runs_b: list[RunRecord]) -> Path:
+    """Where the result of one comparison is kept: keyed by the content of every file it reads."""
+    def files(runs: list[RunRecord]) -> list[str]:
+        return sorted(r.predictions.sha256 + (r.targets.sha256 if r.targets else "") for r in runs)
+
+    payload = {"version": CACHE_VERSION, "task": a.task, "dataset": a.dataset, "metric": a.metric,
+               "a": files(runs_a), "b": files(runs_b), "settings": asdict(board.protocol.comparison)}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return board.root / ".cache" / "comparisons" / f"{key}.json"
+
+
 def compare_cells(board: Board, records: list[RunRecord], a: CellAggregate, b: CellAggregate) -> PairedResult:
-    """Paired test of ``a``'s mean-over-runs metric against ``b``'s on the same test images."""
+    """Paired test of ``a``'s mean-over-runs metric against ``b``'s on the same test images.
+
+    Results are cached under the board's ``.cache/`` by the hashes of the files they read, so
+    re-rendering a board only tests the pairs whose runs changed.
+    """
     if a.column != b.column or a.metric != b.metric:
         raise ComparisonError(f"cannot compare {a.entry} {a.column} with {b.entry} {b.column}")
     runs_a, runs_b = _runs_of(board, records, a), _runs_of(board, records, b)
+    cache = _cache_path(board, a, runs_a, runs_b)
+    if cache.is_file():
+        return PairedResult(**json.loads(cache.read_text()))
+    result = _test_pair(board, a, b, runs_a, runs_b)
+    write_atomically(cache, json.dumps(result.as_dict()) + "\n")
+    return result
+
+
+def _test_pair(board: Board, a: CellAggregate, b: CellAggregate, runs_a: list[RunRecord],
+               runs_b: list[RunRecord]) -> PairedResult:
     fingerprints = {r.split_fingerprints["test"] for r in runs_a + runs_b}
     if len(fingerprints) != 1:
         raise ComparisonError(f"{a.entry} and {b.entry} were scored on different test splits of {a.dataset}")

@@ -126,3 +126,11 @@ def test_page_renders_in_headless_chromium(board: Board, tmp_path: Path) -> None
     subprocess.run([chromium(), *flags, f"--screenshot={screenshot}", "--window-size=1400,1800", page.as_uri()],
                    capture_output=True, timeout=120)
     assert screenshot.is_file() and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paired_results_are_cached_by_file_content(board: Board) -> None:
+    first = render_board(board, formats=("md",)).comparisons
+    cached = sorted((board.root / ".cache" / "comparisons").glob("*.json"))
+    assert cached
+    assert render_board(board, formats=("md",)).comparisons == first
+    assert sorted((board.root / ".cache" / "comparisons").glob("*.json")) == cached
