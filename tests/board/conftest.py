@@ -1,0 +1,6 @@
+"""Make the toy task helper (``toy_task.py``) importable by the tests here (pytest runs with --import-mode=importlib)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
