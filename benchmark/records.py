@@ -231,6 +231,8 @@ def _is_required(item: Any) -> bool:
 
 
 TEMP_MARKER = ".tmp-"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def write_atomically(path: Path, data: bytes | str) -> None:
@@ -243,6 +245,7 @@ def write_atomically(path: Path, data: bytes | str) -> None:
     payload = data.encode() if isinstance(data, str) else data
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}{TEMP_MARKER}{os.getpid()}-")
     try:
+        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are shared files
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()

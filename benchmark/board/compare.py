@@ -29,7 +29,14 @@ from benchmark.board.store import Board
 from benchmark.records import RunRecord, write_atomically
 from benchmark.registry import Registry
 from benchmark.scoring.bootstrap import BootstrapOptions
-from benchmark.scoring.compare import ComparisonError, PairedResult, adjust, delong_test, paired_bootstrap
+from benchmark.scoring.compare import (
+    ComparisonError,
+    PairedResult,
+    adjust,
+    delong_test,
+    paired_bootstrap,
+    with_run_variance,
+)
 
 
 @dataclass(frozen=True)
@@ -133,10 +140,20 @@ def compare_cells(board: Board, records: list[RunRecord], a: CellAggregate, b: C
     runs_a, runs_b = _runs_of(board, records, a), _runs_of(board, records, b)
     cache = _cache_path(board, a, runs_a, runs_b)
     if cache.is_file():
-        return PairedResult(**json.loads(cache.read_text()))
-    result = _test_pair(board, a, b, runs_a, runs_b)
-    write_atomically(cache, json.dumps(result.as_dict()) + "\n")
-    return result
+        result = PairedResult(**json.loads(cache.read_text()))
+    else:
+        result = _test_pair(board, a, b, runs_a, runs_b)
+        write_atomically(cache, json.dumps(result.as_dict()) + "\n")
+    return with_run_variance(result, matched_run_deltas(a, b))
+
+
+def matched_run_deltas(a: CellAggregate, b: CellAggregate) -> list[float]:
+    """Per-run differences of runs with the same (draw, seed); empty unless both have the same runs."""
+    values_a = {(run.draw, run.seed): run.value for run in a.runs}
+    values_b = {(run.draw, run.seed): run.value for run in b.runs}
+    if set(values_a) != set(values_b):
+        return []
+    return [values_a[key] - values_b[key] for key in sorted(values_a)]
 
 
 def _test_pair(board: Board, a: CellAggregate, b: CellAggregate, runs_a: list[RunRecord],

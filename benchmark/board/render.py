@@ -369,22 +369,29 @@ def _provenance_html(view: BoardView) -> dict[str, str]:
     return out
 
 
+def _comparison_table(title: str, rows: list[Comparison]) -> str:
+    body = "".join(
+        f"<tr><td>{html.escape(c.task)}/{html.escape(c.dataset)}</td><td>{c.fraction}%</td><td>{html.escape(c.a)}</td>"
+        f"<td>{html.escape(c.b)}</td>"
+        f'<td data-sort="{c.result.delta:.6f}">{100 * c.result.delta:+.2f}</td>'
+        f"<td>[{100 * c.result.ci_low:+.2f}, {100 * c.result.ci_high:+.2f}]</td><td>{c.result.test}</td>"
+        f'<td data-sort="{c.result.p_value:.6g}">{c.result.p_value:.3g}</td>'
+        f'<td data-sort="{c.p_adjusted:.6g}">{c.p_adjusted:.3g}</td><td>{"yes" if c.significant else "no"}</td></tr>'
+        for c in rows)
+    return (f'<h3>{html.escape(title)}</h3><table class="sortable comparisons">'
+            "<thead><tr><th>task/dataset</th><th>labels</th><th>entry</th><th>against</th><th>Δ (points)</th>"
+            "<th>95% CI of Δ</th><th>test</th><th>p</th><th>p adjusted</th><th>significant</th></tr></thead><tbody>"
+            + body + "</tbody></table>")
+
+
 def _comparisons_html(view: BoardView, comparisons: dict[str, list[Comparison]]) -> str:
-    parts = []
-    for entry, rows in comparisons.items():
-        if not rows:
-            continue
-        body = "".join(
-            f"<tr><td>{html.escape(c.task)}/{html.escape(c.dataset)}</td><td>{c.fraction}%</td><td>{html.escape(c.b)}</td>"
-            f'<td data-sort="{c.result.delta:.6f}">{100 * c.result.delta:+.2f}</td>'
-            f"<td>[{100 * c.result.ci_low:+.2f}, {100 * c.result.ci_high:+.2f}]</td><td>{c.result.test}</td>"
-            f'<td data-sort="{c.result.p_value:.6g}">{c.result.p_value:.3g}</td>'
-            f'<td data-sort="{c.p_adjusted:.6g}">{c.p_adjusted:.3g}</td><td>{"yes" if c.significant else "no"}</td></tr>'
-            for c in rows)
-        parts.append(
-            f'<h3>{html.escape(entry)} against every reference entry</h3><table class="sortable comparisons">'
-            "<thead><tr><th>task/dataset</th><th>labels</th><th>against</th><th>Δ (points)</th><th>95% CI of Δ</th>"
-            "<th>test</th><th>p</th><th>p adjusted</th><th>significant</th></tr></thead><tbody>" + body + "</tbody></table>")
+    """Submissions against the references (one family each), then the best entry of each column
+    against the others (one family per column: the † marks of the tables)."""
+    parts = [_comparison_table(f"{entry} against every reference entry", rows)
+             for entry, rows in comparisons.items() if rows]
+    best_rows = [c for verdict in view.ties.values() for c in verdict["comparisons"]]
+    if best_rows:
+        parts.append(_comparison_table("Best entry of each column against the others (the † marks)", best_rows))
     return "\n".join(parts)
 
 
@@ -419,7 +426,7 @@ Click a column header to sort.</p>
 <p>Headline metric against the fraction of training labels; bands are the 95% intervals.</p>
 <div class="plots">{plots}</div>
 <h2>Paired comparisons</h2>
-{_comparisons_html(view, comparisons) or "<p>Only one entry per column: nothing to compare.</p>"}
+{_comparisons_html(view, comparisons) or "<p>A single entry per column: nothing to compare yet.</p>"}
 {failure_html}
 <script type="application/json" id="board-data">{html.escape(data, quote=False)}</script>
 <script>{_JS}</script>

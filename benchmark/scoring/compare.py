@@ -19,7 +19,7 @@ unpaired test (lm-evaluation-harness' comparator) wastes that and calls real gap
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -49,6 +49,14 @@ class PairedResult:
     se: float | None = None  # DeLong standard error of the difference
     n_resamples: int | None = None  # bootstrap only
     n_valid: int | None = None  # bootstrap resamples on which the metric was defined
+    se_runs: float | None = None  # run (seed/draw) part of the error, when added by with_run_variance
+
+    @property
+    def se_test(self) -> float:
+        """Test-set standard error of the difference (DeLong's, or the bootstrap interval's width / 3.92)."""
+        if self.se is not None and self.se_runs is None:
+            return self.se
+        return (self.ci_high - self.ci_low) / (2 * stats.norm.ppf(0.975))
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -169,6 +177,30 @@ def paired_bootstrap(
         ci_low=low, ci_high=high, p_value=float(p_value),
         n_resamples=options.n_resamples, n_valid=int(valid.size),
     )
+
+
+def with_run_variance(result: PairedResult, run_deltas: Sequence[float]) -> PairedResult:
+    """Add the seed/draw variance of the difference to a test-set paired result.
+
+    ``run_deltas`` are the per-run differences a_r - b_r of runs matched on (draw, seed). The test
+    above conditions on the runs it was given; a gap that one lucky label draw produced is not a
+    property of the backbone. With ``d`` the deltas (n >= 2): ``v_runs = var(d) / n``,
+    ``SE = sqrt(v_runs + se_test²)``, Welch-Satterthwaite ``df = SE⁴ / (v_runs² / (n - 1))``,
+    two-sided t p-value and interval (the board's aggregation formula, applied to the difference).
+    """
+    deltas = np.asarray(run_deltas, dtype=float)
+    if deltas.size < 2:
+        return result
+    v_runs = float(deltas.var(ddof=1)) / deltas.size
+    se_test = result.se_test
+    se = float(np.sqrt(v_runs + se_test ** 2))
+    if se == 0:
+        return result
+    df = se ** 4 / (v_runs ** 2 / (deltas.size - 1)) if v_runs > 0 else np.inf
+    quantile = float(stats.t.ppf(0.975, df))
+    p_value = float(2 * stats.t.sf(abs(result.delta) / se, df))
+    return replace(result, ci_low=result.delta - quantile * se, ci_high=result.delta + quantile * se,
+                   p_value=p_value, se=se, se_runs=float(np.sqrt(v_runs)))
 
 
 # --------------------------------------------------------------------------- corrections

@@ -118,3 +118,17 @@ def test_holm_and_benjamini_hochberg_hand_computed() -> None:
     assert adjust(p, "none") == pytest.approx(p)
     with pytest.raises(ComparisonError, match="unknown correction"):
         adjust(p, "bonferroni")
+
+
+def test_run_variance_widens_a_gap_made_by_one_label_draw() -> None:
+    from benchmark.scoring.compare import PairedResult, with_run_variance
+
+    test_only = PairedResult("delong", 0.8, 0.7, 0.1, 0.1 - 1.96 * 0.02, 0.1 + 1.96 * 0.02, 5e-7, se=0.02)
+    # per-run deltas 0.0 and 0.2: v_runs = 0.02 / 2 = 0.01; SE = sqrt(0.01 + 0.0004); df = SE^4 / 0.01^2
+    combined = with_run_variance(test_only, [0.0, 0.2])
+    se = (0.01 + 0.0004) ** 0.5
+    assert combined.se_runs == pytest.approx(0.1) and combined.se == pytest.approx(se)
+    df = se ** 4 / 0.01 ** 2
+    assert combined.p_value == pytest.approx(2 * stats.t.sf(0.1 / se, df)) and combined.p_value > 0.3
+    assert combined.delta == 0.1 and combined.ci_low < 0 < combined.ci_high
+    assert with_run_variance(test_only, [0.1]) == test_only  # one run: nothing to add
