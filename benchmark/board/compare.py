@@ -97,6 +97,18 @@ def _load_classification(predictions: str, targets: str, dataset: str) -> PerIma
 PAIRED_SCORERS.add("classification", ClassificationPairs())
 
 
+def paired_scorer(task: str) -> PairedScorer:
+    """The task's paired scorer; task packages (which may register one) are imported first."""
+    if task not in PAIRED_SCORERS:
+        from tasks.registry import all_tasks
+
+        all_tasks()
+    if task not in PAIRED_SCORERS:
+        raise ComparisonError(f"no paired scorer for task {task!r}: register one in "
+                              f"benchmark.board.compare.PAIRED_SCORERS next to the task adapter")
+    return PAIRED_SCORERS.get(task)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Entry a vs entry b on one column, with the family-corrected p-value."""
@@ -161,7 +173,7 @@ def _test_pair(board: Board, a: CellAggregate, b: CellAggregate, runs_a: list[Ru
     fingerprints = {r.split_fingerprints["test"] for r in runs_a + runs_b}
     if len(fingerprints) != 1:
         raise ComparisonError(f"{a.entry} and {b.entry} were scored on different test splits of {a.dataset}")
-    scorer = PAIRED_SCORERS.get(a.task)
+    scorer = paired_scorer(a.task)
     loaded_a = [scorer.load(board, r) for r in runs_a]
     loaded_b = [scorer.load(board, r) for r in runs_b]
     reference_ids = loaded_a[0].ids
@@ -199,12 +211,23 @@ def correct(board: Board, pairs: list[tuple[CellAggregate, CellAggregate, Paired
 
 
 def compare_entry(board: Board, records: list[RunRecord], cells: list[CellAggregate], entry: str,
-                  method: str | None = None) -> list[Comparison]:
-    """``entry`` against every reference entry on every column both have: one corrected family."""
+                  method: str | None = None, skipped: list[str] | None = None) -> list[Comparison]:
+    """``entry`` against every reference entry on every column both have: one corrected family.
+
+    Pairs that cannot be compared (different test images, no paired scorer) are left out of the
+    family and described in ``skipped`` when given.
+    """
     references = {key for key, info in board.entries().items() if info.role == "reference"}
     mine = {cell.column: cell for cell in cells if cell.entry == entry}
-    pairs = [(mine[other.column], other, compare_cells(board, records, mine[other.column], other))
-             for other in cells if other.entry != entry and other.entry in references and other.column in mine]
+    pairs = []
+    for other in cells:
+        if other.entry == entry or other.entry not in references or other.column not in mine:
+            continue
+        try:
+            pairs.append((mine[other.column], other, compare_cells(board, records, mine[other.column], other)))
+        except ComparisonError as error:
+            if skipped is not None:
+                skipped.append(f"{other.task}/{other.dataset} {other.fraction}% vs {other.entry}: {error}")
     return correct(board, pairs, method)
 
 

@@ -38,7 +38,8 @@ def _submit(args: argparse.Namespace) -> int:
     board, code = execute(args, (choice,))
     entry = next(e for e in board.entries().values() if e.name == args.name)
     records = [r for r in board.records() if r.identity.mode == (args.mode or board.protocol.default_mode)]
-    comparisons = compare_entry(board, records, aggregate(records), entry.key, args.correction)
+    skipped: list[str] = []
+    comparisons = compare_entry(board, records, aggregate(records), entry.key, args.correction, skipped)
     correction = args.correction or board.protocol.comparison.correction
     print(f"\n{entry.name} ({entry.key}) against every reference entry; paired tests on the same test images, "
           f"{correction} correction over {len(comparisons)} comparisons, alpha {board.protocol.comparison.alpha}")
@@ -47,6 +48,8 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"{c.task + '/' + c.dataset + f' {c.fraction}%':<34} {c.b:<32} {100 * c.result.delta:>+7.2f} "
               f"[{100 * c.result.ci_low:>+6.2f},{100 * c.result.ci_high:>+6.2f}] {c.result.test:<16} "
               f"{c.result.p_value:>8.3g} {c.p_adjusted:>8.3g}  {'yes' if c.significant else 'no'}")
+    for line in skipped:
+        print(f"not compared: {line}")
     datasets = sorted({c.dataset for c in comparisons} | {r.identity.dataset for r in records if r.identity.entry_key == entry.key})
     for dataset in datasets:
         overlap = board.protocol.overlaps(declared, dataset)
