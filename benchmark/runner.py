@@ -340,6 +340,10 @@ def run_grid(board: Board, request: GridRequest, progress: bool = True) -> GridS
                 summary.done_before += 1
             else:
                 todo.append((cell, loaded))
+    if summary.cells == 0:
+        missing = f"; not prepared under {request.data_dir}: {', '.join(summary.not_prepared)}" if summary.not_prepared else ""
+        raise GridError(f"nothing to evaluate on board {board.name!r} for tasks {', '.join(request.tasks or ['all'])} and "
+                        f"datasets {', '.join(request.datasets or ['all'])} (tasks that exist: {', '.join(task_registry().names())}){missing}")
     bar = tqdm(todo, desc="grid", unit="cell", disable=not progress or not todo, dynamic_ncols=True, position=0)
     for cell, loaded in bar:
         identity = cell.identity

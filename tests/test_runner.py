@@ -158,3 +158,10 @@ def test_concurrent_runs_on_one_board_lose_nothing(setup: tuple[Board, GridReque
     assert len(json.loads((board.root / "index.json").read_text())["results"]) == 10
     rerun = run_grid(board, request, progress=False)
     assert rerun.ran == 0
+
+
+def test_an_empty_grid_is_an_error_naming_what_is_missing(tmp_path: Path) -> None:
+    board = Board(toy_task.write_toy_board(tmp_path / "boards"))
+    request = GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=tmp_path / "nothing")
+    with pytest.raises(GridError, match="not prepared under .*nothing: toy/rsna"):
+        run_grid(board, request, progress=False)

@@ -62,14 +62,24 @@ def grid_request(args: argparse.Namespace, backbones: tuple) -> "object":
     )
 
 
+class UsageError(Exception):
+    """A grid that cannot run as asked; printed as one line, exit code 2."""
+
+
 def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
     """Run the grid and print its summary; returns (board, exit code)."""
-    from benchmark.board.store import Board
-    from benchmark.runner import import_plugins, run_grid
+    from benchmark.backbones import CheckpointError
+    from benchmark.board.store import Board, BoardError
+    from benchmark.data.prepared import DataError
+    from benchmark.registry import RegistryError
+    from benchmark.runner import GridError, import_plugins, run_grid
 
     import_plugins(args.plugins)
-    board = Board(args.board)
-    summary = run_grid(board, grid_request(args, backbones), progress=not args.no_progress)
+    try:
+        board = Board(args.board)
+        summary = run_grid(board, grid_request(args, backbones), progress=not args.no_progress)
+    except (GridError, BoardError, DataError, RegistryError, CheckpointError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
     for line in summary.lines():
         print(line)
     return board, 1 if summary.failed else 0
@@ -92,5 +102,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     backbones = tuple(BackboneChoice(name, args.checkpoint, args.arch, args.prefix, args.pretraining_data)
                       for name in args.backbone)
-    _, code = execute(args, backbones)
+    try:
+        _, code = execute(args, backbones)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return code

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from benchmark.cli import command
-from benchmark.commands.run import _names, add_grid_arguments, execute
+from benchmark.commands.run import UsageError, _names, add_grid_arguments, execute
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +34,13 @@ def _submit(args: argparse.Namespace) -> int:
     declared = tuple(name for name in args.pretraining_data if name.lower() != "none")
     choice = BackboneChoice(args.name, Path(args.checkpoint), args.arch, args.prefix, declared)
     if not choice.is_submission:
-        print(f"error: {args.name!r} is a registered backbone name; choose another --name")
+        print(f"error: {args.name!r} is a registered backbone name; choose another --name", file=sys.stderr)
         return 2
-    board, code = execute(args, (choice,))
+    try:
+        board, code = execute(args, (choice,))
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     entry = next(e for e in board.entries().values() if e.name == args.name)
     records = [r for r in board.records() if r.identity.mode == (args.mode or board.protocol.default_mode)]
     skipped: list[str] = []
