@@ -274,6 +274,8 @@ def rescored_metrics(identity: CellIdentity, result: dict[str, Any], settings: C
         score_files = scorer(identity.task)
     except RegistryError:
         return raw
+    if not result.get("targets_file"):
+        return raw
     options = BootstrapOptions(n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
     scored = score_files(Path(result["predictions_file"]), Path(result["targets_file"]), identity.dataset, options)
     for name, entry in scored["metrics"].items():
