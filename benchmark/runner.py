@@ -334,8 +334,9 @@ def run_grid(board: Board, request: GridRequest, progress: bool = True) -> GridS
     todo: list[tuple[Cell, LoadedBackbone]] = []
     for choice in request.backbones:
         loaded = build_backbone(choice.spec(), choice.checkpoint)
-        board.register_entry(board_entry(choice, loaded))
         cells = plan_cells(board, request, loaded, summary)
+        if cells:  # an entry appears on the board only with cells to its name
+            board.register_entry(board_entry(choice, loaded))
         summary.cells += len(cells)
         for cell in cells:
             if board.completed(cell.identity):

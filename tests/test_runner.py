@@ -165,3 +165,4 @@ def test_an_empty_grid_is_an_error_naming_what_is_missing(tmp_path: Path) -> Non
     request = GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=tmp_path / "nothing")
     with pytest.raises(GridError, match="not prepared under .*nothing: toy/rsna"):
         run_grid(board, request, progress=False)
+    assert board.entries() == {}  # a failed plan leaves no entry behind
