@@ -264,6 +264,7 @@ def data_efficiency_figures(view: BoardView) -> dict[str, "object"]:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "mgca-cxr-bench"  # stable element ids: re-renders diff cleanly
     from matplotlib import pyplot as plt
 
     figures = {}
