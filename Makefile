@@ -43,9 +43,22 @@ DEMO_SIZE     ?= 128
 DEMO_BOARD    := demo-mgca-cxr-v1
 DEMO_BACKBONES := random_vit_tiny,random_resnet18
 REAL_BOARD    := mgca-cxr-v1
-.PHONY: bench tables submit
-bench: $(STAMP)
+# Without DATA, bench and submit work on the demo: synthetic data under data/demo/, the demo board.
 ifeq ($(DATA),)
+RUN_DATA      := $(DEMO_PREPARED)
+RUN_BOARD     := $(or $(BOARD),$(DEMO_BOARD))
+RUN_BACKBONES := $(or $(BACKBONE),$(DEMO_BACKBONES))
+NEEDS_DATA    := demo-prepared
+else
+RUN_DATA      := $(DATA)
+RUN_BOARD     := $(or $(BOARD),$(REAL_BOARD))
+RUN_BACKBONES := $(or $(BACKBONE),mgca_vit)
+NEEDS_DATA    :=
+endif
+
+.PHONY: bench tables submit demo-prepared
+## demo-prepared: generate and prepare the demo datasets of the demo board that are missing
+demo-prepared: $(STAMP)
 	@for ds in $$($(PYTHON) -m benchmark run --print-datasets --board $(DEMO_BOARD)); do \
 	  if [ ! -f $(DEMO_PREPARED)/$$ds/manifest.json ]; then \
 	    [ -f $(DEMO_DIR)/$$ds/DEMO_DATASET ] || $(PYTHON) -m benchmark demo-data --out $(DEMO_DIR) --datasets $$ds \
@@ -53,20 +66,25 @@ ifeq ($(DATA),)
 	    $(PYTHON) -m benchmark prepare $$ds --raw $(DEMO_DIR)/$$ds --out $(DEMO_PREPARED) --image-size $(DEMO_SIZE) || exit 1; \
 	  fi; \
 	done
-	$(PYTHON) -m benchmark run --backbone $(or $(BACKBONE),$(DEMO_BACKBONES)) --board $(or $(BOARD),$(DEMO_BOARD)) \
-	  --data $(DEMO_PREPARED) $(BENCH_ARGS)
-	$(PYTHON) -m benchmark tables --board $(or $(BOARD),$(DEMO_BOARD)) --format md --format html
-else
-	$(PYTHON) -m benchmark run --backbone $(or $(BACKBONE),mgca_vit) --board $(or $(BOARD),$(REAL_BOARD)) --data $(DATA) $(BENCH_ARGS)
-	$(PYTHON) -m benchmark tables --board $(or $(BOARD),$(REAL_BOARD)) --format md --format html
-endif
+
+bench: $(STAMP) $(NEEDS_DATA)
+	$(PYTHON) -m benchmark run --backbone $(RUN_BACKBONES) --board $(RUN_BOARD) --data $(RUN_DATA) $(BENCH_ARGS)
+	$(PYTHON) -m benchmark tables --board $(RUN_BOARD) --format md --format html
 
 ## tables: Tables 1-2 (md, tex, html), plots and the static page of a board (BOARD, default mgca-cxr-v1)
 tables: $(STAMP)
 	$(PYTHON) -m benchmark tables --board $(or $(BOARD),$(REAL_BOARD))
 
 ## submit: evaluate a checkpoint and test it against every entry of a board:
-##         make submit CHECKPOINT=path ARCH=resnet50 NAME=my_model PRETRAINING=mimic-cxr DATA=/path/to/prepared
-submit: $(STAMP)
-	$(PYTHON) -m benchmark submit --checkpoint $(CHECKPOINT) --arch $(ARCH) --name $(NAME) \
-	  --pretraining-data $(PRETRAINING) --data $(DATA) --board $(or $(BOARD),$(REAL_BOARD)) $(BENCH_ARGS)
+##         make submit CKPT=path ARCH=resnet50 NAME=my_model PRETRAINING=mimic-cxr DATA=/path/to/prepared
+##         Without arguments: a second demo checkpoint (random ResNet-18, seed 1) on the demo board.
+DEMO_CKPT := checkpoints/demo_resnet18_seed1.ckpt
+CKPT        ?= $(if $(DATA),,$(DEMO_CKPT))
+ARCH        ?= resnet18
+NAME        ?= demo_submission
+PRETRAINING ?= none
+submit: $(STAMP) $(NEEDS_DATA)
+	@if [ "$(CKPT)" = "$(DEMO_CKPT)" ] && [ ! -f $(DEMO_CKPT) ]; then \
+	  $(PYTHON) -m benchmark demo-checkpoint --arch resnet18 --seed 1 --out $(DEMO_CKPT); fi
+	$(PYTHON) -m benchmark submit --checkpoint $(CKPT) --arch $(ARCH) --name $(NAME) \
+	  --pretraining-data $(PRETRAINING) --data $(RUN_DATA) --board $(RUN_BOARD) $(BENCH_ARGS)

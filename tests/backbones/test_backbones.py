@@ -120,3 +120,14 @@ def test_backbones_verb_lists_the_whole_registry(capsys):
     assert main(["backbones", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [b["name"] for b in data["backbones"]] == BACKBONES.names()
+
+
+def test_demo_checkpoint_is_a_complete_mgca_layout_checkpoint(tmp_path, capsys):
+    path = tmp_path / "demo.ckpt"
+    assert main(["demo-checkpoint", "--arch", "resnet18", "--seed", "1", "--out", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["check-checkpoint", str(path), "--arch", "resnet18"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["prefix"] == "img_encoder_q.model."
+    seed0 = build_backbone("random_resnet18")
+    assert report["sha256"] != seed0.weights_sha256
