@@ -25,6 +25,16 @@ DEMO_DIR ?= data/demo/raw
 demo-data: $(STAMP)
 	$(PYTHON) -m benchmark demo-data --out $(DEMO_DIR) --overwrite
 
+## prepare: prepare every dataset found in RAW (a folder of <dataset>/ raw folders, default the demo's) into PREPARED
+RAW      ?= $(DEMO_DIR)
+PREPARED ?= data/prepared
+.PHONY: prepare
+prepare: $(STAMP)
+	@for ds in $$($(PYTHON) -c "import benchmark.data.datasets; from benchmark.data.registry import DATASETS; print(*DATASETS.names())"); do \
+	  if [ -d $(RAW)/$$ds ]; then $(PYTHON) -m benchmark prepare $$ds --raw $(RAW)/$$ds --out $(PREPARED) $(PREPARE_ARGS) || exit 1; \
+	  else echo "skip $$ds: no folder $(RAW)/$$ds"; fi; \
+	done
+
 ## perf: speed benchmarks (every benchmarks/bench_*.py); each prints its numbers and exits 1 below its bar
 .PHONY: perf
 perf: $(STAMP)

@@ -32,6 +32,20 @@ def _prepare(args: argparse.Namespace) -> int:
         raw=args.raw, out=args.out / info.name, image_size=args.image_size, on_error=args.on_error,
         workers=args.workers, verify_shipped=not args.no_verify,
     ))
-    print(f"prepared {info.name} in {args.out / info.name}: {manifest.counts}"
-          + (f", {len(manifest.excluded)} excluded (see manifest.json)" if manifest.excluded else ""))
+    print(f"prepared {info.name} in {args.out / info.name}: {summarise_counts(manifest.counts)}"
+          + (f"; {len(manifest.excluded)} excluded (see manifest.json)" if manifest.excluded else ""))
     return 0
+
+
+def summarise_counts(counts: dict[str, int]) -> str:
+    """'40 images; classification 28/6/6 (1%: 0, 10%: 3)' from the manifest's flat counts."""
+    parts = [f"{counts['images']} images"] if "images" in counts else []
+    partitions = dict.fromkeys(key.split("/")[0] for key in counts if "/" in key)
+    for partition in partitions:
+        sizes = "/".join(str(counts.get(f"{partition}/{split}", 0)) for split in ("train", "val", "test"))
+        fractions = ", ".join(
+            f"{pct}%: {counts[f'{partition}/train_{pct}pct_draw0']}" for pct in (1, 10)
+            if f"{partition}/train_{pct}pct_draw0" in counts
+        )
+        parts.append(f"{partition} train/val/test {sizes}" + (f" ({fractions})" if fractions else ""))
+    return "; ".join(parts)
