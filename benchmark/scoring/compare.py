@@ -179,6 +179,9 @@ def paired_bootstrap(
     )
 
 
+DELTA_BOUND = 1.0  # |a - b| for metrics in [0, 1]
+
+
 def with_run_variance(result: PairedResult, run_deltas: Sequence[float]) -> PairedResult:
     """Add the seed/draw variance of the difference to a test-set paired result.
 
@@ -199,8 +202,10 @@ def with_run_variance(result: PairedResult, run_deltas: Sequence[float]) -> Pair
     df = se ** 4 / (v_runs ** 2 / (deltas.size - 1)) if v_runs > 0 else np.inf
     quantile = float(stats.t.ppf(0.975, df))
     p_value = float(2 * stats.t.sf(abs(result.delta) / se, df))
-    return replace(result, ci_low=result.delta - quantile * se, ci_high=result.delta + quantile * se,
-                   p_value=p_value, se=se, se_runs=float(np.sqrt(v_runs)))
+    # Every metric of the suite lies in [0, 1], so no difference leaves [-1, 1]; with two runs the
+    # t quantile (12.7 at df = 1) would otherwise print intervals wider than the metric's range.
+    low, high = max(-DELTA_BOUND, result.delta - quantile * se), min(DELTA_BOUND, result.delta + quantile * se)
+    return replace(result, ci_low=low, ci_high=high, p_value=p_value, se=se, se_runs=float(np.sqrt(v_runs)))
 
 
 # --------------------------------------------------------------------------- corrections
