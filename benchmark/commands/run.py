@@ -9,7 +9,16 @@ from pathlib import Path
 from benchmark.cli import command
 
 DEFAULT_BOARD = "mgca-cxr-v1"
+DEMO_BOARD = "demo-mgca-cxr-v1"
 DEFAULT_DATA = Path("data/prepared")
+
+
+def default_board(data_dir: Path) -> str:
+    """The demo board when every prepared dataset under ``data_dir`` is demo data, else the real one."""
+    import json
+
+    manifests = [json.loads(path.read_text()) for path in sorted(Path(data_dir).glob("*/manifest.json"))]
+    return DEMO_BOARD if manifests and all(m.get("demo") for m in manifests) else DEFAULT_BOARD
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -32,7 +41,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draws", type=_numbers, default=None, help="label-fraction draws for 1%%/10%% (default: the board's)")
     parser.add_argument("--mode", choices=["cached", "paper"], default=None, help="default: the board's default mode")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"DATA_DIR holding prepared datasets (default {DEFAULT_DATA})")
-    parser.add_argument("--board", default=DEFAULT_BOARD, help=f"board name under leaderboards/ or a folder (default {DEFAULT_BOARD})")
+    parser.add_argument("--board", default=None, help=f"board name under leaderboards/ or a folder (default {DEFAULT_BOARD}, "
+                        f"or {DEMO_BOARD} when --data holds only demo datasets)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/work"), help="scratch space per cell (default runs/work)")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="feature cache (default runs/cache)")
     parser.add_argument("--keep-work", action="store_true", help="keep each cell's work folder after success")
@@ -76,7 +86,7 @@ def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
 
     import_plugins(args.plugins)
     try:
-        board = Board(args.board)
+        board = Board(args.board or default_board(args.data))
         summary = run_grid(board, grid_request(args, backbones), progress=not args.no_progress)
     except (GridError, BoardError, DataError, RegistryError, CheckpointError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
@@ -92,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.print_datasets:
         import_plugins(args.plugins)
-        print(" ".join(datasets_to_evaluate(Board(args.board))))
+        print(" ".join(datasets_to_evaluate(Board(args.board or default_board(args.data)))))
         return 0
     if not args.backbone:
         print("error: --backbone is required", file=sys.stderr)
