@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from benchmark.backbones.architectures import Architecture, expected_state_shapes, is_optional_key
+from benchmark.hashing import file_sha256
 
 # Where a checkpoint may keep its weights, tried in this order.
 STATE_DICT_CONTAINERS = ("state_dict", "model", "module", "model_state_dict", "teacher", "net")
@@ -46,14 +47,6 @@ class CheckpointMismatchError(CheckpointError):
     def __init__(self, message: str, report: LoadReport) -> None:
         super().__init__(message)
         self.report = report
-
-
-def sha256_of_file(path: str | Path, chunk_size: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_of_state_dict(state: Mapping[str, torch.Tensor]) -> str:
@@ -261,7 +254,7 @@ def load_encoder_weights(
         weights, report = match_state_dict(state, arch, prefix)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    report.sha256 = sha256_of_file(path)
+    report.sha256 = file_sha256(path)
     report.source = str(path)
     report.container = container
     if report.matched == 0:

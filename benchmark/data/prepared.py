@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.hashing import file_sha256  # noqa: F401 - re-exported for the preparers
+
 PROTOCOL_VERSION = "mgca-cxr-v1"
 SPLITS = ("train", "val", "test")
 FRACTIONS = (1, 10, 100)  # percent of the training split
@@ -72,14 +74,6 @@ class Manifest:
         data = json.loads(path.read_text())
         data["source_files"] = [SourceFile(**item) for item in data["source_files"]]
         return cls(**data)
-
-
-def file_sha256(path: Path, chunk_size: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ids_fingerprint(ids: list[str]) -> str:
