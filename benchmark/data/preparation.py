@@ -449,7 +449,8 @@ def finish(
     counts are keyed ``<partition>/<file stem>`` (e.g. ``detection/train``,
     ``detection/train_1pct_draw0``) plus ``images``.
     """
-    dropped = set(excluded_ids) | {item for item in records["id"] if item not in set(cache.ids)}
+    cached = set(cache.ids)
+    dropped = set(excluded_ids) | {item for item in records["id"] if item not in cached}
     partitions = [partition.without(dropped) for partition in partitions]
     records = records[~records["id"].isin(dropped)].copy()
     if dropped and verification.startswith("passed"):

@@ -203,3 +203,26 @@ def test_finish_drops_exclusions_and_writes_the_layout(tmp_path: Path) -> None:
     assert "id0000" not in prepared.split_ids("train") and prepared.records.loc["id0900", "split"] == "test"
     assert json.loads((options.out / "manifest.json").read_text())["extra"]["verification"] == "skipped: --no-verify"
     assert read_ids(options.out / "splits" / "classification" / "val.txt") == IDS[800:900]
+
+
+class _CountingIds(list):
+    """A list that counts how often it is iterated (``set(ids)`` iterates it once)."""
+
+    iterations = 0
+
+    def __iter__(self):
+        self.iterations += 1
+        return super().__iter__()
+
+
+def test_finish_reads_the_cached_ids_once_not_once_per_record(tmp_path: Path) -> None:
+    # Regression: set(cache.ids) was rebuilt for every record, quadratic in the dataset size
+    # (hours for CheXpert's ~190,000 images).
+    options = _options(tmp_path, verify=False)
+    options.out.mkdir(parents=True)
+    cached = _CountingIds(IDS)
+    finish(options, dataset="toy", partitions=[_partition()], records=pd.DataFrame({"id": IDS}), sources=[],
+           cache=CacheResult(cached, {item: (8, 8) for item in IDS}, []), image_mode="stretch",
+           verification="skipped: --no-verify")
+    assert cached.iterations <= 2
+
