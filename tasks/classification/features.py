@@ -1,11 +1,13 @@
 """Frozen-encoder features and their on-disk cache.
 
-Features of a split are computed once per (checkpoint content, prepared dataset, split IDs,
-deterministic transform) and stored as ``<cache_dir>/<key>.npy`` (float32 [n, D], rows in
-split-ID order) with a JSON sidecar ``<key>.json`` holding what the key was made of. The key
-is a sha256 of that description, which includes the backbone's ``weights_sha256``: features of
-another checkpoint, another preparation of the dataset (its manifest hash), another ID list or
-another transform can never be picked up. Files are written to temporary names and renamed,
+Features of a split are computed once per (checkpoint content and the key prefix the encoder
+was loaded from, prepared dataset, split IDs, deterministic transform) and stored as
+``<cache_dir>/<key>.npy`` (float32 [n, D], rows in split-ID order) with a JSON sidecar
+``<key>.json`` holding what the key was made of. The key is a sha256 of that description, which
+includes the backbone's ``weights_sha256`` (a file hash for checkpoints) and the resolved prefix
+(one file can hold two encoders, e.g. MoCo's ``encoder_q.``/``encoder_k.``): features of another
+encoder, another preparation of the dataset (its manifest hash), another ID list or another
+transform can never be picked up. Files are written to temporary names and renamed,
 the sidecar last, so an interrupted write leaves no cache entry (a ``.npy`` without sidecar is
 recomputed and replaced). A sidecar whose description differs from the key's is an error.
 """
@@ -92,6 +94,7 @@ def cache_description(backbone: LoadedBackbone, dataset: PreparedDataset, ids: l
     return {
         "format": CACHE_FORMAT,
         "weights_sha256": backbone.weights_sha256,
+        "weights_prefix": backbone.load_report.prefix if backbone.load_report is not None else None,
         "arch": backbone.spec.arch,
         "feature": "global",
         "dataset": dataset.name,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.backbones import BACKBONES, build_backbone
+from benchmark.backbones import BACKBONES, build_backbone, user_backbone_spec
 from benchmark.cli import main
 from benchmark.data.prepared import DataError, PreparedDataset
 from benchmark.scoring.classification import SCHEMES, read_predictions, read_targets
@@ -141,6 +141,24 @@ def test_a_cache_from_another_checkpoint_is_never_reused(backbone, data_root, tm
     theirs, hit = cached_features(tmp_path, other, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
     assert not hit and not torch.equal(mine, theirs)
     assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_two_encoders_of_one_checkpoint_file_never_share_a_cache_entry(backbone, data_root, tmp_path):
+    # A MoCo-style file holds a query and a key encoder: same file hash, different weights.
+    other = build_backbone(dataclasses.replace(BACKBONES.get("random_vit_tiny"), seed=1))
+    state = {f"encoder_q.{k}": v for k, v in backbone.model.model.state_dict().items()}
+    state |= {f"encoder_k.{k}": v for k, v in other.model.model.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "moco.ckpt")
+    query, key = (build_backbone(user_backbone_spec("moco", "vit_tiny_patch16_224", prefix), tmp_path / "moco.ckpt")
+                  for prefix in ("encoder_q.", "encoder_k."))
+    assert query.weights_sha256 == key.weights_sha256
+    dataset = PreparedDataset(data_root / "rsna")
+    ids = dataset.split_ids("test", partition="classification")
+    descriptor, prepare = eval_setup(backbone, dataset)
+    cache = tmp_path / "cache"
+    from_query, _ = cached_features(cache, query, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
+    from_key, hit = cached_features(cache, key, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
+    assert not hit and not torch.equal(from_query, from_key)
 
 
 def test_a_sidecar_that_does_not_match_its_key_is_an_error(backbone, data_root, tmp_path):
