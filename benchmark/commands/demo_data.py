@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -24,9 +25,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 @command("demo-data", "write small synthetic datasets in the official layouts (for tests and trying the pipeline)", _configure)
 def _demo_data(args: argparse.Namespace) -> int:
     from benchmark.data.demo import generate
+    from benchmark.data.prepared import DataError
 
     start = time.perf_counter()
-    summary = generate(args.out, args.datasets, images=args.images, size=args.size, seed=args.seed, overwrite=args.overwrite)
+    try:
+        summary = generate(args.out, args.datasets, images=args.images, size=args.size, seed=args.seed, overwrite=args.overwrite)
+    except DataError as error:  # bad options or an existing folder: the message says which and how to fix it
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for name, counts in summary.items():
         print(f"{name}: {args.out / name} {counts}")
     print(f"demo data written in {time.perf_counter() - start:.1f} s (seed {args.seed}, size {args.size})")

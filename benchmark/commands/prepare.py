@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from benchmark.cli import command
@@ -25,13 +26,19 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 @command("prepare", "prepare a dataset from its official download (splits, labels, image cache)", _configure)
 def _prepare(args: argparse.Namespace) -> int:
+    from benchmark.data.prepared import DataError
     from benchmark.data.registry import DATASETS, PrepareOptions
+    from benchmark.registry import RegistryError
 
-    info = DATASETS.get(args.dataset)
-    manifest = info.prepare(PrepareOptions(
-        raw=args.raw, out=args.out / info.name, image_size=args.image_size, on_error=args.on_error,
-        workers=args.workers, verify_shipped=not args.no_verify,
-    ))
+    try:
+        info = DATASETS.get(args.dataset)
+        manifest = info.prepare(PrepareOptions(
+            raw=args.raw, out=args.out / info.name, image_size=args.image_size, on_error=args.on_error,
+            workers=args.workers, verify_shipped=not args.no_verify,
+        ))
+    except (DataError, RegistryError) as error:  # bad input: the message names the file or name and the fix
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"prepared {info.name} in {args.out / info.name}: {summarise_counts(manifest.counts)}"
           + (f"; {len(manifest.excluded)} excluded (see manifest.json)" if manifest.excluded else ""))
     return 0

@@ -238,6 +238,12 @@ def test_cli_writes_the_chosen_datasets(tmp_path: Path) -> None:
     assert sorted(path.name for path in tmp_path.iterdir()) == ["covidx"]
 
 
+def test_cli_reports_bad_options_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo-data", "--out", str(tmp_path), "--datasets", "covidx", "--images", "4"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --images 4: choose") and "Traceback" not in error
+
+
 # --------------------------------------------------------------------------------------------
 # Learnable signal: logistic regression on 16x16 mean- and max-pooled pixels, 5-fold cross-validated
 

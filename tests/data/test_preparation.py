@@ -226,3 +226,12 @@ def test_finish_reads_the_cached_ids_once_not_once_per_record(tmp_path: Path) ->
            verification="skipped: --no-verify")
     assert cached.iterations <= 2
 
+
+def test_prepare_command_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.cli import main
+
+    assert main(["prepare", "rsna", "--raw", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "stage_2_train_labels.csv: missing" in error and "Traceback" not in error
+    assert main(["prepare", "rsnaa", "--raw", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "unknown dataset 'rsnaa'. Did you mean 'rsna'" in capsys.readouterr().err
