@@ -65,15 +65,23 @@ def write_shipped(dataset: str, labels: Path, root: Path = SHIPPED_SPLITS) -> di
     return sizes
 
 
+def labels_option(value: str) -> tuple[str, Path]:
+    """``DATASET=PATH`` of ``--labels``; anything else is a usage error, not a traceback."""
+    dataset, separator, path = value.partition("=")
+    if not separator or dataset not in SOURCES or not path:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected DATASET=PATH with DATASET one of {', '.join(sorted(SOURCES))}")
+    return dataset, Path(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--labels", action="append", default=[], metavar="DATASET=PATH",
+    parser.add_argument("--labels", action="append", default=[], type=labels_option, metavar="DATASET=PATH",
                         help="official label file for a dataset (default: the torchxrayvision copy)")
     parser.add_argument("--datasets", nargs="*", default=sorted(SOURCES), choices=sorted(SOURCES))
     args = parser.parse_args()
-    given = dict(item.split("=", 1) for item in args.labels)
+    given = dict(args.labels)
     for dataset in args.datasets:
-        labels = Path(given[dataset]) if dataset in given else torchxrayvision_labels(SOURCES[dataset][0])
+        labels = given[dataset] if dataset in given else torchxrayvision_labels(SOURCES[dataset][0])
         sizes = write_shipped(dataset, labels)
         print(f"{dataset}: {sizes}")
 

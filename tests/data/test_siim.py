@@ -248,3 +248,16 @@ def test_make_splits_tool_regenerates_the_shipped_files(tmp_path: Path) -> None:
         if path.is_file():
             assert (tmp_path / "siim" / path.relative_to(SHIPPED_SPLITS / "siim")).read_bytes() == path.read_bytes(), path
     assert json.loads((tmp_path / "siim" / "source.json").read_text())["copy_used"].startswith("torchxrayvision==1.5.7")
+
+
+def test_make_splits_tool_refuses_a_malformed_labels_option() -> None:
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_splits", Path(__file__).parents[2] / "tools" / "make_splits.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for bad in ("train-rle.csv", "siimm=train-rle.csv", "siim="):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected DATASET=PATH"):
+            tool.labels_option(bad)
+    assert tool.labels_option("siim=/raw/train-rle.csv") == ("siim", Path("/raw/train-rle.csv"))
