@@ -50,11 +50,3 @@ def stretch(image: np.ndarray, size: int) -> np.ndarray:
 
 RESIZERS = {"letterbox": letterbox, "stretch": stretch}
 
-
-def letterbox_geometry(width: int, height: int, size: int) -> tuple[float, float, float]:
-    """(scale, pad_left, pad_top) mapping original pixel coordinates into a letterboxed image."""
-    if height >= width:
-        scale, new_w, new_h = size / height, int(width * size / height), size
-    else:
-        scale, new_w, new_h = size / width, size, int(height * size / width)
-    return scale, (size - new_w) // 2, (size - new_h) // 2
