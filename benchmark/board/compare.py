@@ -2,7 +2,7 @@
 
 A comparison is between two entries' runs on one (task, dataset, fraction, mode) column: the
 mean-over-runs headline metric of each, tested on the test images both were scored on (their
-test-split fingerprints must match; predictions are aligned by image ID). Binary AUROC uses
+test-split fingerprints and labels must match; predictions are aligned by image ID). Binary AUROC uses
 DeLong; every other metric (macro AUROC, accuracy, Dice, mAP) the paired bootstrap
 (``benchmark/scoring/compare.py``). A family of comparisons is corrected with the board's
 method (Holm by default).
@@ -186,6 +186,9 @@ def _test_pair(board: Board, a: CellAggregate, b: CellAggregate, runs_a: list[Ru
         inverse = np.empty_like(rows)
         inverse[rows] = np.arange(rows.size)
         aligned.append(PerImageRun(reference_ids, run.targets[inverse], run.outputs[inverse]))
+    if any(not np.array_equal(run.targets, aligned[0].targets) for run in aligned[1:]):
+        raise ComparisonError(f"{a.dataset}: {a.entry} and {b.entry} were scored against different labels for the "
+                              f"same test images (datasets prepared differently?); re-run them on one preparation")
     aligned_a, aligned_b = aligned[:len(loaded_a)], aligned[len(loaded_a):]
     if scorer.binary_auroc(a.dataset, a.metric):
         targets = aligned_a[0].targets.reshape(-1)

@@ -132,3 +132,36 @@ def test_run_variance_widens_a_gap_made_by_one_label_draw() -> None:
     assert combined.p_value == pytest.approx(2 * stats.t.sf(0.1 / se, df)) and combined.p_value > 0.3
     assert combined.delta == 0.1 and combined.ci_low < 0 < combined.ci_high
     assert with_run_variance(test_only, [0.1]) == test_only  # one run: nothing to add
+
+
+def test_runs_scored_against_different_labels_are_not_compared(tmp_path) -> None:
+    from pathlib import Path
+
+    from benchmark.board.aggregate import aggregate
+    from benchmark.board.compare import compare_cells
+    from benchmark.board.store import Board, BoardEntry, copy_board_protocol
+    from benchmark.records import CellIdentity, MetricValue, RunRecord
+
+    demo = Board(Path(__file__).resolve().parents[2] / "leaderboards" / "demo-mgca-cxr-v1")
+    board = copy_board_protocol(demo, tmp_path / "labels-test", "labels-test")
+    y = np.tile([0, 1], 20)
+    ids = [f"p{k:02d}" for k in range(y.size)]
+    scores = np.linspace(0.1, 0.9, y.size)
+    for name, sha, labels in [("a", "a" * 64, y), ("b", "b" * 64, np.r_[1 - y[:2], y[2:]])]:
+        board.register_entry(BoardEntry(name, sha, "resnet18", "reference", [], "test", "random", "2026-01-01"))
+        identity = CellIdentity(board.name, name, sha, "classification", "rsna", "classification", 100, 0, 0, "cached")
+        (tmp_path / "p.csv").write_text("id,Target\n" + "".join(f"{i},{s}\n" for i, s in zip(ids, scores)))
+        (tmp_path / "t.csv").write_text("id,Target\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, labels)))
+        board.add(RunRecord(
+            identity=identity, protocol_version=board.protocol.protocol_version,
+            metrics={"auroc": MetricValue(float(roc_auc_score(labels, scores)))}, headline_metric="auroc",
+            predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
+            targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
+            timings={}, config={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
+            created="2026-01-01T00:00:00+00:00",
+        ))
+    records = board.records()
+    cell_a, cell_b = aggregate(records)
+    with pytest.raises(ComparisonError, match="different labels"):
+        compare_cells(board, records, cell_a, cell_b)
+
