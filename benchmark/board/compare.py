@@ -68,7 +68,8 @@ class ClassificationPairs:
     def load(self, board: Board, record: RunRecord) -> PerImageRun:
         return _load_classification(str(board.root / record.predictions.path),
                                     str(board.root / record.targets.path) if record.targets else "",
-                                    record.identity.dataset)
+                                    record.identity.dataset,
+                                    record.predictions.sha256 + (record.targets.sha256 if record.targets else ""))
 
     def statistic(self, dataset: str, metric: str, run: PerImageRun) -> Callable[[np.ndarray], float]:
         from benchmark.scoring.classification import METRICS, SCHEMES
@@ -83,7 +84,10 @@ class ClassificationPairs:
 
 
 @functools.lru_cache(maxsize=512)
-def _load_classification(predictions: str, targets: str, dataset: str) -> PerImageRun:
+def _load_classification(predictions: str, targets: str, dataset: str, content: str) -> PerImageRun:
+    """Parsed files, memoised by path *and* content hash (``content``): a cell re-run at the same
+    path with new predictions is read again, never served from memory."""
+    del content  # part of the memo key only
     from benchmark.scoring.classification import SCHEMES, align, read_predictions, read_targets
 
     if not targets:

@@ -165,3 +165,31 @@ def test_runs_scored_against_different_labels_are_not_compared(tmp_path) -> None
     with pytest.raises(ComparisonError, match="different labels"):
         compare_cells(board, records, cell_a, cell_b)
 
+
+def test_a_rewritten_prediction_file_is_read_again(tmp_path) -> None:
+    from pathlib import Path
+
+    from benchmark.board.compare import ClassificationPairs
+    from benchmark.board.store import Board, copy_board_protocol
+    from benchmark.records import CellIdentity, MetricValue, RunRecord
+
+    demo = Board(Path(__file__).resolve().parents[2] / "leaderboards" / "demo-mgca-cxr-v1")
+    board = copy_board_protocol(demo, tmp_path / "reload-test", "reload-test")
+    identity = CellIdentity(board.name, "a", "a" * 64, "classification", "rsna", "classification", 100, 0, 0, "cached")
+    (tmp_path / "t.csv").write_text("id,Target\nx,0\ny,1\n")
+
+    def record_with(scores: str) -> RunRecord:
+        (tmp_path / "p.csv").write_text(f"id,Target\n{scores}")
+        return RunRecord(
+            identity=identity, protocol_version=board.protocol.protocol_version,
+            metrics={"auroc": MetricValue(1.0)}, headline_metric="auroc",
+            predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
+            targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
+            timings={}, config={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
+            created="2026-01-01T00:00:00+00:00",
+        )
+
+    first = ClassificationPairs().load(board, record_with("x,0.1\ny,0.9\n"))
+    second = ClassificationPairs().load(board, record_with("x,0.7\ny,0.2\n"))
+    assert first.outputs.reshape(-1).tolist() == [0.1, 0.9]
+    assert second.outputs.reshape(-1).tolist() == [0.7, 0.2]
