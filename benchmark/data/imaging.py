@@ -44,8 +44,19 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def stretch(image: np.ndarray, size: int) -> np.ndarray:
-    """Direct resize to ``size`` × ``size`` (the detection/segmentation pipelines; aspect not kept)."""
+    """Direct resize to ``size`` × ``size`` (the detection/segmentation pipelines; aspect not kept).
+
+    Deviation (:data:`STRETCH_NOTE`): area interpolation, where the reference resizes the native
+    image straight to 224 bilinearly; shrinking 1024 → 256 bilinearly would alias.
+    """
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+STRETCH_NOTE = (
+    "Detection/segmentation images are cached by a direct INTER_AREA resize of the native image to the "
+    "cache size (aspect not kept), and tasks resample the cache to their input size; the reference resizes "
+    "the native image straight to 224 x 224 bilinearly (cv2.resize INTER_LINEAR, albumentations Resize)."
+)
 
 
 RESIZERS = {"letterbox": letterbox, "stretch": stretch}

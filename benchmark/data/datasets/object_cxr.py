@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from benchmark.data.imaging import read_gray
+from benchmark.data.imaging import STRETCH_NOTE, read_gray
 from benchmark.data.prepared import DataError, Manifest
 from benchmark.data.preparation import (
     LINE,
@@ -83,6 +83,7 @@ NOTES = (
     "G2D uses 20%.",
     "Label fractions: draw 0 = np.random.choice(n, int(pct*n)) on RandomState(42), second draw (the "
     "reference's mechanism, not a released list); draws 1, 2 = seeded draws stratified by has-object.",
+    STRETCH_NOTE,
 )
 
 

@@ -22,6 +22,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from benchmark.data.dicom import read_dicom
+from benchmark.data.imaging import STRETCH_NOTE
 from benchmark.data.prepared import DataError, Manifest
 from benchmark.data.preparation import (
     LINE,
@@ -68,6 +69,7 @@ NOTES = [
     "normalised only on copies by the tasks (B9); negatives are kept as images without boxes (B1).",
     "Segmentation masks = filled boxes with coordinates truncated to int (reference), resized to "
     "the cache size and binarised at half coverage (reference: fractional INTER_AREA target).",
+    STRETCH_NOTE,
 ]
 
 

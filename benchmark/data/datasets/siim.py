@@ -31,6 +31,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from benchmark.data.dicom import read_dicom
+from benchmark.data.imaging import STRETCH_NOTE
 from benchmark.data.prepared import DataError, Manifest
 from benchmark.data.preparation import (
     LINE,
@@ -71,6 +72,7 @@ NOTES = [
     "the cache size and binarised at half coverage (reference: fractional INTER_AREA target).",
     "DICOMs decoded with the Modality LUT, VOI LUT/window and min-max scaling (reference: plain "
     "max-scaling), see benchmark/data/dicom.py.",
+    STRETCH_NOTE,
 ]
 
 
