@@ -318,7 +318,9 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
         config={**dict(result.get("config", {})), "task_version": task_registry().get(identity.task).version},
         split_fingerprints=fingerprints,
         backbone={"arch": loaded.spec.arch, "weights": loaded.spec.weights,
-                  "pretraining_data": list(loaded.spec.pretraining_data)},
+                  "pretraining_data": list(loaded.spec.pretraining_data),
+                  # which encoder of the checkpoint file was evaluated (prefix, keys matched)
+                  "load_report": _load_report_summary(loaded.load_report) if loaded.load_report is not None else None},
         provenance=collect_provenance(started), created=utc_now(), notes=notes + list(result.get("warnings", [])),
     )
     board.add(record)

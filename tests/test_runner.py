@@ -166,3 +166,19 @@ def test_an_empty_grid_is_an_error_naming_what_is_missing(tmp_path: Path) -> Non
     with pytest.raises(GridError, match="not prepared under .*nothing: toy/rsna"):
         run_grid(board, request, progress=False)
     assert board.entries() == {}  # a failed plan leaves no entry behind
+
+
+def test_a_checkpoint_record_says_which_encoder_of_the_file_was_evaluated(tmp_path: Path) -> None:
+    import torch
+    import torchvision
+
+    data = toy_task.write_toy_dataset(tmp_path / "data")
+    board = Board(toy_task.write_toy_board(tmp_path / "boards"))
+    checkpoint = tmp_path / "mine.pth"
+    torch.save({"state_dict": {f"encoder.{k}": v for k, v in torchvision.models.resnet18().state_dict().items()}}, checkpoint)
+    request = GridRequest(backbones=(BackboneChoice("mine", checkpoint, "resnet18"),), data_dir=data, fractions=(100,),
+                          work_dir=tmp_path / "work", cache_dir=tmp_path / "cache")
+    run_grid(board, request, progress=False)
+    (record,) = board.records()
+    report = record.backbone["load_report"]
+    assert report["prefix"] == "encoder." and report["sha256"] == record.identity.weights_sha256 and report["ok"]
