@@ -46,6 +46,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
 
 import benchmark
 from benchmark.data.cache import CacheResult, OnError, write_image_cache
@@ -190,6 +191,15 @@ class Partition:
             self.name, {split: keep(ids) for split, ids in self.splits.items()},
             {key: keep(ids) for key, ids in self.subsets.items()},
         )
+
+
+def reference_three_way_split(ids: Sequence[str], held_out: float | int) -> dict[str, list[str]]:
+    """The reference's train/val/test calls (``mgca/preprocess/rsna.py``, ``siim.py``):
+    ``train_test_split(ids, test_size=held_out, random_state=0)``, then the held-out part halved
+    by ``train_test_split(test_size=0.5, random_state=0)``, whose *first* output is the test split."""
+    train, rest = train_test_split(list(ids), test_size=held_out, random_state=0)
+    test, val = train_test_split(rest, test_size=0.5, random_state=0)
+    return {"train": list(train), "val": list(val), "test": list(test)}
 
 
 def reference_frac_sample(train_ids: Sequence[str], percent: int) -> list[str]:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from benchmark.data.dicom import read_dicom
@@ -41,6 +40,7 @@ from benchmark.data.preparation import (
     read_label_csv,
     reference_frac_sample,
     reference_numpy_choice,
+    reference_three_way_split,
     require_file,
     verify_partitions,
     write_coco,
@@ -126,10 +126,7 @@ def held_out_size(partition: str, n_patients: int, demo: bool = False) -> float 
 
 def split_patients(patient_ids: list[str], partition: str, demo: bool = False) -> dict[str, list[str]]:
     """The reference's two train_test_split calls; first output of the second call = test."""
-    test_size = held_out_size(partition, len(patient_ids), demo)
-    train, held_out = train_test_split(patient_ids, test_size=test_size, random_state=0)
-    test, val = train_test_split(held_out, test_size=0.5, random_state=0)
-    return {"train": list(train), "val": list(val), "test": list(test)}
+    return reference_three_way_split(patient_ids, held_out_size(partition, len(patient_ids), demo))
 
 
 def make_partitions(patients: pd.DataFrame, demo: bool = False) -> list[Partition]:

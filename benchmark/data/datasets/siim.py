@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from benchmark.data.dicom import read_dicom
@@ -45,6 +44,7 @@ from benchmark.data.preparation import (
     listing_fingerprint,
     prepare_output,
     read_label_csv,
+    reference_three_way_split,
     require_file,
     verify_partitions,
     write_mask,
@@ -114,9 +114,7 @@ def find_dicoms(raw: Path) -> dict[str, str]:
 
 def split_images(image_ids: Sequence[str]) -> dict[str, list[str]]:
     """The reference's calls on unique ImageIds (not rows): 0.3 held out, halved, first = test."""
-    train, held_out = train_test_split(list(image_ids), test_size=0.3, random_state=0)
-    test, val = train_test_split(held_out, test_size=0.5, random_state=0)
-    return {"train": list(train), "val": list(val), "test": list(test)}
+    return reference_three_way_split(image_ids, 0.3)
 
 
 def balanced_training_ids(train_ids: Sequence[str], positives: set[str], rng: np.random.RandomState) -> list[str]:
