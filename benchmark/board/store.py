@@ -25,11 +25,11 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from benchmark.data.prepared import file_sha256
+from benchmark.provenance import utc_now
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
 
 BOARDS_DIR_ENV = "MGCA_BENCH_BOARDS"
@@ -314,10 +314,6 @@ class Board:
             write_atomically(path, json.dumps({"board": self.name, "protocol_version": self.protocol.protocol_version,
                                                "results": rows, "invalid": invalid}, indent=2) + "\n")
         return path
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def copy_board_protocol(source: Board, target_folder: Path, board_name: str) -> Board:
