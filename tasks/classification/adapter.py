@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from benchmark.backbones import LoadedBackbone
-from benchmark.data.prepared import SPLITS, DataError, PreparedDataset
+from benchmark.data.prepared import SPLITS, DataError, PreparedDataset, ids_fingerprint
 from benchmark.provenance import utc_now
 from benchmark.scoring.classification import (
     SCHEMES,
@@ -140,8 +140,7 @@ def run_classification(
 
     ids = {split: dataset.split_ids(split, fraction if split == "train" else 100, draw if split == "train" else 0, protocol.partition)
            for split in SPLITS}
-    fingerprints = {split: dataset.split_fingerprint(split, fraction if split == "train" else 100, draw if split == "train" else 0, protocol.partition)
-                    for split in SPLITS}
+    fingerprints = {split: ids_fingerprint(ids[split]) for split in SPLITS}
     targets = {split: torch.from_numpy(label_matrix(dataset, ids[split], probe, scheme)) for split in SPLITS}
     geometry = resolve_geometry(dataset.manifest.image_size, _patch_size(backbone), backbone.spec.linear_probe_input_size)
     evaluate = eval_transform(protocol, geometry)
