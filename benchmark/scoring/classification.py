@@ -92,10 +92,6 @@ class ClassificationScheme:
 SCHEMES: Registry[ClassificationScheme] = Registry("classification dataset")
 
 
-def _register_metric(name: str) -> Callable[[MetricFunction], MetricFunction]:
-    return METRICS.register(name)
-
-
 def binary_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
     """AUROC of one class; NaN when ``targets`` hold a single value (AUROC undefined)."""
     if np.unique(targets).size < 2:
@@ -103,7 +99,7 @@ def binary_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(targets, scores))
 
 
-@_register_metric("auroc")
+@METRICS.register("auroc")
 def macro_auroc(targets: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> MetricResult:
     """Unweighted mean of the per-class AUROCs (one-vs-rest for one-hot targets)."""
     per_class = {name: binary_auroc(targets[:, k], scores[:, k]) for k, name in enumerate(classes)}
@@ -116,14 +112,14 @@ def macro_auroc(targets: np.ndarray, scores: np.ndarray, classes: Sequence[str])
     return MetricResult(float(np.mean(list(per_class.values()))), per_class)
 
 
-@_register_metric("accuracy")
+@METRICS.register("accuracy")
 def accuracy(targets: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> MetricResult:
     """Overall top-1 accuracy (the reference's micro accuracy)."""
     del classes
     return MetricResult(float(np.mean(targets.argmax(1) == scores.argmax(1))))
 
 
-@_register_metric("balanced_accuracy")
+@METRICS.register("balanced_accuracy")
 def balanced_accuracy(targets: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> MetricResult:
     """Mean recall over the classes present in the targets (scikit-learn)."""
     truth, predicted = targets.argmax(1), scores.argmax(1)
