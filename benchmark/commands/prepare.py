@@ -9,6 +9,17 @@ from pathlib import Path
 from benchmark.cli import command
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a zero or negative size or worker count is a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
     from benchmark.data import datasets  # noqa: F401 - registers the datasets
     from benchmark.data.registry import DATASETS
@@ -17,10 +28,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help=f"one of {', '.join(DATASETS.names())}")
     parser.add_argument("--raw", type=Path, required=True, help=f"folder of the official download ({layouts})")
     parser.add_argument("--out", type=Path, required=True, help="DATA_DIR; the dataset goes to DATA_DIR/<dataset>")
-    parser.add_argument("--image-size", type=int, default=256, help="side of the cached square images (default 256)")
+    parser.add_argument("--image-size", type=positive_int, default=256, help="side of the cached square images (default 256)")
     parser.add_argument("--on-error", choices=["raise", "exclude"], default="raise",
                         help="unreadable images: stop (default) or exclude and list them in the manifest")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    parser.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     parser.add_argument("--no-verify", action="store_true", help="do not compare the splits with the shipped ID lists")
 
 

@@ -235,3 +235,13 @@ def test_prepare_command_reports_bad_input_in_one_line(tmp_path: Path, capsys: p
     assert error.startswith("error: ") and "stage_2_train_labels.csv: missing" in error and "Traceback" not in error
     assert main(["prepare", "rsnaa", "--raw", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "unknown dataset 'rsnaa'. Did you mean 'rsna'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--image-size", "0"], ["--image-size", "-32"], ["--workers", "0"], ["--workers", "two"]])
+def test_prepare_command_refuses_non_positive_sizes(tmp_path: Path, option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # Regression: --image-size 0 or --workers -1 reached the image cache writer and ended in a traceback.
+    from benchmark.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "rsna", "--raw", str(tmp_path), "--out", str(tmp_path), *option])
+    assert exit_info.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
