@@ -116,7 +116,8 @@ def read_label_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     """
     require_file(path, f"a CSV with columns {', '.join(required)}")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        # Blank lines are read as empty rows and dropped below, so that LINE stays the true line number.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a readable CSV ({error})") from None
     frame.columns = [str(column).strip() for column in frame.columns]
@@ -133,7 +134,8 @@ def read_label_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     for column in frame.columns:
         frame[column] = frame[column].str.strip()
     frame[LINE] = np.arange(2, len(frame) + 2)
-    return frame
+    blank = (frame.drop(columns=LINE) == "").all(axis=1)
+    return frame[~blank].reset_index(drop=True)
 
 
 def numeric_column(frame: pd.DataFrame, column: str, path: Path, allow_empty: bool = False) -> pd.Series:

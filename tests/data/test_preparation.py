@@ -43,6 +43,15 @@ def test_read_label_csv_strips_names_and_values_and_numbers_lines(tmp_path: Path
     assert frame[LINE].tolist() == [2, 3]
 
 
+def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
+    # Regression: pandas skips blank lines, so every row after one was named by the wrong line.
+    path = tmp_path / "labels.csv"
+    path.write_text("ImageId,EncodedPixels\na,-1\n\n  \nb,1 2\n")
+    frame = read_label_csv(path, ["ImageId", "EncodedPixels"])
+    assert frame["ImageId"].tolist() == ["a", "b"] and frame[LINE].tolist() == [2, 5]
+    assert frame.index.tolist() == [0, 1]
+
+
 def test_missing_or_renamed_column_names_file_and_column(tmp_path: Path) -> None:
     path = tmp_path / "labels.csv"
     path.write_text("patientId,x,y,width,height,Targets\np,1,1,1,1,1\n")
