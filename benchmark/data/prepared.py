@@ -71,9 +71,15 @@ class Manifest:
         path = folder / "manifest.json"
         if not path.is_file():
             raise DataError(f"{path}: not a prepared dataset (no manifest); run `python -m benchmark prepare`")
-        data = json.loads(path.read_text())
-        data["source_files"] = [SourceFile(**item) for item in data["source_files"]]
-        return cls(**data)
+        try:
+            data = json.loads(path.read_text())
+            data["source_files"] = [SourceFile(**item) for item in data["source_files"]]
+            return cls(**data)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError) as error:
+            raise DataError(
+                f"{path}: not a manifest this version can read ({type(error).__name__}: {error}); "
+                "re-run `python -m benchmark prepare` into an empty folder"
+            ) from None
 
 
 def ids_fingerprint(ids: list[str]) -> str:
