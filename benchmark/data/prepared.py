@@ -145,13 +145,15 @@ class PreparedDataset:
         return self._records
 
     def _cache(self) -> tuple[np.ndarray, dict[str, int]]:
-        if self._images is None:
-            self._images = np.load(self.root / "images.npy", mmap_mode="r")
+        if self._images is None or self._row_of is None:
+            path = self.root / "images.npy"
+            if not path.is_file():
+                raise DataError(f"{path}: image cache missing; re-run `python -m benchmark prepare {self.name}`")
+            images = np.load(path, mmap_mode="r")
             ids = read_ids(self.root / "images.ids.txt")
-            if len(ids) != len(self._images):
-                raise DataError(f"{self.root}/images.npy has {len(self._images)} rows but images.ids.txt lists {len(ids)}")
-            self._row_of = {item: row for row, item in enumerate(ids)}
-        assert self._row_of is not None
+            if len(ids) != len(images):
+                raise DataError(f"{path} has {len(images)} rows but images.ids.txt lists {len(ids)}")
+            self._images, self._row_of = images, {item: row for row, item in enumerate(ids)}
         return self._images, self._row_of
 
     def image(self, image_id: str) -> np.ndarray:
