@@ -32,7 +32,6 @@ from benchmark.hashing import file_sha256  # noqa: F401 - re-exported for the pr
 
 PROTOCOL_VERSION = "mgca-cxr-v1"
 SPLITS = ("train", "val", "test")
-FRACTIONS = (1, 10, 100)  # percent of the training split
 
 
 class DataError(ValueError):
