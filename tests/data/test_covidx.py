@@ -92,6 +92,14 @@ def test_parse_errors_name_the_line(tmp_path, content, message):
         covidx.parse_label_file(path)
 
 
+def test_binary_label_file_is_named(tmp_path):
+    # Regression: a non-text file escaped as UnicodeDecodeError.
+    path = tmp_path / "train_COVIDx9A.txt"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(DataError, match="train_COVIDx9A.txt: not a text label file"):
+        covidx.parse_label_file(path)
+
+
 def test_split_is_the_reference_train_test_split():
     frame = pd.DataFrame({"filename": [f"{i}.png" for i in range(30130)], "label": 0})
     train, val = covidx.train_val_split(frame)

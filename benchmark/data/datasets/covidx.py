@@ -106,8 +106,12 @@ def find_label_files(raw: Path) -> tuple[Path, Path]:
 
 def parse_label_file(path: Path) -> pd.DataFrame:
     """Rows of a COVIDx label file with ``label`` (0/1/2) and ``line`` (1-based) added."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not a text label file ({error}); use the official COVIDx label file") from None
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
