@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -38,7 +39,11 @@ def _load_one(job: tuple[str, str], decode: Callable[[str], np.ndarray], size: i
     except DataError as error:
         return image_id, None, None, str(error)
     height, width = pixels.shape[:2]
-    return image_id, RESIZERS[mode](pixels, size), (width, height), None
+    try:
+        resized = RESIZERS[mode](pixels, size)
+    except cv2.error as error:  # e.g. a 1-pixel-high image whose short side would shrink to 0
+        return image_id, None, None, f"{path}: a {width}x{height} image cannot be resized to {size} ({mode}): {error.err}"
+    return image_id, resized, (width, height), None
 
 
 def write_image_cache(
