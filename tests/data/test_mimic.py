@@ -128,6 +128,25 @@ def test_missing_report_raises_or_excludes_the_study(tmp_path):
     assert data.split_ids("train") == ["d1"]
 
 
+def test_missing_reports_are_matched_to_images_without_a_scan_per_study(tmp_path, monkeypatch):
+    # Regression: each missing report scanned the whole image table (images["study_id"] == study),
+    # quadratic when the reports were not copied at all (hundreds of thousands of studies).
+    from benchmark.data.preparation import LINE, Problems
+
+    studies = [f"5{number:07d}" for number in range(200)]
+    images = pd.DataFrame({
+        "dicom_id": [f"d{number}" for number in range(400)], "subject_id": "10000032",
+        "study_id": [study for study in studies for _ in range(2)], LINE: range(2, 402),
+    })
+    comparisons = []
+    original = pd.Series.__eq__
+    monkeypatch.setattr(pd.Series, "__eq__", lambda self, other: comparisons.append(1) or original(self, other))
+    problems = Problems("exclude")
+    assert mimic.read_texts(tmp_path, images, problems, tmp_path / "metadata.csv") == {}
+    assert len(comparisons) < 10
+    assert [(item["id"], item["row"]) for item in problems.excluded] == list(zip(images["dicom_id"], images[LINE]))
+
+
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
 def test_bad_image_raises_or_is_a_counted_exclusion(tmp_path, damage):
     raw = make_raw(tmp_path)

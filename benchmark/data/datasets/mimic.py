@@ -119,10 +119,11 @@ def read_texts(raw: Path, images: pd.DataFrame, problems: Problems, metadata_csv
     of the study's images (named by their metadata line)."""
     texts: dict[str, str] = {}
     studies = images.drop_duplicates("study_id")
+    rows_of = images.groupby("study_id", sort=False).indices  # study -> positions, found once (not per missing report)
     for subject, study in tqdm(zip(studies["subject_id"], studies["study_id"]), total=len(studies), desc="mimic reports", unit="report"):
         path = raw / f"{study_folder(subject, study)}.txt"
         if not path.is_file():
-            affected = images[images["study_id"] == study]
+            affected = images.iloc[rows_of[study]]
             for dicom, line in zip(affected["dicom_id"], affected[LINE]):
                 problems.report(metadata_csv, line, dicom, f"report {path} missing (copy the MIMIC-CXR reports into files/)")
             continue
