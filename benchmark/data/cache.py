@@ -29,7 +29,7 @@ OnError = Literal["raise", "exclude"]
 class CacheResult:
     ids: list[str]  # IDs written, in cache order
     sizes: dict[str, tuple[int, int]]  # original (width, height) per ID
-    excluded: list[dict[str, str]]  # {"file", "reason"}
+    excluded: list[dict[str, str]]  # {"file", "id", "reason"}
 
 
 def _load_one(job: tuple[str, str], decode: Callable[[str], np.ndarray], size: int, mode: ResizeMode):
@@ -72,7 +72,7 @@ def write_image_cache(
                 if on_error == "raise":
                     pool.shutdown(cancel_futures=True)
                     raise DataError(f"{error} (pass --on-error exclude to skip such images and list them in the manifest)")
-                excluded.append({"file": path, "reason": error})
+                excluded.append({"file": path, "id": image_id, "reason": error})
                 continue
             images[len(ids)] = pixels
             ids.append(image_id)

@@ -57,7 +57,7 @@ class Manifest:
     image_mode: str  # "letterbox" (longest side + zero pad, reference resize_img) or "stretch"
     partitions: list[str] = field(default_factory=list)
     fractions: dict[str, list[int]] = field(default_factory=dict)  # "1" -> draws available
-    excluded: list[dict[str, Any]] = field(default_factory=list)  # {file, row, reason}
+    excluded: list[dict[str, Any]] = field(default_factory=list)  # {file, id, reason}, plus row for label-file lines
     notes: list[str] = field(default_factory=list)  # deviations from the reference, in words
     demo: bool = False  # prepared from the demo generator's synthetic data: never a leaderboard result
     extra: dict[str, Any] = field(default_factory=dict)

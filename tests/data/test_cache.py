@@ -22,3 +22,4 @@ def test_an_image_that_cannot_be_letterboxed_is_named(tmp_path: Path) -> None:
         write_image_cache(tmp_path, jobs, read_gray, 8, "letterbox", workers=1)
     result = write_image_cache(tmp_path, jobs, read_gray, 8, "letterbox", on_error="exclude", workers=1)
     assert result.ids == ["good"] and "sliver.png" in result.excluded[0]["reason"]
+    assert result.excluded[0]["id"] == "sliver"  # every exclusion names its image ID, as label-file ones do
