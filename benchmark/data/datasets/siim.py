@@ -66,7 +66,8 @@ NOTES = [
     "train.txt holds all training images; at 100% the task trains on the balanced set of "
     f"{SAMPLER} (all positives + as many negatives, seeded by the run), as the reference does.",
     "Label fractions: draw 0 = the reference's numpy calls after seeding with 42 (balance, then "
-    "int(n*frac) of the balanced set, second dataset construction); draws 1-2 = seeded draws of "
+    "int(n*frac) of the balanced set, second dataset construction; 42 also at 10%, where the "
+    "reference's run_seg_finetune.sh passes --seed 0); draws 1-2 = seeded draws of "
     "the same size, half positive, half negative.",
     "Masks: all RLE rows of an image merged on a Rows x Columns canvas from the DICOM, resized to "
     "the cache size and binarised at half coverage (reference: fractional INTER_AREA target).",
@@ -130,7 +131,8 @@ def balanced_training_ids(train_ids: Sequence[str], positives: set[str], rng: np
 
 def reference_subset(train_ids: Sequence[str], percent: int, positives: set[str], constructions: int = 2) -> list[str]:
     """Draw 0: the reference's balance + ``int(n * frac)`` draw on RandomState(42), kept from the
-    second dataset construction (see ``preparation.reference_numpy_choice`` for the caveat)."""
+    second dataset construction (see ``preparation.reference_numpy_choice`` for the caveat).
+    Seed 42 for every fraction, although ``run_seg_finetune.sh`` runs SIIM 10 % with ``--seed 0``."""
     state = np.random.RandomState(REFERENCE_SEED)
     for _ in range(constructions):
         balanced = balanced_training_ids(train_ids, positives, state)
