@@ -41,12 +41,13 @@ def torchxrayvision_labels(name: str) -> Path:
 def write_shipped(dataset: str, labels: Path, root: Path = SHIPPED_SPLITS) -> dict[str, int]:
     """Rewrite ``root/<dataset>/`` from ``labels``; returns the size of every list written."""
     wheel_name, official_name, build = SOURCES[dataset]
+    partitions = build(labels)  # before deleting anything: a bad label file leaves the shipped lists in place
     folder = root / dataset
     if folder.exists():
         shutil.rmtree(folder)
     sizes: dict[str, int] = {}
     fingerprints: dict[str, str] = {}
-    for partition in build(labels):
+    for partition in partitions:
         for file_name, ids in partition.files().items():
             if not ids:  # a split the label file cannot give (CheXpert's test)
                 continue

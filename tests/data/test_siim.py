@@ -261,3 +261,19 @@ def test_make_splits_tool_refuses_a_malformed_labels_option() -> None:
         with pytest.raises(argparse.ArgumentTypeError, match="expected DATASET=PATH"):
             tool.labels_option(bad)
     assert tool.labels_option("siim=/raw/train-rle.csv") == ("siim", Path("/raw/train-rle.csv"))
+
+
+def test_make_splits_tool_keeps_the_shipped_lists_when_the_label_file_is_bad(tmp_path: Path) -> None:
+    # Regression: the dataset's folder was deleted before the label file was read.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_splits", Path(__file__).parents[2] / "tools" / "make_splits.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    shipped = tmp_path / "siim" / "segmentation" / "train.txt"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text("kept\n")
+    (tmp_path / "bad.csv").write_text("ImageId,Pixels\na,-1\n")
+    with pytest.raises(DataError, match="missing column"):
+        tool.write_shipped("siim", tmp_path / "bad.csv", root=tmp_path)
+    assert shipped.read_text() == "kept\n"
