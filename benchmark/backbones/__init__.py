@@ -32,7 +32,11 @@ class LoadedBackbone:
 
     spec: BackboneSpec
     model: Backbone
-    weights_sha256: str  # file hash for checkpoints, content hash for random initialisation
+    # Content hash of the encoder tensors that were evaluated: the identity of the weights on the
+    # board and in the feature cache, whatever file, container or prefix they came from (two
+    # encoders of one MoCo file differ; one encoder saved as .ckpt and .safetensors does not).
+    # The checkpoint file's own sha256 is in load_report.
+    weights_sha256: str
     load_report: LoadReport | None
 
 
@@ -67,4 +71,4 @@ def build_backbone(
         raise CheckpointNotFound(f"backbone {spec.name!r} needs --checkpoint PATH")
     module = arch.build()
     report = load_encoder_weights(module, path, arch, prefix=spec.prefix, allow_partial=allow_partial)
-    return LoadedBackbone(spec, wrap(arch, module), report.sha256, report)
+    return LoadedBackbone(spec, wrap(arch, module), sha256_of_state_dict(module.state_dict()), report)

@@ -4,7 +4,7 @@ Features of a split are computed once per (checkpoint content and the key prefix
 was loaded from, prepared dataset, split IDs, deterministic transform) and stored as
 ``<cache_dir>/<key>.npy`` (float32 [n, D], rows in split-ID order) with a JSON sidecar
 ``<key>.json`` holding what the key was made of. The key is a sha256 of that description, which
-includes the backbone's ``weights_sha256`` (a file hash for checkpoints) and the resolved prefix
+includes the backbone's ``weights_sha256`` (a content hash of the loaded encoder tensors) and the resolved prefix
 (one file can hold two encoders, e.g. MoCo's ``encoder_q.``/``encoder_k.``): features of another
 encoder, another preparation of the dataset (its manifest hash), another ID list or another
 transform can never be picked up. Files are written to temporary names and renamed,

@@ -80,7 +80,14 @@ def test_named_checkpoint_lookup_and_the_error_that_says_where_to_put_it(tmp_pat
 def test_user_checkpoint_backbone(tmp_path, tiny_states, save_mgca_checkpoint):
     path = save_mgca_checkpoint(tmp_path / "mine.ckpt", tiny_states["vit_tiny_patch16_224"], "vit_tiny")
     loaded = build_backbone(user_backbone_spec("mine", "vit_tiny_patch16_224"), checkpoint=path)
-    assert loaded.load_report.complete and loaded.weights_sha256 == loaded.load_report.sha256
+    assert loaded.load_report.complete and len(loaded.load_report.sha256) == 64
+    same_weights_other_format = tmp_path / "mine.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tiny_states["vit_tiny_patch16_224"].items()}, str(same_weights_other_format))
+    again = build_backbone(user_backbone_spec("mine", "vit_tiny_patch16_224"), checkpoint=same_weights_other_format)
+    assert again.load_report.sha256 != loaded.load_report.sha256  # different files
+    assert again.weights_sha256 == loaded.weights_sha256  # same weights: one board identity, one feature cache
     assert torch.equal(loaded.model.model.cls_token, tiny_states["vit_tiny_patch16_224"]["cls_token"])
 
 

@@ -151,7 +151,8 @@ def test_two_encoders_of_one_checkpoint_file_never_share_a_cache_entry(backbone,
     torch.save({"state_dict": state}, tmp_path / "moco.ckpt")
     query, key = (build_backbone(user_backbone_spec("moco", "vit_tiny_patch16_224", prefix), tmp_path / "moco.ckpt")
                   for prefix in ("encoder_q.", "encoder_k."))
-    assert query.weights_sha256 == key.weights_sha256
+    assert query.load_report.sha256 == key.load_report.sha256  # one file
+    assert query.weights_sha256 != key.weights_sha256  # two encoders
     dataset = PreparedDataset(data_root / "rsna")
     ids = dataset.split_ids("test", partition="classification")
     descriptor, prepare = eval_setup(backbone, dataset)
