@@ -43,7 +43,7 @@ else
         log "holding mmcv-$MMCV_VERSION built for torch 2.14.1 / Python 3.11."
         exit 1
     fi
-    log "building mmcv $MMCV_VERSION with CPU ops from source (about 30 minutes on 2 cores)"
+    log "building mmcv $MMCV_VERSION with CPU ops from source (about 15-20 minutes on 2 cores)"
     BUILD=$(mktemp -d)
     trap 'rm -rf "$BUILD"' EXIT
     $PIP download -q --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD"
