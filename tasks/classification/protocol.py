@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
+from benchmark.records import MODES, Mode  # noqa: F401 - one definition of the execution modes
 from benchmark.registry import Registry
 
 TASK_VERSION = 1
@@ -21,8 +22,6 @@ REFERENCE_CROP_SIZE = 224
 
 Loss = Literal["bce", "cross_entropy"]
 TrainAugmentation = Literal["moco2", "random_crop"]
-Mode = Literal["cached", "paper"]
-MODES: tuple[Mode, ...] = ("cached", "paper")
 
 
 @dataclass(frozen=True)
