@@ -60,6 +60,6 @@ def _submit(args: argparse.Namespace) -> int:
         overlap = board.protocol.overlaps(declared, dataset)
         if overlap:
             print(f"FLAG {dataset}: pretraining data {overlap} shares images with the {dataset} test set")
-    render_board(board)
+    render_board(board, args.mode or board.protocol.default_mode)
     print(f"board re-rendered: {board.root / 'rendered' / 'index.html'}")
     return code
