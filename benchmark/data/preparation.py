@@ -96,12 +96,14 @@ def describe_sources(raw: Path, paths: Iterable[Path]) -> list[SourceFile]:
     ]
 
 
-def listing_fingerprint(raw: Path, paths: Iterable[Path]) -> dict[str, Any]:
-    """Count and sha256 of (relative path, size) of many image files: cheap, catches missing or
-    replaced files without hashing gigabytes of pixels."""
+def listing_fingerprint(raw: Path, paths: Iterable[str | Path]) -> dict[str, Any]:
+    """Count and sha256 of (relative path, size) of the image files that exist among ``paths``
+    (absolute or relative to ``raw``; missing ones are reported as exclusions elsewhere): cheap,
+    catches missing or replaced files without hashing gigabytes of pixels."""
     digest = hashlib.sha256()
     count = 0
-    for path in sorted(Path(p).relative_to(raw).as_posix() for p in paths):
+    present = (Path(raw) / p for p in paths)  # joining an absolute path keeps it as it is
+    for path in sorted(p.relative_to(raw).as_posix() for p in present if p.is_file()):
         digest.update(f"{path}\t{(Path(raw) / path).stat().st_size}\n".encode())
         count += 1
     return {"count": count, "sha256": digest.hexdigest()}

@@ -234,7 +234,7 @@ def prepare(options: PrepareOptions) -> Manifest:
         verification=verification, excluded_ids=excluded_ids, notes=NOTES,
         extra={"label_columns": list(COMPETITION_TASKS), "uncertain_mapping": UNCERTAIN_MAPPING,
                "split_sizes": asdict(sizes),
-               "images": listing_fingerprint(options.raw, [path for path in paths if path.is_file()])},
+               "images": listing_fingerprint(options.raw, paths)},
     )
 
 

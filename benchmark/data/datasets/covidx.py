@@ -187,7 +187,7 @@ def prepare(options: PrepareOptions) -> Manifest:
         verification=verification, excluded_ids=excluded_ids, notes=NOTES,
         extra={"label_files": {name: path.name for name, path in label_files.items()},
                "classes": list(CLASSES), "label_columns": ["label"],
-               "images": listing_fingerprint(options.raw, [path for path in paths if path.is_file()])},
+               "images": listing_fingerprint(options.raw, paths)},
     )
 
 

@@ -165,7 +165,7 @@ def prepare(options: PrepareOptions) -> Manifest:
         extra={"studies_without_text": int(without_text["study_id"].nunique()),
                "frontal_images_without_text": len(without_text),
                "frontal_views": list(FRONTAL_VIEWS), "split_names": OFFICIAL_SPLITS,
-               "images": listing_fingerprint(options.raw, [options.raw / path for path in paths if (options.raw / path).is_file()])},
+               "images": listing_fingerprint(options.raw, paths)},
     )
 
 

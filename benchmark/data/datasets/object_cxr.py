@@ -232,8 +232,7 @@ def prepare(options: PrepareOptions) -> Manifest:
         verification=verification, excluded=problems.excluded, excluded_ids=dropped, notes=NOTES,
         extra={"detection_category": CATEGORY, "box_variants": {"tight": "annotations/<split>.json",
                "reference_polylabel": f"annotations/<split>.{COMPATIBILITY_VARIANT}.json"},
-               "images": listing_fingerprint(options.raw, [options.raw / path for path in rows["path"]
-                                                           if (options.raw / path).is_file()])},
+               "images": listing_fingerprint(options.raw, rows["path"])},
     )
 
 

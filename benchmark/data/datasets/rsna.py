@@ -191,7 +191,7 @@ def prepare(options: PrepareOptions) -> Manifest:
         sources=describe_sources(options.raw, [labels_csv]), cache=cache, image_mode=IMAGE_MODE,
         verification=verification, excluded=problems.excluded, excluded_ids=dropped,
         notes=NOTES + ([DEMO_NOTE] if demo and len(patients) < OFFICIAL_PATIENTS else []),
-        extra={"images": listing_fingerprint(options.raw, [path for path in paths.values() if path.is_file()]),
+        extra={"images": listing_fingerprint(options.raw, paths.values()),
                "detection_category": "pneumonia", "segmentation_partition": "detection"},
     )
 

@@ -206,7 +206,7 @@ def prepare(options: PrepareOptions) -> Manifest:
         sources=describe_sources(options.raw, [labels_csv]), cache=cache, image_mode=IMAGE_MODE,
         verification=verification, excluded=problems.excluded, excluded_ids=dropped | problems.excluded_ids,
         notes=NOTES,
-        extra={"images": listing_fingerprint(options.raw, [options.raw / path for path in dicoms.values()]),
+        extra={"images": listing_fingerprint(options.raw, dicoms.values()),
                "train_sampler": {"partition": PARTITION, "fractions": [100], "function": SAMPLER}},
     )
 
