@@ -1,31 +1,129 @@
-"""The tasks the runner can evaluate a backbone on, looked up by name.
+"""The task contract: what a task family declares, what one cell receives, what it returns.
 
-A task lives in the package ``tasks/<name>/`` and registers a :class:`TaskInfo` there when it
-is imported; :func:`get_task` imports that package on demand, so looking up one task never
-imports another task's heavy dependencies (mmdet, mmseg).
+A task family is one package ``tasks/<name>/`` plus one scorer module in ``benchmark/scoring/``.
+The package's ``__init__`` registers a :class:`TaskInfo` when it is imported; it must stay
+light (no mmdet/mmseg import): the adapter is named as ``"module:function"`` and imported only
+in the process that runs a cell. :func:`get_task` imports one task package on demand.
+
+The runner plans cells from the declarations (datasets with their partition and headline
+metric, heads with a default per backbone family, modes with a default), calls the adapter
+with a :class:`TaskCell` in a fresh child process, and scores the files of the returned
+:class:`TaskResult` with the task's registered scorer, so the board's number is by
+construction the number ``python -m benchmark score <task>`` prints.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import tasks
 from benchmark.registry import Registry
 
+if TYPE_CHECKING:  # the contract names these types without importing torch
+    from benchmark.backbones import LoadedBackbone
+    from benchmark.data.prepared import PreparedDataset
+
+
+class TaskDeclarationError(ValueError):
+    """A task's declaration is inconsistent (a default that is not declared, ...)."""
+
+
+@dataclass(frozen=True)
+class TaskDataset:
+    """One dataset a task evaluates: which prepared partition it reads and its headline metric."""
+
+    partition: str  # split partition of the prepared dataset (benchmark/data/prepared.py)
+    metric: str  # the scorer's metric the paper's table reports for this dataset
+
 
 @dataclass(frozen=True)
 class TaskInfo:
+    """A task family's declaration: everything the runner and the board need, nothing implicit."""
+
     name: str
     title: str
-    datasets: tuple[str, ...]  # prepared datasets it supports
-    partition: str  # split partition it reads (benchmark/data/prepared.py)
     version: int  # bumped on any change that can move a number (changelog beside the task)
-    modes: tuple[str, ...]  # accepted values of the adapter's ``mode``; the first is the default
-    # run(backbone, dataset, fraction, draw, seed, mode, work_dir, cache_dir) -> result dict
-    run: Callable[..., dict]
+    datasets: Mapping[str, TaskDataset]
+    heads: tuple[str, ...]  # trainable heads the task can put on a frozen backbone
+    default_heads: Mapping[str, str]  # backbone family ("vit", "resnet", ...) -> head; key "*" for any
+    modes: tuple[str, ...]  # execution modes, e.g. ("cached", "paper")
+    default_mode: str
+    adapter: str | Callable[[TaskCell], TaskResult]  # "module:function", imported in the cell's process
+    scorer: str  # key of benchmark.scoring.SCORERS: scores the result files, per image for paired tests
+    # Predictions too large for git (segmentation probability maps) go to the artifact store
+    # outside the board folder, named by sha256 in the record; small ones stay with the board.
+    large_artifacts: bool = False
+    metric_labels: Mapping[str, str] = field(default_factory=dict)  # metric -> column label ("AUROC")
+
+    def __post_init__(self) -> None:
+        if self.default_mode not in self.modes:
+            raise TaskDeclarationError(f"task {self.name!r}: default mode {self.default_mode!r} not in {self.modes}")
+        unknown = sorted(set(self.default_heads.values()) - set(self.heads))
+        if unknown:
+            raise TaskDeclarationError(f"task {self.name!r}: default heads {unknown} not in {self.heads}")
+
+    def default_head(self, family: str) -> str:
+        """The head a backbone of ``family`` gets when the user names none."""
+        head = self.default_heads.get(family, self.default_heads.get("*"))
+        if head is None:
+            raise TaskDeclarationError(f"task {self.name!r} declares no default head for {family!r} backbones; "
+                                       f"choose one of {self.heads} with --head")
+        return head
+
+    def dataset(self, name: str) -> TaskDataset:
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise TaskDeclarationError(f"task {self.name!r} has no dataset {name!r}; it has {sorted(self.datasets)}") from None
+
+    def run(self, cell: TaskCell) -> TaskResult:
+        """Run the adapter on one cell (imports it first when it is named as a string)."""
+        return resolve(self.adapter)(cell)
+
+
+@dataclass(frozen=True)
+class TaskCell:
+    """What an adapter receives: one fully resolved cell of the grid."""
+
+    backbone: LoadedBackbone
+    dataset: PreparedDataset
+    partition: str
+    head: str
+    fraction: int  # percent of the training split
+    draw: int  # which label-fraction subset (0 at 100 %)
+    seed: int  # training seed of the head
+    mode: str
+    work_dir: Path  # the cell's scratch folder: checkpoints, logs, result files; resumable
+    cache_dir: Path  # content-keyed feature cache shared by cells
+    device: str = "cpu"  # "cpu", "cuda", "cuda:0", ...
+    progress: bool = True  # progress bars; off for non-interactive logs
+
+
+@dataclass
+class TaskResult:
+    """What an adapter returns. The runner scores the files; the adapter reports no metric."""
+
+    predictions_file: Path  # per-image outputs on the test split (format: the task's scorer module)
+    targets_file: Path  # ground truth of the same test images
+    split_fingerprints: dict[str, str]  # split name -> sha256 of its ID list; "test" is required
+    config: dict[str, Any]  # the resolved configuration (head, optimiser, epochs, input size, deviations)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    training: dict[str, Any] = field(default_factory=dict)  # best epoch, epochs run, validation curve
+    notes: list[str] = field(default_factory=list)  # deviations or facts worth showing beside the number
+    warnings: list[str] = field(default_factory=list)  # things that went wrong but did not stop the run
+
+
+def resolve(target: str | Callable[..., Any]) -> Any:
+    """A ``"package.module:attribute"`` reference, imported; callables are returned as they are."""
+    if not isinstance(target, str):
+        return target
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 TASKS: Registry[TaskInfo] = Registry("task")
