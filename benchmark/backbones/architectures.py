@@ -57,6 +57,9 @@ class Architecture:
     classifier_prefixes: tuple[str, ...] = ()
     # The reference's linear probe feeds this architecture at another size (B20: MGCA's ResNet-50 at 299).
     linear_probe_input_size: int | None = None
+    # {checkpoint key: module key} of a freshly built module, for libraries whose files name the
+    # weights otherwise than their modules do (transformers >= 5 renames on load); None: the same.
+    checkpoint_names: Callable[[nn.Module], dict[str, str]] | None = None
 
     def build(self) -> nn.Module:
         return self.build_module()
@@ -94,11 +97,22 @@ class Architecture:
         return self.shapes.feature_map_strides
 
     @cached_property
-    def state_shapes(self) -> dict[str, torch.Size]:
-        """Every key (parameters and persistent buffers) of the encoder, with its shape; built on the meta device."""
+    def _checkpoint_layout(self) -> tuple[dict[str, torch.Size], dict[str, str]]:
         with torch.device("meta"):
             model = self.build()
-        return {key: value.shape for key, value in model.state_dict().items()}
+        state = model.state_dict()
+        names = self.checkpoint_names(model) if self.checkpoint_names else {key: key for key in state}
+        return {key: state[module_key].shape for key, module_key in names.items()}, names
+
+    @property
+    def state_shapes(self) -> dict[str, torch.Size]:
+        """Every key (parameters and persistent buffers) as checkpoints name it, with its shape; built on the meta device."""
+        return self._checkpoint_layout[0]
+
+    @property
+    def module_keys(self) -> dict[str, str]:
+        """Checkpoint key -> key in the built module (the identity except for renaming libraries)."""
+        return self._checkpoint_layout[1]
 
     @staticmethod
     def is_optional_key(key: str) -> bool:

@@ -208,7 +208,7 @@ def _find_state_dict(content: Any, path: Path) -> tuple[dict[str, torch.Tensor],
             return dict(candidate), key
         tensors = _module_tensors(candidate)
         if tensors:
-            return tensors, f"{key} (pickled nn.Module)".strip()
+            return tensors, f"{key} (pickled nn.Module)" if key else "pickled nn.Module"
     found = sorted(map(str, content))[:20] if isinstance(content, Mapping) else type(content).__name__
     raise CheckpointError(f"{path}: no state dict found (looked for a tensor mapping, a pickled nn.Module, or keys "
                           f"{STATE_DICT_CONTAINERS}; found {found})")
@@ -246,7 +246,8 @@ def detect_prefix(shapes: Mapping[str, Any], expected: Mapping[str, Any]) -> str
 
     ``shapes`` and ``expected`` map keys to shapes. A prefix scores the keys it explains with the
     expected shape (so a CLIP text tower, whose key names repeat the vision tower's, does not
-    compete with it); names alone decide only when no shape fits anywhere. Raises when two
+    compete with it); names alone decide when shapes explain less than half of what names do
+    (a checkpoint of another width, which is then reported as mismatched). Raises when two
     prefixes explain the encoder equally well (a momentum encoder next to the query encoder,
     say): the user must then pick one with ``prefix``.
     """
@@ -260,7 +261,8 @@ def detect_prefix(shapes: Mapping[str, Any], expected: Mapping[str, Any]) -> str
                 prefix = ".".join(parts[:cut]) + "." if cut else ""
                 by_name[prefix] += 1
                 by_shape[prefix] += tuple(shape) == tuple(expected[suffix])
-    coverage = by_shape if any(by_shape.values()) else by_name
+    # Shapes decide unless they explain far less than names do (a checkpoint of another width, say).
+    coverage = by_shape if by_shape and 2 * max(by_shape.values()) >= max(by_name.values()) else by_name
     if not coverage:
         return ""
     best = max(coverage.values())
@@ -296,6 +298,7 @@ def match_state_dict(
     report.expected = sum(not arch.is_optional_key(k) for k in expected)
     report.matched = sum(not arch.is_optional_key(k) for k in weights)
     report.unexpected.sort()
+    report.ignored.sort()
     return weights, report
 
 
@@ -315,19 +318,20 @@ def load_encoder_weights(
     report.sha256 = checkpoint_sha256(path)
     report.source = str(path)
     report.container = container
-    if report.matched == 0:
+    if report.matched == 0 and not report.mismatched:
         raise CheckpointMismatchError(
-            f"{path}: no key matches {arch.name} (prefix {report.prefix!r}); is --arch right? "
-            f"first checkpoint keys: {sorted(state)[:5]}; first expected keys: {sorted(arch.state_shapes)[:3]}",
+            f"{path}: no key matches {arch.name} (prefix {report.prefix!r}); is --arch {arch.name} the checkpoint's "
+            f"architecture? first checkpoint keys: {sorted(state)[:5]}; first expected keys: {sorted(arch.state_shapes)[:3]}",
             report,
         )
-    if not report.complete and not allow_partial:
+    if not report.complete and (report.matched == 0 or not allow_partial):
         raise CheckpointMismatchError(
             f"{path}: incomplete load into {arch.name}: matched {report.matched}/{report.expected}, "
             f"missing {len(report.missing)} {report.missing[:3]}, unexpected {len(report.unexpected)} "
             f"{report.unexpected[:3]}, mismatched {len(report.mismatched)} {report.mismatched[:3]}. "
-            "Pass allow_partial (--allow-partial) to accept it anyway.",
+            f"Is --arch {arch.name} the checkpoint's architecture? To accept an incomplete encoder, pass allow_partial "
+            "(--allow-partial)",
             report,
         )
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict({arch.module_keys[key]: value for key, value in weights.items()}, strict=False)
     return report

@@ -50,8 +50,10 @@ class _RefusesCalls(type):
 
 
 def _short(args: tuple) -> str:
-    text = " ".join(repr(args).split())
-    return text if len(text) <= 120 else text[:117] + "..."
+    """The call's arguments for the message: plain values shown, anything else by type (a storage's repr is huge)."""
+    shown = [" ".join(repr(a).split())[:60] if isinstance(a, (str, bytes, int, float, bool, type(None))) else f"<{type(a).__name__}>"
+             for a in args[:4]]
+    return f"({', '.join(shown)}{', ...' if len(args) > 4 else ''})"
 
 
 def _placeholder(full_name: str) -> type:

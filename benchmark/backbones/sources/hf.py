@@ -90,6 +90,23 @@ class HFPyramidBackbone(Backbone):
         return BackboneOutput(global_features=out.pooler_output.flatten(1), token_features=tokens_of(maps[-1]), feature_maps=maps)
 
 
+def checkpoint_names(model: nn.Module) -> dict[str, str]:
+    """{key in a save_pretrained file: key in the module}: transformers >= 5 renames weights on load.
+
+    ``revert_weight_conversion`` is what ``save_pretrained`` applies to write the original names;
+    for the model types here it only renames, so each tensor keeps its identity through it.
+    """
+    from transformers.core_model_loading import revert_weight_conversion
+
+    state = model.state_dict()
+    module_key = {id(tensor): key for key, tensor in state.items()}
+    reverted = revert_weight_conversion(model, dict(state))
+    names = {key: module_key.get(id(tensor)) for key, tensor in reverted.items()}
+    if None in names.values() or len(names) != len(state):
+        raise ArchitectureError(f"{type(model).__name__}: transformers converts (not only renames) its weights on load; not supported")
+    return names
+
+
 def _stage_maps(out: Any) -> tuple[torch.Tensor, ...]:
     """Hidden states as (B, C, H, W) maps: Swin returns them as ``reshaped_hidden_states``."""
     return getattr(out, "reshaped_hidden_states", None) or out.hidden_states
@@ -182,7 +199,8 @@ def resolve(spec: str) -> Architecture:
         return model_class(config, **kind.build_kwargs)
 
     preprocessing = read_preprocessing(folder, getattr(config, "num_channels", 3))
-    common = dict(name=f"hf:{spec}", source="hf", build_module=build, preprocessing=preprocessing, classifier_prefixes=kind.classifiers)
+    common = dict(name=f"hf:{spec}", source="hf", build_module=build, preprocessing=preprocessing,
+                  classifier_prefixes=kind.classifiers, checkpoint_names=checkpoint_names)
     if kind.layout == "tokens":
         patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
         backbone = partial(HFTokenBackbone, prefix_tokens=kind.prefix_tokens(config), patch_size=patch, forward_kwargs=kind.forward_kwargs)

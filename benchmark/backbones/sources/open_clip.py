@@ -76,7 +76,7 @@ def _read_config(spec: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     config = open_clip.get_model_config(spec)
     if config is None:
         close = difflib.get_close_matches(spec, open_clip.list_models(), n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(f'open_clip:{c}' for c in close)}?" if close else ""
+        hint = f" Did you mean {', '.join(repr(f'open_clip:{c}') for c in close)}?" if close else ""
         raise ArchitectureError(f"unknown open_clip model config {spec!r} (no such file or built-in name).{hint} "
                                 "Built-in names: open_clip.list_models()")
     return config, {}, f"open_clip built-in config {spec}"

@@ -74,21 +74,20 @@ def _check_name(model_name: str) -> None:
     architecture, tag = timm.models.split_model_name_tag(model_name)
     if not timm.is_model(architecture):
         close = difflib.get_close_matches(architecture, timm.list_models(), n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(f'timm:{c}' for c in close)}?" if close else ""
+        hint = f" Did you mean {', '.join(repr(f'timm:{c}') for c in close)}?" if close else ""
         raise ArchitectureError(f"unknown timm model {architecture!r}.{hint} List them with python -c \"import timm; print(timm.list_models())\"")
     if tag and timm.models.get_pretrained_cfg(model_name, allow_unregistered=False) is None:
         tags = sorted(n.partition(".")[2] for n in timm.list_pretrained(f"{architecture}.*"))
         raise ArchitectureError(f"timm model {architecture!r} has no pretrained tag {tag!r}; its tags: {tags or 'none'}")
 
 
-def _runs_at(build: Callable[[], nn.Module], channels: int, size: int) -> bool:
-    """Whether the model takes ``size`` px inputs (tried on the meta device)."""
+def _features_at(model: nn.Module, channels: int, size: int) -> object:
+    """``forward_features`` of a model built on the meta device at ``size`` px, or None where it fails."""
     with torch.device("meta"), torch.no_grad():
         try:
-            build().forward_features(torch.empty(1, channels, size, size))
-        except (TypeError, AssertionError, RuntimeError, ValueError):
-            return False
-    return True
+            return model.forward_features(torch.empty(1, channels, size, size))
+        except (TypeError, AssertionError, RuntimeError, ValueError, IndexError):
+            return None
 
 
 def resolve(model_name: str) -> Architecture:
@@ -105,14 +104,16 @@ def resolve(model_name: str) -> Architecture:
                                 "API that gives the feature maps; this model cannot be evaluated here")
     config = resolve_model_data_config(model)
     channels, size = config["input_size"][0], config["input_size"][-1]
-    with torch.device("meta"), torch.no_grad():
-        features = model.forward_features(torch.empty(1, channels, size, size))
+    # A pass on the meta device at twice the size: a model that fails there has position embeddings
+    # it cannot resize (no dynamic sizing), and takes its own size only.
+    features = _features_at(model, channels, 2 * size)
+    fixed_size = features is None
+    if fixed_size:
+        features = _features_at(model, channels, size)
     if not isinstance(features, torch.Tensor) or features.dim() not in (3, 4):
         raise ArchitectureError(f"timm:{model_name}: forward_features gives {type(features).__name__}, not a token "
                                 "sequence or a feature map; this model cannot be evaluated here")
     family: Family = "vit" if features.dim() == 3 else ("resnet" if type(model).__name__ == "ResNet" else "pyramid")
-    # A model without dynamic sizing that fails at another size has position embeddings it cannot resize.
-    fixed_size = not dynamic_size and not _runs_at(builder(model_name, False), channels, size + 32)
     tag = model.pretrained_cfg.get("tag") or "default"
     preprocessing = Preprocessing(
         input_size=size, channels=channels, mean=tuple(config["mean"]), std=tuple(config["std"]), fixed_size=fixed_size,

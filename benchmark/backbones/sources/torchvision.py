@@ -58,8 +58,9 @@ def torchvision_architecture(
     import torch
 
     with torch.device("meta"):
-        classifier = classifier_name(torchvision.models.get_model(model_name, weights=None))
-        stages = stage_modules(build(), preprocessing.channels, preprocessing.input_size)
+        model = torchvision.models.get_model(model_name, weights=None)
+        classifier = classifier_name(model)
+        stages = stage_modules(without_classifier(model), preprocessing.channels, preprocessing.input_size)
     if set(stages) != set(STAGE_STRIDES):
         raise ArchitectureError(
             f"{name}: no feature maps at strides {STAGE_STRIDES} (found {sorted(stages)}); torchvision transformers "
@@ -83,7 +84,7 @@ def resolve(model_name: str) -> Architecture:
     names = torchvision.models.list_models(module=torchvision.models)
     if model_name not in names:
         close = difflib.get_close_matches(model_name, names, n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(f'torchvision:{c}' for c in close)}?" if close else ""
+        hint = f" Did you mean {', '.join(repr(f'torchvision:{c}') for c in close)}?" if close else ""
         raise ArchitectureError(f"unknown torchvision classification model {model_name!r}.{hint} Known: "
                                 "torchvision.models.list_models(module=torchvision.models)")
     return torchvision_architecture(f"torchvision:{model_name}", model_name, imagenet_preprocessing(model_name))
