@@ -384,4 +384,3 @@ class ClassificationScorer:
 
 
 SCORERS.add("classification", ClassificationScorer())
-score_files = SCORERS.get("classification").score_files
