@@ -228,16 +228,18 @@ def artifacts_dir() -> Path:
     return Path(os.environ.get(ARTIFACTS_DIR_ENV, DEFAULT_ARTIFACTS_DIR))
 
 
-def default_board(demo: bool) -> str:
-    """The board marked ``"default": true`` among the demo (or the real-data) boards under ``leaderboards/``."""
+def default_board(demo: bool, folder: Path | None = None) -> str:
+    """The board marked ``"default": true`` among the demo (or the real-data) boards under ``folder``
+    (default ``leaderboards/`` or ``$MGCA_BENCH_BOARDS``)."""
+    folder = folder or boards_dir()
     found = []
-    for path in sorted(boards_dir().glob(f"*/{PROTOCOL_FILE}")):
+    for path in sorted(folder.glob(f"*/{PROTOCOL_FILE}")):
         protocol = Protocol.read(path)
         if protocol.default and protocol.demo == demo:
             found.append(protocol.board)
     kind = "demo" if demo else "real-data"
     if len(found) != 1:
-        raise BoardError(f"expected exactly one default {kind} board under {boards_dir()} (\"default\": true in its "
+        raise BoardError(f"expected exactly one default {kind} board under {folder} (\"default\": true in its "
                          f"{PROTOCOL_FILE}), found {found or 'none'}; name one with --board")
     return found[0]
 

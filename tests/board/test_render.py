@@ -12,11 +12,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from benchmark.board.render import BoardView, build_table, render_board, to_latex, to_markdown
-from benchmark.board.store import Board, BoardEntry, copy_board_protocol
+from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
 from benchmark.published import TABLE_1, TABLE_2, TABLES
 from benchmark.records import CellIdentity, MetricValue, RunRecord
 
-DEMO_BOARD = Path(__file__).resolve().parents[2] / "leaderboards" / "demo-mgca-cxr-v1"
+DEMO_BOARD = default_board(demo=True)
 N_TEST = 120
 
 
@@ -29,7 +29,7 @@ def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list
         for draw in ((0,) if fraction == 100 else (0, 1)):
             rng = np.random.default_rng([int(sha[:6], 16), fraction, draw])
             scores = 1 / (1 + np.exp(-(skill * (y - 0.5) * (1 + fraction / 100) + rng.normal(size=N_TEST))))
-            identity = CellIdentity(board.name, name, sha, "classification", "rsna", "classification", fraction, draw, 0, "cached")
+            identity = CellIdentity(board.name, name, sha, "classification", "rsna", "classification", "linear", fraction, draw, 0, "cached")
             work = board.root.parent / "work"
             work.mkdir(exist_ok=True)
             (work / "p.csv").write_text("id,Target\n" + "".join(f"{i},{s:.8g}\n" for i, s in zip(ids, scores)))
@@ -40,7 +40,7 @@ def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list
                 metrics={"auroc": MetricValue(value, bootstrap_se=0.03)}, headline_metric="auroc",
                 predictions=board.store_artifact(identity, "predictions", work / "p.csv"),
                 targets=board.store_artifact(identity, "targets", work / "t.csv"),
-                timings={"total": 1.0}, config={}, split_fingerprints={"test": "0" * 64}, backbone={},
+                timings={"total": 1.0}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={},
                 provenance={"code": {"commit": "abc", "dirty": False}}, created="2026-01-01T00:00:00+00:00",
             ))
 
