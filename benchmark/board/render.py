@@ -27,7 +27,7 @@ from typing import Literal
 from benchmark.board.aggregate import CellAggregate, aggregate, shown_runs
 from benchmark.board.compare import Comparison, compare_entry, ties_with_best
 from benchmark.board.store import Board, BoardEntry
-from benchmark.published import TABLES, Column, TableSpec
+from benchmark.published import SECONDARY_MARK, TABLES, Column, Secondary, TableSpec
 from benchmark.records import RunRecord, write_atomically
 
 Format = Literal["md", "tex", "html"]
@@ -114,6 +114,8 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
         for index, value in enumerate(row.values):
             if value is None:
                 cells.append(TableCell())
+            elif isinstance(value, Secondary):  # never bold: a second-hand number does not set the best
+                cells.append(TableCell(text=f"{value.value:.1f} {SECONDARY_MARK}", sort_value=value.value))
             elif isinstance(value, str):
                 cells.append(TableCell(text=value, sort_value=0.0))
             else:
