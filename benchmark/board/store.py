@@ -8,6 +8,7 @@ Layout of ``leaderboards/<board>/``::
     results/<name>@<sha12>/<cell>.json  one immutable run record per grid cell
     predictions/<name>@<sha12>/<cell>.{predictions,targets}.<ext>  per-image files of that record
     failures/<name>@<sha12>/<cell>.json  the last failure of a cell (retried on the next run)
+    records.sha256                    the hash of every record as written (``benchmark/board/integrity.py``)
     index.json                        derived from results/ (rebuilt under a file lock)
     rendered/                         tables, plots, the static page (``python -m benchmark tables``)
 
@@ -32,6 +33,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from benchmark.board.integrity import (
+    HASH_MEMO_FILE,
+    MANIFEST_FILE,
+    FileHashes,
+    read_manifest,
+    record_digest,
+    relative,
+    write_manifest,
+)
 from benchmark.data.prepared import file_sha256
 from benchmark.provenance import utc_now
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
@@ -265,6 +275,9 @@ class Board:
     def __init__(self, board: str | Path) -> None:
         self.root = resolve_board_path(board)
         self.protocol = Protocol.read(self.root / PROTOCOL_FILE)
+        self.hashes = FileHashes(self.root / HASH_MEMO_FILE)
+        self._manifest: dict[str, str] | None = None
+        self._manifest_stamp: tuple[int, int] | None = None
         if self.protocol.board != self.root.name:
             raise BoardError(f"{self.root / PROTOCOL_FILE}: board {self.protocol.board!r} does not match its folder name")
 
@@ -303,20 +316,53 @@ class Board:
             )
         self.protocol.slot(identity.task, identity.dataset)
 
-    def completed(self, identity: CellIdentity) -> RunRecord | None:
-        """The cell's record if it is done: its JSON exists, validates and its files are intact."""
+    def status(self, identity: CellIdentity) -> tuple[RunRecord | None, str | None]:
+        """``(record, None)`` when the cell is done and proven, ``(None, None)`` when it has no record
+        (or only a half-written one), ``(None, reason)`` when its record fails verification."""
         path = self.result_path(identity)
         if not path.is_file():
-            return None
+            return None, None
         try:
             record = RunRecord.read(path)
-        except RecordError:
-            return None
+        except RecordError as error:
+            return None, str(error)
         if record.identity != identity:
-            return None
-        if not all(self.artifact_file(artifact).is_file() for artifact in (record.predictions, record.targets)):
-            return None
-        return record
+            return None, f"{path}: holds the record of another cell"
+        reason = self.verify_record(record, path)
+        self.hashes.save()
+        return (None, reason) if reason else (record, None)
+
+    def completed(self, identity: CellIdentity) -> RunRecord | None:
+        """The cell's record if it is done: its JSON exists, validates and matches its hashes."""
+        return self.status(identity)[0]
+
+    def verify_record(self, record: RunRecord, path: Path) -> str | None:
+        """Why ``record`` (read from ``path``) cannot be trusted, or None: the board manifest must hold
+        the record file's hash, and its prediction and target files must match the hashes it holds."""
+        name = relative(path, self.root)
+        listed = self.manifest().get(name)
+        if listed is None:
+            return f"{name}: not in the board manifest {MANIFEST_FILE} (not written by the runner?)"
+        if listed != self.hashes.sha256(path):
+            return f"{name}: differs from the hash in {MANIFEST_FILE} (edited after it was written?)"
+        for kind, artifact in (("predictions", record.predictions), ("targets", record.targets)):
+            digest = self.hashes.sha256(self.artifact_file(artifact))
+            if digest is None:
+                return f"{name}: its {kind} file {self.artifact_file(artifact)} is missing"
+            if digest != artifact.sha256:
+                return f"{name}: its {kind} file {self.artifact_file(artifact)} does not match the record's sha256"
+        return None
+
+    def manifest(self) -> dict[str, str]:
+        """The board manifest, read again whenever the file changed (other processes add records)."""
+        try:
+            stat = (self.root / MANIFEST_FILE).stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if self._manifest is None or stamp != self._manifest_stamp:
+            self._manifest, self._manifest_stamp = read_manifest(self.root), stamp
+        return self._manifest
 
     def store_artifact(self, identity: CellIdentity, kind: str, source: Path, large: bool = False) -> Artifact:
         """Copy a per-image file the task wrote (``kind``: predictions, targets) next to the record.
@@ -348,7 +394,10 @@ class Board:
             if not self.artifact_file(artifact).is_file():
                 raise BoardError(f"{self.artifact_file(artifact)}: artifact missing; store it with store_artifact first")
         path = self.result_path(record.identity)
-        write_atomically(path, record.to_json())
+        text = record.to_json()
+        with self.lock():  # the manifest first: a record never exists unlisted, except by hand
+            write_manifest(self.root, {**read_manifest(self.root), relative(path, self.root): record_digest(text)})
+        write_atomically(path, text)
         self.failure_path(record.identity).unlink(missing_ok=True)
         self.rebuild_index()
         return path
@@ -361,8 +410,9 @@ class Board:
     def records(self, invalid: list[str] | None = None) -> list[RunRecord]:
         """Every run record on the board, in file-name order.
 
-        An unreadable or foreign record raises, unless ``invalid`` is given: then its file name
-        and the reason are appended there (the index lists them; the runner re-does such cells).
+        An unreadable, foreign or unverifiable record (:meth:`verify_record`) raises, unless
+        ``invalid`` is given: then the reason is appended there (tables and the page list them; the
+        runner re-does such cells only with ``--redo-invalid``).
         """
         records = []
         for path in sorted((self.root / "results").glob("*/*.json")):
@@ -370,12 +420,16 @@ class Board:
                 record = RunRecord.read(path)
                 if record.identity.board != self.name or record.protocol_version != self.protocol.protocol_version:
                     raise BoardError(f"{path}: belongs to {record.identity.board}/{record.protocol_version}, not to this board")
+                reason = self.verify_record(record, path)
+                if reason:
+                    raise BoardError(reason)
             except (RecordError, BoardError) as error:
                 if invalid is None:
                     raise
                 invalid.append(str(error))
                 continue
             records.append(record)
+        self.hashes.save()
         return records
 
     def failures(self) -> list[dict[str, Any]]:

@@ -67,6 +67,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                         help="kill a cell running longer and record it as failed (default: no limit)")
+    parser.add_argument("--redo-invalid", action="store_true",
+                        help="re-evaluate cells whose record fails verification (default: report them and keep them)")
     parser.add_argument("--in-process", action="store_true",
                         help="run cells in this process instead of one fresh child process per cell (debugging)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/work"), help="scratch space per cell (default runs/work)")
@@ -95,7 +97,7 @@ def grid_request(args: argparse.Namespace, backbones: tuple) -> "object":
         backbones=backbones, data_dir=args.data, tasks=args.tasks, datasets=args.datasets, fractions=args.fractions,
         seeds=args.seeds, draws=args.draws, modes=args.mode, heads=args.head, work_dir=args.work_dir,
         cache_dir=args.cache_dir, keep_work=args.keep_work, device=args.device, isolate=not args.in_process,
-        cell_timeout=args.cell_timeout, progress=not args.no_progress,
+        cell_timeout=args.cell_timeout, progress=not args.no_progress, redo_invalid=args.redo_invalid,
     )
 
 
