@@ -358,6 +358,8 @@ def scheme_of(dataset: str | None) -> ClassificationScheme:
 def read_scored_files(predictions: Path, targets: Path, scheme: ClassificationScheme) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validated targets and the predictions aligned to their row order."""
     target_frame = read_targets(targets, scheme)
+    if target_frame.empty:
+        raise PredictionFileError(f"{targets}: the targets file has no rows (a header only); nothing to score")
     return target_frame, align(read_predictions(predictions, scheme), target_frame, Path(predictions))
 
 
