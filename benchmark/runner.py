@@ -226,7 +226,7 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                     f"{'demo' if protocol.demo else 'real-data'} board; demo results never go to a real board "
                     f"(use a demo board for demo data)")
             partition = prepared.partition(partition)
-            for fraction in request.fractions or protocol.fractions:
+            for fraction in request.fractions or board_task.fractions or protocol.fractions:
                 draws = (0,) if fraction == 100 else (request.draws or protocol.draws)
                 prepared_draws = prepared.manifest.fractions.get(str(fraction), [0] if fraction == 100 else [])
                 missing = [draw for draw in draws if draw not in prepared_draws]

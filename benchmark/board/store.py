@@ -81,12 +81,14 @@ class BoardTask:
     default_mode: str  # the mode its tables show and ``run`` uses unless told otherwise
     heads: tuple[str, ...]  # heads the board accepts (the backbone family picks the default)
     datasets: dict[str, str]  # dataset -> column label
+    fractions: tuple[int, ...] | None = None  # this task's label fractions when not the board's (a demo's budget)
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> BoardTask:
-        _strict_keys(data, {"version", "modes", "default_mode", "heads", "datasets"}, set(), where)
+        _strict_keys(data, {"version", "modes", "default_mode", "heads", "datasets"}, {"fractions"}, where)
         task = cls(version=data["version"], modes=tuple(data["modes"]), default_mode=data["default_mode"],
-                   heads=tuple(data["heads"]), datasets={ds: item["label"] for ds, item in data["datasets"].items()})
+                   heads=tuple(data["heads"]), datasets={ds: item["label"] for ds, item in data["datasets"].items()},
+                   fractions=tuple(data["fractions"]) if "fractions" in data else None)
         if not isinstance(task.version, int) or isinstance(task.version, bool):
             raise BoardError(f"{where}.version={task.version!r}: expected the task version as an integer")
         if task.default_mode not in task.modes:
