@@ -29,7 +29,12 @@ from benchmark.backbones import (
 from benchmark.backbones.checkpoint import match_state_dict
 from benchmark.cli import main
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Forward passes only (the probe test turns gradients back on for its head)."""
+    with torch.no_grad():
+        yield
 
 
 def random_backbone(arch: str):
@@ -214,7 +219,7 @@ def hf_folders(tmp_path_factory):
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     folders = {
         "vit": _save_hf(root / "vit", ViTModel(ViTConfig(**small, image_size=32, patch_size=8)),
-                        ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4] * 3, image_std=[0.3] * 3)),
+                        ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=[0.4] * 3, image_std=[0.3] * 3)),
         "clip": _save_hf(root / "clip", CLIPModel(CLIPConfig(
             vision_config=dict(**small, image_size=32, patch_size=8),
             text_config=dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32))),
@@ -428,3 +433,44 @@ def test_every_source_example_resolves_without_weights():
             continue
         arch = resolve_architecture(source.example)
         assert arch.source == source.name and arch.preprocessing.input_size > 0 and arch.state_shapes
+
+
+# ------------------------------------------------------------------------------ the probe, per source
+
+
+@pytest.fixture(scope="module")
+def rsna_demo(tmp_path_factory):
+    from tasks.classification.synthetic import write_synthetic_prepared
+
+    root = tmp_path_factory.mktemp("prepared")
+    write_synthetic_prepared(root, "rsna", {"train": 16, "val": 8, "test": 8}, image_size=64)
+    return root / "rsna"
+
+
+@pytest.fixture(scope="module")
+def one_checkpoint_per_source(timm_training_checkpoint, gloria_like_checkpoint, hf_folders, open_clip_folders, xrv_densenet_file):
+    return {
+        "timm": ("timm:test_convnext", timm_training_checkpoint[0]),
+        "torchvision": ("torchvision:resnet18", gloria_like_checkpoint[0]),
+        "hf": (f"hf:{hf_folders['vit']}", hf_folders["vit"]),
+        "open_clip": (f"open_clip:{open_clip_folders['vit']}", open_clip_folders["vit"]),
+        "xrv": ("xrv:densenet121-res224-all", xrv_densenet_file[0]),
+    }
+
+
+@pytest.mark.parametrize("source, encoder_input", [("timm", 40), ("torchvision", 56), ("hf", 56), ("open_clip", 32), ("xrv", 56)])
+def test_linear_probe_runs_on_every_source_with_its_own_preprocessing(one_checkpoint_per_source, rsna_demo, tmp_path, source, encoder_input):
+    """On 64 px demo images (crop 56) the encoder input follows the model: test_convnext's 160 px at the reference
+    224 crop gives 56 * 160 / 224 = 40; open_clip's fixed 32; the others take 224 at 224, so the crop as it is."""
+    from benchmark.data.prepared import PreparedDataset
+    from tasks.classification.adapter import linear_probe
+    from tasks.classification.protocol import with_overrides
+
+    arch, checkpoint = one_checkpoint_per_source[source]
+    loaded = load(arch, checkpoint)
+    with torch.enable_grad():
+        result = linear_probe(loaded, PreparedDataset(rsna_demo), 100, 0, 0, "cached", tmp_path / "work", tmp_path / "cache",
+                              protocol=with_overrides(batch_size=8, max_epochs=2, encode_batch_size=8), device="cpu")
+    assert result.predictions_file.is_file() and result.targets_file.is_file()
+    assert result.config["preprocessing"] == loaded.preprocessing.to_dict()
+    assert result.config["geometry"]["encoder_input_size"] == encoder_input
