@@ -55,7 +55,7 @@ from scipy import sparse
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, PerImageRun
-from benchmark.scoring.bootstrap import BootstrapOptions, percentile_interval, resample_indices
+from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
 
 MAX_DETECTIONS = 100  # per image (pycocotools maxDets)
 MIN_SCORE_WRITTEN = 0.001  # the lowest score the suite writes into a predictions file
@@ -429,23 +429,11 @@ def labels_digest(targets: CocoTargets) -> str:
     return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
 
 
-def weights_of(indices: np.ndarray, n_items: int) -> np.ndarray:
-    """Bootstrap row indices [R, n] -> image multiplicities [R, n]."""
-    rows = np.repeat(np.arange(len(indices)), indices.shape[1])
-    return np.bincount(rows * n_items + indices.ravel(), minlength=len(indices) * n_items).reshape(len(indices), n_items).astype(float)
-
-
 def score_arrays(scored: ScoredFile, options: BootstrapOptions = BootstrapOptions()) -> dict[str, dict]:
-    """Each metric's value with a seeded percentile interval over bootstrap resamples of the images."""
+    """Each metric's pycocotools value with a seeded percentile interval over bootstrap resamples of the images."""
     n_images = len(scored.targets.image_ids)
-    weights = weights_of(resample_indices(n_images, options), n_images)
-    metrics = {}
-    for name, value in scored.values.items():
-        resampled = scored.matches[name].metric(weights)
-        low, high = percentile_interval(resampled, options.confidence)
-        metrics[name] = {"value": value, "low": low, "high": high, "confidence": options.confidence,
-                         "n_resamples": options.n_resamples, "n_valid": int(np.isfinite(resampled).sum()), "seed": options.seed}
-    return metrics
+    return {name: {**bootstrap_ci_weighted(scored.matches[name].metric, n_images, options).as_dict(), "value": value}
+            for name, value in scored.values.items()}
 
 
 class DetectionScorer:

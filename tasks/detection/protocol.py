@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from benchmark.records import MODES, Mode  # noqa: F401 - one definition of the execution modes
 from benchmark.registry import Registry
 
 TASK_VERSION = 1
@@ -26,6 +25,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 REFERENCE_INPUT_SIZE = 224  # cv2.resize of the native image to 224 x 224 (PROTOCOL.md 4.5, 7.4)
 STRIDE_MULTIPLE = 32  # the coarsest feature map's stride: the input side must be a multiple
 
+Mode = Literal["cached", "paper"]  # the adapter's module docstring says what each does
+MODES: tuple[str, ...] = get_args(Mode)
 CacheDtype = Literal["float16", "float32"]
 
 

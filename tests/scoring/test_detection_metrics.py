@@ -14,14 +14,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from benchmark.scoring import scorer
-from benchmark.scoring.bootstrap import BootstrapOptions
+from benchmark.scoring.bootstrap import BootstrapOptions, resample_weights
 from benchmark.scoring.detection import (
     METRICS,
     DetectionFileError,
     read_predictions,
     read_targets,
     score,
-    weights_of,
 )
 
 
@@ -183,10 +182,9 @@ def test_a_weighted_resample_equals_pycocotools_on_the_duplicated_images(tmp_pat
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(targets))
     scored = score(read_targets(path), detections, ["map", "map_mgca"])
-    rng = np.random.default_rng(3)
-    indices = rng.integers(0, 40, size=(3, 40))
-    weights = weights_of(indices, 40)
-    for row, weight in zip(indices, weights):
+    weights = next(resample_weights(40, BootstrapOptions(n_resamples=3, seed=3)))
+    for weight in weights:
+        row = np.repeat(np.arange(40), weight.astype(int))
         # the resampled data set, built the slow way: image i copied weight[i] times
         copies = {"images": [], "annotations": [], "categories": targets["categories"]}
         copied_detections = []
@@ -201,10 +199,6 @@ def test_a_weighted_resample_equals_pycocotools_on_the_duplicated_images(tmp_pat
                              & {a["image_id"] for a in copies["annotations"]})
         assert scored.matches["map_mgca"].metric(weight[None])[0] == pytest.approx(pycocotools_map(
             copies, [d for d in copied_detections if d["score"] >= 0.5], METRICS.get("map").iou_thresholds, mgca_images), abs=1e-9)
-
-
-def test_weights_count_bootstrap_indices():
-    assert weights_of(np.array([[0, 0, 2], [1, 2, 2]]), 3).tolist() == [[2, 0, 1], [0, 1, 2]]
 
 
 # ------------------------------------------------------------------------- scorer and files

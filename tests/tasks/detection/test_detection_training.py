@@ -14,10 +14,16 @@ from benchmark.scoring.detection import read_predictions, read_targets
 from tasks.detection.adapter import run_detection
 from tasks.detection.protocol import with_overrides
 
-TINY = with_overrides(batch_size=2, max_epochs=1, eval_batch_size=16, encode_batch_size=16)  # rsna 10 %: 7 images, 3 iterations
-# A lighter Faster R-CNN for CPU tests: fewer sampled RoIs and proposals.
+# rsna 10 %: 7 images, 3 iterations. A few iterations leave every score below the protocol's 0.001 (YOLOv3:
+# objectness x class probability, both near their 0.01 prior), so the tests keep lower ones.
+TINY = with_overrides(batch_size=2, max_epochs=1, eval_batch_size=16, encode_batch_size=16, min_score=1e-6)
+# Narrower YOLOv3 widths and a lighter Faster R-CNN (fewer sampled RoIs and proposals) for CPU tests.
+SMALL_YOLO = {"model.neck.out_channels": [64, 32, 16], "model.bbox_head.in_channels": [64, 32, 16],
+              "model.bbox_head.out_channels": [128, 64, 32]}
 LIGHT_RCNN = {"model.train_cfg.rcnn.sampler.num": 32, "model.train_cfg.rpn_proposal.max_per_img": 100,
-              "model.test_cfg.rpn.max_per_img": 100}
+              "model.test_cfg.rpn.max_per_img": 100, "model.neck.out_channels": 32, "model.rpn_head.in_channels": 32,
+              "model.rpn_head.feat_channels": 32, "model.roi_head.bbox_roi_extractor.out_channels": 32,
+              "model.roi_head.bbox_head.in_channels": 32, "model.roi_head.bbox_head.fc_out_channels": 64}
 
 
 class LossWatcher(Hook):
@@ -32,21 +38,26 @@ class LossWatcher(Hook):
 
 @pytest.fixture(scope="module")
 def runs(make_cell, resnet, tmp_path_factory):
-    """The same YOLOv3 cell in both modes; the paper run's encoder state before training."""
+    """The same YOLOv3 cell in paper mode and in cached mode with float16 and float32 maps;
+    with the paper run's encoder state before training."""
     out = {}
-    for mode in ("paper", "cached"):
+    for name, mode, dtype in [("paper", "paper", "float16"), ("cached", "cached", "float16"), ("cached32", "cached", "float32")]:
         watcher = LossWatcher()
         before = {key: value.clone() for key, value in resnet.model.state_dict().items()}
-        cell = make_cell(resnet, tmp_path_factory.mktemp(mode), mode=mode)
-        out[mode] = (cell, run_detection(cell, TINY, hooks=[watcher]), watcher.losses, before)
+        cell = make_cell(resnet, tmp_path_factory.mktemp(name), mode=mode)
+        result = run_detection(cell, with_overrides(**{**TINY.__dict__, "cache_dtype": dtype}), options=SMALL_YOLO, hooks=[watcher])
+        out[name] = (cell, result, watcher.losses, before)
     return out
 
 
-def test_cached_and_paper_modes_give_the_same_first_losses(runs):
-    paper, cached = runs["paper"][2], runs["cached"][2]
-    assert len(paper) == len(cached) == 3
-    assert cached == pytest.approx(paper, rel=1e-4)  # float16 maps against float32 maps
+def test_cached_and_paper_modes_give_the_same_losses(runs):
+    paper, cached, cached32 = (runs[name][2] for name in ("paper", "cached", "cached32"))
+    assert len(paper) == len(cached) == len(cached32) == 3
     assert len(set(paper)) == 3  # the head learns: not one loss repeated
+    assert cached[0] == pytest.approx(paper[0], rel=1e-4)  # float16 maps: the first loss
+    # float32 maps: every loss (float16 rounding flips the sign of tiny gradients, which AdamW's
+    # first steps turn into full-size updates, so later float16 losses drift by ~1 %)
+    assert cached32 == pytest.approx(paper, rel=1e-6)
 
 
 def test_training_leaves_the_frozen_encoder_untouched(runs):
@@ -63,7 +74,7 @@ def test_result_files_are_coco_in_original_pixels_and_re_score(runs, capsys):
     truth = read_targets(result.targets_file)
     detections = read_predictions(result.predictions_file, truth)
     sizes = {image["id"]: (image["width"], image["height"]) for image in truth.data["images"]}
-    assert detections and all(d["score"] >= 0.001 for d in detections)
+    assert detections and all(d["score"] >= 1e-6 for d in detections)
     assert all(d["bbox"][0] + d["bbox"][2] <= sizes[d["image_id"]][0] + 1e-6 for d in detections)
     per_image = {}
     for d in detections:
@@ -82,11 +93,11 @@ def test_result_files_are_coco_in_original_pixels_and_re_score(runs, capsys):
 
 def test_an_interrupted_cell_resumes_after_its_last_epoch(make_cell, resnet, tmp_path):
     cell = make_cell(resnet, tmp_path / "work", dataset="object_cxr")  # 10 %: 8 images, 4 iterations
-    first = run_detection(cell, TINY)
-    resumed = run_detection(cell, with_overrides(**{**TINY.__dict__, "max_epochs": 2}))
+    first = run_detection(cell, TINY, options=SMALL_YOLO)
+    resumed = run_detection(cell, with_overrides(**{**TINY.__dict__, "max_epochs": 2}), options=SMALL_YOLO)
     assert (first.training["epochs_run"], resumed.training["resumed_from_epoch"], resumed.training["epochs_run"]) == (1, 1, 2)
     assert [item["epoch"] for item in resumed.training["history"]] == [1, 2]
-    again = run_detection(cell, with_overrides(**{**TINY.__dict__, "max_epochs": 2}))
+    again = run_detection(cell, with_overrides(**{**TINY.__dict__, "max_epochs": 2}), options=SMALL_YOLO)
     assert (again.training["resumed_from_epoch"], again.training["epochs_run"]) == (2, 2)  # finished: no training
     assert len(again.training["history"]) == 2
 
