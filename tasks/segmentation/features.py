@@ -89,7 +89,11 @@ def cached_levels(cache_dir: Path, backbone: LoadedBackbone, images: Segmentatio
         try:
             levels = compute_levels(scratch, backbone, images, outputs, batch_size, device)
             (scratch / "description.json").write_text(json.dumps({**description, "levels": levels}, indent=2) + "\n")
-            os.replace(scratch, folder)
+            try:
+                os.replace(scratch, folder)
+            except OSError:  # another process (a torchrun rank, a parallel cell) stored it first
+                if not (folder / "description.json").is_file():
+                    raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     description = {**description, "levels": json.loads((folder / "description.json").read_text())["levels"]}

@@ -265,10 +265,18 @@ def distribute(model: nn.Module, device: torch.device) -> nn.Module:
 
 def build_runner(cfg: Config, model: nn.Module, train_set: Dataset, val_set: Dataset, work_dir: Path,
                  seed: int, experiment_name: str, drop_last: bool) -> Runner:
-    """An mmengine runner for ``cfg`` on built model and datasets (the config itself holds no objects)."""
+    """An mmengine runner for ``cfg`` on built model and datasets.
+
+    The runner gets the config's sections, not the config: it would otherwise re-format the whole
+    config with yapf for every checkpoint (half a second each). The resolved config is written
+    once to ``config.py`` in the work folder and goes into the run record.
+    """
+    if dist.is_main_process():
+        cfg.dump(str(Path(work_dir) / "config.py"))
     return Runner(
-        model=model, work_dir=str(work_dir), experiment_name=experiment_name, cfg=cfg,
-        train_dataloader={**cfg.train_dataloader.to_dict(), "dataset": train_set, "drop_last": drop_last},
+        model=model, work_dir=str(work_dir), experiment_name=experiment_name,
+        train_dataloader={**cfg.train_dataloader.to_dict(), "dataset": train_set, "drop_last": drop_last,
+                          "sampler": {**cfg.train_dataloader.sampler.to_dict(), "seed": seed}},  # not a random draw
         val_dataloader={**cfg.val_dataloader.to_dict(), "dataset": val_set},
         val_evaluator=cfg.val_evaluator, train_cfg=cfg.train_cfg, val_cfg=cfg.val_cfg, optim_wrapper=cfg.optim_wrapper,
         default_hooks=cfg.default_hooks, custom_hooks=cfg.custom_hooks, log_processor=cfg.log_processor,
