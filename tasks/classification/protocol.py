@@ -11,12 +11,14 @@ Task version changelog (bump on any change that can move a number):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
-from benchmark.records import MODES, Mode  # noqa: F401 - one definition of the execution modes
+from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.registry import Registry
 
 TASK_VERSION = 1
+Mode = Literal["cached", "paper"]  # the adapter's module docstring says what each does
+MODES: tuple[str, ...] = get_args(Mode)
 REFERENCE_CACHE_SIZE = 256  # the reference's resize_img(imsize=256)
 REFERENCE_CROP_SIZE = 224
 
@@ -76,9 +78,7 @@ class ProbeProtocol:
 
 
 DATASET_PROBES: Registry[DatasetProbe] = Registry("classification dataset")
-DATASET_PROBES.add("chexpert", DatasetProbe(
-    "chexpert", ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"), "bce", "moco2",
-))
+DATASET_PROBES.add("chexpert", DatasetProbe("chexpert", COMPETITION_TASKS, "bce", "moco2"))
 DATASET_PROBES.add("rsna", DatasetProbe("rsna", ("target",), "bce", "random_crop"))  # scored as class "Target"
 DATASET_PROBES.add("covidx", DatasetProbe("covidx", ("label",), "cross_entropy", "random_crop"))
 

@@ -13,8 +13,8 @@ import torch
 from benchmark.backbones import BACKBONES, build_backbone, user_backbone_spec
 from benchmark.cli import main
 from benchmark.data.prepared import DataError, PreparedDataset
-from benchmark.scoring.classification import SCHEMES, read_predictions, read_targets
-from tasks.classification import run_classification
+from benchmark.scoring.classification import SCHEMES, compute_metrics, read_predictions, read_targets
+from tasks.classification.adapter import linear_probe
 from tasks.classification.features import (
     EncodeStats,
     FeatureCacheError,
@@ -48,16 +48,17 @@ def data_root(tmp_path_factory):
 
 
 def run(backbone, data_root, tmp_path, dataset="chexpert", mode="cached", seed=0, protocol=TINY, name="run"):
-    return run_classification(backbone, PreparedDataset(data_root / dataset), 100, 0, seed, mode,
-                              tmp_path / name, tmp_path / "cache", protocol=protocol, device="cpu")
+    return linear_probe(backbone, PreparedDataset(data_root / dataset), 100, 0, seed, mode,
+                        tmp_path / name, tmp_path / "cache", protocol=protocol, device="cpu")
 
 
 # --------------------------------------------------------------------------- protocol, registry
 
 def test_registry_entry_covers_every_dataset_probe_and_scheme():
     info = get_task("classification")
-    assert info.run is run_classification
+    assert info.adapter == "tasks.classification.adapter:run_classification"
     assert set(info.datasets) == set(DATASET_PROBES.names()) == set(SCHEMES.names())
+    assert {name: item.metric for name, item in info.datasets.items()} == {name: SCHEMES.get(name).primary for name in SCHEMES}
     assert info.modes[0] == "cached" and "paper" in info.modes
 
 
@@ -190,48 +191,50 @@ def test_encoder_weights_are_unchanged_by_training(backbone, data_root, tmp_path
 def test_same_seed_same_metrics(backbone, data_root, tmp_path, mode):
     first = run(backbone, data_root, tmp_path, mode=mode, name="first")
     second = run(backbone, data_root, tmp_path, mode=mode, name="second")
-    assert first["metrics"] == second["metrics"]
     assert (tmp_path / "first/predictions.csv").read_text() == (tmp_path / "second/predictions.csv").read_text()
-    assert first["mode"] == first["config"]["mode"] == mode
-    assert any("no train-time augmentation" in note for note in first["config"]["deviations"]) == (mode == "cached")
+    assert first.training == second.training
+    assert first.config["mode"] == mode
+    assert any("no train-time augmentation" in note for note in first.config["deviations"]) == (mode == "cached")
 
 
 def test_a_second_cached_run_reads_every_split_from_the_cache(backbone, data_root, tmp_path):
     first = run(backbone, data_root, tmp_path, name="first")
     second = run(backbone, data_root, tmp_path, name="second")
-    assert not any(first["feature_cache_hits"].values()) and all(second["feature_cache_hits"].values())
-    assert second["timings"]["images_encoded"] == 0
+    assert not any(first.config["feature_cache_hits"].values()) and all(second.config["feature_cache_hits"].values())
+    assert second.timings["images_encoded"] == 0
 
 
 @pytest.mark.parametrize("dataset", DATASET_PROBES.names())
-def test_every_dataset_writes_files_that_rescore_to_the_run_metrics(backbone, data_root, tmp_path, capsys, dataset):
+def test_every_dataset_writes_files_that_score_to_the_official_metrics(backbone, data_root, tmp_path, capsys, dataset):
     result = run(backbone, data_root, tmp_path, dataset=dataset)
     scheme = SCHEMES.get(dataset)
-    predictions = read_predictions(result["predictions_file"], scheme)
-    targets = read_targets(result["targets_file"], scheme)
+    predictions = read_predictions(result.predictions_file, scheme)
+    targets = read_targets(result.targets_file, scheme)
     assert len(predictions) == len(targets) == COUNTS["test"]
     assert list(predictions.index) == PreparedDataset(data_root / dataset).split_ids("test", partition="classification")
-    assert main(["score", "classification", "--predictions", result["predictions_file"], "--targets",
-                 result["targets_file"], "--dataset", dataset, "--n-resamples", "20"]) == 0
+    assert main(["score", "classification", "--predictions", str(result.predictions_file), "--targets",
+                 str(result.targets_file), "--dataset", dataset, "--n-resamples", "20"]) == 0
     scored = json.loads(capsys.readouterr().out)
+    direct = compute_metrics(targets.to_numpy(), predictions.loc[targets.index].to_numpy(), scheme)
+    assert set(scored["metrics"]) == set(direct)
     for name, entry in scored["metrics"].items():
-        assert entry["value"] == pytest.approx(result["metrics"][name], abs=1e-12, nan_ok=True)
-    assert result["primary_metric"] == scheme.primary
-    assert set(result["split_fingerprints"]) == {"train", "val", "test"}
-    assert result["config"]["geometry"]["crop_size"] == 48 and result["config"]["task_version"] == 1
+        assert entry["value"] == pytest.approx(direct[name].value, abs=1e-12, nan_ok=True)
+    assert result.config["primary_metric"] == scheme.primary
+    assert set(result.split_fingerprints) == {"train", "val", "test"}
+    assert result.config["geometry"]["crop_size"] == 48
 
 
 def test_resnet_probe_records_the_upsampled_input(data_root, tmp_path):
     spec = dataclasses.replace(BACKBONES.get("random_resnet18"), linear_probe_input_size=299)
     result = run(build_backbone(spec), data_root, tmp_path, dataset="rsna")
-    geometry = result["config"]["geometry"]
+    geometry = result.config["geometry"]
     assert (geometry["crop_size"], geometry["encoder_input_size"]) == (56, 75)  # 56 * 299 / 224
     assert any("B20" in note for note in geometry["notes"])
 
 
 def test_scores_are_probabilities(backbone, data_root, tmp_path):
     result = run(backbone, data_root, tmp_path, dataset="covidx")
-    scores = read_predictions(result["predictions_file"], SCHEMES.get("covidx")).to_numpy()
+    scores = read_predictions(result.predictions_file, SCHEMES.get("covidx")).to_numpy()
     assert np.allclose(scores.sum(1), 1.0) and (scores >= 0).all()
 
 
@@ -243,3 +246,38 @@ def test_uncertain_labels_left_in_the_records_are_an_error(backbone, data_root, 
     records.to_csv(copy / "chexpert/records.csv", index=False)
     with pytest.raises(DataError, match="'Edema' holds"):
         run(backbone, copy, tmp_path)
+
+
+# --------------------------------------------------------------------------- the task contract
+
+def test_runner_reproduces_the_numbers_of_the_code_before_the_task_contract(tmp_path_factory):
+    """Metrics and intervals of three demo cells equal those that commit 71aad95 (record schema 1,
+    adapter-computed metrics) stored, to 1e-9: the contract moved code, not numbers."""
+    from pathlib import Path
+
+    from benchmark.board.store import Board, copy_board_protocol
+    from benchmark.runner import BackboneChoice, GridRequest, run_grid
+
+    expected = json.loads((Path(__file__).parent / "classification_metrics_before_contract.json").read_text())["metrics"]
+    root = tmp_path_factory.mktemp("before-after")
+    assert main(["demo-data", "--out", str(root / "raw"), "--datasets", "chexpert", "rsna", "covidx",
+                 "--images", "240", "--size", "64"]) == 0
+    for dataset in expected:
+        assert main(["prepare", dataset, "--raw", str(root / "raw" / dataset), "--out", str(root / "data"),
+                     "--image-size", "64"]) == 0
+    demo = Path(__file__).resolve().parents[2] / "leaderboards" / "demo-mgca-cxr-v1"
+    board = copy_board_protocol(Board(demo), root / "boards" / "b", "b")
+    request = GridRequest(backbones=(BackboneChoice("random_resnet18"),), data_dir=root / "data",
+                          tasks=("classification",), fractions=(100,), seeds=(0,), work_dir=root / "work",
+                          cache_dir=root / "cache", progress=False)
+    assert run_grid(board, request).failed == []
+    records = {record.identity.dataset: record for record in board.records()}
+    assert set(records) == set(expected)
+    for dataset, metrics in expected.items():
+        assert set(records[dataset].metrics) == set(metrics)
+        for name, (value, low, high) in metrics.items():
+            got = records[dataset].metrics[name]
+            assert got.value == pytest.approx(value, abs=1e-9)
+            assert (got.ci_low is None) == (low is None) and (got.ci_high is None) == (high is None)
+            if low is not None:
+                assert (got.ci_low, got.ci_high) == pytest.approx((low, high), abs=1e-9)
