@@ -52,7 +52,7 @@ import numpy as np
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, PerImageRun
-from benchmark.scoring.bootstrap import BootstrapOptions, ConfidenceInterval, percentile_interval, resample_indices
+from benchmark.scoring.bootstrap import BootstrapOptions, ConfidenceInterval, percentile_interval, resample_weights
 
 THRESHOLD = 0.5
 QUANTISED_THRESHOLD = 128  # q / 255 > 0.5  <=>  q >= 128
@@ -174,20 +174,13 @@ def metric_values(counts: ImageCounts) -> dict[str, float]:
     return {name: float(function(counts, ones)[0]) for name, function in METRICS.items()}
 
 
-def resample_weights(n_items: int, options: BootstrapOptions) -> np.ndarray:
-    """``[R, n]`` multiplicities of the seeded bootstrap resamples (same draws as ``resample_indices``)."""
-    rows = resample_indices(n_items, options)
-    flat = rows + np.arange(len(rows))[:, None] * n_items
-    return np.bincount(flat.ravel(), minlength=rows.size).reshape(rows.shape).astype(np.float64)
-
-
 def bootstrap_intervals(counts: ImageCounts, options: BootstrapOptions = BootstrapOptions()) -> dict[str, ConfidenceInterval]:
     """Every metric with a seeded percentile interval over images (resamples where it is undefined left out)."""
-    weights = resample_weights(len(counts), options)
+    chunks = list(resample_weights(len(counts), options))
     full = metric_values(counts)
     intervals = {}
     for name, function in METRICS.items():
-        values = function(counts, weights)
+        values = np.concatenate([function(counts, weights) for weights in chunks])
         low, high = percentile_interval(values, options.confidence)
         intervals[name] = ConfidenceInterval(
             value=full[name], low=low, high=high, confidence=options.confidence,

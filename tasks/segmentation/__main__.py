@@ -6,7 +6,8 @@
 
 Under ``torchrun`` every process joins one process group (NCCL on CUDA, gloo on CPU) and trains
 on its shard of each global batch (``train_dataloader.batch_size`` is per process); the first
-process writes the result files. Prints the result's training summary and file paths as JSON.
+process writes the result files and ``result.json`` (file paths, timings, training summary and
+history) into the work folder, and prints it.
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         if torch_dist.is_initialized():
             torch_dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({"predictions": str(result.predictions_file), "targets": str(result.targets_file),
-                          "timings": result.timings, "training": {k: v for k, v in result.training.items() if k != "history"},
-                          "history": result.training["history"]}, indent=2, default=str))
+        summary = json.dumps({"predictions": str(result.predictions_file), "targets": str(result.targets_file),
+                              "timings": result.timings, "training": {k: v for k, v in result.training.items() if k != "history"},
+                              "history": result.training["history"]}, indent=2, default=str)
+        (args.work_dir / "result.json").write_text(summary + "\n")
+        print(summary)
     return 0
 
 

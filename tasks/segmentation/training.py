@@ -289,6 +289,7 @@ def build_runner(cfg: Config, model: nn.Module, train_set: Dataset, val_set: Dat
 def train(runner: Runner) -> TrainingOutcome:
     """Train (or resume) to the end, then load the checkpoint of the lowest validation loss."""
     runner.train()
+    dist.barrier()  # the first process writes the checkpoints; the others read them once it is done
     best = runner.message_hub.get_info("best_ckpt")
     if best is None:
         raise RuntimeError(f"{runner.work_dir}: training ended without a validated checkpoint")

@@ -25,7 +25,6 @@ from benchmark.scoring.segmentation import (
     metric_values,
     miou,
     quantize,
-    resample_weights,
     score_images,
     write_predictions,
     write_targets,
@@ -98,14 +97,6 @@ def test_weights_are_image_multiplicities(counts):
     weights = np.array([[2.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
     assert dice(counts, weights) == pytest.approx([2 / 3, 0.5])
     assert dice_pooled(counts, weights)[0] == pytest.approx(4 / (4 + 2 + 2))
-
-
-def test_resample_weights_match_the_seeded_indices():
-    options = BootstrapOptions(n_resamples=5, seed=3)
-    weights = resample_weights(4, options)
-    assert weights.shape == (5, 4) and (weights.sum(axis=1) == 4).all()
-    from benchmark.scoring.bootstrap import resample_indices
-    assert np.array_equal(weights[2], np.bincount(resample_indices(4, options)[2], minlength=4))
 
 
 def test_bootstrap_interval_brackets_the_value(counts):
