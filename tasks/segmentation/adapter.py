@@ -43,7 +43,7 @@ from benchmark.data.prepared import SPLITS, DataError, PreparedDataset, ids_fing
 from benchmark.provenance import utc_now
 from benchmark.scoring.segmentation import write_predictions, write_targets
 from tasks.registry import TaskCell, TaskResult
-from tasks.segmentation import losses, models  # noqa: F401 - registers the loss and modules in mmseg's MODELS
+from tasks.segmentation import losses  # noqa: F401 - registers FocalLogDiceLoss in mmseg's MODELS
 from tasks.segmentation.data import CachedFeatureItems, SegmentationImages
 from tasks.segmentation.features import cached_levels
 from tasks.segmentation.models import encoder_outputs
@@ -140,7 +140,7 @@ def run_cell(cell: TaskCell, overrides: Mapping[str, Any] | None = None) -> Task
         backbone.model.to(device)
         for split in SPLITS:
             levels, feature_store[split] = cached_levels(cell.cache_dir, backbone, images[split], cfg.encoder_outputs,
-                                                         cfg.encode_batch_size, device)
+                                                         cfg.model.data_preprocessor, cfg.encode_batch_size, device)
             datasets[split] = CachedFeatureItems(images[split], levels)
         timings["encode_seconds"] = sum(stats["seconds"] for stats in feature_store.values())
 
@@ -180,7 +180,7 @@ def run_cell(cell: TaskCell, overrides: Mapping[str, Any] | None = None) -> Task
         "selection": "lowest validation loss", "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
         "stopped_early": outcome.stopped_early, "val_loss_at_best": best["val_loss"], "val_dice_at_best": best["val_dice"],
         "best_val_dice": best_dice["val_dice"], "best_val_dice_epoch": best_dice["epoch"],
-        "checkpoint": str(outcome.best_checkpoint), "history": history, "feature_store": feature_store,
+        "history": history, "feature_store": feature_store,
     }
     return TaskResult(
         predictions_file=predictions_file, targets_file=targets_file,

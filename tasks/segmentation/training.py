@@ -245,7 +245,6 @@ class EpochHistoryHook(Hook):
 
 @dataclass
 class TrainingOutcome:
-    best_checkpoint: Path
     best_epoch: int
     epochs_run: int
     stopped_early: bool
@@ -298,7 +297,7 @@ def train(runner: Runner) -> TrainingOutcome:
     losses = [entry["val_loss"] for entry in history]
     best_epoch = history[int(np.argmin(losses))]["epoch"]  # first minimum: CheckpointHook's "less" rule
     stopped = runner.train_loop.stop_training or len(history) < runner.max_epochs
-    return TrainingOutcome(Path(best), best_epoch, len(history), bool(stopped), history)
+    return TrainingOutcome(best_epoch, len(history), bool(stopped), history)
 
 
 @torch.no_grad()
