@@ -9,6 +9,7 @@ statistics never drift (reference defect B6).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,28 +51,43 @@ class Backbone(nn.Module):
         return self(images).feature_maps
 
 
+def vit_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
+    """[CLS] and patch tokens after the final norm; the patch tokens as a grid."""
+    tokens = model.forward_features(images)  # (B, prefix + N, C), final norm applied
+    prefix = getattr(model, "num_prefix_tokens", 1)
+    patches = tokens[:, prefix:]
+    grid_h, grid_w = model.patch_embed.dynamic_feat_size(images.shape[-2:])
+    grid = patches.transpose(1, 2).reshape(len(images), -1, grid_h, grid_w)
+    return BackboneOutput(global_features=tokens[:, 0], token_features=patches, feature_maps=[grid])
+
+
+def resnet_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
+    """Global average pool of layer4, layer3 positions as tokens, stages 2-4 as maps."""
+    m = model
+    x = m.maxpool(m.relu(m.bn1(m.conv1(images))))
+    stage2 = m.layer2(m.layer1(x))
+    stage3 = m.layer3(stage2)
+    stage4 = m.layer4(stage3)
+    return BackboneOutput(
+        global_features=torch.flatten(m.avgpool(stage4), 1),
+        token_features=stage3.flatten(2).transpose(1, 2),
+        feature_maps=[stage2, stage3, stage4],
+    )
+
+
+# The contract's outputs per architecture family, as functions of a plain (trainable) module:
+# the frozen Backbone below and MGCA pretraining (pretrain/model.py) read features the same way.
+FEATURES: dict[str, Callable[[nn.Module, torch.Tensor], BackboneOutput]] = {"vit": vit_features, "resnet": resnet_features}
+
+
 class ViTBackbone(Backbone):
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        tokens = self.model.forward_features(images)  # (B, prefix + N, C), final norm applied
-        prefix = getattr(self.model, "num_prefix_tokens", 1)
-        patches = tokens[:, prefix:]
-        grid_h, grid_w = self.model.patch_embed.dynamic_feat_size(images.shape[-2:])
-        grid = patches.transpose(1, 2).reshape(len(images), -1, grid_h, grid_w)
-        return BackboneOutput(global_features=tokens[:, 0], token_features=patches, feature_maps=[grid])
+        return vit_features(self.model, images)
 
 
 class ResNetBackbone(Backbone):
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        m = self.model
-        x = m.maxpool(m.relu(m.bn1(m.conv1(images))))
-        stage2 = m.layer2(m.layer1(x))
-        stage3 = m.layer3(stage2)
-        stage4 = m.layer4(stage3)
-        return BackboneOutput(
-            global_features=torch.flatten(m.avgpool(stage4), 1),
-            token_features=stage3.flatten(2).transpose(1, 2),
-            feature_maps=[stage2, stage3, stage4],
-        )
+        return resnet_features(self.model, images)
 
 
 BACKBONE_CLASSES: dict[str, type[Backbone]] = {"vit": ViTBackbone, "resnet": ResNetBackbone}
