@@ -34,7 +34,7 @@ from pretrain import text
 from pretrain.checkpoints import export_checkpoint, load_checkpoint, save_atomic
 from pretrain.config import ConfigError, PretrainConfig, config_from_dict
 from pretrain.data import PairDataset, Pairs, crop_geometry, read_pairs, to_encoder_input
-from pretrain.model import MGCA
+from pretrain.model import MGCA, Losses
 from pretrain.retrieval import retrieval_accuracy
 from pretrain.schedule import learning_rate, warmup_steps
 
@@ -196,6 +196,28 @@ def hyper_parameters(config: PretrainConfig, facts: dict[str, Any], precision: t
 # Epochs
 
 
+def forward_backward(model: Any, batch: dict[str, torch.Tensor], encoder_input: int, scaler: torch.amp.GradScaler,
+                     accumulate: int, device: torch.device, precision: torch.dtype | None) -> Losses:
+    """One batch's losses, backpropagated (scaled by 1 / accumulate)."""
+    images = to_encoder_input(batch["images"].to(device, non_blocking=True), encoder_input)
+    inputs = [batch[key].to(device, non_blocking=True) for key in ("input_ids", "attention_mask", "word_slots")]
+    with torch.autocast(device.type, dtype=precision, enabled=precision is not None):
+        losses, _, _ = model(images, *inputs)
+    scaler.scale(losses.total / accumulate).backward()
+    return losses
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def make_optimizer(core: MGCA, config: PretrainConfig) -> torch.optim.Optimizer:
+    """AdamW over every parameter, as the reference (mgca_module.py L391-396)."""
+    return torch.optim.AdamW(core.parameters(), lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
+
+
 def train_epoch(model: Any, core: MGCA, data: RunData, optimizer: torch.optim.Optimizer, scheduler: Any,
                 scaler: torch.amp.GradScaler, config: PretrainConfig, processes: Processes, progress: Progress,
                 precision: torch.dtype | None) -> dict[str, float]:
@@ -210,18 +232,13 @@ def train_epoch(model: Any, core: MGCA, data: RunData, optimizer: torch.optim.Op
         if index == batches:
             break
         stepping = (index + 1) % config.accumulate == 0
-        images = to_encoder_input(batch["images"].to(processes.device, non_blocking=True), data.encoder_input)
-        inputs = [batch[key].to(processes.device, non_blocking=True) for key in ("input_ids", "attention_mask", "word_slots")]
         sync = contextlib.nullcontext() if stepping or processes.world == 1 else model.no_sync()
-        with sync, torch.autocast(processes.device.type, dtype=precision, enabled=precision is not None):
-            losses, _, _ = model(images, *inputs)
-            scaler.scale(losses.total / config.accumulate).backward()
+        with sync:
+            losses = forward_backward(model, batch, data.encoder_input, scaler, config.accumulate, processes.device, precision)
         if stepping:
             if progress.epoch < config.freeze_prototypes_epochs:  # mgca_module.py L339-343
                 core.prototype_layer.weight.grad = None
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(optimizer, scaler)
             scheduler.step()
             progress.global_step += 1
         values = losses.detached()
@@ -305,8 +322,7 @@ def _train(config: PretrainConfig, processes: Processes) -> Path:
     data = load_data(config, processes, _patch_size(config.arch))
     core = build_model(config, data.vocab_size).to(processes.device)
     model = DistributedDataParallel(core) if processes.world > 1 else core
-    optimizer = torch.optim.AdamW(core.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
-                                  weight_decay=config.weight_decay)
+    optimizer = make_optimizer(core, config)
     steps_per_epoch = len(data.train) // config.accumulate
     total_steps = steps_per_epoch * config.epochs
     warmup = warmup_steps(total_steps, config.warmup_fraction)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pretrain.checkpoints import load_checkpoint
 from pretrain.losses import prototype_alignment_loss, sinkhorn_codes
 
 HERE = Path(__file__).parent
@@ -44,3 +46,16 @@ def test_distributed_sinkhorn_equals_one_process_on_the_whole_batch(tmp_path: Pa
     # Without the all-reduce each half would get other codes: the check can fail.
     half = sinkhorn_codes(img[:4] @ F.normalize(prototypes, dim=1).t())
     assert (half - codes[:4]).abs().max() > 1e-3
+
+
+def test_two_processes_train_a_few_steps_with_ddp(demo_mimic: Path, tiny_overrides: tuple[str, ...], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = torchrun(["-m", "pretrain", "--config", "demo", f"data={demo_mimic}", f"out={run}", "export=",
+                       *tiny_overrides, "batch_size=8"], cwd=tmp_path)
+    checkpoint = load_checkpoint(run / "last.ckpt")
+    assert checkpoint["hyper_parameters"]["world_size"] == 2
+    # 38 training pairs: 19 per process, two batches of 8 each, for 2 epochs.
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (2, 4)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]  # one log line per epoch: only rank 0 writes
+    assert result.stderr.count("epoch 2: loss train/val") == 1
