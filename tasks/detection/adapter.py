@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from mmengine.hooks import Hook
 
-from benchmark.data.prepared import SPLITS, DataError
+from benchmark.data.prepared import SPLITS, DataError, ids_fingerprint
 from benchmark.scoring.detection import write_predictions, write_targets
 from tasks.classification.features import EncodeStats
 from tasks.detection.data import ImageSource, MapSource, SplitDataset, load_split, make_loader
@@ -134,8 +134,7 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
     return TaskResult(
         predictions_file=predictions_file,
         targets_file=targets_file,
-        split_fingerprints={name: dataset.split_fingerprint(name, cell.fraction if name == "train" else 100,
-                                                            cell.draw if name == "train" else 0, cell.partition) for name in SPLITS},
+        split_fingerprints={name: ids_fingerprint(ids[name]) for name in SPLITS},
         config=config,
         timings={"encode_seconds": stats.seconds, "train_seconds": train_seconds, "predict_seconds": predict_seconds,
                  "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else 0.0,
