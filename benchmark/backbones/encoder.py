@@ -61,12 +61,20 @@ class ViTBackbone(Backbone):
 
 
 class ResNetBackbone(Backbone):
-    def forward(self, images: torch.Tensor) -> BackboneOutput:
+    def stages(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, strides 2 to 32: the stem (after ReLU, before max-pooling), then
+        layer1 to layer4. A U-Net decoder takes its skip connections from all five, as
+        segmentation_models_pytorch's ResNet encoder gives them to the reference's U-Net."""
         m = self.model
-        x = m.maxpool(m.relu(m.bn1(m.conv1(images))))
-        stage2 = m.layer2(m.layer1(x))
-        stage3 = m.layer3(stage2)
-        stage4 = m.layer4(stage3)
+        stem = m.relu(m.bn1(m.conv1(images)))
+        layer1 = m.layer1(m.maxpool(stem))
+        layer2 = m.layer2(layer1)
+        layer3 = m.layer3(layer2)
+        return [stem, layer1, layer2, layer3, m.layer4(layer3)]
+
+    def forward(self, images: torch.Tensor) -> BackboneOutput:
+        _, _, stage2, stage3, stage4 = self.stages(images)
+        m = self.model
         return BackboneOutput(
             global_features=torch.flatten(m.avgpool(stage4), 1),
             token_features=stage3.flatten(2).transpose(1, 2),

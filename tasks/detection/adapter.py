@@ -16,6 +16,7 @@ mmengine's checkpoints and logs and ``history.json``; the runner scores the file
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
     mmengine hooks for the training run (e.g. to watch every iteration's loss)."""
     if cell.mode not in MODES:
         raise ValueError(f"unknown mode {cell.mode!r}; one of {MODES}")
+    protocol = replace(protocol, **cell.overrides)  # the board's protocol changes (a demo's epoch budget)
     started = time.perf_counter()
     head = HEADS.get(cell.head)
     dataset = cell.dataset
