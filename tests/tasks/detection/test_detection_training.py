@@ -112,8 +112,12 @@ def test_an_interrupted_cell_resumes_after_its_last_epoch_as_if_never_stopped(ma
 
 def test_faster_rcnn_on_a_vit_runs_end_to_end(make_cell, vit, tmp_path):
     cell = make_cell(vit, tmp_path / "work", head="faster_rcnn", dataset="object_cxr")
-    result = run_detection(cell, TINY, options=LIGHT_RCNN)
+    lighter = dict(LIGHT_RCNN)
+    sampled = lighter.pop("model.train_cfg.rcnn.sampler.num")
+    protocol = with_overrides(**{**TINY.__dict__, "config_options": {"model.train_cfg.rcnn.sampler.num": 99}})
+    result = run_detection(cell, protocol, options={**lighter, "model.train_cfg.rcnn.sampler.num": sampled})
     truth = read_targets(result.targets_file)
     assert read_predictions(result.predictions_file, truth) is not None
     assert result.config["head_config"]["roi_head"]["bbox_head"]["num_classes"] == 1
-    assert result.config["config_options"] == LIGHT_RCNN
+    assert result.config["config_options"] == LIGHT_RCNN  # the protocol's options, overridden by the adapter's
+    assert result.config["head_config"]["train_cfg"]["rcnn"]["sampler"]["num"] == sampled
