@@ -96,7 +96,7 @@ PRIMARY_METRIC = "map"
 class CocoTargets:
     """A validated COCO ground truth: ``data`` is ready for pycocotools (annotation ids 1..N)."""
 
-    path: Path
+    path: Path | None  # None: built in memory (a split's ground truth during training)
     data: dict[str, Any]
 
     @property

@@ -16,8 +16,8 @@ mmengine's checkpoints and logs and ``history.json``; the runner scores the file
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from mmengine.hooks import Hook
 
-from benchmark.data.prepared import SPLITS, DataError
+from benchmark.data.prepared import SPLITS, DataError, ids_fingerprint
 from benchmark.scoring.detection import write_predictions, write_targets
 from tasks.classification.features import EncodeStats
 from tasks.detection.data import ImageSource, MapSource, SplitDataset, load_split, make_loader
@@ -73,6 +73,7 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
     if splits["val"].n_boxes == 0:
         raise DataError(f"{dataset.root}: the validation split holds no box, so no epoch can be selected by validation map")
 
+    options = {**protocol.config_options, **(options or {})}
     cfg = detector_config(head, cell.backbone, geometry, protocol, options)
     detector = build_detector(cfg, cell.seed)
     stats = EncodeStats()
@@ -125,7 +126,8 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
 
     config = {
         **protocol_record(protocol, schedule, geometry),
-        "head": head.name, "head_config": cfg.model.to_dict(), "config_options": dict(options or {}), "mode": cell.mode,
+        "head": head.name, "head_config": cfg.model.to_dict(), "config_options": options,  # the protocol's, then the caller's
+        "mode": cell.mode,
         "backbone": cell.backbone.spec.name, "weights_sha256": cell.backbone.weights_sha256,
         "fraction": cell.fraction, "draw": cell.draw, "seed": cell.seed, "device": str(device), "processes": processes,
         "n_images": {name: len(ids[name]) for name in SPLITS}, "n_boxes": {name: splits[name].n_boxes for name in SPLITS},
@@ -136,8 +138,7 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
     return TaskResult(
         predictions_file=predictions_file,
         targets_file=targets_file,
-        split_fingerprints={name: dataset.split_fingerprint(name, cell.fraction if name == "train" else 100,
-                                                            cell.draw if name == "train" else 0, cell.partition) for name in SPLITS},
+        split_fingerprints={name: ids_fingerprint(ids[name]) for name in SPLITS},
         config=config,
         timings={"encode_seconds": stats.seconds, "train_seconds": train_seconds, "predict_seconds": predict_seconds,
                  "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else 0.0,

@@ -98,7 +98,7 @@ class Split:
 
     @property
     def targets(self) -> CocoTargets:
-        return CocoTargets(path=None, data=self.coco)  # type: ignore[arg-type] - built here, not read
+        return CocoTargets(path=None, data=self.coco)
 
     @property
     def n_boxes(self) -> int:

@@ -56,7 +56,10 @@ class IdentityPyramid(nn.Module):
         super().__init__()
         if tuple(strides) != PYRAMID_STRIDES:
             raise ValueError(f"expected maps at strides {PYRAMID_STRIDES}, the encoder gives {tuple(strides)}")
-        self.out_channels = tuple(channels)
+
+    @staticmethod
+    def output_channels(channels: Sequence[int]) -> tuple[int, ...]:
+        return tuple(channels)
 
     def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return list(maps)
@@ -74,14 +77,18 @@ class SimpleFeaturePyramid(nn.Module):
         (width,) = channels
         self.up = nn.ConvTranspose2d(width, width // 2, kernel_size=2, stride=2)
         self.down = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.out_channels = (width // 2, width, width)
+
+    @staticmethod
+    def output_channels(channels: Sequence[int]) -> tuple[int, ...]:
+        (width,) = channels
+        return (width // 2, width, width)
 
     def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         (grid,) = maps
         return [self.up(grid), grid, self.down(grid)]
 
 
-PYRAMIDS: Registry[type[nn.Module]] = Registry("feature pyramid")
+PYRAMIDS: Registry[type[IdentityPyramid | SimpleFeaturePyramid]] = Registry("feature pyramid")
 PYRAMIDS.add("resnet", IdentityPyramid)
 PYRAMIDS.add("vit", SimpleFeaturePyramid)
 
@@ -98,15 +105,10 @@ class FrozenEncoder(BaseModule):
         self.pyramid = PYRAMIDS.get(family)(in_channels, in_strides)
         self.encoder: LoadedBackbone | None = None  # a plain attribute: see the module docstring
 
-    @property
-    def out_channels(self) -> tuple[int, ...]:
-        return self.pyramid.out_channels
-
     def attach(self, encoder: LoadedBackbone) -> None:
-        """Run ``encoder`` on image inputs (paper mode)."""
+        """Run ``encoder`` on image inputs (paper mode); the detector's next ``.to()`` moves it too."""
         self.encoder = encoder
-        device = next(self.parameters(), torch.empty(0)).device
-        encoder.model.to(device).eval()
+        encoder.model.eval()
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .float() also move the encoder
         super()._apply(fn, recurse)
@@ -162,7 +164,7 @@ def detector_config(head: DetectorHead, encoder: LoadedBackbone, geometry: Input
     model = cfg.model
     model.backbone.update(family=arch.family, in_channels=list(arch.feature_map_dims), in_strides=list(arch.feature_map_strides))
     model.data_preprocessor.update(mean=protocol.mean, std=protocol.std)
-    channels = list(PYRAMIDS.get(arch.family)(arch.feature_map_dims, arch.feature_map_strides).out_channels)
+    channels = list(PYRAMIDS.get(arch.family).output_channels(arch.feature_map_dims))
     model.neck.in_channels = channels[::-1] if head.neck_order == "deepest_first" else channels
     factor = geometry.input_size / head.pixel_reference_size
     for key in head.pixel_keys:

@@ -13,9 +13,10 @@ Task version changelog (bump on any change that can move a number):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from benchmark.registry import Registry
 
@@ -107,6 +108,9 @@ class DetectionProtocol:
     max_per_image: int = 100
     num_workers: int = 0
     deterministic_algorithms: bool = True
+    # ``key=value`` overrides of the head's config file (a board can lighten Faster R-CNN for a
+    # CPU demo, e.g. {"model.train_cfg.rcnn.sampler.num": 64}); the adapter's ``options`` win.
+    config_options: Mapping[str, Any] = field(default_factory=dict)
 
     def schedule(self, dataset: str, fraction: int) -> Schedule:
         """lr and global batch size of ``dataset`` at ``fraction`` %, with this protocol's overrides."""

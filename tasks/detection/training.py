@@ -3,14 +3,16 @@ best-epoch selection, checkpoints in the cell's work folder, resume, several pro
 
 - Validation: :class:`ValidationMap` scores the validation split with the headline metric
   (``map`` of ``benchmark/scoring/detection.py``: every image, every detection) after each epoch.
-- Selection: mmengine's ``CheckpointHook`` keeps the last epoch (for resuming) and the epoch of
-  the strictly highest validation map; :class:`EarlyStopping` stops after ``patience`` epochs
-  without a strictly higher one (Lightning's ``EarlyStopping(mode="max", min_delta=0)`` of the
-  reference; mmengine's hook resets on ties and forgets its count on resume).
+- Selection: mmengine's ``CheckpointHook`` (as :class:`CheckpointAfterValidation`) keeps the last
+  epoch (for resuming) and the epoch of the strictly highest validation map; :class:`EarlyStopping`
+  stops after ``patience`` epochs without a strictly higher one (Lightning's
+  ``EarlyStopping(mode="max", min_delta=0)`` of the reference; mmengine's own hook resets on ties
+  and forgets its count on resume).
 - Resume: a cell whose work folder holds checkpoints continues after the last finished epoch
-  (optimiser, early-stopping count and history included); a finished cell does not train again.
+  (optimiser, best value, early-stopping count and history included), exactly as if it had not
+  stopped; a finished cell does not train again.
 - Checkpoints are mmengine's own files; torch >= 2.6 loads them with ``weights_only=True``, so
-  loading allows exactly the classes mmengine writes into them (:data:`CHECKPOINT_GLOBALS`),
+  loading allows exactly the classes mmengine writes into them (:func:`checkpoint_globals`),
   nothing that could run code. They hold the head only (the encoder is not a submodule).
 - Several processes (``torchrun``): DistributedDataParallel over the per-process shares of the
   global batch, BatchNorm statistics of the global batch (``distributed.py``).
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from mmengine.evaluator import BaseMetric
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import BaseModel, MMDistributedDataParallel
 from mmengine.runner import Runner
 from torch.utils.data import DataLoader
@@ -109,6 +111,19 @@ def detections_of(split: Split, outputs: Sequence[Any], protocol: DetectionProto
     return detections
 
 
+class CheckpointAfterValidation(CheckpointHook):
+    """mmengine's ``CheckpointHook`` with the epoch checkpoint written after the epoch's validation
+    instead of before it, so that it holds the validation's outcome (best value and checkpoint,
+    early-stopping count): a cell resumed from it continues as if never interrupted."""
+
+    def after_train_epoch(self, runner: Runner) -> None:
+        pass  # saved in after_val_epoch
+
+    def after_val_epoch(self, runner: Runner, metrics: dict[str, float]) -> None:
+        super().after_val_epoch(runner, metrics)  # the best checkpoint, when this epoch is the best
+        self._save_checkpoint_with_step(runner, runner.epoch, dict(epoch=runner.epoch, iter=runner.iter))
+
+
 class EarlyStopping(Hook):
     """Stop after ``patience`` validations without a strictly higher monitored value; the state
     lives in the message hub, which every checkpoint saves, so a resumed run keeps counting."""
@@ -147,9 +162,9 @@ class EpochRecord:
 
 class History(Hook):
     """Per-epoch training loss, validation map and time, written to ``history.json`` after every
-    epoch (and kept across resumes); one log line per epoch."""
+    epoch's validation, before the checkpoint (and kept across resumes); one log line per epoch."""
 
-    priority = "VERY_LOW"
+    priority = "LOW"
 
     def __init__(self, path: Path, max_epochs: int, description: str) -> None:
         self.path, self.max_epochs, self.description = path, max_epochs, description
@@ -222,8 +237,8 @@ def train_detector(detector: BaseModel, train_loader: DataLoader, val_loader: Da
             timer=dict(type="IterTimerHook"),
             logger=dict(type="LoggerHook", interval=10**9, log_metric_by_epoch=True),
             param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(type="CheckpointHook", interval=1, by_epoch=True, max_keep_ckpts=1, save_last=True,
-                            save_best=MONITOR, rule="greater", save_param_scheduler=False),
+            checkpoint=CheckpointAfterValidation(interval=1, by_epoch=True, max_keep_ckpts=1, save_last=False,
+                                                 save_best=MONITOR, rule="greater", save_param_scheduler=False),
             sampler_seed=dict(type="DistSamplerSeedHook"),
         ),
         custom_hooks=[EarlyStopping(MONITOR, protocol.early_stopping_patience), history, *extra_hooks],

@@ -37,6 +37,7 @@ def cell_of(prepared: Path, work_dir: Path, cache_dir: Path) -> TaskCell:
                     work_dir=work_dir, cache_dir=cache_dir, progress=False)
 
 
+@pytest.mark.slow  # starts two fresh interpreters (torch, mmdet) under torchrun
 def test_two_processes_give_the_losses_of_one_on_the_same_global_batch(prepared, tmp_path):
     from tasks.detection.adapter import run_detection
 

@@ -103,6 +103,9 @@ def test_frozen_encoder_gives_three_strides_from_images_or_cached_maps(family, c
     assert not encoder.model.training  # frozen, eval mode whatever the detector does (B6)
     assert not any(key.startswith("backbone.encoder") for key in detector.state_dict())  # checkpoints: head only
     assert not {id(p) for p in encoder.model.parameters()} & {id(p) for p in detector.parameters()}  # never optimised
+    detector.double()  # .to() and friends move the encoder with the detector
+    assert next(encoder.model.parameters()).dtype == torch.float64
+    detector.float()
 
 
 # --------------------------------------------------------------------------------- data, boxes

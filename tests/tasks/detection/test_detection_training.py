@@ -91,21 +91,33 @@ def test_result_files_are_coco_in_original_pixels_and_re_score(runs, capsys):
     assert set(printed["metrics"]) == {"map", "map_mgca", "map_coco", "ap50"}
 
 
-def test_an_interrupted_cell_resumes_after_its_last_epoch(make_cell, resnet, tmp_path):
+def test_an_interrupted_cell_resumes_after_its_last_epoch_as_if_never_stopped(make_cell, resnet, tmp_path):
+    two_epochs = with_overrides(**{**TINY.__dict__, "max_epochs": 2})
+    straight = LossWatcher()
+    uninterrupted = run_detection(make_cell(resnet, tmp_path / "straight", dataset="object_cxr"), two_epochs,
+                                  options=SMALL_YOLO, hooks=[straight])
     cell = make_cell(resnet, tmp_path / "work", dataset="object_cxr")  # 10 %: 8 images, 4 iterations
-    first = run_detection(cell, TINY, options=SMALL_YOLO)
-    resumed = run_detection(cell, with_overrides(**{**TINY.__dict__, "max_epochs": 2}), options=SMALL_YOLO)
+    watched = LossWatcher()
+    first = run_detection(cell, TINY, options=SMALL_YOLO, hooks=[watched])
+    resumed = run_detection(cell, two_epochs, options=SMALL_YOLO, hooks=[watched])
     assert (first.training["epochs_run"], resumed.training["resumed_from_epoch"], resumed.training["epochs_run"]) == (1, 1, 2)
-    assert [item["epoch"] for item in resumed.training["history"]] == [1, 2]
-    again = run_detection(cell, with_overrides(**{**TINY.__dict__, "max_epochs": 2}), options=SMALL_YOLO)
+    assert watched.losses == pytest.approx(straight.losses, rel=1e-6) and len(straight.losses) == 8
+    assert [item["val_map"] for item in resumed.training["history"]] == [item["val_map"] for item in uninterrupted.training["history"]]
+    assert resumed.training["best_epoch"] == uninterrupted.training["best_epoch"]
+    assert resumed.predictions_file.read_text() == uninterrupted.predictions_file.read_text()
+    again = run_detection(cell, two_epochs, options=SMALL_YOLO)
     assert (again.training["resumed_from_epoch"], again.training["epochs_run"]) == (2, 2)  # finished: no training
     assert len(again.training["history"]) == 2
 
 
 def test_faster_rcnn_on_a_vit_runs_end_to_end(make_cell, vit, tmp_path):
     cell = make_cell(vit, tmp_path / "work", head="faster_rcnn", dataset="object_cxr")
-    result = run_detection(cell, TINY, options=LIGHT_RCNN)
+    lighter = dict(LIGHT_RCNN)
+    sampled = lighter.pop("model.train_cfg.rcnn.sampler.num")
+    protocol = with_overrides(**{**TINY.__dict__, "config_options": {"model.train_cfg.rcnn.sampler.num": 99}})
+    result = run_detection(cell, protocol, options={**lighter, "model.train_cfg.rcnn.sampler.num": sampled})
     truth = read_targets(result.targets_file)
     assert read_predictions(result.predictions_file, truth) is not None
     assert result.config["head_config"]["roi_head"]["bbox_head"]["num_classes"] == 1
-    assert result.config["config_options"] == LIGHT_RCNN
+    assert result.config["config_options"] == LIGHT_RCNN  # the protocol's options, overridden by the adapter's
+    assert result.config["head_config"]["train_cfg"]["rcnn"]["sampler"]["num"] == sampled
