@@ -33,7 +33,7 @@ HYPERPARAMETERS_FILE = CONFIG_DIR / "hyperparameters.py"
 # paper: augmented images through the frozen encoder at every step (the reference).
 # cached: encoder outputs of un-augmented images computed once; the decoder trains on them.
 MODES = ("paper", "cached")
-DEFAULT_MODE = "paper"
+DEFAULT_MODE = "paper"  # the measured decision and its numbers: adapter.py's docstring, DEVIATIONS.md
 
 
 class ConfigError(ValueError):
