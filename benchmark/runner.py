@@ -309,7 +309,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     result = info.run(TaskCell(
         backbone=loaded, dataset=dataset, partition=identity.partition, head=identity.head, fraction=identity.fraction,
         draw=identity.draw, seed=identity.seed, mode=identity.mode, work_dir=work, cache_dir=request.cache_dir,
-        device=device, progress=request.progress,
+        device=device, progress=request.progress, overrides=board.protocol.task(identity.task).overrides,
     ))
     total = time.perf_counter() - clock
     if not isinstance(result, TaskResult):
@@ -334,7 +334,8 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
         identity=identity, protocol_version=board.protocol.protocol_version, metrics=metrics,
         headline_metric=headline, predictions=predictions, targets=targets,
         timings={**{k: float(v) for k, v in result.timings.items()}, "total": total},
-        config={**result.config, "task_version": info.version},
+        config={**result.config, "task_version": info.version,
+                "board_overrides": dict(board.protocol.task(identity.task).overrides)},
         training=dict(result.training),
         split_fingerprints=fingerprints,
         backbone={"arch": loaded.spec.arch, "weights": loaded.spec.weights,

@@ -2,14 +2,17 @@
 
 A backbone gives a global feature ``(B, D)``, token features ``(B, N, C)`` and multi-scale
 feature maps ``[(B, C_i, H_i, W_i)]`` in increasing stride. Each architecture source reads them
-the way its library defines them (``sources/``); the two wrappers shared by several sources
-live here. A backbone stays in eval mode whatever the caller does, so BatchNorm statistics
-never drift (reference defect B6).
+the way its library defines them (``sources/``); the wrappers shared by several sources live
+here, with the feature functions MGCA pretraining applies to its trainable encoders
+(:data:`FEATURES`). A backbone stays in eval mode whatever the caller does, so BatchNorm
+statistics never drift (reference defect B6).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -59,21 +62,66 @@ def tokens_of(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.flatten(2).transpose(1, 2)
 
 
-class ResNetBackbone(Backbone):
+def resnet_stages(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+    """The stem (after ReLU, before max-pooling), then layer1 to layer4: strides 2 to 32, as
+    segmentation_models_pytorch's ResNet encoder gives them to the reference's U-Net."""
+    m = model
+    stem = m.relu(m.bn1(m.conv1(images)))
+    layer1 = m.layer1(m.maxpool(stem))
+    layer2 = m.layer2(layer1)
+    layer3 = m.layer3(layer2)
+    return [stem, layer1, layer2, layer3, m.layer4(layer3)]
+
+
+def resnet_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
     """A torchvision-layout ResNet: global average pool of layer4; tokens are layer3 positions, as
     MGCA's local features (``mgca/models/backbones/encoder.py`` L114-133); maps are layers 2-4."""
+    _, _, stage2, stage3, stage4 = resnet_stages(model, images)
+    return BackboneOutput(
+        global_features=torch.flatten(model.avgpool(stage4), 1),
+        token_features=tokens_of(stage3),
+        feature_maps=[stage2, stage3, stage4],
+    )
+
+
+def timm_features(model: nn.Module, images: torch.Tensor, n_maps: int) -> BackboneOutput:
+    """timm's own feature API: ``forward_intermediates`` gives the last ``n_maps`` maps (a ViT's
+    last block after the final norm, i.e. its [CLS]-free tokens as a grid; a pyramid's last
+    stages) and the final features, ``forward_head(pre_logits=True)`` the global feature with the
+    model's own pooling (a ViT's [CLS] after the final norm); the tokens are the last map's positions."""
+    final, maps = model.forward_intermediates(images, indices=n_maps, norm=True, output_fmt="NCHW")
+    return BackboneOutput(global_features=model.forward_head(final, pre_logits=True), token_features=tokens_of(maps[-1]),
+                          feature_maps=list(maps))
+
+
+# The contract's outputs per family of MGCA's architectures, as functions of a plain (trainable)
+# module: the frozen backbones below and MGCA pretraining (pretrain/model.py) read features alike.
+FEATURES: dict[str, Callable[[nn.Module, torch.Tensor], BackboneOutput]] = {
+    "vit": partial(timm_features, n_maps=1), "resnet": resnet_features,
+}
+
+
+class ResNetBackbone(Backbone):
+    """A torchvision-layout ResNet (:func:`resnet_features`)."""
+
+    def stages(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, strides 2 to 32 (:func:`resnet_stages`): a U-Net decoder takes its
+        skip connections from all five."""
+        return resnet_stages(self.model, images)
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        m = self.model
-        x = m.maxpool(m.relu(m.bn1(m.conv1(images))))
-        stage2 = m.layer2(m.layer1(x))
-        stage3 = m.layer3(stage2)
-        stage4 = m.layer4(stage3)
-        return BackboneOutput(
-            global_features=torch.flatten(m.avgpool(stage4), 1),
-            token_features=tokens_of(stage3),
-            feature_maps=[stage2, stage3, stage4],
-        )
+        return resnet_features(self.model, images)
+
+
+class TimmBackbone(Backbone):
+    """Any timm model, read through timm's feature API (:func:`timm_features`); ``n_maps`` maps are kept."""
+
+    def __init__(self, arch: Architecture, model: nn.Module, n_maps: int) -> None:
+        super().__init__(arch, model)
+        self.n_maps = n_maps
+
+    def forward(self, images: torch.Tensor) -> BackboneOutput:
+        return timm_features(self.model, images, self.n_maps)
 
 
 class HookedBackbone(Backbone):
