@@ -208,10 +208,10 @@ def _save_hf(folder: Path, model, processor) -> Path:
 
 @pytest.fixture(scope="module")
 def hf_folders(tmp_path_factory):
-    """Tiny save_pretrained folders: ViT (safetensors), DINOv2 (sharded), CLIP (whole model), Swin (pytorch_model.bin)."""
+    """Tiny save_pretrained folders: ViT (safetensors), SigLIP vision, DINOv2 (sharded), CLIP (whole model), Swin (pytorch_model.bin)."""
     from transformers import (
-        BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, Dinov2Config, Dinov2Model, SwinConfig, SwinModel,
-        ViTConfig, ViTImageProcessor, ViTModel,
+        BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, Dinov2Config, Dinov2Model, SiglipImageProcessor,
+        SiglipVisionConfig, SiglipVisionModel, SwinConfig, SwinModel, ViTConfig, ViTImageProcessor, ViTModel,
     )
 
     root = tmp_path_factory.mktemp("hf")
@@ -225,6 +225,8 @@ def hf_folders(tmp_path_factory):
             text_config=dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32))),
             CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})),
     }
+    siglip = SiglipVisionModel(SiglipVisionConfig(**small, image_size=32, patch_size=8))
+    folders["siglip"] = _save_hf(root / "siglip", siglip, SiglipImageProcessor(size={"height": 32, "width": 32}))
     dinov2 = Dinov2Model(Dinov2Config(**small, image_size=28, patch_size=14))
     dinov2.save_pretrained(root / "dinov2", max_shard_size="40KB")
     BitImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, do_center_crop=True,
@@ -242,7 +244,8 @@ def hf_folders(tmp_path_factory):
     return folders
 
 
-@pytest.mark.parametrize("kind, family, size", [("vit", "vit", 64), ("dinov2", "vit", 56), ("clip", "vit", 64), ("swin", "pyramid", 64)])
+@pytest.mark.parametrize("kind, family, size", [("vit", "vit", 64), ("dinov2", "vit", 56), ("clip", "vit", 64),
+                                                ("siglip", "vit", 64), ("swin", "pyramid", 64)])
 def test_hf_save_pretrained_folder_round_trip(hf_folders, kind, family, size):
     from transformers import AutoModel
 
@@ -256,6 +259,8 @@ def test_hf_save_pretrained_folder_round_trip(hf_folders, kind, family, size):
         expected = reference.vision_model(pixel_values=images, interpolate_pos_encoding=True).pooler_output
     elif kind == "vit":
         expected = reference(pixel_values=images, interpolate_pos_encoding=True).last_hidden_state[:, 0]
+    elif kind == "siglip":  # no [CLS]: the attention-pooling head's output
+        expected = reference(pixel_values=images, interpolate_pos_encoding=True).pooler_output
     else:
         expected = reference(pixel_values=images).pooler_output
     assert torch.allclose(out.global_features, expected, atol=1e-5)

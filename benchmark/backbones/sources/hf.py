@@ -41,12 +41,11 @@ class ModelType:
     build_kwargs: dict[str, Any] = field(default_factory=dict)
     forward_kwargs: dict[str, Any] = field(default_factory=dict)
     classifiers: tuple[str, ...] = ()  # keys of heads the encoder does not keep
+    cls_token: bool = True  # token models: a [CLS] token leads the sequence (SigLIP pools without one)
 
     def prefix_tokens(self, config: Any) -> int:
-        """Tokens before the patches in the last hidden state ([CLS], registers)."""
-        if self.layout != "tokens" or self.model_class.startswith("Siglip"):
-            return 0
-        return 1 + getattr(config, "num_register_tokens", 0)
+        """Tokens before the patches in the last hidden state ([CLS], then DINOv2's registers)."""
+        return int(self.cls_token) + getattr(config, "num_register_tokens", 0)
 
 
 MODEL_TYPES: Registry[ModelType] = Registry("Hugging Face model type")
@@ -57,8 +56,9 @@ MODEL_TYPES.add("dinov2", ModelType("Dinov2Model", "tokens"))
 MODEL_TYPES.add("dinov2_with_registers", ModelType("Dinov2WithRegistersModel", "tokens"))
 MODEL_TYPES.add("clip", ModelType("CLIPVisionModel", "tokens", vision_config="vision_config", forward_kwargs=_INTERPOLATE))
 MODEL_TYPES.add("clip_vision_model", ModelType("CLIPVisionModel", "tokens", forward_kwargs=_INTERPOLATE))
-MODEL_TYPES.add("siglip", ModelType("SiglipVisionModel", "tokens", vision_config="vision_config", forward_kwargs=_INTERPOLATE))
-MODEL_TYPES.add("siglip_vision_model", ModelType("SiglipVisionModel", "tokens", forward_kwargs=_INTERPOLATE))
+MODEL_TYPES.add("siglip", ModelType("SiglipVisionModel", "tokens", vision_config="vision_config",
+                                    forward_kwargs=_INTERPOLATE, cls_token=False))
+MODEL_TYPES.add("siglip_vision_model", ModelType("SiglipVisionModel", "tokens", forward_kwargs=_INTERPOLATE, cls_token=False))
 MODEL_TYPES.add("swin", ModelType("SwinModel", "pyramid"))
 MODEL_TYPES.add("convnext", ModelType("ConvNextModel", "pyramid"))
 MODEL_TYPES.add("resnet", ModelType("ResNetModel", "pyramid"))
@@ -96,9 +96,11 @@ def checkpoint_names(model: nn.Module) -> dict[str, str]:
     ``revert_weight_conversion`` is what ``save_pretrained`` applies to write the original names;
     for the model types here it only renames, so each tensor keeps its identity through it.
     """
-    from transformers.core_model_loading import revert_weight_conversion
-
     state = model.state_dict()
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # transformers < 5 keeps the file names in its modules
+        return {key: key for key in state}
     module_key = {id(tensor): key for key, tensor in state.items()}
     reverted = revert_weight_conversion(model, dict(state))
     names = {key: module_key.get(id(tensor)) for key, tensor in reverted.items()}
