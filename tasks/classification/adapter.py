@@ -45,6 +45,7 @@ from tasks.classification.protocol import (
     MODES,
     PROTOCOL,
     DatasetProbe,
+    Geometry,
     Mode,
     ProbeProtocol,
     deviations,
@@ -107,9 +108,18 @@ def label_matrix(dataset: PreparedDataset, ids: list[str], probe: DatasetProbe, 
 
 
 def _patch_size(backbone: LoadedBackbone) -> int | None:
-    if backbone.model.arch.family != "vit":
-        return None
-    return int(backbone.model.model.patch_embed.patch_size[0])
+    arch = backbone.model.arch
+    return arch.feature_map_strides[0] if arch.family == "vit" else None  # a ViT's one map is at its patch stride
+
+
+def _geometry(backbone: LoadedBackbone, cache_size: int) -> Geometry:
+    """The probe's crop and encoder input: the reference's B20 size where the architecture has one, else the model's."""
+    arch, preprocessing = backbone.model.arch, backbone.preprocessing
+    if arch.linear_probe_input_size:
+        return resolve_geometry(cache_size, _patch_size(backbone), arch.linear_probe_input_size,
+                                why="as the reference's ResNet-50 probe (defect B20)")
+    return resolve_geometry(cache_size, _patch_size(backbone), preprocessing.input_size, preprocessing.fixed_size,
+                            why=f"the model's input size ({preprocessing.source})")
 
 
 def run_classification(cell: TaskCell) -> TaskResult:
@@ -149,9 +159,9 @@ def linear_probe(
            for split in SPLITS}
     fingerprints = {split: ids_fingerprint(ids[split]) for split in SPLITS}
     targets = {split: torch.from_numpy(label_matrix(dataset, ids[split], probe, scheme)) for split in SPLITS}
-    geometry = resolve_geometry(dataset.manifest.image_size, _patch_size(backbone), backbone.spec.linear_probe_input_size)
-    evaluate = eval_transform(protocol, geometry)
-    descriptor = eval_transform_descriptor(protocol, geometry)
+    geometry = _geometry(backbone, dataset.manifest.image_size)
+    evaluate = eval_transform(backbone.preprocessing, geometry)
+    descriptor = eval_transform_descriptor(backbone.preprocessing, geometry)
     stats = EncodeStats()
     cache_hits: dict[str, bool] = {}
 
@@ -174,7 +184,7 @@ def linear_probe(
                 for rows in shuffled_batches(n_train, protocol.batch_size, protocol.train_drop_last, generator):
                     yield features["train"][rows], targets["train"][rows]
         else:
-            augment = train_transform(protocol, probe, geometry)
+            augment = train_transform(protocol, probe, geometry, backbone.preprocessing)
 
             def train_batch(images: torch.Tensor) -> torch.Tensor:
                 return to_encoder_input(apply_per_image(augment, images), geometry)
@@ -204,6 +214,7 @@ def linear_probe(
     (work_dir / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
     config = resolved_config(protocol, probe, geometry, mode, {
         "backbone": backbone.spec.name, "weights_sha256": backbone.weights_sha256, "fraction": fraction, "draw": draw,
+        "preprocessing": backbone.preprocessing.to_dict(),
         "seed": seed, "device": str(run_device), "n_images": {split: len(ids[split]) for split in SPLITS},
         "train_batches_per_epoch": batches_per_epoch(n_train, protocol),
         "train_augmentation": probe.train_augmentation if mode == "paper" else "none (cached features, eval transform)",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.backbones import BACKBONES, build_backbone, user_backbone_spec
+from benchmark.backbones import BACKBONES, MGCA_PREPROCESSING, Preprocessing, build_backbone, user_backbone_spec
 from benchmark.cli import main
 from benchmark.data.prepared import DataError, PreparedDataset
 from benchmark.scoring.classification import SCHEMES, compute_metrics, read_predictions, read_targets
@@ -68,17 +68,20 @@ def test_reference_protocol_values():
     assert PROTOCOL.val_drop_last is False
 
 
-@pytest.mark.parametrize(("cache", "patch", "probe_size", "crop", "encoder_input"), [
-    (256, 16, None, 224, 224),  # the reference
-    (256, None, 299, 224, 299),  # ResNet-50 linear probe (defect B20)
-    (128, 16, None, 112, 112),  # demo images: crop scaled
-    (64, 16, None, 48, 48),  # 56 is no multiple of 16: rounded down, and noted
-    (64, None, None, 56, 56),
+@pytest.mark.parametrize(("cache", "patch", "input_size", "fixed", "crop", "encoder_input"), [
+    (256, 16, 224, False, 224, 224),  # the reference
+    (256, None, 299, False, 224, 299),  # ResNet-50 linear probe (defect B20)
+    (128, 16, 224, False, 112, 112),  # demo images: crop scaled
+    (64, 16, 224, False, 48, 48),  # 56 is no multiple of 16: rounded down, and noted
+    (64, None, 224, False, 56, 56),
+    (64, None, 512, False, 56, 128),  # torchxrayvision's ResNet-50: its 512 px at the reference crop, same ratio
+    (64, 14, 518, False, 56, 126),  # RAD-DINO-like: 56 * 518 / 224 = 129.5, rounded down to 9 patches of 14
+    (64, 8, 32, True, 56, 32),  # a fixed-size model (open_clip) gets exactly its size
 ])
-def test_geometry(cache, patch, probe_size, crop, encoder_input):
-    geometry = resolve_geometry(cache, patch, probe_size)
+def test_geometry(cache, patch, input_size, fixed, crop, encoder_input):
+    geometry = resolve_geometry(cache, patch, input_size, fixed)
     assert (geometry.crop_size, geometry.encoder_input_size) == (crop, encoder_input)
-    assert bool(geometry.notes) == (cache != 256 or probe_size is not None)
+    assert bool(geometry.notes) == (cache != 256 or input_size != 224)
 
 
 def test_resnet_probe_input_is_upsampled_with_aligned_corners():
@@ -111,9 +114,9 @@ def test_early_stopping_keeps_the_best_epoch():
 # ------------------------------------------------------------------------------ feature cache
 
 def eval_setup(backbone, dataset):
-    geometry = resolve_geometry(dataset.manifest.image_size, 16, None)
-    transform = eval_transform(TINY, geometry)
-    return eval_transform_descriptor(TINY, geometry), lambda images: to_encoder_input(transform(images), geometry)
+    geometry = resolve_geometry(dataset.manifest.image_size, 16)
+    transform = eval_transform(backbone.preprocessing, geometry)
+    return eval_transform_descriptor(backbone.preprocessing, geometry), lambda images: to_encoder_input(transform(images), geometry)
 
 
 def test_cached_and_recomputed_features_are_identical(backbone, data_root, tmp_path):
@@ -226,12 +229,29 @@ def test_every_dataset_writes_files_that_score_to_the_official_metrics(backbone,
     assert result.config["geometry"]["crop_size"] == 48
 
 
-def test_resnet_probe_records_the_upsampled_input(data_root, tmp_path):
-    spec = dataclasses.replace(BACKBONES.get("random_resnet18"), linear_probe_input_size=299)
-    result = run(build_backbone(spec), data_root, tmp_path, dataset="rsna")
+def test_resnet50_probe_input_follows_the_architecture_not_the_registry_entry(data_root, tmp_path):
+    """The same ResNet-50 is probed at B20's size whether it is MGCA's entry or a user checkpoint named resnet50."""
+    state = {f"img_encoder_q.model.{k}": v for k, v in build_backbone("random_resnet50").model.model.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "resnet_50.ckpt")
+    submitted = build_backbone(user_backbone_spec("mine", "resnet50"), tmp_path / "resnet_50.ckpt")
+    result = run(submitted, data_root, tmp_path, dataset="rsna")
     geometry = result.config["geometry"]
     assert (geometry["crop_size"], geometry["encoder_input_size"]) == (56, 75)  # 56 * 299 / 224
     assert any("B20" in note for note in geometry["notes"])
+    assert tuple(result.config["preprocessing"]["mean"]) == (0.5, 0.5, 0.5)
+
+
+def test_eval_transform_applies_the_backbones_range_channels_and_normalisation():
+    """torchxrayvision's: one channel, 0 -> -1024 and 255 -> 1024; MGCA's: three channels, 0 -> -1 and 255 -> 1."""
+    images = torch.tensor([[0, 255], [51, 204]], dtype=torch.uint8).repeat(1, 3, 1, 1)
+    geometry = resolve_geometry(2, None)
+    xrv = Preprocessing(224, 1, (0.0,), (1.0,), value_range=(-1024.0, 1024.0))
+    out = eval_transform(xrv, geometry)(images)
+    assert out.shape == (1, 1, 2, 2)
+    assert torch.allclose(out[0, 0], torch.tensor([[-1024.0, 1024.0], [-614.4, 614.4]]), atol=1e-3)
+    mgca = eval_transform(MGCA_PREPROCESSING, geometry)(images)
+    assert mgca.shape == (1, 3, 2, 2) and torch.allclose(mgca[0, 2], torch.tensor([[-1.0, 1.0], [-0.6, 0.6]]), atol=1e-6)
+    assert eval_transform_descriptor(xrv, geometry) != eval_transform_descriptor(MGCA_PREPROCESSING, geometry)
 
 
 def test_scores_are_probabilities(backbone, data_root, tmp_path):
