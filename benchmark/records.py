@@ -36,7 +36,7 @@ ArtifactStore = Literal["board", "artifacts"]
 ARTIFACT_STORES: tuple[str, ...] = get_args(ArtifactStore)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # safe in file names, no path separators
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # safe in file names, no path separators
 
 
 class RecordError(ValueError):
@@ -62,7 +62,7 @@ class CellIdentity:
     def validate(self) -> None:
         for name in ("board", "backbone", "task", "dataset", "partition", "head", "mode"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _NAME.match(value):
+            if not isinstance(value, str) or not NAME_PATTERN.match(value):
                 raise RecordError(f"identity.{name}={value!r}: expected a name of letters, digits, '.', '_', '+', '-'")
         if not isinstance(self.weights_sha256, str) or not _SHA256.match(self.weights_sha256):
             raise RecordError(f"identity.weights_sha256={self.weights_sha256!r}: expected 64 lowercase hex digits")

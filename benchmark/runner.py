@@ -109,6 +109,7 @@ class GridRequest:
     isolate: bool = True  # each cell in a fresh child process (False: in this process, for debugging)
     cell_timeout: float | None = None  # seconds; a cell running longer is killed and recorded as failed
     progress: bool = True
+    redo_invalid: bool = False  # re-evaluate cells whose record fails verification (else: reported, kept)
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,16 @@ class GridSummary:
     failed: list[str] = field(default_factory=list)
     busy: int = 0  # claimed by another process at the time
     not_prepared: list[str] = field(default_factory=list)  # datasets skipped (not under data_dir)
+    invalid: list[str] = field(default_factory=list)  # records that fail verification, left as they are
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
         lines = [f"{self.cells} cells: {self.ran} evaluated, {self.done_before} already done, "
                  f"{len(self.failed)} failed, {self.busy} busy elsewhere ({self.seconds:.1f} s)"]
+        if self.invalid:
+            lines.append(f"{len(self.invalid)} record(s) fail verification and were not re-evaluated "
+                         f"(see `python -m benchmark verify`; re-run them with --redo-invalid):")
+            lines += [f"invalid: {reason}" for reason in self.invalid]
         if self.not_prepared:
             lines.append(f"skipped, not prepared under the data folder: {', '.join(self.not_prepared)}")
         lines += [f"failed: {key}" for key in self.failed]
@@ -220,7 +226,7 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                     f"{'demo' if protocol.demo else 'real-data'} board; demo results never go to a real board "
                     f"(use a demo board for demo data)")
             partition = prepared.partition(partition)
-            for fraction in request.fractions or protocol.fractions:
+            for fraction in request.fractions or board_task.fractions or protocol.fractions:
                 draws = (0,) if fraction == 100 else (request.draws or protocol.draws)
                 prepared_draws = prepared.manifest.fractions.get(str(fraction), [0] if fraction == 100 else [])
                 missing = [draw for draw in draws if draw not in prepared_draws]
@@ -303,7 +309,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     result = info.run(TaskCell(
         backbone=loaded, dataset=dataset, partition=identity.partition, head=identity.head, fraction=identity.fraction,
         draw=identity.draw, seed=identity.seed, mode=identity.mode, work_dir=work, cache_dir=request.cache_dir,
-        device=device, progress=request.progress,
+        device=device, progress=request.progress, overrides=board.protocol.task(identity.task).overrides,
     ))
     total = time.perf_counter() - clock
     if not isinstance(result, TaskResult):
@@ -328,7 +334,8 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
         identity=identity, protocol_version=board.protocol.protocol_version, metrics=metrics,
         headline_metric=headline, predictions=predictions, targets=targets,
         timings={**{k: float(v) for k, v in result.timings.items()}, "total": total},
-        config={**result.config, "task_version": info.version},
+        config={**result.config, "task_version": info.version,
+                "board_overrides": dict(board.protocol.task(identity.task).overrides)},
         training=dict(result.training),
         split_fingerprints=fingerprints,
         backbone={"arch": loaded.spec.arch, "weights": loaded.spec.weights,
@@ -479,6 +486,7 @@ def run_grid(board: Board, request: GridRequest) -> GridSummary:
     """Evaluate every cell of ``request`` that is not yet on ``board``."""
     summary, clock = GridSummary(), time.perf_counter()
     board.remove_stale_temps()
+    board.rebuild_index()  # a crash after a record's write may have left the index behind
     todo: list[tuple[Cell, BackboneChoice, BackboneSpec, LoadedBackbone]] = []
     for choice in request.backbones:
         spec = choice.spec()
@@ -488,8 +496,11 @@ def run_grid(board: Board, request: GridRequest) -> GridSummary:
             board.register_entry(board_entry(choice, loaded))
         summary.cells += len(cells)
         for cell in cells:
-            if board.completed(cell.identity):
+            record, invalid = board.status(cell.identity)
+            if record is not None:
                 summary.done_before += 1
+            elif invalid is not None and not request.redo_invalid:
+                summary.invalid.append(invalid)
             else:
                 todo.append((cell, choice, spec, loaded))
     if summary.cells == 0:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -75,13 +76,16 @@ def test_a_failing_cell_is_recorded_and_retried(setup: tuple[Board, GridRequest]
     assert board.failures() == []
 
 
-def test_a_corrupt_or_half_written_result_is_redone(setup: tuple[Board, GridRequest]) -> None:
+def test_a_corrupt_result_is_reported_and_redone_only_when_asked(setup: tuple[Board, GridRequest]) -> None:
     board, request = setup
     run_grid(board, request)
     victim = result_files(board)[0]
     victim.write_text(victim.read_text()[:100])  # truncated, as if the disk filled up
     (victim.parent / f"{victim.name}.tmp-999999999-x").write_text("{")  # leftover of a dead writer
     summary = run_grid(board, request)
+    assert (summary.ran, summary.done_before, len(summary.invalid)) == (0, 9, 1)
+    assert victim.name in summary.invalid[0]
+    summary = run_grid(board, replace(request, redo_invalid=True))
     assert (summary.ran, summary.done_before) == (1, 9)
     RunRecord.read(victim)
     assert not list(board.root.rglob("*.tmp-*"))

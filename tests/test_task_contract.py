@@ -164,5 +164,8 @@ def test_records_of_the_upgraded_schema_replace_version_1_records(toy: tuple[Boa
     path.write_text(json.dumps(data))
     invalid: list[str] = []
     assert board.records(invalid) == [] and "version-1 records" in invalid[0]
+    summary = run_grid(board, request)
+    assert summary.ran == 0 and "version-1 records" in summary.invalid[0]  # reported, never silently redone
+    path.parent.parent.parent.joinpath("results").rename(path.parent.parent.parent / "old-results")
     assert run_grid(board, request).ran == 1  # re-created, as the message says
     assert isinstance(RunRecord.read(path), RunRecord)

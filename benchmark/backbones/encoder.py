@@ -9,6 +9,7 @@ statistics never drift (reference defect B6).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,36 +51,56 @@ class Backbone(nn.Module):
         return self(images).feature_maps
 
 
+def vit_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
+    """[CLS] and patch tokens after the final norm; the patch tokens as a grid."""
+    tokens = model.forward_features(images)  # (B, prefix + N, C), final norm applied
+    prefix = getattr(model, "num_prefix_tokens", 1)
+    patches = tokens[:, prefix:]
+    grid_h, grid_w = model.patch_embed.dynamic_feat_size(images.shape[-2:])
+    grid = patches.transpose(1, 2).reshape(len(images), -1, grid_h, grid_w)
+    return BackboneOutput(global_features=tokens[:, 0], token_features=patches, feature_maps=[grid])
+
+
+def resnet_stages(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+    """The stem (after ReLU, before max-pooling), then layer1 to layer4: strides 2 to 32, as
+    segmentation_models_pytorch's ResNet encoder gives them to the reference's U-Net."""
+    m = model
+    stem = m.relu(m.bn1(m.conv1(images)))
+    layer1 = m.layer1(m.maxpool(stem))
+    layer2 = m.layer2(layer1)
+    layer3 = m.layer3(layer2)
+    return [stem, layer1, layer2, layer3, m.layer4(layer3)]
+
+
+def resnet_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
+    """Global average pool of layer4, layer3 positions as tokens, stages 2-4 as maps."""
+    m = model
+    _, _, stage2, stage3, stage4 = resnet_stages(model, images)
+    return BackboneOutput(
+        global_features=torch.flatten(m.avgpool(stage4), 1),
+        token_features=stage3.flatten(2).transpose(1, 2),
+        feature_maps=[stage2, stage3, stage4],
+    )
+
+
+# The contract's outputs per architecture family, as functions of a plain (trainable) module:
+# the frozen Backbone below and MGCA pretraining (pretrain/model.py) read features the same way.
+FEATURES: dict[str, Callable[[nn.Module, torch.Tensor], BackboneOutput]] = {"vit": vit_features, "resnet": resnet_features}
+
+
 class ViTBackbone(Backbone):
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        tokens = self.model.forward_features(images)  # (B, prefix + N, C), final norm applied
-        prefix = getattr(self.model, "num_prefix_tokens", 1)
-        patches = tokens[:, prefix:]
-        grid_h, grid_w = self.model.patch_embed.dynamic_feat_size(images.shape[-2:])
-        grid = patches.transpose(1, 2).reshape(len(images), -1, grid_h, grid_w)
-        return BackboneOutput(global_features=tokens[:, 0], token_features=patches, feature_maps=[grid])
+        return vit_features(self.model, images)
 
 
 class ResNetBackbone(Backbone):
     def stages(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Every stage's output, strides 2 to 32: the stem (after ReLU, before max-pooling), then
-        layer1 to layer4. A U-Net decoder takes its skip connections from all five, as
-        segmentation_models_pytorch's ResNet encoder gives them to the reference's U-Net."""
-        m = self.model
-        stem = m.relu(m.bn1(m.conv1(images)))
-        layer1 = m.layer1(m.maxpool(stem))
-        layer2 = m.layer2(layer1)
-        layer3 = m.layer3(layer2)
-        return [stem, layer1, layer2, layer3, m.layer4(layer3)]
+        """Every stage's output, strides 2 to 32 (:func:`resnet_stages`): a U-Net decoder takes its
+        skip connections from all five."""
+        return resnet_stages(self.model, images)
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        _, _, stage2, stage3, stage4 = self.stages(images)
-        m = self.model
-        return BackboneOutput(
-            global_features=torch.flatten(m.avgpool(stage4), 1),
-            token_features=stage3.flatten(2).transpose(1, 2),
-            feature_maps=[stage2, stage3, stage4],
-        )
+        return resnet_features(self.model, images)
 
 
 BACKBONE_CLASSES: dict[str, type[Backbone]] = {"vit": ViTBackbone, "resnet": ResNetBackbone}

@@ -34,6 +34,8 @@ class BackboneSpec:
     paper: str = ""
     pretraining_data: tuple[str, ...] = ()
     input_size: int = 224
+    # Checkpoints built locally (the demo MGCA): the command that makes the file when it is missing.
+    build_command: str = ""
     # The reference feeds ResNet-50 linear-probe features 299 px inputs (defect B20).
     linear_probe_input_size: int | None = None
     mean: tuple[float, float, float] = MGCA_NORMALISATION[0]
@@ -67,6 +69,12 @@ _add(BackboneSpec(
     description="ResNet-50, random initialisation (torchvision), seed 0",
 ))
 _add(BackboneSpec(
+    name="mgca_demo", arch="vit_tiny_patch16_224", weights="checkpoint", checkpoint_file="mgca_demo.ckpt",
+    prefix="img_encoder_q.model.", paper=MGCA_PAPER, pretraining_data=("mimic-cxr-demo",), tags=("tiny", "demo"),
+    build_command="make checkpoints/mgca_demo.ckpt",
+    description="MGCA ViT-Tiny pretrained on the synthetic demo MIMIC corpus (pretrain/configs/demo.toml): demo only",
+))
+_add(BackboneSpec(
     name="random_vit_tiny", arch="vit_tiny_patch16_224", weights="random", seed=0, tags=("tiny",),
     description="ViT-Tiny/16, random initialisation, seed 0: for tests and the demo",
 ))
@@ -89,8 +97,9 @@ def locate_checkpoint(spec: BackboneSpec, explicit: str | Path | None = None) ->
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    obtain = f"Build it with `{spec.build_command}`" if spec.build_command else f"Download it from {spec.published_at}"
     raise CheckpointNotFound(
         f"backbone {spec.name!r} needs {spec.checkpoint_file}; looked at "
-        f"{', '.join(map(str, candidates))}. Download it from {spec.published_at} and put it in "
+        f"{', '.join(map(str, candidates))}. {obtain} and put it in "
         f"./checkpoints/, or in the folder named by ${CHECKPOINT_DIR_ENV}, or pass --checkpoint PATH."
     )

@@ -27,7 +27,7 @@ from typing import Literal
 from benchmark.board.aggregate import CellAggregate, aggregate, shown_runs
 from benchmark.board.compare import Comparison, compare_entry, ties_with_best
 from benchmark.board.store import Board, BoardEntry
-from benchmark.published import TABLES, Column, TableSpec
+from benchmark.published import SECONDARY_MARK, TABLES, Column, Secondary, TableSpec
 from benchmark.records import RunRecord, write_atomically
 
 Format = Literal["md", "tex", "html"]
@@ -73,15 +73,17 @@ class BoardView:
     cells: list[CellAggregate]
     entries: dict[str, BoardEntry]
     ties: dict[tuple, dict[str, object]]
+    invalid: list[str]  # records that fail verification: listed with the reason, never shown as results
 
     @classmethod
     def load(cls, board: Board, modes: dict[str | None, str] | None = None) -> BoardView:
         """The board's runs in each task's default mode, or in the modes chosen (``{task or None: mode}``)."""
         selected = board.protocol.select("modes", modes)
         heads = {task: item.heads for task, item in board.protocol.tasks.items()}
-        records = shown_runs(board.records(), selected, heads)
+        invalid: list[str] = []
+        records = shown_runs(board.records(invalid), selected, heads)
         cells = aggregate(records)
-        return cls(board, selected, records, cells, board.entries(), ties_with_best(board, records, cells))
+        return cls(board, selected, records, cells, board.entries(), ties_with_best(board, records, cells), invalid)
 
     @property
     def modes_text(self) -> str:
@@ -114,6 +116,8 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
         for index, value in enumerate(row.values):
             if value is None:
                 cells.append(TableCell())
+            elif isinstance(value, Secondary):  # never bold: a second-hand number does not set the best
+                cells.append(TableCell(text=f"{value.value:.1f} {SECONDARY_MARK}", sort_value=value.value))
             elif isinstance(value, str):
                 cells.append(TableCell(text=value, sort_value=0.0))
             else:
@@ -150,6 +154,7 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
         f"{OVERLAP_MARK}: pretraining data shares images with this test set.",
         *spec.caveats,
     ]
+    notes += [f"INVALID record, not shown: {reason}" for reason in view.invalid]
     if not any(row.kind == "board" and any(c.text for c in row.cells) for row in rows):
         notes.insert(0, "No board results for this table yet (its tasks have not been run on this board).")
     if protocol.demo:
@@ -411,6 +416,8 @@ def render_page(view: BoardView, models: list[TableModel], svgs: dict[str, str],
               "backbone and are not real-data results.</div>") if protocol.demo else ""
     tables = "\n".join(f"<h2>{html.escape(m.spec.title)}</h2>\n{to_html(m, provenance)}" for m in models)
     plots = "".join(f"<figure>{svg}</figure>" for svg in svgs.values()) or "<p>No results yet.</p>"
+    invalid_html = ("<h2>Invalid records (not shown: they fail verification)</h2><ul>" + "".join(
+        f"<li>{html.escape(reason)}</li>" for reason in view.invalid) + "</ul>") if view.invalid else ""
     failures = view.board.failures()
     failure_html = ("<h2>Failed cells (retried on the next run)</h2><ul>" + "".join(
         f"<li>{html.escape(f['identity']['task'])}/{html.escape(f['identity']['dataset'])} "
@@ -434,6 +441,7 @@ Click a column header to sort.</p>
 <div class="plots">{plots}</div>
 <h2>Paired comparisons</h2>
 {_comparisons_html(view, comparisons) or "<p>A single entry per column: nothing to compare yet.</p>"}
+{invalid_html}
 {failure_html}
 <script type="application/json" id="board-data">{html.escape(data, quote=False)}</script>
 <script>{_JS}</script>
@@ -478,7 +486,7 @@ def _write_exports(view: BoardView, out: Path) -> Path:
     """``aggregates.json`` and ``runs.csv``: machine-readable exports of the board."""
     write_atomically(out / "aggregates.json", json.dumps([c.as_dict() for c in view.cells], indent=2) + "\n")
     lines = ["entry,task,dataset,partition,head,fraction,mode,draw,seed,metric,value,bootstrap_se,record"]
-    for record in view.board.records():
+    for record in view.board.records([]):
         i = record.identity
         se = record.headline.bootstrap_se
         lines.append(",".join(map(str, [i.entry_key, i.task, i.dataset, i.partition, i.head, i.fraction, i.mode, i.draw, i.seed,

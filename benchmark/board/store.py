@@ -8,6 +8,7 @@ Layout of ``leaderboards/<board>/``::
     results/<name>@<sha12>/<cell>.json  one immutable run record per grid cell
     predictions/<name>@<sha12>/<cell>.{predictions,targets}.<ext>  per-image files of that record
     failures/<name>@<sha12>/<cell>.json  the last failure of a cell (retried on the next run)
+    records.sha256                    the hash of every record as written (``benchmark/board/integrity.py``)
     index.json                        derived from results/ (rebuilt under a file lock)
     rendered/                         tables, plots, the static page (``python -m benchmark tables``)
 
@@ -32,6 +33,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from benchmark.board.integrity import (
+    HASH_MEMO_FILE,
+    MANIFEST_FILE,
+    FileHashes,
+    read_manifest,
+    record_digest,
+    relative,
+    write_manifest,
+)
 from benchmark.data.prepared import file_sha256
 from benchmark.provenance import utc_now
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
@@ -71,12 +81,16 @@ class BoardTask:
     default_mode: str  # the mode its tables show and ``run`` uses unless told otherwise
     heads: tuple[str, ...]  # heads the board accepts (the backbone family picks the default)
     datasets: dict[str, str]  # dataset -> column label
+    fractions: tuple[int, ...] | None = None  # this task's label fractions when not the board's (a demo's budget)
+    overrides: dict[str, Any] = field(default_factory=dict)  # protocol changes handed to the task (a demo's budget)
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> BoardTask:
-        _strict_keys(data, {"version", "modes", "default_mode", "heads", "datasets"}, set(), where)
+        _strict_keys(data, {"version", "modes", "default_mode", "heads", "datasets"}, {"fractions", "overrides"}, where)
         task = cls(version=data["version"], modes=tuple(data["modes"]), default_mode=data["default_mode"],
-                   heads=tuple(data["heads"]), datasets={ds: item["label"] for ds, item in data["datasets"].items()})
+                   heads=tuple(data["heads"]), datasets={ds: item["label"] for ds, item in data["datasets"].items()},
+                   fractions=tuple(data["fractions"]) if "fractions" in data else None,
+                   overrides=dict(data.get("overrides", {})))
         if not isinstance(task.version, int) or isinstance(task.version, bool):
             raise BoardError(f"{where}.version={task.version!r}: expected the task version as an integer")
         if task.default_mode not in task.modes:
@@ -228,16 +242,18 @@ def artifacts_dir() -> Path:
     return Path(os.environ.get(ARTIFACTS_DIR_ENV, DEFAULT_ARTIFACTS_DIR))
 
 
-def default_board(demo: bool) -> str:
-    """The board marked ``"default": true`` among the demo (or the real-data) boards under ``leaderboards/``."""
+def default_board(demo: bool, folder: Path | None = None) -> str:
+    """The board marked ``"default": true`` among the demo (or the real-data) boards under ``folder``
+    (default ``leaderboards/`` or ``$MGCA_BENCH_BOARDS``)."""
+    folder = folder or boards_dir()
     found = []
-    for path in sorted(boards_dir().glob(f"*/{PROTOCOL_FILE}")):
+    for path in sorted(folder.glob(f"*/{PROTOCOL_FILE}")):
         protocol = Protocol.read(path)
         if protocol.default and protocol.demo == demo:
             found.append(protocol.board)
     kind = "demo" if demo else "real-data"
     if len(found) != 1:
-        raise BoardError(f"expected exactly one default {kind} board under {boards_dir()} (\"default\": true in its "
+        raise BoardError(f"expected exactly one default {kind} board under {folder} (\"default\": true in its "
                          f"{PROTOCOL_FILE}), found {found or 'none'}; name one with --board")
     return found[0]
 
@@ -263,6 +279,9 @@ class Board:
     def __init__(self, board: str | Path) -> None:
         self.root = resolve_board_path(board)
         self.protocol = Protocol.read(self.root / PROTOCOL_FILE)
+        self.hashes = FileHashes(self.root / HASH_MEMO_FILE)
+        self._manifest: dict[str, str] | None = None
+        self._manifest_stamp: tuple[int, int] | None = None
         if self.protocol.board != self.root.name:
             raise BoardError(f"{self.root / PROTOCOL_FILE}: board {self.protocol.board!r} does not match its folder name")
 
@@ -301,20 +320,53 @@ class Board:
             )
         self.protocol.slot(identity.task, identity.dataset)
 
-    def completed(self, identity: CellIdentity) -> RunRecord | None:
-        """The cell's record if it is done: its JSON exists, validates and its files are intact."""
+    def status(self, identity: CellIdentity) -> tuple[RunRecord | None, str | None]:
+        """``(record, None)`` when the cell is done and proven, ``(None, None)`` when it has no record
+        (or only a half-written one), ``(None, reason)`` when its record fails verification."""
         path = self.result_path(identity)
         if not path.is_file():
-            return None
+            return None, None
         try:
             record = RunRecord.read(path)
-        except RecordError:
-            return None
+        except RecordError as error:
+            return None, str(error)
         if record.identity != identity:
-            return None
-        if not all(self.artifact_file(artifact).is_file() for artifact in (record.predictions, record.targets)):
-            return None
-        return record
+            return None, f"{path}: holds the record of another cell"
+        reason = self.verify_record(record, path)
+        self.hashes.save()
+        return (None, reason) if reason else (record, None)
+
+    def completed(self, identity: CellIdentity) -> RunRecord | None:
+        """The cell's record if it is done: its JSON exists, validates and matches its hashes."""
+        return self.status(identity)[0]
+
+    def verify_record(self, record: RunRecord, path: Path) -> str | None:
+        """Why ``record`` (read from ``path``) cannot be trusted, or None: the board manifest must hold
+        the record file's hash, and its prediction and target files must match the hashes it holds."""
+        name = relative(path, self.root)
+        listed = self.manifest().get(name)
+        if listed is None:
+            return f"{name}: not in the board manifest {MANIFEST_FILE} (not written by the runner?)"
+        if listed != self.hashes.sha256(path):
+            return f"{name}: differs from the hash in {MANIFEST_FILE} (edited after it was written?)"
+        for kind, artifact in (("predictions", record.predictions), ("targets", record.targets)):
+            digest = self.hashes.sha256(self.artifact_file(artifact))
+            if digest is None:
+                return f"{name}: its {kind} file {self.artifact_file(artifact)} is missing"
+            if digest != artifact.sha256:
+                return f"{name}: its {kind} file {self.artifact_file(artifact)} does not match the record's sha256"
+        return None
+
+    def manifest(self) -> dict[str, str]:
+        """The board manifest, read again whenever the file changed (other processes add records)."""
+        try:
+            stat = (self.root / MANIFEST_FILE).stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if self._manifest is None or stamp != self._manifest_stamp:
+            self._manifest, self._manifest_stamp = read_manifest(self.root), stamp
+        return self._manifest
 
     def store_artifact(self, identity: CellIdentity, kind: str, source: Path, large: bool = False) -> Artifact:
         """Copy a per-image file the task wrote (``kind``: predictions, targets) next to the record.
@@ -346,7 +398,10 @@ class Board:
             if not self.artifact_file(artifact).is_file():
                 raise BoardError(f"{self.artifact_file(artifact)}: artifact missing; store it with store_artifact first")
         path = self.result_path(record.identity)
-        write_atomically(path, record.to_json())
+        text = record.to_json()
+        with self.lock():  # the manifest first: a record never exists unlisted, except by hand
+            write_manifest(self.root, {**read_manifest(self.root), relative(path, self.root): record_digest(text)})
+        write_atomically(path, text)
         self.failure_path(record.identity).unlink(missing_ok=True)
         self.rebuild_index()
         return path
@@ -359,8 +414,9 @@ class Board:
     def records(self, invalid: list[str] | None = None) -> list[RunRecord]:
         """Every run record on the board, in file-name order.
 
-        An unreadable or foreign record raises, unless ``invalid`` is given: then its file name
-        and the reason are appended there (the index lists them; the runner re-does such cells).
+        An unreadable, foreign or unverifiable record (:meth:`verify_record`) raises, unless
+        ``invalid`` is given: then the reason is appended there (tables and the page list them; the
+        runner re-does such cells only with ``--redo-invalid``).
         """
         records = []
         for path in sorted((self.root / "results").glob("*/*.json")):
@@ -368,12 +424,16 @@ class Board:
                 record = RunRecord.read(path)
                 if record.identity.board != self.name or record.protocol_version != self.protocol.protocol_version:
                     raise BoardError(f"{path}: belongs to {record.identity.board}/{record.protocol_version}, not to this board")
+                reason = self.verify_record(record, path)
+                if reason:
+                    raise BoardError(reason)
             except (RecordError, BoardError) as error:
                 if invalid is None:
                     raise
                 invalid.append(str(error))
                 continue
             records.append(record)
+        self.hashes.save()
         return records
 
     def failures(self) -> list[dict[str, Any]]:

@@ -11,15 +11,18 @@ from benchmark.cli import command
 DEFAULT_DATA = Path("data/prepared")
 
 
-def default_board(data_dir: Path) -> str:
-    """The default demo board when every prepared dataset under ``data_dir`` is demo data, else the
-    default real-data board (both marked ``"default": true`` in their ``leaderboards/*/protocol.json``)."""
+def chosen_board(args: argparse.Namespace) -> str:
+    """``--board``; else the default demo board with ``--demo`` or when every prepared dataset under
+    ``--data`` is demo data; else the default real-data board (defaults are marked ``"default": true``
+    in their ``leaderboards/*/protocol.json``)."""
     import json
 
-    from benchmark.board.store import default_board as marked_default
+    from benchmark.board.store import default_board
 
-    manifests = [json.loads(path.read_text()) for path in sorted(Path(data_dir).glob("*/manifest.json"))]
-    return marked_default(demo=bool(manifests) and all(m.get("demo") for m in manifests))
+    if args.board:
+        return args.board
+    manifests = [json.loads(path.read_text()) for path in sorted(Path(args.data).glob("*/manifest.json"))]
+    return default_board(demo=args.demo or (bool(manifests) and all(m.get("demo") for m in manifests)))
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -60,9 +63,12 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"DATA_DIR holding prepared datasets (default {DEFAULT_DATA})")
     parser.add_argument("--board", default=None, help="board name under leaderboards/ or a folder (default: the default "
                         "real-data board, or the default demo board when --data holds only demo datasets)")
+    parser.add_argument("--demo", action="store_true", help="use the default demo board (instead of naming it with --board)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                         help="kill a cell running longer and record it as failed (default: no limit)")
+    parser.add_argument("--redo-invalid", action="store_true",
+                        help="re-evaluate cells whose record fails verification (default: report them and keep them)")
     parser.add_argument("--in-process", action="store_true",
                         help="run cells in this process instead of one fresh child process per cell (debugging)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/work"), help="scratch space per cell (default runs/work)")
@@ -91,7 +97,7 @@ def grid_request(args: argparse.Namespace, backbones: tuple) -> "object":
         backbones=backbones, data_dir=args.data, tasks=args.tasks, datasets=args.datasets, fractions=args.fractions,
         seeds=args.seeds, draws=args.draws, modes=args.mode, heads=args.head, work_dir=args.work_dir,
         cache_dir=args.cache_dir, keep_work=args.keep_work, device=args.device, isolate=not args.in_process,
-        cell_timeout=args.cell_timeout, progress=not args.no_progress,
+        cell_timeout=args.cell_timeout, progress=not args.no_progress, redo_invalid=args.redo_invalid,
     )
 
 
@@ -109,7 +115,7 @@ def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
 
     import_plugins(args.plugins)
     try:
-        board = Board(args.board or default_board(args.data))
+        board = Board(chosen_board(args))
         summary = run_grid(board, grid_request(args, backbones))
     except (GridError, BoardError, DataError, RegistryError, CheckpointError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
@@ -125,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.print_datasets:
         import_plugins(args.plugins)
-        print(" ".join(datasets_to_evaluate(Board(args.board or default_board(args.data)))))
+        print(" ".join(datasets_to_evaluate(Board(chosen_board(args)))))
         return 0
     if not args.backbone:
         print("error: --backbone is required", file=sys.stderr)

@@ -15,15 +15,35 @@ from benchmark.cli import command, print_json
 from benchmark.scoring.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 (e.g. 0.95), got {text!r}")
+    return value
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="task whose files are scored: classification, detection, segmentation")
     parser.add_argument("--predictions", type=Path, required=True, help="prediction file (format: the task's scorer module)")
     parser.add_argument("--targets", type=Path, required=True, help="targets of the same test images")
     parser.add_argument("--dataset", default=None,
                         help="dataset whose metrics apply (classification: chexpert, rsna or covidx)")
-    parser.add_argument("--n-resamples", type=int, default=DEFAULT_RESAMPLES, help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
+    parser.add_argument("--n-resamples", type=_positive, default=DEFAULT_RESAMPLES, help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
-    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, help=f"interval level (default {DEFAULT_CONFIDENCE})")
+    parser.add_argument("--confidence", type=_level, default=DEFAULT_CONFIDENCE, help=f"interval level (default {DEFAULT_CONFIDENCE})")
 
 
 @command("score", "score a saved prediction file against its targets (official metrics, bootstrap CI)", _configure)

@@ -148,22 +148,23 @@ WEIGHTED_METRICS: Registry[WeightedMetricFunction] = Registry("weighted classifi
 def weighted_binary_auroc(targets: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUROC of one class per resample (ties count half); NaN where a resample lacks a class.
 
-    Sorted by score once; for each positive, the negative weight below its score group plus half
-    the negative weight inside it, summed with the positive's weight, over W+ · W-.
+    For each positive, the negative weight strictly below its score plus half the negative weight
+    at its score (cumulative sums over the negatives in score order, read at searchsorted
+    positions), times the positive's weight, summed, over W+ · W-.
     """
-    order = np.argsort(scores, kind="stable")
-    sorted_scores, positive = scores[order], targets[order].astype(bool)
-    w = weights[:, order]
-    negative_weight = np.cumsum(w * ~positive, axis=1)
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1  # first index of every score group but the first
-    group_start = np.zeros(len(scores), dtype=np.int64)
-    group_start[boundaries] = boundaries
-    group_start = np.maximum.accumulate(group_start)
-    group_end = np.r_[boundaries, len(scores)][np.searchsorted(boundaries, np.arange(len(scores)), side="right")] - 1
-    below = np.where(group_start > 0, negative_weight[:, np.maximum(group_start - 1, 0)], 0.0)
-    tied = negative_weight[:, group_end] - below
-    numerator = (w * positive * (below + 0.5 * tied)).sum(axis=1)
-    total_positive, total_negative = (w * positive).sum(axis=1), negative_weight[:, -1]
+    positive = targets.astype(bool)
+    negative_order = np.argsort(scores[~positive], kind="stable")
+    negative_scores = scores[~positive][negative_order]
+    positive_scores = scores[positive]
+    below_index = np.searchsorted(negative_scores, positive_scores, side="left")
+    up_to_index = np.searchsorted(negative_scores, positive_scores, side="right")
+    negative_weights = weights[:, ~positive][:, negative_order]
+    cumulative = np.zeros((len(weights), len(negative_scores) + 1))
+    np.cumsum(negative_weights, axis=1, out=cumulative[:, 1:])
+    below, up_to = cumulative[:, below_index], cumulative[:, up_to_index]
+    positive_weights = weights[:, positive]
+    numerator = (positive_weights * (below + up_to)).sum(axis=1) / 2
+    total_positive, total_negative = positive_weights.sum(axis=1), cumulative[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((total_positive > 0) & (total_negative > 0), numerator / (total_positive * total_negative), np.nan)
 
@@ -357,6 +358,8 @@ def scheme_of(dataset: str | None) -> ClassificationScheme:
 def read_scored_files(predictions: Path, targets: Path, scheme: ClassificationScheme) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validated targets and the predictions aligned to their row order."""
     target_frame = read_targets(targets, scheme)
+    if target_frame.empty:
+        raise PredictionFileError(f"{targets}: the targets file has no rows (a header only); nothing to score")
     return target_frame, align(read_predictions(predictions, scheme), target_frame, Path(predictions))
 
 

@@ -50,6 +50,7 @@ from tasks.classification.protocol import (
     deviations,
     resolve_geometry,
     resolved_config,
+    with_overrides,
 )
 from tasks.classification.training import (
     ACTIVATIONS,
@@ -114,7 +115,7 @@ def _patch_size(backbone: LoadedBackbone) -> int | None:
 def run_classification(cell: TaskCell) -> TaskResult:
     """The task adapter: the linear probe of ``cell`` with the reference protocol."""
     return linear_probe(cell.backbone, cell.dataset, cell.fraction, cell.draw, cell.seed, cell.mode, cell.work_dir,
-                        cell.cache_dir, device=cell.device)
+                        cell.cache_dir, protocol=with_overrides(**cell.overrides), device=cell.device)
 
 
 def linear_probe(

@@ -115,8 +115,8 @@ def build_model(cfg: Config, backbone: LoadedBackbone, input_size: int, mode: st
 
 
 def run_segmentation(cell: TaskCell) -> TaskResult:
-    """The task contract's entry point (``tasks.registry``)."""
-    return run_cell(cell)
+    """The task contract's entry point (``tasks.registry``); the board's overrides are config changes."""
+    return run_cell(cell, cell.overrides)
 
 
 def run_cell(cell: TaskCell, overrides: Mapping[str, Any] | None = None) -> TaskResult:

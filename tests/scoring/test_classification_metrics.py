@@ -273,3 +273,33 @@ def test_score_verb_reports_a_bad_file_without_a_traceback(tmp_path, capsys):
     corrupt(predictions, lambda lines: lines[:-1])
     code = main(["score", "classification", "--predictions", str(predictions), "--targets", str(targets_path), "--dataset", "rsna"])
     assert code == 2 and "1 test id(s) missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--n-resamples", "0"], "whole number >= 1"),
+    (["--confidence", "1.5"], "between 0 and 1"),
+])
+def test_score_verb_validates_its_arguments(tmp_path, capsys, arguments, message):
+    predictions, targets_path, _, _ = write_pair(tmp_path, RSNA)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", "classification", "--predictions", str(predictions), "--targets", str(targets_path),
+              "--dataset", "rsna", *arguments])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_score_verb_on_header_only_files_is_one_error_line(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("id,Target\n")
+    (tmp_path / "p.csv").write_text("id,Target\n")
+    code = main(["score", "classification", "--predictions", str(tmp_path / "p.csv"), "--targets", str(tmp_path / "t.csv"),
+                 "--dataset", "rsna"])
+    assert code == 2 and "has no rows" in capsys.readouterr().err
+
+
+def test_an_undefined_metric_prints_as_null_with_the_reason(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("id,Target\na,0\nb,0\n")
+    (tmp_path / "p.csv").write_text("id,Target\na,0.2\nb,0.4\n")
+    assert main(["score", "classification", "--predictions", str(tmp_path / "p.csv"), "--targets",
+                 str(tmp_path / "t.csv"), "--dataset", "rsna", "--n-resamples", "5"]) == 0
+    output = json.loads(capsys.readouterr().out)  # NaN would not parse as strict JSON
+    assert output["metrics"]["auroc"]["value"] is None
+    assert any("AUROC undefined for Target" in warning for warning in output["warnings"])

@@ -1,0 +1,223 @@
+"""The MGCA model: image and text encoders with projection heads and shared prototypes.
+
+The module tree mirrors the reference's (``mgca/models/mgca/mgca_module.py``), so a state dict
+has the released checkpoints' key layout (PROTOCOL.md 12.2)::
+
+    img_encoder_q.model.*            image encoder, timm / torchvision names (the backbone registry's)
+    img_encoder_q.{global,local}_embed.head.{0,1,3,4}.*
+    text_encoder_q.model.*           BERT (transformers names: embeddings.*, encoder.layer.{i}.*)
+    text_encoder_q.{global,local}_embed.head.*
+    prototype_layer.weight           [num_prototypes, emb_dim]
+
+Departures from the reference, both bug fixes (DEVIATIONS.md): BERT receives its inputs by
+keyword, so positions run 0..L-1 (the reference passes token types as position ids, B10); and
+each word's attention is the attention of its own tokens (the reference shifts it by one, B11).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.backbones import ARCHITECTURES
+from benchmark.backbones.encoder import FEATURES
+from pretrain.config import PretrainConfig
+from pretrain.losses import instance_alignment_loss, prototype_alignment_loss, token_alignment_loss
+
+
+def cls_attention(query: torch.Tensor, key: torch.Tensor, heads: int, key_padding: torch.Tensor | None = None) -> torch.Tensor:
+    """[CLS] → token attention probabilities averaged over heads, before any dropout.
+
+    ``query``, ``key``: (B, N, heads * d) projections of one attention layer; ``key_padding``:
+    (B, N) True where a token may not be attended. Returns (B, N).
+    """
+    batch, tokens, width = key.shape
+    q = query[:, :1].reshape(batch, 1, heads, -1).transpose(1, 2)  # (B, H, 1, d)
+    k = key.reshape(batch, tokens, heads, -1).transpose(1, 2)  # (B, H, N, d)
+    scores = (q @ k.transpose(-2, -1)).squeeze(2) / (width // heads) ** 0.5  # (B, H, N)
+    if key_padding is not None:
+        scores = scores.masked_fill(key_padding[:, None], float("-inf"))
+    return scores.float().softmax(dim=-1).mean(dim=1)
+
+
+class Captured:
+    """The outputs of some modules during the last forward pass (forward hooks)."""
+
+    def __init__(self, **modules: nn.Module) -> None:
+        self.outputs: dict[str, torch.Tensor] = {}
+        for name, module in modules.items():
+            module.register_forward_hook(lambda _m, _i, output, name=name: self.outputs.__setitem__(name, output))
+
+    def pop(self, name: str) -> torch.Tensor:
+        return self.outputs.pop(name)
+
+
+class GlobalEmbedding(nn.Module):
+    """Linear - BatchNorm - ReLU - Linear - BatchNorm(affine=False) (encoder.py L17-33)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int) -> None:
+        super().__init__()
+        self.head = nn.Sequential(
+            nn.Linear(input_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, output_dim), nn.BatchNorm1d(output_dim, affine=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+class LocalEmbedding(nn.Module):
+    """The same head as 1x1 convolutions over the token axis (encoder.py L36-54): (B, N, C) → (B, N, D)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int) -> None:
+        super().__init__()
+        self.head = nn.Sequential(
+            nn.Conv1d(input_dim, hidden_dim, 1), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+            nn.Conv1d(hidden_dim, output_dim, 1), nn.BatchNorm1d(output_dim, affine=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.transpose(1, 2)).transpose(1, 2)
+
+
+@dataclass
+class Encoded:
+    """What the losses need from one modality; embeddings L2-normalised."""
+
+    global_emb: torch.Tensor  # (B, D)
+    local_emb: torch.Tensor  # (B, N, D)
+    attention: torch.Tensor | None  # (B, N) [CLS] attention per token, None for ResNets
+    pad_mask: torch.Tensor | None = None  # (B, N) True at padding word slots (text only)
+
+
+class ImageEncoder(nn.Module):
+    """A backbone-registry encoder, trainable, with the [CLS] attention of a ViT's last block."""
+
+    def __init__(self, arch_name: str, hidden_dim: int, emb_dim: int) -> None:
+        super().__init__()
+        arch = ARCHITECTURES.get(arch_name)
+        self.family = arch.family
+        self.model = arch.build()
+        self.global_embed = GlobalEmbedding(arch.global_dim, hidden_dim, emb_dim)
+        self.local_embed = LocalEmbedding(arch.token_dim, hidden_dim, emb_dim)
+        # The ViT's last-block q and k, from which the [CLS] attention is recomputed (the reference
+        # stores the block's attention map, register_blk=11); timm's fused attention does not return it.
+        self._captured = Captured(qkv=self.model.blocks[-1].attn.qkv) if self.family == "vit" else None
+
+    def patch_attention(self) -> torch.Tensor:
+        """Last block's [CLS] → patch attention averaged over heads."""
+        attn = self.model.blocks[-1].attn
+        query, key, _ = self._captured.pop("qkv").chunk(3, dim=-1)
+        query, key = (norm(x.unflatten(-1, (attn.num_heads, -1))).flatten(-2) for norm, x in ((attn.q_norm, query), (attn.k_norm, key)))
+        prefix = getattr(self.model, "num_prefix_tokens", 1)
+        return cls_attention(query, key, attn.num_heads)[:, prefix:]
+
+    def forward(self, images: torch.Tensor) -> Encoded:
+        features = FEATURES[self.family](self.model, images)
+        attention = self.patch_attention() if self.family == "vit" else None
+        return Encoded(
+            global_emb=F.normalize(self.global_embed(features.global_features), dim=-1),
+            local_emb=F.normalize(self.local_embed(features.token_features), dim=-1),
+            attention=attention,
+        )
+
+
+def aggregate_words(tokens: torch.Tensor, attention: torch.Tensor, word_slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token features and attention summed per word slot (the reference's ``aggregate_tokens``).
+
+    ``tokens``: (B, L, H); ``attention``: (B, L); ``word_slots``: (B, L) slot of each token, L for
+    padding (:func:`pretrain.text.encode`). Returns the word slots 1..L-1 ([CLS] dropped): features
+    (B, L-1, H), attention (B, L-1) and a padding mask (B, L-1), True after the [SEP] slot.
+    """
+    batch, length, hidden = tokens.shape
+    words = tokens.new_zeros(batch, length + 1, hidden).scatter_add_(1, word_slots[..., None].expand(-1, -1, hidden), tokens)
+    word_attention = attention.new_zeros(batch, length + 1).scatter_add_(1, word_slots, attention)
+    last_slot = word_slots.masked_fill(word_slots == length, 0).amax(dim=1)  # the [SEP] slot
+    pad_mask = torch.arange(1, length, device=tokens.device)[None] > last_slot[:, None]
+    return words[:, 1:length], word_attention[:, 1:length], pad_mask
+
+
+def build_bert(config: PretrainConfig, vocab_size: int) -> nn.Module:
+    """Bio_ClinicalBERT's first ``text_layers`` layers from a local folder, or a small BERT."""
+    from transformers import BertConfig, BertModel
+
+    if config.text_model:
+        return BertModel.from_pretrained(
+            config.text_model, num_hidden_layers=config.text_layers, add_pooling_layer=False,
+            local_files_only=True,
+        )
+    bert_config = BertConfig(
+        vocab_size=vocab_size, hidden_size=config.text_hidden_size, num_hidden_layers=config.text_layers,
+        num_attention_heads=config.text_heads, intermediate_size=config.text_intermediate_size,
+        max_position_embeddings=max(512, config.max_words),
+    )
+    return BertModel(bert_config, add_pooling_layer=False)
+
+
+class TextEncoder(nn.Module):
+    """BERT; report feature = last-layer [CLS]; word features = token features summed per word slot."""
+
+    def __init__(self, config: PretrainConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.model = build_bert(config, vocab_size)
+        hidden = self.model.config.hidden_size
+        self.global_embed = GlobalEmbedding(hidden, config.projection_hidden, config.emb_dim)
+        self.local_embed = LocalEmbedding(hidden, config.projection_hidden, config.emb_dim)
+        last = self.model.encoder.layer[-1].attention.self
+        self.heads = last.num_attention_heads
+        # Word weights need the last layer's attention probabilities before dropout, which
+        # transformers does not return (output_attentions gives them after dropout).
+        self._captured = Captured(query=last.query, key=last.key)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_slots: torch.Tensor) -> Encoded:
+        tokens = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+        attention = cls_attention(self._captured.pop("query"), self._captured.pop("key"), self.heads, attention_mask == 0)
+        words, word_attention, pad_mask = aggregate_words(tokens, attention, word_slots)
+        return Encoded(
+            global_emb=F.normalize(self.global_embed(tokens[:, 0]), dim=-1),
+            local_emb=F.normalize(self.local_embed(words), dim=-1),
+            attention=word_attention,
+            pad_mask=pad_mask,
+        )
+
+
+@dataclass
+class Losses:
+    ita: torch.Tensor
+    cta: torch.Tensor
+    cpa: torch.Tensor
+    total: torch.Tensor
+
+    def detached(self) -> dict[str, float]:
+        return {name: float(getattr(self, name).detach()) for name in ("ita", "cta", "cpa", "total")}
+
+
+class MGCA(nn.Module):
+    def __init__(self, config: PretrainConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.img_encoder_q = ImageEncoder(config.arch, config.projection_hidden, config.emb_dim)
+        self.text_encoder_q = TextEncoder(config, vocab_size)
+        self.prototype_layer = nn.Linear(config.emb_dim, config.num_prototypes, bias=False)
+
+    def embed(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              word_slots: torch.Tensor) -> tuple[Encoded, Encoded]:
+        return self.img_encoder_q(images), self.text_encoder_q(input_ids, attention_mask, word_slots)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                word_slots: torch.Tensor) -> tuple[Losses, Encoded, Encoded]:
+        """The three losses of one batch and the embeddings they came from."""
+        c = self.config
+        image, text = self.embed(images, input_ids, attention_mask, word_slots)
+        with torch.no_grad():  # prototypes re-normalised in place at every step (mgca_module.py L230-233)
+            self.prototype_layer.weight.copy_(F.normalize(self.prototype_layer.weight, dim=1))
+        ita = instance_alignment_loss(image.global_emb, text.global_emb, c.ita_temperature)
+        cta = token_alignment_loss(text.local_emb, image.local_emb, text.attention, image.attention, text.pad_mask,
+                                   c.cta_temperature)
+        cpa = prototype_alignment_loss(image.global_emb, text.global_emb, self.prototype_layer.weight,
+                                       c.sinkhorn_epsilon, c.sinkhorn_iterations, c.cpa_temperature)
+        total = c.lambda_ita * ita + c.lambda_cta * cta + c.lambda_cpa * cpa
+        return Losses(ita, cta, cpa, total), image, text

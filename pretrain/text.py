@@ -1,0 +1,117 @@
+"""Report text as the reference feeds it to BERT, and the tokenizer (PROTOCOL.md 11.2, 11.4).
+
+``caption`` turns a prepared report text (impression + " " + findings) into the reference's
+caption: split on numbered-list markers and full stops, keep ``\\w+`` tokens lowercased and
+ASCII, drop one-token sentences, drop the study below three tokens.
+
+``encode`` tokenises captions to ``max_words`` tokens and maps every token to its *word slot*:
+slot 0 is [CLS], words (WordPiece pieces of one pre-tokenised word) take slots 1, 2, ..., and
+[SEP] the slot after the last word; padding goes to a dump slot ``max_words`` that the model
+drops. Summing token features per slot is the reference's ``aggregate_tokens`` (pieces summed
+into words, up to and including [SEP]).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MIN_STUDY_TOKENS = 3  # pretrain_dataset.py L118
+_NUMBERED = re.compile(r"[0-9]+\.")
+_WORD = re.compile(r"\w+")
+
+
+def caption(text: str) -> str | None:
+    """The reference's caption of one report (``create_path_2_sent_mapping``), or None when the
+    study has fewer than three tokens (the reference drops it)."""
+    text = text.replace("\n", " ")
+    sentences = [part for point in _NUMBERED.split(text) for part in point.split(".")]
+    kept: list[str] = []
+    count = 0
+    for sentence in sentences:
+        tokens = _WORD.findall(sentence.replace("\ufffd\ufffd", " ").lower())
+        if len(tokens) <= 1:
+            continue
+        ascii_tokens = [t for t in (token.encode("ascii", "ignore").decode("ascii") for token in tokens) if t]
+        if ascii_tokens:
+            kept.append(" ".join(ascii_tokens))
+        count += len(ascii_tokens)
+    return " ".join(kept) if count >= MIN_STUDY_TOKENS else None
+
+
+def train_tokenizer(captions: Iterable[str], vocab_size: int) -> Tokenizer:
+    """A BERT-style uncased WordPiece tokenizer trained on ``captions``.
+
+    The trainer breaks ties between equally frequent merges in hash order, so two trainings on
+    the same captions can give slightly different vocabularies: a run trains it once and keeps
+    it beside its checkpoints (``tokenizer.json``), which every resume and export reuses.
+    """
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    tokenizer.train_from_iterator(captions, trainer)
+    return tokenizer
+
+
+def pretrained_tokenizer(folder: str | Path) -> Tokenizer:
+    """The fast tokenizer of a local BERT folder (Bio_ClinicalBERT: ``vocab.txt`` + config)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True).backend_tokenizer
+
+
+def prepare_for_encoding(tokenizer: Tokenizer, max_words: int) -> Tokenizer:
+    """[CLS] text [SEP], truncated and padded to ``max_words`` (in place; returned for chaining)."""
+    cls_id, sep_id, pad_id = (tokenizer.token_to_id(token) for token in ("[CLS]", "[SEP]", "[PAD]"))
+    if None in (cls_id, sep_id, pad_id):
+        raise ValueError("the tokenizer lacks [CLS], [SEP] or [PAD]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    tokenizer.enable_truncation(max_length=max_words)
+    tokenizer.enable_padding(length=max_words, pad_id=pad_id, pad_token="[PAD]")
+    return tokenizer
+
+
+@dataclass
+class EncodedCaptions:
+    input_ids: np.ndarray  # int64 [n, max_words]
+    attention_mask: np.ndarray  # int64 [n, max_words]
+    word_slots: np.ndarray  # int64 [n, max_words]: word slot of each token (see module docstring)
+
+
+def encode(tokenizer: Tokenizer, captions: list[str], max_words: int) -> EncodedCaptions:
+    """Token ids, attention masks and word slots of ``captions`` (tokenizer from
+    :func:`prepare_for_encoding`)."""
+    encodings = tokenizer.encode_batch(captions)
+    ids = np.array([e.ids for e in encodings], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    slots = np.full(ids.shape, max_words, dtype=np.int64)
+    for row, encoding in enumerate(encodings):
+        words = np.array([-1 if word is None else word for word in encoding.word_ids], dtype=np.int64)
+        real = np.flatnonzero(np.array(encoding.attention_mask))
+        content = real[1:-1]  # between [CLS] and [SEP]
+        # A new word starts where the word index changes; slot = 1 + number of word starts so far - 1.
+        starts = np.r_[True, words[content][1:] != words[content][:-1]] if len(content) else np.array([], bool)
+        slots[row, content] = np.cumsum(starts)
+        slots[row, real[0]] = 0  # [CLS]
+        slots[row, real[-1]] = int(starts.sum()) + 1  # [SEP]
+    return EncodedCaptions(ids, mask, slots)
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    tokenizer.save(str(path))
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: tokenizer missing (it is written beside the checkpoints at the start of a run)")
+    return Tokenizer.from_file(str(path))

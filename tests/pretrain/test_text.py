@@ -1,0 +1,55 @@
+"""Report captions as the reference builds them, and word slots of WordPiece tokens."""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from pretrain.text import caption, encode, prepare_for_encoding, train_tokenizer
+
+VOCAB = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "no": 5, "pneumo": 6, "##thorax": 7, "effusion": 8, "small": 9}
+
+
+def test_caption_splits_numbered_lists_and_sentences() -> None:
+    assert caption("1. Heart size is normal. 2. No effusion.") == "heart size is normal no effusion"
+
+
+def test_caption_drops_one_token_sentences_and_short_studies() -> None:
+    assert caption("Stable.  Lungs are clear.\nNo pneumothorax.") == "lungs are clear no pneumothorax"
+    assert caption("Stable. Lungs clear.") is None  # two tokens in all: the reference drops the study
+
+
+def test_caption_reference_quirks() -> None:
+    # "3." reads as a list marker (the reference's regex), leaving "Tube" alone (dropped) and "5 cm ...".
+    assert caption("Tube 3.5 cm above the carina.") == "5 cm above the carina"
+    # Punctuation goes, non-ASCII characters are stripped from tokens, the U+FFFD pair becomes a space.
+    assert caption("Café-au-lait spot, right\ufffd\ufffdbase.") == "caf au lait spot right base"
+
+
+def _tokenizer(max_words: int) -> Tokenizer:
+    tokenizer = Tokenizer(models.WordPiece(VOCAB, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return prepare_for_encoding(tokenizer, max_words)
+
+
+def test_word_slots_sum_pieces_into_words_up_to_sep() -> None:
+    encoded = encode(_tokenizer(8), ["no pneumothorax small effusion"], 8)
+    # [CLS] no pneumo ##thorax small effusion [SEP] [PAD]
+    assert encoded.input_ids.tolist() == [[2, 5, 6, 7, 9, 8, 3, 0]]
+    assert encoded.attention_mask.tolist() == [[1, 1, 1, 1, 1, 1, 1, 0]]
+    assert encoded.word_slots.tolist() == [[0, 1, 2, 2, 3, 4, 5, 8]]  # padding -> dump slot 8
+
+
+def test_word_slots_of_truncated_captions() -> None:
+    encoded = encode(_tokenizer(5), ["no pneumothorax small effusion", "small"], 5)
+    assert encoded.input_ids.tolist() == [[2, 5, 6, 7, 3], [2, 9, 3, 0, 0]]
+    assert encoded.word_slots.tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 5, 5]]
+
+
+def test_trained_vocabulary_covers_the_reports() -> None:
+    captions = ["small left pleural effusion", "no pneumothorax", "moderate right pleural effusion"] * 5
+    tokenizer = prepare_for_encoding(train_tokenizer(captions, vocab_size=60), 16)
+    encoded = encode(tokenizer, ["small right pleural effusion"], 16)
+    assert tokenizer.token_to_id("[UNK]") not in encoded.input_ids[0].tolist()
+    slots = encoded.word_slots[0][encoded.attention_mask[0] == 1].tolist()
+    assert sorted(set(slots)) == [0, 1, 2, 3, 4, 5] and slots == sorted(slots)  # 4 words between [CLS] and [SEP]
+

@@ -1,0 +1,103 @@
+"""Pretraining end to end on a tiny demo corpus: logs, checkpoints, export, resume, frozen prototypes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pretrain.train as training
+from benchmark.backbones import ARCHITECTURES
+from benchmark.backbones.checkpoint import load_encoder_weights
+from benchmark.cli import main as benchmark_main
+from pretrain.__main__ import main as pretrain_main
+from pretrain.checkpoints import load_checkpoint
+from pretrain.config import ConfigError
+
+LOGGED = {"epoch", "global_step", "lr", "seconds",
+          *(f"{split}_{loss}" for split in ("train", "val") for loss in ("ita", "cta", "cpa", "total")),
+          *(f"val_{direction}@{k}" for direction in ("i2t", "t2i") for k in (1, 5))}
+STEPS_PER_EPOCH = 38 // 16  # 38 training pairs in batches of 16, the last partial batch dropped
+
+
+@pytest.fixture(scope="module")
+def straight(demo_mimic: Path, tiny_overrides: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch run through the command line, exported; its folder."""
+    root = tmp_path_factory.mktemp("straight")
+    args = ["--config", "demo", f"data={demo_mimic}", f"out={root / 'run'}", f"export={root / 'export' / 'mgca_tiny.ckpt'}",
+            *tiny_overrides]
+    assert pretrain_main(args) == 0
+    return root
+
+
+def test_a_run_logs_every_epoch(straight: Path) -> None:
+    records = [json.loads(line) for line in (straight / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and set(records[0]) == LOGGED
+    assert records[1]["global_step"] == 2 * STEPS_PER_EPOCH
+    assert all(0 <= r[key] <= 1 for r in records for key in r if "@" in key)
+
+
+def test_the_export_loads_like_a_released_checkpoint(straight: Path) -> None:
+    exported = straight / "export" / "mgca_tiny.ckpt"
+    checkpoint = load_checkpoint(exported)
+    assert "optimizer_states" not in checkpoint and checkpoint["epoch"] >= 1
+    arch_name = checkpoint["hyper_parameters"]["arch"]
+    arch = ARCHITECTURES.get(arch_name)
+    for path in (exported, exported.with_suffix(".safetensors")):
+        report = load_encoder_weights(arch.build(), path, arch)
+        assert report.complete and report.matched == report.expected > 100
+    assert benchmark_main(["check-checkpoint", str(exported), "--arch", arch_name]) == 0
+    best = load_checkpoint(straight / "run" / "best.ckpt")["state_dict"]
+    assert all(torch.equal(value, checkpoint["state_dict"][key]) for key, value in best.items())
+
+
+def test_resume_continues_exactly_and_prototypes_wait_one_epoch(straight: Path, tiny_config, tmp_path: Path, monkeypatch) -> None:
+    config = tiny_config(f"out={tmp_path / 'interrupted'}")
+    (tmp_path / "interrupted").mkdir()
+    # The vocabulary is trained once per run (the trainer's tie-breaking is not reproducible): share it.
+    shutil.copy(straight / "run" / "tokenizer.json", tmp_path / "interrupted" / "tokenizer.json")
+    real_validate, calls = training.validate, []
+
+    def validate_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed during epoch 2: last.ckpt holds epoch 1
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "validate", validate_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config)
+    monkeypatch.setattr(training, "validate", real_validate)
+    after_one = load_checkpoint(tmp_path / "interrupted" / "last.ckpt")
+    assert after_one["epoch"] == 1
+
+    # Epoch 1 froze the prototypes: they are only re-normalised.
+    initial = training.build_model(config, after_one["hyper_parameters"]["data"]["vocab_size"])
+    frozen = F.normalize(initial.prototype_layer.weight.detach(), dim=1)
+    assert torch.allclose(after_one["state_dict"]["prototype_layer.weight"], frozen, atol=1e-6)
+    assert not torch.allclose(after_one["state_dict"]["img_encoder_q.model.cls_token"], initial.img_encoder_q.model.cls_token)
+
+    training.train(config)  # resumes at epoch 2
+    a = load_checkpoint(straight / "run" / "last.ckpt")
+    b = load_checkpoint(tmp_path / "interrupted" / "last.ckpt")
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (2, 2 * STEPS_PER_EPOCH)
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-5), key
+    assert not torch.allclose(b["state_dict"]["prototype_layer.weight"], frozen, atol=1e-4)  # epoch 2 moved them
+
+    with pytest.raises(ConfigError, match=r"other settings \(lr: 0.001 -> 0.002\)"):
+        training.train(tiny_config(f"out={tmp_path / 'interrupted'}", "lr=2e-3"))
+
+
+def test_command_line_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert pretrain_main(["--config", "demo", f"data={tmp_path / 'missing'}", f"out={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing'}/manifest.json: not a prepared dataset")
+    assert pretrain_main(["--config", "demo", "epochz=1"]) == 2
+    assert "unknown key 'epochz'; did you mean epochs" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert pretrain_main(["--config", "demo", "precision=bf16", f"out={tmp_path / 'run'}"]) == 2
+        assert "needs a GPU (autocast runs on GPU only)" in capsys.readouterr().err
