@@ -42,7 +42,8 @@ perf: $(STAMP)
 
 ## bench: evaluate backbones on a board, then print its tables. No arguments: the demo (synthetic data
 ##        generated and prepared under data/demo/ if missing, random_vit_tiny + random_resnet18, demo board).
-##        Real data: make bench BACKBONE=mgca_vit DATA=/path/to/prepared [BOARD=mgca-cxr-v1] [BENCH_ARGS=...]
+##        Real data: make bench BACKBONE=mgca_vit DATA=/path/to/prepared [BOARD=name] [BENCH_ARGS=...]
+##        Default boards are the ones marked "default": true in leaderboards/*/protocol.json.
 BACKBONE      ?=
 DATA          ?=
 BOARD         ?=
@@ -50,19 +51,17 @@ BENCH_ARGS    ?=
 DEMO_PREPARED ?= data/demo/prepared
 DEMO_IMAGES   ?= 300
 DEMO_SIZE     ?= 128
-DEMO_BOARD    := demo-mgca-cxr-v1
 DEMO_BACKBONES := mgca_demo,random_vit_tiny,random_resnet18
 DEMO_MGCA_CKPT := checkpoints/mgca_demo.ckpt
-REAL_BOARD    := mgca-cxr-v1
-# Without DATA, bench and submit work on the demo: synthetic data under data/demo/, the demo board.
+# Without DATA, bench and submit work on the demo: synthetic data under data/demo/, the default demo board.
 ifeq ($(DATA),)
 RUN_DATA      := $(DEMO_PREPARED)
-RUN_BOARD     := $(or $(BOARD),$(DEMO_BOARD))
+RUN_BOARD     := $(if $(BOARD),--board $(BOARD),--demo)
 RUN_BACKBONES := $(or $(BACKBONE),$(DEMO_BACKBONES))
 NEEDS_DATA    := demo-prepared $(DEMO_MGCA_CKPT)
 else
 RUN_DATA      := $(DATA)
-RUN_BOARD     := $(or $(BOARD),$(REAL_BOARD))
+RUN_BOARD     := $(if $(BOARD),--board $(BOARD))
 RUN_BACKBONES := $(or $(BACKBONE),mgca_vit)
 NEEDS_DATA    :=
 endif
@@ -70,7 +69,7 @@ endif
 .PHONY: bench tables submit demo-prepared
 ## demo-prepared: generate and prepare the demo datasets of the demo board that are missing
 demo-prepared: $(STAMP)
-	@for ds in $$($(PYTHON) -m benchmark run --print-datasets --board $(DEMO_BOARD)); do \
+	@for ds in $$($(PYTHON) -m benchmark run --print-datasets --demo); do \
 	  if [ ! -f $(DEMO_PREPARED)/$$ds/manifest.json ]; then \
 	    [ -f $(DEMO_DIR)/$$ds/DEMO_DATASET ] || $(PYTHON) -m benchmark demo-data --out $(DEMO_DIR) --datasets $$ds \
 	      --images $(DEMO_IMAGES) --size $(DEMO_SIZE) || exit 1; \
@@ -79,8 +78,8 @@ demo-prepared: $(STAMP)
 	done
 
 bench: $(STAMP) $(NEEDS_DATA)
-	$(PYTHON) -m benchmark run --backbone $(RUN_BACKBONES) --board $(RUN_BOARD) --data $(RUN_DATA) $(BENCH_ARGS)
-	$(PYTHON) -m benchmark tables --board $(RUN_BOARD) --format md --format html
+	$(PYTHON) -m benchmark run --backbone $(RUN_BACKBONES) $(RUN_BOARD) --data $(RUN_DATA) $(BENCH_ARGS)
+	$(PYTHON) -m benchmark tables $(RUN_BOARD) --format md --format html
 
 ## pretrain: MGCA pretraining (pretrain/). No arguments: the demo MGCA (ViT-Tiny) on the demo MIMIC corpus, generated
 ##           and prepared under data/demo/ if missing, exported to checkpoints/mgca_demo.ckpt (a few minutes on 2 cores).
@@ -103,9 +102,9 @@ pretrain: $(STAMP) $(if $(filter demo,$(PRETRAIN_CONFIG)),demo-mimic)
 $(DEMO_MGCA_CKPT):
 	$(MAKE) pretrain PRETRAIN_CONFIG=demo
 
-## tables: Tables 1-2 (md, tex, html), plots and the static page of a board (BOARD, default mgca-cxr-v1)
+## tables: Tables 1-2 (md, tex, html), plots and the static page of a board (BOARD, default: the default real-data board)
 tables: $(STAMP)
-	$(PYTHON) -m benchmark tables --board $(or $(BOARD),$(REAL_BOARD))
+	$(PYTHON) -m benchmark tables $(if $(BOARD),--board $(BOARD))
 
 ## submit: evaluate a checkpoint and test it against every entry of a board:
 ##         make submit CKPT=path ARCH=resnet50 NAME=my_model PRETRAINING=mimic-cxr DATA=/path/to/prepared
@@ -119,4 +118,4 @@ submit: $(STAMP) $(NEEDS_DATA)
 	@if [ "$(CKPT)" = "$(DEMO_CKPT)" ] && [ ! -f $(DEMO_CKPT) ]; then \
 	  $(PYTHON) -m benchmark demo-checkpoint --arch resnet18 --seed 1 --out $(DEMO_CKPT); fi
 	$(PYTHON) -m benchmark submit --checkpoint $(CKPT) --arch $(ARCH) --name $(NAME) \
-	  --pretraining-data $(PRETRAINING) --data $(RUN_DATA) --board $(RUN_BOARD) $(BENCH_ARGS)
+	  --pretraining-data $(PRETRAINING) --data $(RUN_DATA) $(RUN_BOARD) $(BENCH_ARGS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +37,19 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
 
 
 def print_json(value: object) -> None:
-    json.dump(value, sys.stdout, indent=2, default=str)
+    """Valid JSON: NaN and infinities (undefined metrics; the output's warnings say why) become null."""
+    json.dump(_finite(value), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

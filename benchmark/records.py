@@ -11,6 +11,10 @@ is bumped whenever a field changes meaning; a reader refuses versions it does no
 of guessing (HELM's unreadable-old-results problem). Changelog:
 
 - 1: first version.
+- 2: the identity names the task's ``head`` (YOLOv3 and Faster R-CNN on the same data are two
+  cells), ``mode`` is any mode the task declares, ``training`` holds what the head's training
+  reported, and an artifact says whether it lives in the board folder or the artifact store.
+  Version-1 records are refused with the command that re-creates them (:data:`UPGRADE_HINT`).
 """
 
 from __future__ import annotations
@@ -25,15 +29,14 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-RECORD_SCHEMA_VERSION = 1
-
-Mode = Literal["cached", "paper"]
-MODES: tuple[str, ...] = get_args(Mode)
-TaskFamily = Literal["classification", "detection", "segmentation"]
-TASK_FAMILIES: tuple[str, ...] = get_args(TaskFamily)
+RECORD_SCHEMA_VERSION = 2
+UPGRADE_HINT = ("version-1 records predate task heads in the cell identity and are not read any more: delete the "
+                "board's results/ folder and re-create them with `make bench` (demo board) or `python -m benchmark run`")
+ArtifactStore = Literal["board", "artifacts"]
+ARTIFACT_STORES: tuple[str, ...] = get_args(ArtifactStore)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # safe in file names, no path separators
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # safe in file names, no path separators
 
 
 class RecordError(ValueError):
@@ -47,18 +50,19 @@ class CellIdentity:
     board: str  # board version, e.g. "mgca-cxr-v1" or "demo-mgca-cxr-v1"
     backbone: str  # entry name on the board (registry name or the --name of a submission)
     weights_sha256: str  # content hash of the weights actually evaluated
-    task: str  # key of the task registry ("classification", later "detection", "segmentation")
+    task: str  # key of the task registry ("classification", "detection", "segmentation")
     dataset: str  # key of the dataset registry
     partition: str  # which train/val/test division of the dataset (benchmark/data/prepared.py)
+    head: str  # the trainable head the task put on the frozen backbone ("linear", "yolov3", "unet", ...)
     fraction: int  # percent of the training split: 1, 10 or 100
     draw: int  # which label-fraction subset (0 for fraction 100)
     seed: int  # training seed of the head
-    mode: Mode  # "cached" (frozen features cached) or "paper" (reference training loop)
+    mode: str  # a mode the task declares, e.g. "cached" (frozen features cached) or "paper" (reference loop)
 
     def validate(self) -> None:
-        for name in ("board", "backbone", "task", "dataset", "partition"):
+        for name in ("board", "backbone", "task", "dataset", "partition", "head", "mode"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _NAME.match(value):
+            if not isinstance(value, str) or not NAME_PATTERN.match(value):
                 raise RecordError(f"identity.{name}={value!r}: expected a name of letters, digits, '.', '_', '+', '-'")
         if not isinstance(self.weights_sha256, str) or not _SHA256.match(self.weights_sha256):
             raise RecordError(f"identity.weights_sha256={self.weights_sha256!r}: expected 64 lowercase hex digits")
@@ -70,8 +74,6 @@ class CellIdentity:
             raise RecordError(f"identity.fraction={self.fraction}: expected a percentage in (0, 100]")
         if self.fraction == 100 and self.draw != 0:
             raise RecordError("identity.draw must be 0 at fraction 100: the full training split has a single draw")
-        if self.mode not in MODES:
-            raise RecordError(f"identity.mode={self.mode!r}: expected one of {MODES}")
 
     @property
     def entry_key(self) -> str:
@@ -86,13 +88,13 @@ class CellIdentity:
         never share a file even if a future field is not part of the readable part.
         """
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
-        return (f"{self.task}-{self.dataset}-{self.partition}-{self.fraction}pct-draw{self.draw}"
+        return (f"{self.task}-{self.dataset}-{self.partition}-{self.head}-{self.fraction}pct-draw{self.draw}"
                 f"-seed{self.seed}-{self.mode}-{digest}")
 
     @property
-    def group_key(self) -> tuple[str, str, str, str, int, str]:
+    def group_key(self) -> tuple[str, str, str, str, str, int, str]:
         """Runs that aggregate together: everything but draw and seed."""
-        return (self.entry_key, self.task, self.dataset, self.partition, self.fraction, self.mode)
+        return (self.entry_key, self.task, self.dataset, self.partition, self.head, self.fraction, self.mode)
 
 
 @dataclass
@@ -115,16 +117,24 @@ class MetricValue:
 
 @dataclass
 class Artifact:
-    """A file written next to the record (per-image predictions, targets), with its hash."""
+    """A per-image file of a record (predictions, targets), with its hash.
 
-    path: str  # relative to the board folder
+    ``store="board"``: ``path`` is relative to the board folder (small files, versioned with the
+    board). ``store="artifacts"``: ``path`` is relative to the artifact store
+    (``benchmark/board/store.py``: large files kept out of git, named by their sha256).
+    """
+
+    path: str
     sha256: str
+    store: ArtifactStore = "board"
 
     def validate(self, name: str) -> None:
         if not isinstance(self.path, str) or not self.path or os.path.isabs(self.path) or ".." in Path(self.path).parts:
-            raise RecordError(f"{name}.path={self.path!r}: expected a relative path inside the board folder")
+            raise RecordError(f"{name}.path={self.path!r}: expected a relative path inside the board folder or artifact store")
         if not isinstance(self.sha256, str) or not _SHA256.match(self.sha256):
             raise RecordError(f"{name}.sha256={self.sha256!r}: expected 64 lowercase hex digits")
+        if self.store not in ARTIFACT_STORES:
+            raise RecordError(f"{name}.store={self.store!r}: expected one of {ARTIFACT_STORES}")
 
 
 @dataclass
@@ -136,9 +146,10 @@ class RunRecord:
     metrics: dict[str, MetricValue]  # every metric the scorer returned, by name
     headline_metric: str  # the metric the paper's table reports for this task and dataset
     predictions: Artifact  # per-image scores or outputs on the test split
-    targets: Artifact | None  # per-image ground truth in the same row order (classification)
+    targets: Artifact  # ground truth of the same test images (the scorer's target format)
     timings: dict[str, float]  # seconds per step ("features", "fit", "predict", "total", ...)
     config: dict[str, Any]  # resolved task configuration (head, optimiser, epochs, image size)
+    training: dict[str, Any]  # what the head's training reported (best epoch, epochs run, curves)
     split_fingerprints: dict[str, str]  # split name -> sha256 of its ID list
     backbone: dict[str, Any]  # arch, weights source, pretraining data, load report summary
     provenance: dict[str, Any]  # code version, packages, hardware, start/end time
@@ -149,6 +160,8 @@ class RunRecord:
     def validate(self) -> None:
         if self.schema_version != RECORD_SCHEMA_VERSION:
             raise RecordError(f"schema_version={self.schema_version}: this code reads version {RECORD_SCHEMA_VERSION}")
+        if not isinstance(self.training, dict) or not isinstance(self.config, dict):
+            raise RecordError("config and training: expected objects")
         self.identity.validate()
         if not isinstance(self.protocol_version, str) or not self.protocol_version:
             raise RecordError("protocol_version: expected a non-empty string")
@@ -159,8 +172,7 @@ class RunRecord:
         if self.headline_metric not in self.metrics:
             raise RecordError(f"headline_metric={self.headline_metric!r} is not among metrics {sorted(self.metrics)}")
         self.predictions.validate("predictions")
-        if self.targets is not None:
-            self.targets.validate("targets")
+        self.targets.validate("targets")
         for name, seconds in self.timings.items():
             if not isinstance(seconds, (int, float)) or seconds < 0:
                 raise RecordError(f"timings.{name}={seconds!r}: expected non-negative seconds")
@@ -180,6 +192,8 @@ class RunRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<record>") -> RunRecord:
         """Strict parse: unknown or missing fields are errors that name ``source``."""
+        if data.get("schema_version", 1) == 1:
+            raise RecordError(f"{source}: {UPGRADE_HINT}")
         try:
             _check_keys(data, cls, source)
             _check_keys(data["identity"], CellIdentity, f"{source}: identity")
@@ -189,9 +203,6 @@ class RunRecord:
                 metrics[name] = MetricValue(**value)
             artifacts = {}
             for key in ("predictions", "targets"):
-                if data[key] is None:
-                    artifacts[key] = None
-                    continue
                 _check_keys(data[key], Artifact, f"{source}: {key}")
                 artifacts[key] = Artifact(**data[key])
             record = cls(**{**data, "identity": CellIdentity(**data["identity"]), "metrics": metrics, **artifacts})

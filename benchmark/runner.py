@@ -1,8 +1,9 @@
-"""The evaluation grid: backbone × task × dataset × fraction × draw × seed, resumable.
+"""The evaluation grid: backbone × task × dataset × head × fraction × draw × seed, resumable.
 
 Every cell is resolved to a full :class:`~benchmark.records.CellIdentity` (weights by content
-hash, data by partition) *before* anything runs; the record's file name derives from that
-identity. A cell is done exactly when its record exists on the board and validates, so:
+hash, data by partition, the task's head and mode) *before* anything runs; the record's file
+name derives from that identity. A cell is done exactly when its record exists on the board
+and validates, so:
 
 - an interrupted grid resumes where it stopped (a crash mid-cell leaves at most a temporary
   file, which is ignored and cleaned up);
@@ -10,12 +11,14 @@ identity. A cell is done exactly when its record exists on the board and validat
 - two processes on the same board never duplicate a cell: each cell is claimed with a
   non-blocking ``fcntl`` lock, and a claimed cell is skipped as "busy" by the other process.
 
-A failing cell is recorded under the board's ``failures/`` (with the traceback), the grid goes
-on, and the cell is retried by the next run.
-
-The task adapters come from the task registry (``tasks/registry.py``); each is called as
-``adapter(backbone, dataset, fraction, draw, seed, mode, work_dir, cache_dir) -> dict`` with keys
-``metrics, predictions_file, targets_file, timings, config, split_fingerprints, mode``.
+What a task declares (``tasks/registry.py``: datasets with their partition and headline
+metric, heads, modes) decides the plan; the board's ``protocol.json`` says which of those it
+accepts. Each cell runs in a fresh child process (forked from a server that has imported the
+libraries once), so mmengine's registries and default scope, memory and GPU memory never
+carry over from one cell to the next; a cell that crashes the interpreter or exceeds
+``cell_timeout`` is recorded as failed with its output, and the grid goes on. The child calls
+the task's adapter, scores the returned files with the task's scorer (the number on the board
+is the number ``python -m benchmark score`` prints) and writes the record.
 """
 
 from __future__ import annotations
@@ -24,15 +27,18 @@ import contextlib
 import fcntl
 import importlib
 import math
+import multiprocessing
+import os
+import pkgutil
 import shutil
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from benchmark.backbones import LoadedBackbone, build_backbone, user_backbone_spec
 from benchmark.backbones.zoo import BACKBONES, BackboneSpec
@@ -40,11 +46,15 @@ from benchmark.board.store import Board, BoardEntry, ComparisonSettings
 from benchmark.data.prepared import PreparedDataset
 from benchmark.provenance import collect_provenance, utc_now
 from benchmark.records import CellIdentity, MetricValue, RunRecord
-from benchmark.registry import Registry, RegistryError
+from benchmark import scoring
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
+from tasks.registry import TaskCell, TaskInfo, TaskResult, all_tasks, get_task
 
 Z_95 = 1.959963984540054
+LOG_FILE = "cell.log"  # the child's stdout and stderr, in the cell's work folder
+ERROR_FILE = "error.txt"  # the child's traceback when the cell raised
+OUTPUT_TAIL = 6000  # characters of a failed cell's output kept in its failure record
 
 
 class GridError(ValueError):
@@ -90,16 +100,23 @@ class GridRequest:
     fractions: tuple[int, ...] | None = None
     seeds: tuple[int, ...] | None = None
     draws: tuple[int, ...] | None = None
-    mode: str | None = None
+    modes: dict[str | None, str] | None = None  # {task: mode}; key None: every task declaring that mode
+    heads: dict[str | None, str] | None = None  # {task: head}; default: the task's head for the backbone family
     work_dir: Path = Path("runs/work")
     cache_dir: Path = Path("runs/cache")
     keep_work: bool = False  # keep each cell's work folder after success (debugging)
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    isolate: bool = True  # each cell in a fresh child process (False: in this process, for debugging)
+    cell_timeout: float | None = None  # seconds; a cell running longer is killed and recorded as failed
+    progress: bool = True
+    redo_invalid: bool = False  # re-evaluate cells whose record fails verification (else: reported, kept)
 
 
 @dataclass(frozen=True)
 class Cell:
     identity: CellIdentity
     dataset_root: Path
+    task: TaskInfo
 
 
 @dataclass
@@ -110,26 +127,20 @@ class GridSummary:
     failed: list[str] = field(default_factory=list)
     busy: int = 0  # claimed by another process at the time
     not_prepared: list[str] = field(default_factory=list)  # datasets skipped (not under data_dir)
+    invalid: list[str] = field(default_factory=list)  # records that fail verification, left as they are
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
         lines = [f"{self.cells} cells: {self.ran} evaluated, {self.done_before} already done, "
                  f"{len(self.failed)} failed, {self.busy} busy elsewhere ({self.seconds:.1f} s)"]
+        if self.invalid:
+            lines.append(f"{len(self.invalid)} record(s) fail verification and were not re-evaluated "
+                         f"(see `python -m benchmark verify`; re-run them with --redo-invalid):")
+            lines += [f"invalid: {reason}" for reason in self.invalid]
         if self.not_prepared:
             lines.append(f"skipped, not prepared under the data folder: {', '.join(self.not_prepared)}")
         lines += [f"failed: {key}" for key in self.failed]
         return lines
-
-
-def task_registry() -> Registry[Any]:
-    """The task registry (``tasks/registry.py``), with every task package imported."""
-    registry = importlib.import_module("tasks.registry")
-    registry.all_tasks()
-    return registry.TASKS
-
-
-def task_adapter(name: str) -> Callable[..., dict]:
-    return task_registry().get(name).run
 
 
 def import_plugins(modules: Sequence[str]) -> None:
@@ -138,10 +149,14 @@ def import_plugins(modules: Sequence[str]) -> None:
         importlib.import_module(module)
 
 
+def task_names() -> list[str]:
+    return sorted(info.name for info in all_tasks())
+
+
 def datasets_to_evaluate(board: Board) -> list[str]:
     """Datasets the board needs for the tasks that exist now (what ``make bench`` prepares)."""
-    available = set(task_registry().names())
-    return sorted({dataset for task, slots in board.protocol.tasks.items() if task in available for dataset in slots})
+    available = set(task_names())
+    return sorted({dataset for task, item in board.protocol.tasks.items() if task in available for dataset in item.datasets})
 
 
 def board_entry(choice: BackboneChoice, loaded: LoadedBackbone) -> BoardEntry:
@@ -168,27 +183,32 @@ def _load_report_summary(report: Any) -> dict[str, Any]:
 def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summary: GridSummary) -> list[Cell]:
     """Resolve every cell of one backbone; datasets not prepared are skipped unless asked for."""
     protocol = board.protocol
-    available = set(task_registry().names())
-    tasks = request.tasks or tuple(task for task in protocol.tasks if task in available)
-    mode = request.mode or protocol.default_mode
+    available = set(task_names())
+    tasks = list(request.tasks or [task for task in protocol.tasks if task in available])
+    for task in tasks:
+        protocol.task(task)  # a task that is not on the board fails here
+    modes = protocol.select("modes", request.modes, tasks)
+    heads = protocol.select("heads", request.heads, tasks)
     cells = []
     for task in tasks:
-        if task not in protocol.tasks:
-            raise GridError(f"task {task!r} is not on board {board.name!r}; it has {sorted(protocol.tasks)}")
-        info = task_registry().get(task)  # an unknown task fails here, with suggestions
-        pinned = protocol.task_versions.get(task)
-        if pinned is not None and info.version != pinned:
-            raise GridError(f"task {task!r} is at version {info.version} but board {board.name!r} pins version {pinned}; "
-                            f"results of different versions are never mixed: start a new board version")
+        info = get_task(task)  # an unknown task fails here, with suggestions
+        board_task = protocol.task(task)
+        if info.version != board_task.version:
+            raise GridError(f"task {task!r} is at version {info.version} but board {board.name!r} pins version "
+                            f"{board_task.version}; results of different versions are never mixed: start a new board version")
+        mode = modes[task]
         if mode not in info.modes:
-            raise GridError(f"task {task!r} has no mode {mode!r}; its modes are {info.modes}")
-        datasets = request.datasets or tuple(protocol.tasks[task])
-        for dataset in datasets:
-            if dataset not in protocol.tasks[task]:
+            raise GridError(f"task {task!r} has no mode {mode!r}; it declares {list(info.modes)}")
+        head = heads[task] or info.default_head(loaded.model.arch.family)
+        if head not in info.heads or head not in board_task.heads:
+            raise GridError(f"head {head!r} of task {task!r} is not declared by the task {list(info.heads)} "
+                            f"and the board {list(board_task.heads)}; choose one of both with --head {task}=HEAD")
+        for dataset in request.datasets or tuple(board_task.datasets):
+            if dataset not in board_task.datasets:
                 if request.datasets and request.tasks is None:
                     continue  # --datasets filters across tasks: rsna exists for several
                 raise GridError(f"{task}/{dataset} is not on board {board.name!r}")
-            slot = protocol.slot(task, dataset)
+            partition = info.dataset(dataset).partition
             root = request.data_dir / dataset
             if not (root / "manifest.json").is_file():
                 if request.datasets:
@@ -196,16 +216,17 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                 summary.not_prepared.append(f"{task}/{dataset}")
                 continue
             prepared = PreparedDataset(root)
-            if prepared.manifest.protocol_version != protocol.protocol_version:
-                raise GridError(f"{root}: prepared for protocol {prepared.manifest.protocol_version!r}, board {board.name!r} follows {protocol.protocol_version!r}; re-prepare the dataset")
+            if prepared.manifest.preparation_version != protocol.preparation_version:
+                raise GridError(f"{root}: prepared with data-preparation version {prepared.manifest.preparation_version}, "
+                                f"board {board.name!r} needs version {protocol.preparation_version}; re-prepare the dataset")
             demo_data = prepared.manifest.demo
             if demo_data != protocol.demo:
                 raise GridError(
                     f"{root} holds {'demo (synthetic)' if demo_data else 'real'} data but board {board.name!r} is a "
                     f"{'demo' if protocol.demo else 'real-data'} board; demo results never go to a real board "
-                    f"(use --board demo-{protocol.protocol_version} for demo data)")
-            partition = prepared.partition(slot.partition)
-            for fraction in request.fractions or protocol.fractions:
+                    f"(use a demo board for demo data)")
+            partition = prepared.partition(partition)
+            for fraction in request.fractions or board_task.fractions or protocol.fractions:
                 draws = (0,) if fraction == 100 else (request.draws or protocol.draws)
                 prepared_draws = prepared.manifest.fractions.get(str(fraction), [0] if fraction == 100 else [])
                 missing = [draw for draw in draws if draw not in prepared_draws]
@@ -215,11 +236,11 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                     for seed in request.seeds or protocol.seeds:
                         identity = CellIdentity(
                             board=board.name, backbone=loaded.spec.name, weights_sha256=loaded.weights_sha256,
-                            task=task, dataset=dataset, partition=partition, fraction=fraction, draw=draw,
+                            task=task, dataset=dataset, partition=partition, head=head, fraction=fraction, draw=draw,
                             seed=seed, mode=mode,
                         )
                         identity.validate()
-                        cells.append(Cell(identity, root))
+                        cells.append(Cell(identity, root, info))
     return cells
 
 
@@ -240,88 +261,89 @@ def claim(board: Board, identity: CellIdentity) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def metric_values(raw: dict[str, Any]) -> tuple[dict[str, MetricValue], list[str]]:
-    """Normalise an adapter's metrics (floats, or dicts with value/low/high) to :class:`MetricValue`.
+def metric_values(scored: dict[str, Any]) -> tuple[dict[str, MetricValue], list[str]]:
+    """The scorer's metrics as :class:`MetricValue`, per-class components as ``name[class]``.
 
-    A percentile interval is turned into a standard error as ``(high - low) / (2 * 1.96)`` when
-    the scorer gives none. Undefined (NaN) metrics are left out and named in the notes.
+    A percentile interval is turned into a standard error as ``(high - low) / (2 * 1.96)``.
+    Undefined (NaN) metrics are left out and named in the notes.
     """
     metrics, notes = {}, []
-    for name, item in raw.items():
-        if isinstance(item, dict):
-            value, low, high = item.get("value"), item.get("low", item.get("ci_low")), item.get("high", item.get("ci_high"))
-            se = item.get("bootstrap_se", item.get("se"))
-        else:
-            value, low, high, se = item, None, None, None
-        if value is None or not math.isfinite(float(value)):
+
+    def finite(number: Any) -> float | None:
+        return float(number) if number is not None and math.isfinite(float(number)) else None
+
+    for name, entry in scored["metrics"].items():
+        value = finite(entry.get("value"))
+        if value is None:
             notes.append(f"metric {name} undefined on this test set (left out)")
             continue
-        bounds = [float(b) if b is not None and math.isfinite(float(b)) else None for b in (low, high)]
-        if se is None and None not in bounds:
-            se = (bounds[1] - bounds[0]) / (2 * Z_95)
-        metrics[name] = MetricValue(float(value), bounds[0], bounds[1], None if se is None else float(se))
+        low, high = finite(entry.get("low")), finite(entry.get("high"))
+        se = (high - low) / (2 * Z_95) if low is not None and high is not None else None
+        metrics[name] = MetricValue(value, low, high, se)
+        for part, number in entry.get("per_class", {}).items():
+            if finite(number) is not None:
+                metrics[f"{name}[{part}]"] = MetricValue(float(number))
     return metrics, notes
 
 
-def rescored_metrics(identity: CellIdentity, result: dict[str, Any], settings: ComparisonSettings) -> dict[str, Any]:
-    """The adapter's metrics with test-set bootstrap intervals, re-scored from the saved files.
+def resolve_device(device: str) -> str:
+    import torch
 
-    Re-scoring with the task's file scorer (``benchmark/scoring``) proves the stored prediction
-    file reproduces the reported number; a task without a file scorer keeps its metrics as given.
-    """
-    raw: dict[str, Any] = dict(result["metrics"])
-    try:
-        score_files = scorer(identity.task)
-    except RegistryError:
-        return raw
-    if not result.get("targets_file"):
-        return raw
-    options = BootstrapOptions(n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
-    scored = score_files(Path(result["predictions_file"]), Path(result["targets_file"]), identity.dataset, options)
-    for name, entry in scored["metrics"].items():
-        reported = raw.get(name)
-        if reported is not None and math.isfinite(reported) and not math.isclose(reported, entry["value"], abs_tol=1e-6):
-            raise GridError(f"{identity.task}/{identity.dataset}: the saved predictions give {name}={entry['value']:.6f} "
-                            f"but the adapter reported {reported:.6f}")
-        raw[name] = {"value": entry["value"], "low": entry["low"], "high": entry["high"]}
-    return raw
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def cell_work_dir(request: GridRequest, board: Board, identity: CellIdentity) -> Path:
+    return request.work_dir / board.name / identity.entry_key / identity.cell_key
 
 
 def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: GridRequest) -> RunRecord:
-    """Run one cell's task adapter and store its record (artifacts first, record last)."""
-    identity = cell.identity
-    slot = board.protocol.slot(identity.task, identity.dataset)
+    """Run one cell's adapter, score its files with the task's scorer and store the record."""
+    identity, info = cell.identity, cell.task
     dataset = PreparedDataset(cell.dataset_root)
-    work = request.work_dir / board.name / identity.entry_key / identity.cell_key
-    shutil.rmtree(work, ignore_errors=True)  # leftovers of an interrupted attempt
-    work.mkdir(parents=True)
+    work = cell_work_dir(request, board, identity)
+    work.mkdir(parents=True, exist_ok=True)  # kept across attempts: adapters resume from their checkpoints
+    device = resolve_device(request.device)
     started, clock = utc_now(), time.perf_counter()
-    result = task_adapter(identity.task)(
-        backbone=loaded, dataset=dataset, fraction=identity.fraction, draw=identity.draw, seed=identity.seed,
-        mode=identity.mode, work_dir=work, cache_dir=request.cache_dir,
-    )
+    result = info.run(TaskCell(
+        backbone=loaded, dataset=dataset, partition=identity.partition, head=identity.head, fraction=identity.fraction,
+        draw=identity.draw, seed=identity.seed, mode=identity.mode, work_dir=work, cache_dir=request.cache_dir,
+        device=device, progress=request.progress, overrides=board.protocol.task(identity.task).overrides,
+    ))
     total = time.perf_counter() - clock
-    fingerprints = dict(result["split_fingerprints"])
+    if not isinstance(result, TaskResult):
+        raise GridError(f"the {identity.task} adapter returned {type(result).__name__}, not a TaskResult")
+    fingerprints = dict(result.split_fingerprints)
     expected_test = dataset.split_fingerprint("test", partition=identity.partition)
-    if fingerprints.get("test", expected_test) != expected_test:
+    if fingerprints.get("test") != expected_test:
         raise GridError(f"{identity.task} adapter scored a test split other than partition {identity.partition!r} of {dataset.root}")
-    fingerprints.setdefault("test", expected_test)
-    metrics, notes = metric_values(rescored_metrics(identity, result, board.protocol.comparison))
-    if slot.metric not in metrics:
-        raise GridError(f"{identity.task} on {identity.dataset} returned no usable {slot.metric!r}; metrics: {sorted(result['metrics'])}")
-    predictions = board.store_artifact(identity, "predictions", Path(result["predictions_file"]))
-    targets = board.store_artifact(identity, "targets", Path(result["targets_file"])) if result.get("targets_file") else None
+    settings: ComparisonSettings = board.protocol.comparison
+    options = BootstrapOptions(n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
+    scored = scorer(info.scorer).score_files(Path(result.predictions_file), Path(result.targets_file), identity.dataset, options)
+    metrics, notes = metric_values(scored)
+    headline = info.dataset(identity.dataset).metric
+    if headline not in metrics:
+        raise GridError(f"{identity.task} on {identity.dataset}: the scorer gave no usable {headline!r} "
+                        f"({'; '.join(scored.get('warnings', [])) or 'metrics: ' + ', '.join(sorted(metrics))})")
+    predictions = board.store_artifact(identity, "predictions", Path(result.predictions_file), info.large_artifacts)
+    targets = board.store_artifact(identity, "targets", Path(result.targets_file), info.large_artifacts)
+    provenance = collect_provenance(started)
+    provenance["device"] = device
     record = RunRecord(
         identity=identity, protocol_version=board.protocol.protocol_version, metrics=metrics,
-        headline_metric=slot.metric, predictions=predictions, targets=targets,
-        timings={**{k: float(v) for k, v in result.get("timings", {}).items()}, "total": total},
-        config={**dict(result.get("config", {})), "task_version": task_registry().get(identity.task).version},
+        headline_metric=headline, predictions=predictions, targets=targets,
+        timings={**{k: float(v) for k, v in result.timings.items()}, "total": total},
+        config={**result.config, "task_version": info.version,
+                "board_overrides": dict(board.protocol.task(identity.task).overrides)},
+        training=dict(result.training),
         split_fingerprints=fingerprints,
         backbone={"arch": loaded.spec.arch, "weights": loaded.spec.weights,
                   "pretraining_data": list(loaded.spec.pretraining_data),
                   # which encoder of the checkpoint file was evaluated (prefix, keys matched)
                   "load_report": _load_report_summary(loaded.load_report) if loaded.load_report is not None else None},
-        provenance=collect_provenance(started), created=utc_now(), notes=notes + list(result.get("warnings", [])),
+        provenance=provenance, created=utc_now(),
+        notes=list(result.notes) + notes + list(scored.get("warnings", [])) + list(result.warnings),
     )
     board.add(record)
     if not request.keep_work:
@@ -329,31 +351,168 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     return record
 
 
-def run_grid(board: Board, request: GridRequest, progress: bool = True) -> GridSummary:
+# ------------------------------------------------------------------------- one cell, one process
+
+@dataclass(frozen=True)
+class _ChildJob:
+    """Everything a cell's child process needs, picklable (the task declaration travels whole)."""
+
+    board_root: Path
+    cell: Cell
+    spec: BackboneSpec
+    checkpoint: Path | None
+    request: GridRequest
+    environment: dict[str, str]  # the parent's environment at the time the cell starts
+
+
+def _child_main(job: _ChildJob) -> None:
+    """Entry point of a cell's process: output to the cell log, rebuild the backbone, run, record."""
+    _die_with_parent()
+    work = cell_work_dir(job.request, Board(job.board_root), job.cell.identity)
+    os.environ.clear()
+    os.environ.update(job.environment)
+    with open(work / LOG_FILE, "ab", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    try:
+        loaded = build_backbone(job.spec, job.checkpoint)
+        if loaded.weights_sha256 != job.cell.identity.weights_sha256:
+            raise GridError(f"the weights changed since the grid was planned ({loaded.weights_sha256[:12]} != "
+                            f"{job.cell.identity.weights_sha256[:12]}); re-run the grid")
+        evaluate_cell(Board(job.board_root), job.cell, loaded, job.request)
+    except BaseException:
+        (work / ERROR_FILE).write_text(traceback.format_exc())
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent (the fork server, which exits with the runner)
+    dies: a runner killed with ``kill -9`` leaves no orphan cell finishing behind its back."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _cell_environment(progress: bool) -> dict[str, str]:
+    """The runner's environment for a cell; tqdm silenced without progress, and slowed to a line every
+    30 s when the output is not a terminal (a log file, a SLURM job), instead of redrawing bars."""
+    environment = dict(os.environ)
+    if not progress:
+        environment["TQDM_DISABLE"] = "1"
+    elif not sys.stderr.isatty():
+        environment.setdefault("TQDM_MININTERVAL", "30")
+    return environment
+
+
+def _process_context(cells: list[Cell]) -> multiprocessing.context.BaseContext:
+    """Fork server that has imported the runner and the planned adapters once: cheap fresh children."""
+    context = multiprocessing.get_context("forkserver")
+    adapters = {info.adapter.partition(":")[0] for info in {cell.task.name: cell.task for cell in cells}.values()
+                if isinstance(info.adapter, str)}
+    scorers = [f"benchmark.scoring.{module.name}" for module in pkgutil.iter_modules(scoring.__path__)]
+    context.set_forkserver_preload(["benchmark.runner", *scorers, *sorted(adapters)])
+    return context
+
+
+def _follow(path: Path, stop: threading.Event, stream: Any) -> None:
+    """Copy what the child writes to its log onto ``stream`` while it runs (its progress bars)."""
+    with open(path, "rb") as log:
+        while True:
+            chunk = log.read(65536)
+            if chunk:
+                stream.buffer.write(chunk)
+                stream.flush()
+            elif stop.is_set():
+                return
+            else:
+                time.sleep(0.2)
+
+
+def run_isolated(board: Board, cell: Cell, choice: BackboneChoice, spec: BackboneSpec, request: GridRequest,
+                 context: multiprocessing.context.BaseContext) -> str | None:
+    """Evaluate ``cell`` in a fresh child process; None on success, else the error to record."""
+    work = cell_work_dir(request, board, cell.identity)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / ERROR_FILE).unlink(missing_ok=True)
+    (work / LOG_FILE).write_bytes(b"")
+    job = _ChildJob(board.root, cell, spec, choice.checkpoint, request, _cell_environment(request.progress))
+    process = context.Process(target=_child_main, args=(job,), name=f"cell {cell.identity.cell_key}")
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow, args=(work / LOG_FILE, stop, sys.stderr), daemon=True)
+    if request.progress:
+        follower.start()
+    process.start()
+    process.join(request.cell_timeout)
+    timed_out = process.is_alive()
+    if timed_out:
+        process.kill()
+        process.join()
+    stop.set()
+    if request.progress:
+        follower.join()
+    if process.exitcode == 0 and not timed_out and board.completed(cell.identity):
+        return None
+    output = (work / LOG_FILE).read_text(errors="replace")[-OUTPUT_TAIL:] if (work / LOG_FILE).is_file() else ""
+    if timed_out:
+        reason = f"the cell exceeded the cell timeout of {request.cell_timeout:g} s and was killed"
+    elif (work / ERROR_FILE).is_file():
+        reason = (work / ERROR_FILE).read_text(errors="replace")
+    elif process.exitcode is not None and process.exitcode < 0:
+        reason = f"the cell's process was killed by signal {-process.exitcode} (crash or out of memory)"
+    else:
+        reason = f"the cell's process exited with code {process.exitcode} without writing its record"
+    return f"{reason.rstrip()}\n\n--- last output of the cell ({work / LOG_FILE}) ---\n{output}"
+
+
+def run_in_process(board: Board, cell: Cell, loaded: LoadedBackbone, request: GridRequest) -> str | None:
+    try:
+        evaluate_cell(board, cell, loaded, request)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception:  # noqa: BLE001 - recorded with its traceback, the grid goes on
+        return traceback.format_exc()
+    return None
+
+
+def run_grid(board: Board, request: GridRequest) -> GridSummary:
     """Evaluate every cell of ``request`` that is not yet on ``board``."""
     summary, clock = GridSummary(), time.perf_counter()
     board.remove_stale_temps()
-    todo: list[tuple[Cell, LoadedBackbone]] = []
+    board.rebuild_index()  # a crash after a record's write may have left the index behind
+    todo: list[tuple[Cell, BackboneChoice, BackboneSpec, LoadedBackbone]] = []
     for choice in request.backbones:
-        loaded = build_backbone(choice.spec(), choice.checkpoint)
+        spec = choice.spec()
+        loaded = build_backbone(spec, choice.checkpoint)
         cells = plan_cells(board, request, loaded, summary)
         if cells:  # an entry appears on the board only with cells to its name
             board.register_entry(board_entry(choice, loaded))
         summary.cells += len(cells)
         for cell in cells:
-            if board.completed(cell.identity):
+            record, invalid = board.status(cell.identity)
+            if record is not None:
                 summary.done_before += 1
+            elif invalid is not None and not request.redo_invalid:
+                summary.invalid.append(invalid)
             else:
-                todo.append((cell, loaded))
+                todo.append((cell, choice, spec, loaded))
     if summary.cells == 0:
         missing = f"; not prepared under {request.data_dir}: {', '.join(summary.not_prepared)}" if summary.not_prepared else ""
         raise GridError(f"nothing to evaluate on board {board.name!r} for tasks {', '.join(request.tasks or ['all'])} and "
-                        f"datasets {', '.join(request.datasets or ['all'])} (tasks that exist: {', '.join(task_registry().names())}){missing}")
-    bar = tqdm(todo, desc="grid", unit="cell", disable=not progress or not todo, dynamic_ncols=True, position=0)
-    for cell, loaded in bar:
+                        f"datasets {', '.join(request.datasets or ['all'])} (tasks that exist: {', '.join(task_names())}){missing}")
+    context = _process_context([cell for cell, *_ in todo]) if request.isolate and todo else None
+    for number, (cell, choice, spec, loaded) in enumerate(todo, 1):
         identity = cell.identity
-        bar.set_postfix_str(f"{identity.backbone} {identity.task}/{identity.dataset} {identity.fraction}% "
-                            f"d{identity.draw} s{identity.seed}")
+        if request.progress:
+            print(f"[{number}/{len(todo)}] {identity.backbone} {identity.task}/{identity.dataset} {identity.head} "
+                  f"{identity.fraction}% draw {identity.draw} seed {identity.seed} ({identity.mode})", file=sys.stderr, flush=True)
         with claim(board, identity) as mine:
             if not mine:
                 summary.busy += 1
@@ -361,13 +520,14 @@ def run_grid(board: Board, request: GridRequest, progress: bool = True) -> GridS
             if board.completed(identity):  # finished by another process meanwhile
                 summary.done_before += 1
                 continue
-            try:
-                evaluate_cell(board, cell, loaded, request)
+            if context is not None:
+                error = run_isolated(board, cell, choice, spec, request, context)
+            else:
+                error = run_in_process(board, cell, loaded, request)
+            if error is None:
                 summary.ran += 1
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception:  # noqa: BLE001 - recorded with its traceback, the grid goes on
-                board.record_failure(identity, traceback.format_exc())
+            else:
+                board.record_failure(identity, error)
                 summary.failed.append(f"{identity.entry_key}/{identity.cell_key}")
     summary.seconds = time.perf_counter() - clock
     return summary

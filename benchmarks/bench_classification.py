@@ -32,7 +32,8 @@ from benchmark.backbones import build_backbone
 from benchmark.data.prepared import PreparedDataset
 from benchmark.provenance import collect_provenance, utc_now
 from benchmark.registry import RegistryError
-from tasks.classification import run_classification
+from benchmark.scoring import scorer
+from tasks.classification.adapter import linear_probe
 from tasks.classification.protocol import DATASET_PROBES, PROTOCOL
 from tasks.classification.synthetic import write_synthetic_prepared
 
@@ -55,9 +56,14 @@ def prepare_dataset(name: str, folder: Path, images: int, size: int, seed: int) 
 
 
 def timed_run(backbone, dataset: PreparedDataset, seed: int, mode: str, work: Path, cache: Path) -> tuple[dict, float]:
+    """One probe's metrics (scored from its files, as the runner does), timings and training summary."""
     started = time.perf_counter()
-    result = run_classification(backbone, dataset, 100, 0, seed, mode, work, cache)
-    return result, time.perf_counter() - started
+    result = linear_probe(backbone, dataset, 100, 0, seed, mode, work, cache)
+    seconds = time.perf_counter() - started
+    scored = scorer("classification").score_files(result.predictions_file, result.targets_file, dataset.name)
+    metrics = {name: entry["value"] for name, entry in scored["metrics"].items()}
+    return {"metrics": metrics, "primary_metric": scored["primary_metric"], "training": result.training,
+            "timings": result.timings}, seconds
 
 
 def bench_dataset(name: str, backbone_name: str, images: int, size: int, seeds: list[int], folder: Path) -> dict:

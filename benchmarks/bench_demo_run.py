@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmark.board.store import Board, default_board
+
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_BOARD = "demo-mgca-cxr-v1"
 BACKBONES = "random_vit_tiny,random_resnet18"
 IMAGES, SIZE = 300, 128
 BAR_SECONDS = 20 * 60
@@ -42,22 +43,23 @@ def main() -> int:
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-demo-"))
     boards = work / "leaderboards"
-    (boards / DEMO_BOARD).mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "leaderboards" / DEMO_BOARD / "protocol.json", boards / DEMO_BOARD / "protocol.json")
+    demo = Board(ROOT / "leaderboards" / default_board(True, ROOT / "leaderboards"))  # the committed demo board
+    (boards / demo.name).mkdir(parents=True, exist_ok=True)
+    shutil.copy(demo.root / "protocol.json", boards / demo.name / "protocol.json")
     env = {**os.environ, "MGCA_BENCH_BOARDS": str(boards)}
     raw, prepared = work / "raw", work / "prepared"
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    _, datasets_text = cli("run", "--print-datasets", "--board", DEMO_BOARD, env=env)
+    _, datasets_text = cli("run", "--print-datasets", "--demo", env=env)
     datasets = datasets_text.split()
     timings["demo-data"], _ = cli("demo-data", "--out", str(raw), "--datasets", *datasets, "--images", str(IMAGES),
                                   "--size", str(SIZE), env=env)
     timings["prepare"] = sum(cli("prepare", name, "--raw", str(raw / name), "--out", str(prepared),
                                  "--image-size", str(SIZE), env=env)[0] for name in datasets)
-    grid = ("run", "--backbone", BACKBONES, "--board", DEMO_BOARD, "--data", str(prepared), "--no-progress",
+    grid = ("run", "--backbone", BACKBONES, "--demo", "--data", str(prepared), "--no-progress",
             "--work-dir", str(work / "runs"), "--cache-dir", str(work / "cache"))
     timings["run"], summary = cli(*grid, env=env)
-    timings["tables"], _ = cli("tables", "--board", DEMO_BOARD, "--quiet", env=env)
+    timings["tables"], _ = cli("tables", "--demo", "--quiet", env=env)
     total = time.perf_counter() - start
     timings["resume (no-op re-run)"], rerun = cli(*grid, env=env)
     report = {"datasets": datasets, "backbones": BACKBONES, "images": IMAGES, "size": SIZE, "cpus": os.cpu_count(),

@@ -102,6 +102,9 @@ class TaskCell:
     cache_dir: Path  # content-keyed feature cache shared by cells
     device: str = "cpu"  # "cpu", "cuda", "cuda:0", ...
     progress: bool = True  # progress bars; off for non-interactive logs
+    # Protocol changes the board declares for this task (a demo's epoch budget), in the task's own
+    # vocabulary; recorded in every record's config.
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -25,13 +25,14 @@ SHA = "ab" * 32
 def make_record(**identity_changes: object) -> RunRecord:
     identity = replace(CellIdentity(
         board="demo-mgca-cxr-v1", backbone="random_vit_tiny", weights_sha256=SHA, task="classification",
-        dataset="rsna", partition="classification", fraction=10, draw=1, seed=0, mode="cached",
+        dataset="rsna", partition="classification", head="linear", fraction=10, draw=1, seed=0, mode="cached",
     ), **identity_changes)
     return RunRecord(
         identity=identity, protocol_version="mgca-cxr-v1",
         metrics={"auroc": MetricValue(0.8, 0.7, 0.9, 0.05), "auroc[Target]": MetricValue(0.8)},
-        headline_metric="auroc", predictions=Artifact("predictions/x.csv", "cd" * 32), targets=None,
-        timings={"total": 1.5}, config={"lr": 5e-4}, split_fingerprints={"test": "ef" * 32},
+        headline_metric="auroc", predictions=Artifact("predictions/x.csv", "cd" * 32),
+        targets=Artifact("x.npz", "cd" * 32, "artifacts"), timings={"total": 1.5}, config={"lr": 5e-4},
+        training={"best_epoch": 3}, split_fingerprints={"test": "ef" * 32},
         backbone={"arch": "vit_tiny_patch16_224"}, provenance={"code": {"commit": None}}, created="2026-01-01T00:00:00+00:00",
     )
 
@@ -41,7 +42,7 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     write_atomically(path, record.to_json())
     assert RunRecord.read(path) == record
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == 2
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -49,18 +50,29 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     (lambda d: d.pop("metrics"), "missing field"),
     (lambda d: d["identity"].update(weights_sha256="xyz"), "64 lowercase hex"),
     (lambda d: d["identity"].update(fraction=100, draw=2), "draw must be 0 at fraction 100"),
-    (lambda d: d["identity"].update(mode="fast"), "mode"),
+    (lambda d: d["identity"].update(mode="../fast"), "identity.mode"),
+    (lambda d: d["identity"].update(head=""), "identity.head"),
+    (lambda d: d["identity"].pop("head"), "missing field"),
+    (lambda d: d["targets"].update(store="cloud"), "targets.store"),
     (lambda d: d["identity"].update(backbone="../evil"), "identity.backbone"),
     (lambda d: d.update(headline_metric="dice"), "not among metrics"),
     (lambda d: d["metrics"]["auroc"].update(value=float("nan")), "finite number"),
     (lambda d: d["predictions"].update(path="/abs/path.csv"), "relative path"),
     (lambda d: d.update(split_fingerprints={}), "test split fingerprint"),
-    (lambda d: d.update(schema_version=2), "schema_version"),
+    (lambda d: d.update(schema_version=3), "schema_version"),
 ])
 def test_invalid_records_are_rejected_with_the_field_named(mutate, message: str) -> None:
     data = json.loads(json.dumps(asdict(make_record())))
     mutate(data)
     with pytest.raises(RecordError, match=message):
+        RunRecord.from_dict(data, "r.json")
+
+
+def test_a_version_1_record_is_refused_with_the_command_that_recreates_it() -> None:
+    data = json.loads(json.dumps(asdict(make_record())))
+    data["schema_version"] = 1
+    del data["identity"]["head"], data["training"]
+    with pytest.raises(RecordError, match=r"r.json: version-1 records predate task heads.*`make bench`"):
         RunRecord.from_dict(data, "r.json")
 
 
@@ -74,10 +86,10 @@ def test_unreadable_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
 def test_cell_key_changes_with_every_identity_field() -> None:
     base = make_record().identity
     changes = {"board": "other", "backbone": "b", "weights_sha256": "cd" * 32, "task": "t", "dataset": "d",
-               "partition": "p", "fraction": 1, "draw": 0, "seed": 3, "mode": "paper"}
+               "partition": "p", "head": "mlp", "fraction": 1, "draw": 0, "seed": 3, "mode": "paper"}
     keys = {replace(base, **{name: value}).cell_key for name, value in changes.items()}
     assert base.cell_key not in keys and len(keys) == len(changes)
-    assert base.cell_key.startswith("classification-rsna-classification-10pct-draw1-seed0-cached-")
+    assert base.cell_key.startswith("classification-rsna-classification-linear-10pct-draw1-seed0-cached-")
     assert base.entry_key == f"random_vit_tiny@{SHA[:12]}"
 
 

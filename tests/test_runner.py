@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def setup(tmp_path: Path) -> tuple[Board, GridRequest]:
     data = toy_task.write_toy_dataset(tmp_path / "data")
     board = Board(toy_task.write_toy_board(tmp_path / "boards", seeds=(0, 1)))
     request = GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=data, work_dir=tmp_path / "work",
-                          cache_dir=tmp_path / "cache")
+                          cache_dir=tmp_path / "cache", progress=False)
     return board, request
 
 
@@ -38,12 +39,12 @@ def result_files(board: Board) -> list[Path]:
 
 def test_grid_runs_every_cell_once_and_a_rerun_is_a_no_op(setup: tuple[Board, GridRequest]) -> None:
     board, request = setup
-    first = run_grid(board, request, progress=False)
+    first = run_grid(board, request)
     assert (first.cells, first.ran, first.done_before, first.failed) == (10, 10, 0, [])
     files = result_files(board)
     assert len(files) == 10
     stamps = {path: path.stat().st_mtime_ns for path in files}
-    second = run_grid(board, request, progress=False)
+    second = run_grid(board, request)
     assert (second.ran, second.done_before) == (0, 10)
     assert {path: path.stat().st_mtime_ns for path in result_files(board)} == stamps
     identities = [RunRecord.read(path).identity for path in files]
@@ -55,7 +56,7 @@ def test_grid_runs_every_cell_once_and_a_rerun_is_a_no_op(setup: tuple[Board, Gr
 
 def test_record_files_are_named_from_the_resolved_identity(setup: tuple[Board, GridRequest]) -> None:
     board, request = setup
-    run_grid(board, request, progress=False)
+    run_grid(board, request)
     for path in result_files(board):
         record = RunRecord.read(path)
         assert path == board.result_path(record.identity)
@@ -66,22 +67,25 @@ def test_record_files_are_named_from_the_resolved_identity(setup: tuple[Board, G
 def test_a_failing_cell_is_recorded_and_retried(setup: tuple[Board, GridRequest], monkeypatch: pytest.MonkeyPatch) -> None:
     board, request = setup
     monkeypatch.setenv("TOY_FAIL", "10")
-    summary = run_grid(board, request, progress=False)
+    summary = run_grid(board, request)
     assert summary.ran == 6 and len(summary.failed) == 4
     assert len(board.failures()) == 4 and "toy failure at 10%" in board.failures()[0]["error"]
     monkeypatch.delenv("TOY_FAIL")
-    retry = run_grid(board, request, progress=False)
+    retry = run_grid(board, request)
     assert (retry.ran, retry.done_before, retry.failed) == (4, 6, [])
     assert board.failures() == []
 
 
-def test_a_corrupt_or_half_written_result_is_redone(setup: tuple[Board, GridRequest]) -> None:
+def test_a_corrupt_result_is_reported_and_redone_only_when_asked(setup: tuple[Board, GridRequest]) -> None:
     board, request = setup
-    run_grid(board, request, progress=False)
+    run_grid(board, request)
     victim = result_files(board)[0]
     victim.write_text(victim.read_text()[:100])  # truncated, as if the disk filled up
     (victim.parent / f"{victim.name}.tmp-999999999-x").write_text("{")  # leftover of a dead writer
-    summary = run_grid(board, request, progress=False)
+    summary = run_grid(board, request)
+    assert (summary.ran, summary.done_before, len(summary.invalid)) == (0, 9, 1)
+    assert victim.name in summary.invalid[0]
+    summary = run_grid(board, replace(request, redo_invalid=True))
     assert (summary.ran, summary.done_before) == (1, 9)
     RunRecord.read(victim)
     assert not list(board.root.rglob("*.tmp-*"))
@@ -92,12 +96,12 @@ def test_demo_data_never_goes_to_a_real_board(tmp_path: Path) -> None:
     board = Board(toy_task.write_toy_board(tmp_path / "boards", demo=False))
     request = GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=data, work_dir=tmp_path / "work")
     with pytest.raises(GridError, match="demo results never go to a real board"):
-        run_grid(board, request, progress=False)
+        run_grid(board, request)
 
 
 def test_a_record_of_another_protocol_version_is_refused(setup: tuple[Board, GridRequest]) -> None:
     board, request = setup
-    run_grid(board, request, progress=False)
+    run_grid(board, request)
     record = RunRecord.read(result_files(board)[0])
     record.protocol_version = "mgca-cxr-v0"
     with pytest.raises(BoardError, match="never mixed"):
@@ -106,7 +110,7 @@ def test_a_record_of_another_protocol_version_is_refused(setup: tuple[Board, Gri
 
 def test_a_name_taken_by_other_weights_is_refused(setup: tuple[Board, GridRequest]) -> None:
     board, request = setup
-    run_grid(board, request, progress=False)
+    run_grid(board, request)
     entry = next(iter(board.entries().values()))
     entry.weights_sha256 = "f" * 64
     with pytest.raises(BoardError, match="Choose another --name"):
@@ -156,7 +160,7 @@ def test_concurrent_runs_on_one_board_lose_nothing(setup: tuple[Board, GridReque
     for path in files:
         RunRecord.read(path)
     assert len(json.loads((board.root / "index.json").read_text())["results"]) == 10
-    rerun = run_grid(board, request, progress=False)
+    rerun = run_grid(board, request)
     assert rerun.ran == 0
 
 
@@ -164,7 +168,7 @@ def test_an_empty_grid_is_an_error_naming_what_is_missing(tmp_path: Path) -> Non
     board = Board(toy_task.write_toy_board(tmp_path / "boards"))
     request = GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=tmp_path / "nothing")
     with pytest.raises(GridError, match="not prepared under .*nothing: toy/rsna"):
-        run_grid(board, request, progress=False)
+        run_grid(board, request)
     assert board.entries() == {}  # a failed plan leaves no entry behind
 
 
@@ -180,7 +184,7 @@ def test_a_checkpoint_record_says_which_encoder_of_the_file_was_evaluated(tmp_pa
     torch.save({"state_dict": {f"encoder.{k}": v for k, v in torchvision.models.resnet18().state_dict().items()}}, checkpoint)
     request = GridRequest(backbones=(BackboneChoice("mine", checkpoint, "resnet18"),), data_dir=data, fractions=(100,),
                           work_dir=tmp_path / "work", cache_dir=tmp_path / "cache")
-    run_grid(board, request, progress=False)
+    run_grid(board, request)
     (record,) = board.records()
     report = record.backbone["load_report"]
     assert report["prefix"] == "encoder." and report["ok"]

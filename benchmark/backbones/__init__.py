@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark.backbones.architectures import ARCHITECTURES, Architecture
+from benchmark.backbones.architectures import Architecture, ArchitectureError
 from benchmark.backbones.checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
@@ -16,19 +16,22 @@ from benchmark.backbones.checkpoint import (
     load_encoder_weights,
     sha256_of_state_dict,
 )
-from benchmark.backbones.encoder import Backbone, BackboneOutput, wrap
+from benchmark.backbones.encoder import Backbone, BackboneOutput
+from benchmark.backbones.preprocessing import MGCA_PREPROCESSING, Preprocessing, protocol_preprocessing
+from benchmark.backbones.sources import ARCHITECTURES, SOURCES, resolve_architecture
 from benchmark.backbones.zoo import BACKBONES, BackboneSpec, CheckpointNotFound, locate_checkpoint
 
 __all__ = [
-    "ARCHITECTURES", "BACKBONES", "Architecture", "Backbone", "BackboneOutput", "BackboneSpec",
-    "CheckpointError", "CheckpointMismatchError", "CheckpointNotFound", "LoadReport",
-    "LoadedBackbone", "UnsafeCheckpointError", "build_backbone", "user_backbone_spec",
+    "ARCHITECTURES", "BACKBONES", "MGCA_PREPROCESSING", "SOURCES", "Architecture", "ArchitectureError", "Backbone",
+    "BackboneOutput", "BackboneSpec", "CheckpointError", "CheckpointMismatchError", "CheckpointNotFound", "LoadReport",
+    "LoadedBackbone", "Preprocessing", "UnsafeCheckpointError", "build_backbone", "protocol_preprocessing",
+    "resolve_architecture", "user_backbone_spec",
 ]
 
 
 @dataclass
 class LoadedBackbone:
-    """A frozen backbone with what a run record needs to say about its weights."""
+    """A frozen backbone with what a run record needs to say about its weights and inputs."""
 
     spec: BackboneSpec
     model: Backbone
@@ -38,11 +41,14 @@ class LoadedBackbone:
     # The checkpoint file's own sha256 is in load_report.
     weights_sha256: str
     load_report: LoadReport | None
+    # What every task feeds the encoder (size, channels, range, mean/std): the architecture's own
+    # unless replaced (``protocol_preprocessing`` for one normalisation across backbones).
+    preprocessing: Preprocessing
 
 
 def user_backbone_spec(name: str, arch: str, prefix: str | None = None, pretraining_data: tuple[str, ...] = ()) -> BackboneSpec:
     """Spec of a checkpoint a user hands in (``--checkpoint PATH --arch ARCH``)."""
-    ARCHITECTURES.get(arch)  # fail early on an unknown architecture
+    resolve_architecture(arch)  # fail early on an unknown architecture
     return BackboneSpec(
         name=name, arch=arch, weights="checkpoint", prefix=prefix, pretraining_data=pretraining_data,
         description=f"user checkpoint ({arch})",
@@ -57,12 +63,12 @@ def build_backbone(
     """Build the frozen encoder of ``spec`` with its weights (random init or checkpoint)."""
     if isinstance(spec, str):
         spec = BACKBONES.get(spec)
-    arch = ARCHITECTURES.get(spec.arch)
+    arch = resolve_architecture(spec.arch)
     if spec.weights == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
             module = arch.build()
-        return LoadedBackbone(spec, wrap(arch, module), sha256_of_state_dict(module.state_dict()), None)
+        return LoadedBackbone(spec, arch.wrap(module), sha256_of_state_dict(module.state_dict()), None, arch.preprocessing)
     if spec.checkpoint_file:
         path = locate_checkpoint(spec, checkpoint)
     elif checkpoint:
@@ -71,4 +77,4 @@ def build_backbone(
         raise CheckpointNotFound(f"backbone {spec.name!r} needs --checkpoint PATH")
     module = arch.build()
     report = load_encoder_weights(module, path, arch, prefix=spec.prefix, allow_partial=allow_partial)
-    return LoadedBackbone(spec, wrap(arch, module), sha256_of_state_dict(module.state_dict()), report)
+    return LoadedBackbone(spec, arch.wrap(module), sha256_of_state_dict(module.state_dict()), report, arch.preprocessing)

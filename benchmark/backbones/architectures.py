@@ -1,99 +1,120 @@
-"""Encoder architectures, named as timm and torchvision name them.
+"""What an encoder architecture is: how to build it, how to read features from it, what it eats.
 
-An architecture knows how to build a randomly initialised encoder without its classifier and
-what it outputs; weights come separately (``checkpoint.py``). Key names are the native ones
-(timm ViT, torchvision ResNet), which are also the names inside MGCA's released checkpoints
-under ``img_encoder_q.model.``.
+An architecture builds a randomly initialised encoder without its classifier (nothing is ever
+downloaded), wraps it into the feature contract (``encoder.py``) and declares the preprocessing
+its inputs need (``preprocessing.py``). Weights come separately (``checkpoint.py``). Names are
+resolved by ``sources/``: one module per library the field publishes models in, plus the short
+names of MGCA's own architectures.
+
+Families say what a task head can expect: ``vit`` is a plain transformer (one feature map at
+the patch stride), ``resnet`` a ResNet trunk (maps of stages 2-4, strides 8, 16, 32),
+``pyramid`` any other multi-scale backbone (Swin, ConvNeXt, DenseNet, EfficientNet: the maps at
+strides 8, 16, 32).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
 
-import timm
 import torch
-import torchvision
 from torch import nn
 
-from benchmark.registry import Registry
+from benchmark.backbones.preprocessing import Preprocessing
+from benchmark.registry import RegistryError
 
-Family = Literal["vit", "resnet"]
+if TYPE_CHECKING:
+    from benchmark.backbones.encoder import Backbone
+
+Family = Literal["vit", "resnet", "pyramid"]
+
+
+class ArchitectureError(RegistryError):
+    """An architecture name cannot be resolved; the message names the file or name and the fix."""
 
 
 @dataclass(frozen=True)
-class Architecture:
-    name: str
-    family: Family
-    build_module: Callable[[], nn.Module]
+class FeatureShapes:
+    """Output sizes of the feature contract, measured on the meta device."""
+
     global_dim: int
     token_dim: int
     feature_map_dims: tuple[int, ...]
     feature_map_strides: tuple[int, ...]
-    # Keys of a classifier that foreign checkpoints may carry; dropped on load and reported.
-    classifier_prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # as the user names it: "resnet50", "timm:convnext_tiny", "hf:/models/rad-dino", ...
+    source: str  # key of SOURCES ("timm", "torchvision", "hf", "open_clip", "xrv"); "mgca" for short names
+    family: Family
+    build_module: Callable[[], nn.Module]
+    backbone: Callable[[Architecture, nn.Module], Backbone]  # the feature-contract wrapper (encoder.py)
+    preprocessing: Preprocessing
+    # Keys of a classifier or pooler that foreign checkpoints may carry; dropped on load and reported.
+    classifier_prefixes: tuple[str, ...] = ()
+    # The reference's linear probe feeds this architecture at another size (B20: MGCA's ResNet-50 at 299).
+    linear_probe_input_size: int | None = None
+    # {checkpoint key: module key} of a freshly built module, for libraries whose files name the
+    # weights otherwise than their modules do (transformers >= 5 renames on load); None: the same.
+    checkpoint_names: Callable[[nn.Module], dict[str, str]] | None = None
 
     def build(self) -> nn.Module:
         return self.build_module()
 
+    def wrap(self, module: nn.Module) -> Backbone:
+        return self.backbone(self, module)
 
-ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+    @cached_property
+    def shapes(self) -> FeatureShapes:
+        """Global, token and feature-map sizes, from one forward pass on the meta device (no compute)."""
+        size, channels = self.preprocessing.input_size, self.preprocessing.channels
+        with torch.device("meta"), torch.no_grad():
+            out = self.wrap(self.build())(torch.empty(1, channels, size, size))
+        return FeatureShapes(
+            global_dim=out.global_features.shape[1],
+            token_dim=out.token_features.shape[2],
+            feature_map_dims=tuple(m.shape[1] for m in out.feature_maps),
+            feature_map_strides=tuple(size // m.shape[-1] for m in out.feature_maps),
+        )
 
+    @property
+    def global_dim(self) -> int:
+        return self.shapes.global_dim
 
-def _timm_vit(name: str) -> Callable[[], nn.Module]:
-    # dynamic_img_size interpolates the position embedding for inputs other than 224 px
-    # (small demo images); parameter names and shapes are unchanged.
-    return lambda: timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
+    @property
+    def token_dim(self) -> int:
+        return self.shapes.token_dim
 
+    @property
+    def feature_map_dims(self) -> tuple[int, ...]:
+        return self.shapes.feature_map_dims
 
-def _torchvision_resnet(name: str) -> Callable[[], nn.Module]:
-    def build() -> nn.Module:
-        model = torchvision.models.get_model(name, weights=None)
-        model.fc = nn.Identity()  # MGCA's encoder has no fc parameters either
-        return model
+    @property
+    def feature_map_strides(self) -> tuple[int, ...]:
+        return self.shapes.feature_map_strides
 
-    return build
+    @cached_property
+    def _checkpoint_layout(self) -> tuple[dict[str, torch.Size], dict[str, str]]:
+        with torch.device("meta"):
+            model = self.build()
+        state = model.state_dict()
+        names = self.checkpoint_names(model) if self.checkpoint_names else {key: key for key in state}
+        return {key: state[module_key].shape for key, module_key in names.items()}, names
 
+    @property
+    def state_shapes(self) -> dict[str, torch.Size]:
+        """Every key (parameters and persistent buffers) as checkpoints name it, with its shape; built on the meta device."""
+        return self._checkpoint_layout[0]
 
-for _name, _dim in [("vit_tiny_patch16_224", 192), ("vit_small_patch16_224", 384), ("vit_base_patch16_224", 768)]:
-    ARCHITECTURES.add(
-        _name,
-        Architecture(
-            name=_name,
-            family="vit",
-            build_module=_timm_vit(_name),
-            global_dim=_dim,
-            token_dim=_dim,
-            feature_map_dims=(_dim,),
-            feature_map_strides=(16,),
-            classifier_prefixes=("head.", "fc_norm.", "head_drop."),
-        ),
-    )
+    @property
+    def module_keys(self) -> dict[str, str]:
+        """Checkpoint key -> key in the built module (the identity except for renaming libraries)."""
+        return self._checkpoint_layout[1]
 
-for _name, _widths in [("resnet18", (128, 256, 512)), ("resnet34", (128, 256, 512)), ("resnet50", (512, 1024, 2048))]:
-    ARCHITECTURES.add(
-        _name,
-        Architecture(
-            name=_name,
-            family="resnet",
-            build_module=_torchvision_resnet(_name),
-            global_dim=_widths[-1],
-            token_dim=_widths[1],  # MGCA's local features are layer3 (encoder.py L114-133)
-            feature_map_dims=_widths,
-            feature_map_strides=(8, 16, 32),
-            classifier_prefixes=("fc.",),
-        ),
-    )
-
-
-def expected_state_shapes(arch: Architecture) -> dict[str, torch.Size]:
-    """Every key (parameters and buffers) of ``arch``, with its shape; built on the meta device."""
-    with torch.device("meta"):
-        model = arch.build()
-    return {key: value.shape for key, value in model.state_dict().items()}
-
-
-def is_optional_key(key: str) -> bool:
-    """BatchNorm step counters: loaded when present, never required (they do not affect outputs)."""
-    return key.endswith("num_batches_tracked")
+    @staticmethod
+    def is_optional_key(key: str) -> bool:
+        """BatchNorm step counters: loaded when present, never required (they do not affect outputs)."""
+        return key.endswith("num_batches_tracked")

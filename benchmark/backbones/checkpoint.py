@@ -1,44 +1,45 @@
 """Safe, honest checkpoint loading.
 
-Safe: nothing in a checkpoint is ever executed. Pickled checkpoints are read with torch's
-``weights_only`` unpickler. Classes from packages that are not installed (PyTorch Lightning's
-``AttributeDict`` in ``hyper_parameters``, ``argparse.Namespace``, ...) are replaced by inert
-placeholders that can hold data but refuse to be called, so a pickle that tries to *call* a
-global (``os.system``, ``builtins.eval``, ...) is refused with :class:`UnsafeCheckpointError`.
+Safe: nothing in a checkpoint is ever executed. Pickled checkpoints go through
+``safe_pickle.py``; safetensors files, sharded ``save_pretrained`` folders with safetensors
+shards included, involve no pickle at all.
 
 Honest: the encoder weights are matched key by key against the architecture and the result is
-reported (matched, missing, unexpected, shape-mismatched); anything short of a complete encoder
-fails unless partial loads are explicitly allowed (reference defect B21).
+reported (matched, missing, unexpected, shape-mismatched, ignored); anything short of a complete
+encoder fails unless partial loads are explicitly allowed (reference defect B21).
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
-import re
+import json
 import zipfile
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from benchmark.backbones.architectures import Architecture, expected_state_shapes, is_optional_key
+from benchmark.backbones.safe_pickle import CheckpointError, UnsafeCheckpointError, reason, torch_load_safely
 from benchmark.hashing import file_sha256
+
+if TYPE_CHECKING:
+    from benchmark.backbones.architectures import Architecture
+
+__all__ = ["CheckpointError", "CheckpointMismatchError", "LoadReport", "UnsafeCheckpointError", "load_encoder_weights",
+           "read_checkpoint", "sha256_of_state_dict"]
 
 # Where a checkpoint may keep its weights, tried in this order.
 STATE_DICT_CONTAINERS = ("state_dict", "model", "module", "model_state_dict", "teacher", "net")
 PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".tar")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names the file and what to do."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The checkpoint's pickle tries to run code."""
+# The weights of a model folder, looked for in this order: transformers' save_pretrained (sharded
+# or single, safetensors first), then open_clip's Hugging Face layout.
+FOLDER_WEIGHTS = (
+    "model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin",
+    "open_clip_model.safetensors", "open_clip_pytorch_model.bin",
+)
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -61,107 +62,156 @@ def sha256_of_state_dict(state: Mapping[str, torch.Tensor]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Reading a file into a flat {key: tensor} mapping
+# Reading a file or a model folder into a flat {key: tensor} mapping
 # --------------------------------------------------------------------------------------------
 
 
-class _RefusesCalls(type):
-    """Metaclass of placeholders: instances can be rebuilt (NEWOBJ/BUILD), never called (REDUCE)."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        raise UnsafeCheckpointError(f"the pickle calls {cls.__qualname__}{_short(args)}")
-
-
-def _short(args: tuple) -> str:
-    text = repr(args)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _placeholder(full_name: str) -> type:
-    """An inert stand-in for the class ``full_name`` of a package that need not be installed.
-
-    Rebuilding an instance (NEWOBJ) yields an empty ``OrderedDict``: the only container that
-    torch's restricted unpickler lets receive both items (SETITEMS, for dict subclasses such
-    as Lightning's AttributeDict) and attribute state (BUILD, for objects such as
-    ``argparse.Namespace``). Calling the class (REDUCE) raises.
-    """
-    return _RefusesCalls(full_name, (), {"__new__": lambda cls, *args: OrderedDict(), "__module__": __name__})
+def folder_weights(folder: Path) -> Path:
+    """The weight file (or shard index) of a model folder; the error lists what was looked for."""
+    for name in FOLDER_WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(
+        f"{folder}: no weights in this folder (looked for {', '.join(FOLDER_WEIGHTS)}); "
+        "save the model with save_pretrained(), or pass the weight file itself"
+    )
 
 
-def _foreign_globals(path: Path) -> list[str]:
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # legacy (non-zip) format: discovered one by one below
-        return []
+def weight_files(path: str | Path) -> list[Path]:
+    """The files that hold the weights of ``path``: itself, a folder's weight file, an index's shards."""
+    path = Path(path)
+    if path.is_dir():
+        path = folder_weights(path)
+    if path.name.endswith(".index.json"):
+        return [path, *(path.parent / name for name in sorted(set(_weight_map(path).values())))]
+    return [path]
 
 
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
-# What torch's restricted unpickler (or a placeholder) says when a pickle wants to run code.
-_CODE_EXECUTION_SIGNS = ("is blocked", "Trying to call reduce", "the pickle calls")
-
-
-def _reason(error: Exception) -> str:
-    """The informative line of torch's long 'Weights only load failed' message."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    informative = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation", "Please file an issue"))]
-    return (informative or lines or [type(error).__name__])[0]
-
-
-def _torch_load_safely(path: Path) -> Any:
-    names = _foreign_globals(path)
-    for _ in range(64):  # each retry admits one more placeholder (legacy format only)
-        placeholders = [(_placeholder(name), name) for name in names]
-        try:
-            with torch.serialization.safe_globals(placeholders):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, UnsafeCheckpointError) as error:
-            reason = _reason(error)
-            if any(sign in reason for sign in _CODE_EXECUTION_SIGNS):
-                raise UnsafeCheckpointError(f"{path}: refused, the pickle would run code ({reason}); nothing was executed") from None
-            if "Unsupported operand" in reason:
-                raise CheckpointError(f"{path}: not a PyTorch checkpoint, truncated, or using pickle instructions the safe loader refuses ({reason})") from None
-            match = _UNSUPPORTED_GLOBAL.search(reason)
-            if match and match.group(1) not in names:
-                names.append(match.group(1))
-                continue
-            raise CheckpointError(f"{path}: cannot be read safely: {reason}") from None
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint, or truncated ({_reason(error)})") from None
-    raise CheckpointError(f"{path}: too many foreign objects in the pickle")
+def checkpoint_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint file; of a folder or sharded checkpoint, over its files' names and hashes."""
+    files = weight_files(path)
+    if len(files) == 1 and not Path(path).is_dir():
+        return file_sha256(files[0])
+    lines = "".join(f"{file.name} {file_sha256(file)}\n" for file in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """Return the flat tensor mapping stored in ``path`` and the container key it came from."""
+    """Return the flat tensor mapping stored in ``path`` and the container key it came from.
+
+    ``path`` is a file (pickled PyTorch, ``.safetensors``, a shard index ``*.index.json``) or a
+    model folder (``save_pretrained`` layout, see :data:`FOLDER_WEIGHTS`).
+    """
     path = Path(path)
+    if path.is_dir():
+        path = folder_weights(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.name.endswith(".index.json"):
+        return _read_shards(path), ""
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path)), ""
-        except SafetensorError as error:
-            raise CheckpointError(f"{path}: corrupt safetensors file ({error})") from None
+        return _read_safetensors(path), ""
     if path.suffix not in PICKLE_SUFFIXES and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: unknown checkpoint format; expected .safetensors or one of {PICKLE_SUFFIXES}")
-    content = _torch_load_safely(path)
-    return _find_state_dict(content, path)
+        raise CheckpointError(f"{path}: unknown checkpoint format; expected .safetensors, a shard index *.index.json, "
+                              f"a model folder, or one of {PICKLE_SUFFIXES}")
+    return _find_state_dict(torch_load_safely(path), path)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """safetensors holds only tensors and a JSON header: no pickle is involved at all."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - SafetensorError, OSError, ...: one line either way
+        raise CheckpointError(f"{path}: corrupt safetensors file ({reason(error)})") from None
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not (isinstance(weight_map, dict) and all(isinstance(v, str) for v in weight_map.values())):
+            raise TypeError("weight_map is not a mapping of key -> file name")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{index}: not a shard index ({type(error).__name__}: {error}); expected "
+                              "{\"weight_map\": {key: shard file}} as save_pretrained writes it") from None
+    unsafe = sorted(name for name in set(weight_map.values()) if Path(name).name != name)
+    if unsafe:
+        raise CheckpointError(f"{index}: shard names must be plain file names beside the index, got {unsafe[:3]}")
+    return weight_map
+
+
+def _read_shards(index: Path) -> dict[str, torch.Tensor]:
+    """A sharded checkpoint (``model.safetensors.index.json``): every shard, every key it promises."""
+    weight_map = _weight_map(index)
+    state: dict[str, torch.Tensor] = {}
+    for name in sorted(set(weight_map.values())):
+        shard = index.parent / name
+        if not shard.is_file():
+            raise CheckpointError(f"{index}: shard {name} is missing beside the index")
+        if shard.suffix == ".safetensors":
+            state |= _read_safetensors(shard)
+        else:
+            content = torch_load_safely(shard)
+            if not _is_tensor_mapping(content):
+                raise CheckpointError(f"{shard}: a shard must hold a flat tensor mapping")
+            state |= content
+    absent = sorted(set(weight_map) - set(state))
+    if absent:
+        raise CheckpointError(f"{index}: {len(absent)} key(s) promised by the index are in no shard, e.g. {absent[:3]}")
+    return state
 
 
 def _is_tensor_mapping(value: Any) -> bool:
-    return isinstance(value, Mapping) and len(value) > 0 and all(isinstance(v, torch.Tensor) for v in value.values())
+    return (isinstance(value, Mapping) and len(value) > 0
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()))
+
+
+def _module_tensors(root: Any) -> dict[str, torch.Tensor] | None:
+    """Parameters and persistent buffers of a pickled ``nn.Module`` (torchxrayvision ships these).
+
+    The module's classes were replaced by placeholders while unpickling; its tensors are read
+    from the ``_parameters``, ``_buffers`` and ``_modules`` it was pickled with, so none of its
+    code runs. (State-dict hooks, which no encoder here relies on, are not applied.)
+    """
+
+    def parts(module: Any) -> tuple[Mapping, Mapping, Mapping, Any] | None:
+        attributes = getattr(module, "__dict__", {})
+        found = tuple(attributes.get(name) for name in ("_parameters", "_buffers", "_modules"))
+        if not all(isinstance(part, Mapping) for part in found):
+            return None
+        return (*found, attributes.get("_non_persistent_buffers_set") or set())
+
+    if parts(root) is None:
+        return None
+    state: dict[str, torch.Tensor] = {}
+    pending, seen = [("", root)], set()
+    while pending:
+        prefix, module = pending.pop()
+        layout = parts(module)
+        if layout is None or id(module) in seen:
+            continue
+        seen.add(id(module))
+        parameters, buffers, children, non_persistent = layout
+        state |= {prefix + str(k): v for k, v in parameters.items() if isinstance(v, torch.Tensor)}
+        state |= {prefix + str(k): v for k, v in buffers.items() if isinstance(v, torch.Tensor) and k not in non_persistent}
+        pending += [(f"{prefix}{name}.", child) for name, child in children.items() if child is not None]
+    return state or None
 
 
 def _find_state_dict(content: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    if _is_tensor_mapping(content):
-        return dict(content), ""
+    candidates = [("", content)]
     if isinstance(content, Mapping):
-        for key in STATE_DICT_CONTAINERS:
-            if _is_tensor_mapping(content.get(key)):
-                return dict(content[key]), key
-    found = sorted(map(str, content)) if isinstance(content, Mapping) else type(content).__name__
-    raise CheckpointError(f"{path}: no state dict found (looked for a tensor mapping or keys {STATE_DICT_CONTAINERS}; found {found})")
+        candidates += [(key, content.get(key)) for key in STATE_DICT_CONTAINERS]
+    for key, candidate in candidates:
+        if _is_tensor_mapping(candidate):
+            return dict(candidate), key
+        tensors = _module_tensors(candidate)
+        if tensors:
+            return tensors, f"{key} (pickled nn.Module)" if key else "pickled nn.Module"
+    found = sorted(map(str, content))[:20] if isinstance(content, Mapping) else type(content).__name__
+    raise CheckpointError(f"{path}: no state dict found (looked for a tensor mapping, a pickled nn.Module, or keys "
+                          f"{STATE_DICT_CONTAINERS}; found {found})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,18 +241,28 @@ class LoadReport:
         return asdict(self) | {"ok": self.complete}
 
 
-def detect_prefix(keys: list[str], expected: set[str]) -> str:
+def detect_prefix(shapes: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
     """The key prefix under which the encoder sits, e.g. ``img_encoder_q.model.`` for MGCA.
 
-    Raises when two prefixes explain the encoder equally well (a momentum encoder next to the
-    query encoder, say): the user must then pick one with ``prefix``.
+    ``shapes`` and ``expected`` map keys to shapes. A prefix scores the keys it explains with the
+    expected shape (so a CLIP text tower, whose key names repeat the vision tower's, does not
+    compete with it); names alone decide when shapes explain less than half of what names do
+    (a checkpoint of another width, which is then reported as mismatched). Raises when two
+    prefixes explain the encoder equally well (a momentum encoder next to the query encoder,
+    say): the user must then pick one with ``prefix``.
     """
-    coverage: Counter[str] = Counter()
-    for key in keys:
+    by_shape: Counter[str] = Counter()
+    by_name: Counter[str] = Counter()
+    for key, shape in shapes.items():
         parts = key.split(".")
         for cut in range(len(parts)):
-            if ".".join(parts[cut:]) in expected:
-                coverage[".".join(parts[:cut]) + "." if cut else ""] += 1
+            suffix = ".".join(parts[cut:])
+            if suffix in expected:
+                prefix = ".".join(parts[:cut]) + "." if cut else ""
+                by_name[prefix] += 1
+                by_shape[prefix] += tuple(shape) == tuple(expected[suffix])
+    # Shapes decide unless they explain far less than names do (a checkpoint of another width, say).
+    coverage = by_shape if by_shape and 2 * max(by_shape.values()) >= max(by_name.values()) else by_name
     if not coverage:
         return ""
     best = max(coverage.values())
@@ -218,9 +278,9 @@ def match_state_dict(
     state: Mapping[str, torch.Tensor], arch: Architecture, prefix: str | None = None
 ) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """Select the encoder's tensors from ``state`` and report how well they fit ``arch``."""
-    expected = expected_state_shapes(arch)
+    expected = arch.state_shapes
     if prefix is None:
-        prefix = detect_prefix(list(state), set(expected))
+        prefix = detect_prefix({key: value.shape for key, value in state.items()}, expected)
     selected = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
     report = LoadReport(arch=arch.name, sha256="", source="", prefix=prefix)
     weights: dict[str, torch.Tensor] = {}
@@ -234,10 +294,11 @@ def match_state_dict(
             report.ignored.append(key)
         else:
             report.unexpected.append(key)
-    report.missing = sorted(k for k in expected if k not in selected and not is_optional_key(k))
-    report.expected = sum(not is_optional_key(k) for k in expected)
-    report.matched = sum(not is_optional_key(k) for k in weights)
+    report.missing = sorted(k for k in expected if k not in selected and not arch.is_optional_key(k))
+    report.expected = sum(not arch.is_optional_key(k) for k in expected)
+    report.matched = sum(not arch.is_optional_key(k) for k in weights)
     report.unexpected.sort()
+    report.ignored.sort()
     return weights, report
 
 
@@ -254,22 +315,23 @@ def load_encoder_weights(
         weights, report = match_state_dict(state, arch, prefix)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    report.sha256 = file_sha256(path)
+    report.sha256 = checkpoint_sha256(path)
     report.source = str(path)
     report.container = container
-    if report.matched == 0:
+    if report.matched == 0 and not report.mismatched:
         raise CheckpointMismatchError(
-            f"{path}: no key matches {arch.name} (prefix {report.prefix!r}); is --arch right? "
-            f"first checkpoint keys: {sorted(state)[:5]}",
+            f"{path}: no key matches {arch.name} (prefix {report.prefix!r}); is --arch {arch.name} the checkpoint's "
+            f"architecture? first checkpoint keys: {sorted(state)[:5]}; first expected keys: {sorted(arch.state_shapes)[:3]}",
             report,
         )
-    if not report.complete and not allow_partial:
+    if not report.complete and (report.matched == 0 or not allow_partial):
         raise CheckpointMismatchError(
             f"{path}: incomplete load into {arch.name}: matched {report.matched}/{report.expected}, "
             f"missing {len(report.missing)} {report.missing[:3]}, unexpected {len(report.unexpected)} "
             f"{report.unexpected[:3]}, mismatched {len(report.mismatched)} {report.mismatched[:3]}. "
-            "Pass allow_partial (--allow-partial) to accept it anyway.",
+            f"Is --arch {arch.name} the checkpoint's architecture? To accept an incomplete encoder, pass allow_partial "
+            "(--allow-partial)",
             report,
         )
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict({arch.module_keys[key]: value for key, value in weights.items()}, strict=False)
     return report

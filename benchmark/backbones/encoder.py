@@ -1,21 +1,25 @@
 """The frozen-backbone contract every task adapter relies on.
 
-A backbone gives a global feature (ViT [CLS] after the final norm; ResNet global average pool
-of the last stage), token features (ViT patch tokens after the final norm; ResNet layer3
-positions, as MGCA's local features) and multi-scale feature maps (ResNet stages 2-4; a ViT's
-last block reshaped to a grid). It stays in eval mode whatever the caller does, so BatchNorm
-statistics never drift (reference defect B6).
+A backbone gives a global feature ``(B, D)``, token features ``(B, N, C)`` and multi-scale
+feature maps ``[(B, C_i, H_i, W_i)]`` in increasing stride. Each architecture source reads them
+the way its library defines them (``sources/``); the two wrappers shared by several sources
+live here. A backbone stays in eval mode whatever the caller does, so BatchNorm statistics
+never drift (reference defect B6).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from benchmark.backbones.architectures import Architecture
+if TYPE_CHECKING:
+    from benchmark.backbones.architectures import Architecture
+
+STAGE_STRIDES = (8, 16, 32)  # the feature maps a pyramid backbone gives (ResNet stages 2-4)
 
 
 @dataclass
@@ -26,7 +30,7 @@ class BackboneOutput:
 
 
 class Backbone(nn.Module):
-    """A frozen encoder of one architecture family; see the module docstring for outputs."""
+    """A frozen encoder; subclasses read the contract's outputs from ``self.model``."""
 
     def __init__(self, arch: Architecture, model: nn.Module) -> None:
         super().__init__()
@@ -51,6 +55,11 @@ class Backbone(nn.Module):
         return self(images).feature_maps
 
 
+def tokens_of(feature_map: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C), row-major positions."""
+    return feature_map.flatten(2).transpose(1, 2)
+
+
 def vit_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
     """[CLS] and patch tokens after the final norm; the patch tokens as a grid."""
     tokens = model.forward_features(images)  # (B, prefix + N, C), final norm applied
@@ -61,16 +70,24 @@ def vit_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
     return BackboneOutput(global_features=tokens[:, 0], token_features=patches, feature_maps=[grid])
 
 
+def resnet_stages(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+    """The stem (after ReLU, before max-pooling), then layer1 to layer4: strides 2 to 32, as
+    segmentation_models_pytorch's ResNet encoder gives them to the reference's U-Net."""
+    m = model
+    stem = m.relu(m.bn1(m.conv1(images)))
+    layer1 = m.layer1(m.maxpool(stem))
+    layer2 = m.layer2(layer1)
+    layer3 = m.layer3(layer2)
+    return [stem, layer1, layer2, layer3, m.layer4(layer3)]
+
+
 def resnet_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
     """Global average pool of layer4, layer3 positions as tokens, stages 2-4 as maps."""
     m = model
-    x = m.maxpool(m.relu(m.bn1(m.conv1(images))))
-    stage2 = m.layer2(m.layer1(x))
-    stage3 = m.layer3(stage2)
-    stage4 = m.layer4(stage3)
+    _, _, stage2, stage3, stage4 = resnet_stages(model, images)
     return BackboneOutput(
         global_features=torch.flatten(m.avgpool(stage4), 1),
-        token_features=stage3.flatten(2).transpose(1, 2),
+        token_features=tokens_of(stage3),
         feature_maps=[stage2, stage3, stage4],
     )
 
@@ -80,18 +97,74 @@ def resnet_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
 FEATURES: dict[str, Callable[[nn.Module, torch.Tensor], BackboneOutput]] = {"vit": vit_features, "resnet": resnet_features}
 
 
-class ViTBackbone(Backbone):
-    def forward(self, images: torch.Tensor) -> BackboneOutput:
-        return vit_features(self.model, images)
-
-
 class ResNetBackbone(Backbone):
+    """A torchvision-layout ResNet: global average pool of layer4; tokens are layer3 positions, as
+    MGCA's local features (``mgca/models/backbones/encoder.py`` L114-133); maps are layers 2-4."""
+
+    def stages(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, strides 2 to 32 (:func:`resnet_stages`): a U-Net decoder takes its
+        skip connections from all five."""
+        return resnet_stages(self.model, images)
+
     def forward(self, images: torch.Tensor) -> BackboneOutput:
         return resnet_features(self.model, images)
 
 
-BACKBONE_CLASSES: dict[str, type[Backbone]] = {"vit": ViTBackbone, "resnet": ResNetBackbone}
+class HookedBackbone(Backbone):
+    """A convolutional classifier read through its own forward pass.
+
+    The model's forward, with its final classifier replaced by ``Identity`` when it was built,
+    gives the global feature (its own pooling); forward hooks on ``stages`` (module names, one
+    per stride of :data:`STAGE_STRIDES`, see :func:`stage_modules`) give the feature maps; the
+    tokens are the positions of the last map.
+    """
+
+    def __init__(self, arch: Architecture, model: nn.Module, stages: tuple[str, ...]) -> None:
+        super().__init__(arch, model)
+        self.stages = stages
+        self._captured: dict[str, torch.Tensor] = {}
+        modules = dict(model.named_modules())
+        for name in stages:
+            modules[name].register_forward_hook(self._capture_hook(name))
+
+    def _capture_hook(self, name: str):
+        def capture(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+            self._captured[name] = output
+
+        return capture
+
+    def forward(self, images: torch.Tensor) -> BackboneOutput:
+        self._captured = {}
+        pooled = self.model(images)
+        maps = [self._captured.pop(name) for name in self.stages]
+        return BackboneOutput(global_features=pooled.flatten(1), token_features=tokens_of(maps[-1]), feature_maps=maps)
 
 
-def wrap(arch: Architecture, model: nn.Module) -> Backbone:
-    return BACKBONE_CLASSES[arch.family](arch, model)
+def stage_modules(model: nn.Module, channels: int, size: int = 224) -> dict[int, str]:
+    """For each stride of :data:`STAGE_STRIDES`, the module whose output is the last map at that stride.
+
+    ``model`` must live on the meta device (it is run once there, at no cost).
+
+    Candidates are the model's children and the children of its ``nn.Sequential`` children (the
+    stages of torchvision's ResNet, DenseNet, EfficientNet, ConvNeXt, RegNet, MobileNet, VGG);
+    the order is the order of execution in one forward pass on the meta device. Strides with no
+    such module are absent from the result.
+    """
+    candidates = [(name, module) for name, module in model.named_children()]
+    candidates += [(f"{name}.{child_name}", child) for name, module in model.named_children()
+                   if isinstance(module, nn.Sequential) for child_name, child in module.named_children()]
+    calls: list[tuple[str, torch.Size]] = []
+    handles = [module.register_forward_hook(
+        lambda _m, _i, output, name=name: calls.append((name, output.shape)) if isinstance(output, torch.Tensor) else None)
+        for name, module in candidates]
+    try:
+        with torch.device("meta"), torch.no_grad():
+            model.eval()(torch.empty(1, channels, size, size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    found: dict[int, str] = {}
+    for name, shape in calls:  # later calls overwrite earlier ones: the last map at each stride wins
+        if len(shape) == 4 and shape[-1] == shape[-2] and shape[-1] and size % shape[-1] == 0 and size // shape[-1] in STAGE_STRIDES:
+            found[size // shape[-1]] = name
+    return found

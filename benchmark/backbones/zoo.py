@@ -17,14 +17,13 @@ CHECKPOINT_DIR_ENV = "MGCA_BENCH_CHECKPOINTS"
 MGCA_RELEASE = "https://drive.google.com/drive/folders/15_mP9Lqq2H15R53qlKn3l_xzGVzi9jX9"
 MGCA_PAPER = "https://arxiv.org/abs/2210.06044"
 
-# MGCA normalises every input with mean = std = 0.5 (PROTOCOL.md section 2).
-MGCA_NORMALISATION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-
 
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
-    arch: str  # a key of ARCHITECTURES (timm / torchvision name)
+    # An architecture name (sources/): a short name such as "vit_base_patch16_224", which also fixes the
+    # preprocessing (MGCA's), or "<source>:<name>" ("timm:convnext_tiny", "hf:/models/rad-dino", ...).
+    arch: str
     weights: Literal["random", "checkpoint"]
     description: str
     seed: int = 0  # random initialisation only
@@ -33,13 +32,8 @@ class BackboneSpec:
     published_at: str = ""
     paper: str = ""
     pretraining_data: tuple[str, ...] = ()
-    input_size: int = 224
     # Checkpoints built locally (the demo MGCA): the command that makes the file when it is missing.
     build_command: str = ""
-    # The reference feeds ResNet-50 linear-probe features 299 px inputs (defect B20).
-    linear_probe_input_size: int | None = None
-    mean: tuple[float, float, float] = MGCA_NORMALISATION[0]
-    std: tuple[float, float, float] = MGCA_NORMALISATION[1]
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -58,14 +52,14 @@ _add(BackboneSpec(
 _add(BackboneSpec(
     name="mgca_resnet50", arch="resnet50", weights="checkpoint", checkpoint_file="resnet_50.ckpt",
     prefix="img_encoder_q.model.", published_at=MGCA_RELEASE, paper=MGCA_PAPER, pretraining_data=("mimic-cxr",),
-    linear_probe_input_size=299, description="MGCA ResNet-50 image encoder, released checkpoint resnet_50.ckpt",
+    description="MGCA ResNet-50 image encoder, released checkpoint resnet_50.ckpt",
 ))
 _add(BackboneSpec(
     name="random_vit", arch="vit_base_patch16_224", weights="random", seed=0,
     description="ViT-B/16, random initialisation (timm), seed 0",
 ))
 _add(BackboneSpec(
-    name="random_resnet50", arch="resnet50", weights="random", seed=0, linear_probe_input_size=299,
+    name="random_resnet50", arch="resnet50", weights="random", seed=0,
     description="ResNet-50, random initialisation (torchvision), seed 0",
 ))
 _add(BackboneSpec(

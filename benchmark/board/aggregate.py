@@ -46,13 +46,14 @@ class RunScore:
 
 @dataclass(frozen=True)
 class CellAggregate:
-    """One board cell: an entry's runs on one (task, dataset, fraction, mode)."""
+    """One board cell: an entry's runs of one head on one (task, dataset, fraction, mode)."""
 
     entry: str  # entry key name@sha12
     backbone: str
     task: str
     dataset: str
     partition: str
+    head: str
     fraction: int
     mode: str
     metric: str
@@ -100,13 +101,33 @@ def combine(values: list[float], bootstrap_ses: list[float | None]) -> tuple[flo
     return (mean, std, math.sqrt(v_runs), None if v_test is None else math.sqrt(v_test), se, df, (low, high))
 
 
+def shown_runs(records: list[RunRecord], modes: dict[str, str], heads: dict[str, tuple[str, ...]]) -> list[RunRecord]:
+    """The runs a table shows: each task's selected mode, and one head per entry and task.
+
+    An entry evaluated with several heads of a task (YOLOv3 and Faster R-CNN) is shown with the
+    head it has most runs of, ties going to the board's first-declared head (``heads[task]``);
+    every run stays in the exports.
+    """
+    in_mode = [r for r in records if modes.get(r.identity.task) == r.identity.mode]
+    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for record in in_mode:
+        counts[(record.identity.entry_key, record.identity.task)][record.identity.head] += 1
+    declared = {task: {head: rank for rank, head in enumerate(order)} for task, order in heads.items()}
+
+    def preference(task: str, head: str, runs: int) -> tuple[int, int, str]:
+        return (-runs, declared.get(task, {}).get(head, len(declared.get(task, {}))), head)
+
+    chosen = {key: min(by_head, key=lambda head: preference(key[1], head, by_head[head])) for key, by_head in counts.items()}
+    return [r for r in in_mode if chosen[(r.identity.entry_key, r.identity.task)] == r.identity.head]
+
+
 def aggregate(records: list[RunRecord]) -> list[CellAggregate]:
-    """One :class:`CellAggregate` per (entry, task, dataset, partition, fraction, mode)."""
+    """One :class:`CellAggregate` per (entry, task, dataset, partition, head, fraction, mode)."""
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
         groups[record.identity.group_key].append(record)
     cells = []
-    for (entry, task, dataset, partition, fraction, mode), runs in sorted(groups.items()):
+    for (entry, task, dataset, partition, head, fraction, mode), runs in sorted(groups.items()):
         runs.sort(key=lambda r: (r.identity.draw, r.identity.seed))
         metric = runs[0].headline_metric
         scores = tuple(RunScore(r.identity.draw, r.identity.seed, r.headline.value, r.headline.bootstrap_se,
@@ -115,7 +136,7 @@ def aggregate(records: list[RunRecord]) -> list[CellAggregate]:
             [s.value for s in scores], [s.bootstrap_se for s in scores])
         cells.append(CellAggregate(
             entry=entry, backbone=runs[0].identity.backbone, task=task, dataset=dataset, partition=partition,
-            fraction=fraction, mode=mode, metric=metric, runs=scores, mean=mean, std=std, se_runs=se_runs,
+            head=head, fraction=fraction, mode=mode, metric=metric, runs=scores, mean=mean, std=std, se_runs=se_runs,
             se_test=se_test, se=se, df=df, ci_low=low, ci_high=high,
         ))
     return cells

@@ -2,14 +2,12 @@
 
 A comparison is between two entries' runs on one (task, dataset, fraction, mode) column: the
 mean-over-runs headline metric of each, tested on the test images both were scored on (their
-test-split fingerprints and labels must match; predictions are aligned by image ID). Binary AUROC uses
-DeLong; every other metric (macro AUROC, accuracy, Dice, mAP) the paired bootstrap
-(``benchmark/scoring/compare.py``). A family of comparisons is corrected with the board's
-method (Holm by default).
-
-How a task's per-image files are read and scored on a subset of images is a
-:class:`PairedScorer` in :data:`PAIRED_SCORERS`, keyed by task; detection and segmentation
-register theirs next to their adapters, and nothing here changes.
+test-split fingerprints and labels must match; images are aligned by ID). The task's scorer
+(``TaskInfo.scorer`` in ``benchmark.scoring.SCORERS``) reduces every run to per-image
+statistics once (:class:`benchmark.scoring.PerImageRun`); a single binary AUROC is tested
+exactly with DeLong, every other metric (macro AUROC, accuracy, mAP, Dice) with the vectorised
+paired bootstrap over images. A family of comparisons is corrected with the board's method
+(Holm by default). Nothing here knows a task: a new task brings its scorer and nothing changes.
 """
 
 from __future__ import annotations
@@ -17,17 +15,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol as TypingProtocol
 
 import numpy as np
 
 from benchmark.board.aggregate import CellAggregate
 from benchmark.board.store import Board
 from benchmark.records import RunRecord, write_atomically
-from benchmark.registry import Registry
+from benchmark.scoring import PerImageRun, scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
 from benchmark.scoring.compare import (
     ComparisonError,
@@ -38,79 +34,24 @@ from benchmark.scoring.compare import (
     with_run_variance,
 )
 
-
-@dataclass(frozen=True)
-class PerImageRun:
-    """One run's test-set outputs, rows in ``ids`` order."""
-
-    ids: tuple[str, ...]
-    targets: np.ndarray
-    outputs: np.ndarray
+CACHE_VERSION = 2  # bump when a test's computation changes
 
 
-class PairedScorer(TypingProtocol):
-    def load(self, board: Board, record: RunRecord) -> PerImageRun: ...
+def per_image_run(board: Board, record: RunRecord) -> PerImageRun:
+    """The record's per-image statistics of its headline metric, from its saved files (memoised)."""
+    from tasks.registry import get_task
 
-    def statistic(self, dataset: str, metric: str, run: PerImageRun) -> Callable[[np.ndarray], float]:
-        """metric of ``run`` on a vector of row indices."""
-
-    def binary_auroc(self, dataset: str, metric: str) -> bool:
-        """True when ``metric`` is a single binary AUROC (DeLong applies)."""
-
-
-PAIRED_SCORERS: Registry[PairedScorer] = Registry("paired scorer")
-CACHE_VERSION = 1  # bump when a test's computation changes
-
-
-class ClassificationPairs:
-    """Classification prediction/target CSVs (``benchmark/scoring/classification.py``)."""
-
-    def load(self, board: Board, record: RunRecord) -> PerImageRun:
-        return _load_classification(str(board.root / record.predictions.path),
-                                    str(board.root / record.targets.path) if record.targets else "",
-                                    record.identity.dataset,
-                                    record.predictions.sha256 + (record.targets.sha256 if record.targets else ""))
-
-    def statistic(self, dataset: str, metric: str, run: PerImageRun) -> Callable[[np.ndarray], float]:
-        from benchmark.scoring.classification import METRICS, SCHEMES
-
-        function, classes = METRICS.get(metric), SCHEMES.get(dataset).classes
-        return lambda rows: function(run.targets[rows], run.outputs[rows], classes).value
-
-    def binary_auroc(self, dataset: str, metric: str) -> bool:
-        from benchmark.scoring.classification import SCHEMES
-
-        return metric == "auroc" and len(SCHEMES.get(dataset).classes) == 1
+    return _per_image(get_task(record.identity.task).scorer, str(board.artifact_file(record.predictions)),
+                      str(board.artifact_file(record.targets)), record.identity.dataset, record.headline_metric,
+                      record.predictions.sha256 + record.targets.sha256)
 
 
 @functools.lru_cache(maxsize=512)
-def _load_classification(predictions: str, targets: str, dataset: str, content: str) -> PerImageRun:
-    """Parsed files, memoised by path *and* content hash (``content``): a cell re-run at the same
-    path with new predictions is read again, never served from memory."""
+def _per_image(scorer_name: str, predictions: str, targets: str, dataset: str, metric: str, content: str) -> PerImageRun:
+    """Memoised by path *and* content hash (``content``): a cell re-run at the same path with new
+    predictions is read again, never served from memory."""
     del content  # part of the memo key only
-    from benchmark.scoring.classification import SCHEMES, align, read_predictions, read_targets
-
-    if not targets:
-        raise ComparisonError(f"{predictions}: the record has no targets file, cannot compare")
-    scheme = SCHEMES.get(dataset)
-    target_frame = read_targets(Path(targets), scheme)
-    scores = align(read_predictions(Path(predictions), scheme), target_frame, Path(predictions))
-    return PerImageRun(tuple(target_frame.index), target_frame.to_numpy(), scores.to_numpy())
-
-
-PAIRED_SCORERS.add("classification", ClassificationPairs())
-
-
-def paired_scorer(task: str) -> PairedScorer:
-    """The task's paired scorer; task packages (which may register one) are imported first."""
-    if task not in PAIRED_SCORERS:
-        from tasks.registry import all_tasks
-
-        all_tasks()
-    if task not in PAIRED_SCORERS:
-        raise ComparisonError(f"no paired scorer for task {task!r}: register one in "
-                              f"benchmark.board.compare.PAIRED_SCORERS next to the task adapter")
-    return PAIRED_SCORERS.get(task)
+    return scorer(scorer_name).per_image(Path(predictions), Path(targets), dataset, metric)
 
 
 @dataclass(frozen=True)
@@ -137,7 +78,7 @@ def _runs_of(board: Board, records: list[RunRecord], cell: CellAggregate) -> lis
 def _cache_path(board: Board, a: CellAggregate, runs_a: list[RunRecord], runs_b: list[RunRecord]) -> Path:
     """Where the result of one comparison is kept: keyed by the content of every file it reads."""
     def files(runs: list[RunRecord]) -> list[str]:
-        return sorted(r.predictions.sha256 + (r.targets.sha256 if r.targets else "") for r in runs)
+        return sorted(r.predictions.sha256 + r.targets.sha256 for r in runs)
 
     payload = {"version": CACHE_VERSION, "task": a.task, "dataset": a.dataset, "metric": a.metric,
                "a": files(runs_a), "b": files(runs_b), "settings": asdict(board.protocol.comparison)}
@@ -177,32 +118,25 @@ def _test_pair(board: Board, a: CellAggregate, b: CellAggregate, runs_a: list[Ru
     fingerprints = {r.split_fingerprints["test"] for r in runs_a + runs_b}
     if len(fingerprints) != 1:
         raise ComparisonError(f"{a.entry} and {b.entry} were scored on different test splits of {a.dataset}")
-    scorer = paired_scorer(a.task)
-    loaded_a = [scorer.load(board, r) for r in runs_a]
-    loaded_b = [scorer.load(board, r) for r in runs_b]
-    reference_ids = loaded_a[0].ids
-    order = {image: row for row, image in enumerate(reference_ids)}
-    aligned = []
-    for run in loaded_a + loaded_b:
-        if set(run.ids) != set(reference_ids):
-            raise ComparisonError(f"{a.dataset}: runs cover different test images; cannot pair them")
-        rows = np.array([order[image] for image in run.ids])
-        inverse = np.empty_like(rows)
-        inverse[rows] = np.arange(rows.size)
-        aligned.append(PerImageRun(reference_ids, run.targets[inverse], run.outputs[inverse]))
-    if any(not np.array_equal(run.targets, aligned[0].targets) for run in aligned[1:]):
+    loaded = [per_image_run(board, record) for record in runs_a + runs_b]
+    reference = loaded[0].ids
+    position = {image: row for row, image in enumerate(reference)}
+    if any(set(run.ids) != set(reference) for run in loaded):
+        raise ComparisonError(f"{a.dataset}: runs cover different test images; cannot pair them")
+    if len({run.labels_digest for run in loaded}) != 1:
         raise ComparisonError(f"{a.dataset}: {a.entry} and {b.entry} were scored against different labels for the "
                               f"same test images (datasets prepared differently?); re-run them on one preparation")
-    aligned_a, aligned_b = aligned[:len(loaded_a)], aligned[len(loaded_a):]
-    if scorer.binary_auroc(a.dataset, a.metric):
-        targets = aligned_a[0].targets.reshape(-1)
-        return delong_test(targets, [run.outputs.reshape(-1) for run in aligned_a],
-                           [run.outputs.reshape(-1) for run in aligned_b])
+    # Weights come in the reference's image order; each run reads them in its own row order.
+    orders = [np.array([position[image] for image in run.ids]) for run in loaded]
+    metrics = [lambda weights, run=run, order=order: run.metric(weights[:, order]) for run, order in zip(loaded, orders)]
+    n_a = len(runs_a)
+    if all(run.binary_auroc is not None for run in loaded):
+        targets = loaded[0].binary_auroc[0][np.argsort(orders[0])]
+        scores = [run.binary_auroc[1][np.argsort(order)] for run, order in zip(loaded, orders)]
+        return delong_test(targets, scores[:n_a], scores[n_a:])
     settings = board.protocol.comparison
     options = BootstrapOptions(n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
-    return paired_bootstrap([scorer.statistic(a.dataset, a.metric, run) for run in aligned_a],
-                            [scorer.statistic(b.dataset, b.metric, run) for run in aligned_b],
-                            len(reference_ids), options)
+    return paired_bootstrap(metrics[:n_a], metrics[n_a:], len(reference), options)
 
 
 def correct(board: Board, pairs: list[tuple[CellAggregate, CellAggregate, PairedResult]],

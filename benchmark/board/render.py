@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from benchmark.board.aggregate import CellAggregate, aggregate
+from benchmark.board.aggregate import CellAggregate, aggregate, shown_runs
 from benchmark.board.compare import Comparison, compare_entry, ties_with_best
 from benchmark.board.store import Board, BoardEntry
-from benchmark.published import TABLES, Column, TableSpec
+from benchmark.published import SECONDARY_MARK, TABLES, Column, Secondary, TableSpec
 from benchmark.records import RunRecord, write_atomically
 
 Format = Literal["md", "tex", "html"]
@@ -68,18 +68,26 @@ class BoardView:
     """Everything rendering needs, computed once."""
 
     board: Board
-    mode: str
+    modes: dict[str, str]  # task -> the mode whose runs are shown
     records: list[RunRecord]
     cells: list[CellAggregate]
     entries: dict[str, BoardEntry]
     ties: dict[tuple, dict[str, object]]
+    invalid: list[str]  # records that fail verification: listed with the reason, never shown as results
 
     @classmethod
-    def load(cls, board: Board, mode: str | None = None) -> BoardView:
-        mode = mode or board.protocol.default_mode
-        records = [r for r in board.records() if r.identity.mode == mode]
+    def load(cls, board: Board, modes: dict[str | None, str] | None = None) -> BoardView:
+        """The board's runs in each task's default mode, or in the modes chosen (``{task or None: mode}``)."""
+        selected = board.protocol.select("modes", modes)
+        heads = {task: item.heads for task, item in board.protocol.tasks.items()}
+        invalid: list[str] = []
+        records = shown_runs(board.records(invalid), selected, heads)
         cells = aggregate(records)
-        return cls(board, mode, records, cells, board.entries(), ties_with_best(board, records, cells))
+        return cls(board, selected, records, cells, board.entries(), ties_with_best(board, records, cells), invalid)
+
+    @property
+    def modes_text(self) -> str:
+        return ", ".join(f"{task} {mode}" for task, mode in self.modes.items())
 
     def cell(self, entry: str, column: Column) -> CellAggregate | None:
         for cell in self.cells:
@@ -108,6 +116,8 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
         for index, value in enumerate(row.values):
             if value is None:
                 cells.append(TableCell())
+            elif isinstance(value, Secondary):  # never bold: a second-hand number does not set the best
+                cells.append(TableCell(text=f"{value.value:.1f} {SECONDARY_MARK}", sort_value=value.value))
             elif isinstance(value, str):
                 cells.append(TableCell(text=value, sort_value=0.0))
             else:
@@ -124,26 +134,27 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
             if cell is None:
                 cells.append(TableCell())
                 continue
-            column_key = (column.task, column.dataset, column.fraction, view.mode)
-            verdict = view.ties.get(column_key, {})
+            verdict = view.ties.get(cell.column, {})
             text = percent(cell.mean) + (f" ± {percent(cell.std)}" if cell.std is not None else "")
             overlap = bool(entry and protocol.overlaps(entry.pretraining_data, column.dataset))
             cells.append(TableCell(
                 text=text, bold=verdict.get("best") == key, tie=key in verdict.get("ties", []), overlap=overlap,
-                detail=f"[{percent(cell.ci_low)}, {percent(cell.ci_high)}] n={cell.n}", sort_value=cell.mean * 100,
+                detail=f"[{percent(cell.ci_low)}, {percent(cell.ci_high)}] n={cell.n}"
+                       + (f", {cell.head}" if len(protocol.task(cell.task).heads) > 1 else ""), sort_value=cell.mean * 100,
             ))
         label = entry.name if entry else key
         note = f"{entry.role}, {entry.arch}, weights {entry.weights_sha256[:12]}" if entry else ""
         rows.append(TableRow(label, "board", cells, note, key))
     notes = [
         f"Published rows: {spec.source}. Empty published cells are unverified numbers, left empty on purpose.",
-        f"Board rows ({view.board.name}, protocol {protocol.protocol_version}, mode {view.mode}): mean ± std over "
+        f"Board rows ({view.board.name}, protocol {protocol.protocol_version}, modes: {view.modes_text}): mean ± std over "
         f"seeds and label draws, in %; [95% interval combining run and test-set bootstrap variance] and run count.",
         f"Bold: best of its block. {TIE_MARK}: not significantly different from the best board entry "
         f"(paired test on the same test images, {protocol.comparison.correction} correction, alpha {protocol.comparison.alpha}). "
         f"{OVERLAP_MARK}: pretraining data shares images with this test set.",
         *spec.caveats,
     ]
+    notes += [f"INVALID record, not shown: {reason}" for reason in view.invalid]
     if not any(row.kind == "board" and any(c.text for c in row.cells) for row in rows):
         notes.insert(0, "No board results for this table yet (its tasks have not been run on this board).")
     if protocol.demo:
@@ -405,12 +416,14 @@ def render_page(view: BoardView, models: list[TableModel], svgs: dict[str, str],
               "backbone and are not real-data results.</div>") if protocol.demo else ""
     tables = "\n".join(f"<h2>{html.escape(m.spec.title)}</h2>\n{to_html(m, provenance)}" for m in models)
     plots = "".join(f"<figure>{svg}</figure>" for svg in svgs.values()) or "<p>No results yet.</p>"
+    invalid_html = ("<h2>Invalid records (not shown: they fail verification)</h2><ul>" + "".join(
+        f"<li>{html.escape(reason)}</li>" for reason in view.invalid) + "</ul>") if view.invalid else ""
     failures = view.board.failures()
     failure_html = ("<h2>Failed cells (retried on the next run)</h2><ul>" + "".join(
         f"<li>{html.escape(f['identity']['task'])}/{html.escape(f['identity']['dataset'])} "
         f"{f['identity']['fraction']}% ({html.escape(f['identity']['backbone'])}): "
         f"{html.escape(f['error'].strip().splitlines()[-1])}</li>" for f in failures) + "</ul>") if failures else ""
-    data = json.dumps({"board": protocol.board, "protocol_version": protocol.protocol_version, "mode": view.mode,
+    data = json.dumps({"board": protocol.board, "protocol_version": protocol.protocol_version, "modes": view.modes,
                        "aggregates": [c.as_dict() for c in view.cells]}, default=str)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -420,7 +433,7 @@ def render_page(view: BoardView, models: list[TableModel], svgs: dict[str, str],
 {banner}
 <p>{html.escape(protocol.description)}</p>
 <p>Board <code>{html.escape(protocol.board)}</code>, protocol <code>{html.escape(protocol.protocol_version)}</code>,
-mode <code>{html.escape(view.mode)}</code>, {len(view.records)} run records, {len(view.cells)} aggregated cells.
+modes <code>{html.escape(view.modes_text)}</code>, {len(view.records)} run records, {len(view.cells)} aggregated cells.
 Click a column header to sort.</p>
 {tables}
 <h2>Data efficiency</h2>
@@ -428,6 +441,7 @@ Click a column header to sort.</p>
 <div class="plots">{plots}</div>
 <h2>Paired comparisons</h2>
 {_comparisons_html(view, comparisons) or "<p>A single entry per column: nothing to compare yet.</p>"}
+{invalid_html}
 {failure_html}
 <script type="application/json" id="board-data">{html.escape(data, quote=False)}</script>
 <script>{_JS}</script>
@@ -442,10 +456,10 @@ class RenderResult:
     comparisons: dict[str, list[Comparison]]
 
 
-def render_board(board: Board, mode: str | None = None, formats: tuple[str, ...] = FORMATS,
+def render_board(board: Board, modes: dict[str | None, str] | None = None, formats: tuple[str, ...] = FORMATS,
                  out: Path | None = None) -> RenderResult:
     """Write tables, plots, exports and the page under ``out`` (default ``<board>/rendered``)."""
-    view = BoardView.load(board, mode)
+    view = BoardView.load(board, modes)
     out = out or board.root / "rendered"
     models = [build_table(view, spec) for spec in TABLES]
     files = []
@@ -471,11 +485,11 @@ def render_board(board: Board, mode: str | None = None, formats: tuple[str, ...]
 def _write_exports(view: BoardView, out: Path) -> Path:
     """``aggregates.json`` and ``runs.csv``: machine-readable exports of the board."""
     write_atomically(out / "aggregates.json", json.dumps([c.as_dict() for c in view.cells], indent=2) + "\n")
-    lines = ["entry,task,dataset,partition,fraction,mode,draw,seed,metric,value,bootstrap_se,record"]
-    for record in view.records:
+    lines = ["entry,task,dataset,partition,head,fraction,mode,draw,seed,metric,value,bootstrap_se,record"]
+    for record in view.board.records([]):
         i = record.identity
         se = record.headline.bootstrap_se
-        lines.append(",".join(map(str, [i.entry_key, i.task, i.dataset, i.partition, i.fraction, i.mode, i.draw, i.seed,
+        lines.append(",".join(map(str, [i.entry_key, i.task, i.dataset, i.partition, i.head, i.fraction, i.mode, i.draw, i.seed,
                                         record.headline_metric, f"{record.headline.value:.8g}",
                                         "" if se is None or math.isnan(se) else f"{se:.8g}", i.cell_key])))
     path = out / "runs.csv"

@@ -8,8 +8,13 @@ Layout of ``leaderboards/<board>/``::
     results/<name>@<sha12>/<cell>.json  one immutable run record per grid cell
     predictions/<name>@<sha12>/<cell>.{predictions,targets}.<ext>  per-image files of that record
     failures/<name>@<sha12>/<cell>.json  the last failure of a cell (retried on the next run)
+    records.sha256                    the hash of every record as written (``benchmark/board/integrity.py``)
     index.json                        derived from results/ (rebuilt under a file lock)
     rendered/                         tables, plots, the static page (``python -m benchmark tables``)
+
+Large per-image files (segmentation probability maps) are not kept in the board folder but in
+the artifact store (``$MGCA_BENCH_ARTIFACTS``, default ``runs/artifacts/``, outside git), named
+by their sha256, which the record holds.
 
 Concurrency: every result is its own file written with ``os.replace``, so concurrent writers
 never lose or corrupt one another's results; a cell that two processes evaluate at the same time
@@ -28,12 +33,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from benchmark.board.integrity import (
+    HASH_MEMO_FILE,
+    MANIFEST_FILE,
+    FileHashes,
+    read_manifest,
+    record_digest,
+    relative,
+    write_manifest,
+)
 from benchmark.data.prepared import file_sha256
 from benchmark.provenance import utc_now
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
 
 BOARDS_DIR_ENV = "MGCA_BENCH_BOARDS"
 DEFAULT_BOARDS_DIR = Path("leaderboards")
+ARTIFACTS_DIR_ENV = "MGCA_BENCH_ARTIFACTS"
+DEFAULT_ARTIFACTS_DIR = Path("runs/artifacts")
 PROTOCOL_FILE = "protocol.json"
 
 EntryRole = Literal["reference", "submission"]
@@ -47,9 +63,41 @@ class BoardError(ValueError):
 class Slot:
     """One (task, dataset) column group of the board."""
 
-    partition: str  # the dataset partition the task uses
-    metric: str  # headline metric, a key of the run record's metrics
-    label: str  # column header, e.g. "CheXpert AUROC"
+    partition: str  # the dataset partition the task reads (declared by the task)
+    metric: str  # headline metric, a key of the run record's metrics (declared by the task)
+    label: str  # column header, e.g. "CheXpert AUROC" (the board's wording)
+
+
+@dataclass(frozen=True)
+class BoardTask:
+    """How a board evaluates one task: its version pin, modes, heads and datasets.
+
+    Which partition a dataset reads and which metric is its headline are the task's facts
+    (``TaskInfo.datasets``); the board only says which datasets it shows and how they are labelled.
+    """
+
+    version: int  # the TaskInfo.version whose results this board holds
+    modes: tuple[str, ...]  # modes the board accepts for this task
+    default_mode: str  # the mode its tables show and ``run`` uses unless told otherwise
+    heads: tuple[str, ...]  # heads the board accepts (the backbone family picks the default)
+    datasets: dict[str, str]  # dataset -> column label
+    fractions: tuple[int, ...] | None = None  # this task's label fractions when not the board's (a demo's budget)
+    overrides: dict[str, Any] = field(default_factory=dict)  # protocol changes handed to the task (a demo's budget)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> BoardTask:
+        _strict_keys(data, {"version", "modes", "default_mode", "heads", "datasets"}, {"fractions", "overrides"}, where)
+        task = cls(version=data["version"], modes=tuple(data["modes"]), default_mode=data["default_mode"],
+                   heads=tuple(data["heads"]), datasets={ds: item["label"] for ds, item in data["datasets"].items()},
+                   fractions=tuple(data["fractions"]) if "fractions" in data else None,
+                   overrides=dict(data.get("overrides", {})))
+        if not isinstance(task.version, int) or isinstance(task.version, bool):
+            raise BoardError(f"{where}.version={task.version!r}: expected the task version as an integer")
+        if task.default_mode not in task.modes:
+            raise BoardError(f"{where}.default_mode={task.default_mode!r} is not among its modes {list(task.modes)}")
+        for ds, item in data["datasets"].items():
+            _strict_keys(item, {"label"}, set(), f"{where}.datasets.{ds}")
+        return task
 
 
 @dataclass(frozen=True)
@@ -60,22 +108,37 @@ class ComparisonSettings:
     bootstrap_seed: int = 0
 
 
+_PROTOCOL_REQUIRED = {"board", "protocol_version", "preparation_version", "title", "description", "demo", "fractions",
+                      "seeds", "draws", "tasks", "comparison"}
+_PROTOCOL_OPTIONAL = {"default", "test_set_sources", "source_aliases", "changelog"}
+
+
+def _strict_keys(data: Any, required: set[str], optional: set[str], where: str) -> None:
+    if not isinstance(data, dict):
+        raise BoardError(f"{where}: expected an object, got {type(data).__name__}")
+    missing, unknown = sorted(required - set(data)), sorted(set(data) - required - optional)
+    if missing or unknown:
+        raise BoardError(f"{where}: " + "; ".join(
+            part for part in (f"missing key(s) {missing}" if missing else "",
+                              f"unknown key(s) {unknown}" if unknown else "") if part))
+
+
 @dataclass(frozen=True)
 class Protocol:
-    """A board's protocol definition (``protocol.json``)."""
+    """A board's protocol definition (``protocol.json``), read strictly: unknown or missing keys are errors."""
 
     board: str  # folder name; written into every record's identity
     protocol_version: str  # changes whenever the protocol changes in a way that moves numbers
+    preparation_version: int  # the data preparation (benchmark/data/prepared.py) its results were computed on
     title: str
     description: str
     demo: bool  # synthetic data: never presented as real-data results
-    default_mode: Literal["cached", "paper"]
     fractions: tuple[int, ...]
     seeds: tuple[int, ...]
     draws: tuple[int, ...]  # label-fraction draws for fractions below 100 (100 has draw 0 only)
-    tasks: dict[str, dict[str, Slot]]  # task -> dataset -> slot
+    tasks: dict[str, BoardTask]
     comparison: ComparisonSettings
-    task_versions: dict[str, int] = field(default_factory=dict)  # task -> TaskInfo.version pinned by the board
+    default: bool = False  # the board `run`/`tables` use when none is named (one per kind: real, demo)
     # dataset -> image sources of its test set; a submission pretrained on one of them is flagged
     test_set_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # alias -> canonical source name, for --pretraining-data
@@ -86,26 +149,60 @@ class Protocol:
     def read(cls, path: Path) -> Protocol:
         try:
             data = json.loads(path.read_text())
+            _strict_keys(data, _PROTOCOL_REQUIRED, _PROTOCOL_OPTIONAL, str(path))
             return cls(
-                board=data["board"], protocol_version=data["protocol_version"], title=data["title"],
-                description=data["description"], demo=bool(data["demo"]), default_mode=data["default_mode"],
+                board=data["board"], protocol_version=data["protocol_version"],
+                preparation_version=data["preparation_version"], title=data["title"],
+                description=data["description"], demo=bool(data["demo"]),
                 fractions=tuple(data["fractions"]), seeds=tuple(data["seeds"]), draws=tuple(data["draws"]),
-                tasks={task: {ds: Slot(**slot) for ds, slot in datasets.items()} for task, datasets in data["tasks"].items()},
-                comparison=ComparisonSettings(**data.get("comparison", {})),
-                task_versions=dict(data.get("task_versions", {})),
+                tasks={task: BoardTask.from_dict(item, f"{path}: tasks.{task}") for task, item in data["tasks"].items()},
+                comparison=ComparisonSettings(**data["comparison"]), default=bool(data.get("default", False)),
                 test_set_sources={ds: tuple(sources) for ds, sources in data.get("test_set_sources", {}).items()},
                 source_aliases=dict(data.get("source_aliases", {})),
                 changelog=tuple(data.get("changelog", ())),
             )
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-            raise BoardError(f"{path}: not a valid board protocol ({error!r})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise BoardError(f"{path}: not a valid board protocol ({type(error).__name__}: {error})") from None
+
+    def task(self, task: str) -> BoardTask:
+        try:
+            return self.tasks[task]
+        except KeyError:
+            raise BoardError(f"task {task!r} is not on board {self.board!r}; it has {sorted(self.tasks)}") from None
+
+    def select(self, kind: Literal["modes", "heads"], choices: dict[str | None, str] | None,
+               tasks: list[str] | None = None) -> dict[str, str | None]:
+        """Per task, the mode or head chosen by ``choices`` (``{task: value}``; key None: every task that declares
+        the value), validated against this board's declarations. Tasks without a choice get their default mode,
+        or None for the head (the backbone family's default, decided when the cell is planned)."""
+        tasks = list(self.tasks) if tasks is None else tasks
+        chosen: dict[str, str | None] = {
+            task: self.task(task).default_mode if kind == "modes" else None for task in tasks}
+        for task, value in (choices or {}).items():
+            if task is None:
+                takers = [name for name in tasks if value in getattr(self.task(name), kind)]
+                if not takers:
+                    raise BoardError(f"no task of {tasks} on board {self.board!r} declares {kind[:-1]} {value!r}; "
+                                     f"declared: " + ", ".join(f"{t}: {list(getattr(self.task(t), kind))}" for t in tasks))
+                chosen.update({name: value for name in takers})
+                continue
+            allowed = getattr(self.task(task), kind)
+            if value not in allowed:
+                raise BoardError(f"task {task!r} on board {self.board!r} has no {kind[:-1]} {value!r}; it declares {list(allowed)}")
+            if task in chosen:
+                chosen[task] = value
+        return chosen
 
     def slot(self, task: str, dataset: str) -> Slot:
-        try:
-            return self.tasks[task][dataset]
-        except KeyError:
-            known = [f"{t}/{d}" for t, datasets in self.tasks.items() for d in datasets]
-            raise BoardError(f"board {self.board!r} has no column for {task}/{dataset}; it defines {known}") from None
+        """The column of ``task`` on ``dataset``: the task's partition and headline metric, the board's label."""
+        from tasks.registry import get_task  # the task declares its datasets; importing it is cheap
+
+        board_task = self.tasks.get(task)
+        if board_task is None or dataset not in board_task.datasets:
+            known = [f"{t}/{d}" for t, item in self.tasks.items() for d in item.datasets]
+            raise BoardError(f"board {self.board!r} has no column for {task}/{dataset}; it defines {known}")
+        declared = get_task(task).dataset(dataset)
+        return Slot(declared.partition, declared.metric, board_task.datasets[dataset])
 
     def canonical_source(self, name: str) -> str:
         key = name.strip().lower()
@@ -140,6 +237,27 @@ def boards_dir() -> Path:
     return Path(os.environ.get(BOARDS_DIR_ENV, DEFAULT_BOARDS_DIR))
 
 
+def artifacts_dir() -> Path:
+    """The artifact store: large per-image files (segmentation maps), outside git, named by sha256."""
+    return Path(os.environ.get(ARTIFACTS_DIR_ENV, DEFAULT_ARTIFACTS_DIR))
+
+
+def default_board(demo: bool, folder: Path | None = None) -> str:
+    """The board marked ``"default": true`` among the demo (or the real-data) boards under ``folder``
+    (default ``leaderboards/`` or ``$MGCA_BENCH_BOARDS``)."""
+    folder = folder or boards_dir()
+    found = []
+    for path in sorted(folder.glob(f"*/{PROTOCOL_FILE}")):
+        protocol = Protocol.read(path)
+        if protocol.default and protocol.demo == demo:
+            found.append(protocol.board)
+    kind = "demo" if demo else "real-data"
+    if len(found) != 1:
+        raise BoardError(f"expected exactly one default {kind} board under {folder} (\"default\": true in its "
+                         f"{PROTOCOL_FILE}), found {found or 'none'}; name one with --board")
+    return found[0]
+
+
 def resolve_board_path(board: str | Path) -> Path:
     """A board name (looked up under ``leaderboards/`` or ``$MGCA_BENCH_BOARDS``) or a folder."""
     path = Path(board)
@@ -161,6 +279,9 @@ class Board:
     def __init__(self, board: str | Path) -> None:
         self.root = resolve_board_path(board)
         self.protocol = Protocol.read(self.root / PROTOCOL_FILE)
+        self.hashes = FileHashes(self.root / HASH_MEMO_FILE)
+        self._manifest: dict[str, str] | None = None
+        self._manifest_stamp: tuple[int, int] | None = None
         if self.protocol.board != self.root.name:
             raise BoardError(f"{self.root / PROTOCOL_FILE}: board {self.protocol.board!r} does not match its folder name")
 
@@ -175,6 +296,10 @@ class Board:
 
     def artifact_path(self, identity: CellIdentity, kind: str, suffix: str) -> Path:
         return self.root / "predictions" / identity.entry_key / f"{identity.cell_key}.{kind}{suffix}"
+
+    def artifact_file(self, artifact: Artifact) -> Path:
+        """Where ``artifact`` lives: in this board's folder or in the artifact store."""
+        return (self.root if artifact.store == "board" else artifacts_dir()) / artifact.path
 
     def failure_path(self, identity: CellIdentity) -> Path:
         return self.root / "failures" / identity.entry_key / f"{identity.cell_key}.json"
@@ -195,26 +320,70 @@ class Board:
             )
         self.protocol.slot(identity.task, identity.dataset)
 
-    def completed(self, identity: CellIdentity) -> RunRecord | None:
-        """The cell's record if it is done: its JSON exists, validates and its files are intact."""
+    def status(self, identity: CellIdentity) -> tuple[RunRecord | None, str | None]:
+        """``(record, None)`` when the cell is done and proven, ``(None, None)`` when it has no record
+        (or only a half-written one), ``(None, reason)`` when its record fails verification."""
         path = self.result_path(identity)
         if not path.is_file():
-            return None
+            return None, None
         try:
             record = RunRecord.read(path)
-        except RecordError:
-            return None
+        except RecordError as error:
+            return None, str(error)
         if record.identity != identity:
-            return None
-        for artifact in (record.predictions, record.targets):
-            if artifact is not None and not (self.root / artifact.path).is_file():
-                return None
-        return record
+            return None, f"{path}: holds the record of another cell"
+        reason = self.verify_record(record, path)
+        self.hashes.save()
+        return (None, reason) if reason else (record, None)
 
-    def store_artifact(self, identity: CellIdentity, kind: str, source: Path) -> Artifact:
-        """Copy a per-image file the task wrote (``kind``: predictions, targets) into the board."""
+    def completed(self, identity: CellIdentity) -> RunRecord | None:
+        """The cell's record if it is done: its JSON exists, validates and matches its hashes."""
+        return self.status(identity)[0]
+
+    def verify_record(self, record: RunRecord, path: Path) -> str | None:
+        """Why ``record`` (read from ``path``) cannot be trusted, or None: the board manifest must hold
+        the record file's hash, and its prediction and target files must match the hashes it holds."""
+        name = relative(path, self.root)
+        listed = self.manifest().get(name)
+        if listed is None:
+            return f"{name}: not in the board manifest {MANIFEST_FILE} (not written by the runner?)"
+        if listed != self.hashes.sha256(path):
+            return f"{name}: differs from the hash in {MANIFEST_FILE} (edited after it was written?)"
+        for kind, artifact in (("predictions", record.predictions), ("targets", record.targets)):
+            digest = self.hashes.sha256(self.artifact_file(artifact))
+            if digest is None:
+                return f"{name}: its {kind} file {self.artifact_file(artifact)} is missing"
+            if digest != artifact.sha256:
+                return f"{name}: its {kind} file {self.artifact_file(artifact)} does not match the record's sha256"
+        return None
+
+    def manifest(self) -> dict[str, str]:
+        """The board manifest, read again whenever the file changed (other processes add records)."""
+        try:
+            stat = (self.root / MANIFEST_FILE).stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if self._manifest is None or stamp != self._manifest_stamp:
+            self._manifest, self._manifest_stamp = read_manifest(self.root), stamp
+        return self._manifest
+
+    def store_artifact(self, identity: CellIdentity, kind: str, source: Path, large: bool = False) -> Artifact:
+        """Copy a per-image file the task wrote (``kind``: predictions, targets) next to the record.
+
+        Small files go into the board folder (versioned with it, so anyone can verify and compare
+        its entries); ``large`` ones into the artifact store, named by their sha256.
+        """
         self.check_identity(identity)
-        target = self.artifact_path(identity, kind, Path(source).suffix or ".dat")
+        suffix = Path(source).suffix or ".dat"
+        digest = file_sha256(Path(source))
+        if large:
+            relative = Path(digest[:2]) / f"{digest}{suffix}"
+            target = artifacts_dir() / relative
+            if not target.is_file():
+                write_atomically(target, Path(source).read_bytes())
+            return Artifact(str(relative), digest, "artifacts")
+        target = self.artifact_path(identity, kind, suffix)
         write_atomically(target, Path(source).read_bytes())
         return Artifact(str(target.relative_to(self.root)), file_sha256(target))
 
@@ -226,10 +395,13 @@ class Board:
         record.validate()
         self.check_identity(record.identity, record.protocol_version)
         for artifact in (record.predictions, record.targets):
-            if artifact is not None and not (self.root / artifact.path).is_file():
-                raise BoardError(f"{self.root / artifact.path}: artifact missing; store it with store_artifact first")
+            if not self.artifact_file(artifact).is_file():
+                raise BoardError(f"{self.artifact_file(artifact)}: artifact missing; store it with store_artifact first")
         path = self.result_path(record.identity)
-        write_atomically(path, record.to_json())
+        text = record.to_json()
+        with self.lock():  # the manifest first: a record never exists unlisted, except by hand
+            write_manifest(self.root, {**read_manifest(self.root), relative(path, self.root): record_digest(text)})
+        write_atomically(path, text)
         self.failure_path(record.identity).unlink(missing_ok=True)
         self.rebuild_index()
         return path
@@ -242,8 +414,9 @@ class Board:
     def records(self, invalid: list[str] | None = None) -> list[RunRecord]:
         """Every run record on the board, in file-name order.
 
-        An unreadable or foreign record raises, unless ``invalid`` is given: then its file name
-        and the reason are appended there (the index lists them; the runner re-does such cells).
+        An unreadable, foreign or unverifiable record (:meth:`verify_record`) raises, unless
+        ``invalid`` is given: then the reason is appended there (tables and the page list them; the
+        runner re-does such cells only with ``--redo-invalid``).
         """
         records = []
         for path in sorted((self.root / "results").glob("*/*.json")):
@@ -251,12 +424,16 @@ class Board:
                 record = RunRecord.read(path)
                 if record.identity.board != self.name or record.protocol_version != self.protocol.protocol_version:
                     raise BoardError(f"{path}: belongs to {record.identity.board}/{record.protocol_version}, not to this board")
+                reason = self.verify_record(record, path)
+                if reason:
+                    raise BoardError(reason)
             except (RecordError, BoardError) as error:
                 if invalid is None:
                     raise
                 invalid.append(str(error))
                 continue
             records.append(record)
+        self.hashes.save()
         return records
 
     def failures(self) -> list[dict[str, Any]]:
@@ -321,5 +498,6 @@ def copy_board_protocol(source: Board, target_folder: Path, board_name: str) -> 
     target_folder.mkdir(parents=True, exist_ok=True)
     data = json.loads((source.root / PROTOCOL_FILE).read_text())
     data["board"] = board_name
+    data.pop("default", None)  # a copy is never the default board
     (target_folder / PROTOCOL_FILE).write_text(json.dumps(data, indent=2) + "\n")
     return Board(target_folder)

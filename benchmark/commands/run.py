@@ -8,21 +8,36 @@ from pathlib import Path
 
 from benchmark.cli import command
 
-DEFAULT_BOARD = "mgca-cxr-v1"
-DEMO_BOARD = "demo-mgca-cxr-v1"
 DEFAULT_DATA = Path("data/prepared")
 
 
-def default_board(data_dir: Path) -> str:
-    """The demo board when every prepared dataset under ``data_dir`` is demo data, else the real one."""
+def chosen_board(args: argparse.Namespace) -> str:
+    """``--board``; else the default demo board with ``--demo`` or when every prepared dataset under
+    ``--data`` is demo data; else the default real-data board (defaults are marked ``"default": true``
+    in their ``leaderboards/*/protocol.json``)."""
     import json
 
-    manifests = [json.loads(path.read_text()) for path in sorted(Path(data_dir).glob("*/manifest.json"))]
-    return DEMO_BOARD if manifests and all(m.get("demo") for m in manifests) else DEFAULT_BOARD
+    from benchmark.board.store import default_board
+
+    if args.board:
+        return args.board
+    manifests = [json.loads(path.read_text()) for path in sorted(Path(args.data).glob("*/manifest.json"))]
+    return default_board(demo=args.demo or (bool(manifests) and all(m.get("demo") for m in manifests)))
 
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def task_choices(text: str) -> dict[str | None, str]:
+    """``paper`` (every task that declares it) or ``detection=paper,classification=cached``."""
+    choices: dict[str | None, str] = {}
+    for item in _names(text):
+        task, _, value = item.rpartition("=")
+        if not value or (task == "" and "=" in item):
+            raise argparse.ArgumentTypeError(f"expected VALUE or TASK=VALUE items, got {item!r}")
+        choices[task or None] = value
+    return choices
 
 
 def _numbers(text: str) -> tuple[int, ...]:
@@ -39,15 +54,28 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fractions", type=_numbers, default=None, help="label percentages, e.g. 1,10,100 (default: the board's)")
     parser.add_argument("--seeds", type=_numbers, default=None, help="head training seeds (default: the board's)")
     parser.add_argument("--draws", type=_numbers, default=None, help="label-fraction draws for 1%%/10%% (default: the board's)")
-    parser.add_argument("--mode", choices=["cached", "paper"], default=None, help="default: the board's default mode")
+    parser.add_argument("--mode", type=task_choices, default=None,
+                        help="execution mode: MODE for every task declaring it, or TASK=MODE,... (default: each task's "
+                             "default on the board)")
+    parser.add_argument("--head", type=task_choices, default=None,
+                        help="trainable head: HEAD for the task declaring it, or TASK=HEAD,... (default: the task's head "
+                             "for the backbone family, e.g. detection: yolov3 on ResNets, faster_rcnn on ViTs)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"DATA_DIR holding prepared datasets (default {DEFAULT_DATA})")
-    parser.add_argument("--board", default=None, help=f"board name under leaderboards/ or a folder (default {DEFAULT_BOARD}, "
-                        f"or {DEMO_BOARD} when --data holds only demo datasets)")
+    parser.add_argument("--board", default=None, help="board name under leaderboards/ or a folder (default: the default "
+                        "real-data board, or the default demo board when --data holds only demo datasets)")
+    parser.add_argument("--demo", action="store_true", help="use the default demo board (instead of naming it with --board)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                        help="kill a cell running longer and record it as failed (default: no limit)")
+    parser.add_argument("--redo-invalid", action="store_true",
+                        help="re-evaluate cells whose record fails verification (default: report them and keep them)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run cells in this process instead of one fresh child process per cell (debugging)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/work"), help="scratch space per cell (default runs/work)")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="feature cache (default runs/cache)")
     parser.add_argument("--keep-work", action="store_true", help="keep each cell's work folder after success")
     parser.add_argument("--plugins", type=_names, default=(), help="modules to import first (they register extra tasks/backbones)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars, in the runner and in every cell")
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -67,8 +95,9 @@ def grid_request(args: argparse.Namespace, backbones: tuple) -> "object":
 
     return GridRequest(
         backbones=backbones, data_dir=args.data, tasks=args.tasks, datasets=args.datasets, fractions=args.fractions,
-        seeds=args.seeds, draws=args.draws, mode=args.mode, work_dir=args.work_dir, cache_dir=args.cache_dir,
-        keep_work=args.keep_work,
+        seeds=args.seeds, draws=args.draws, modes=args.mode, heads=args.head, work_dir=args.work_dir,
+        cache_dir=args.cache_dir, keep_work=args.keep_work, device=args.device, isolate=not args.in_process,
+        cell_timeout=args.cell_timeout, progress=not args.no_progress, redo_invalid=args.redo_invalid,
     )
 
 
@@ -86,8 +115,8 @@ def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
 
     import_plugins(args.plugins)
     try:
-        board = Board(args.board or default_board(args.data))
-        summary = run_grid(board, grid_request(args, backbones), progress=not args.no_progress)
+        board = Board(chosen_board(args))
+        summary = run_grid(board, grid_request(args, backbones))
     except (GridError, BoardError, DataError, RegistryError, CheckpointError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
     for line in summary.lines():
@@ -102,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.print_datasets:
         import_plugins(args.plugins)
-        print(" ".join(datasets_to_evaluate(Board(args.board or default_board(args.data)))))
+        print(" ".join(datasets_to_evaluate(Board(chosen_board(args)))))
         return 0
     if not args.backbone:
         print("error: --backbone is required", file=sys.stderr)

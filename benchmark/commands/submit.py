@@ -28,9 +28,15 @@ def _submit(args: argparse.Namespace) -> int:
 
     from benchmark.board.aggregate import aggregate
     from benchmark.board.compare import compare_entry
-    from benchmark.board.render import render_board
+    from benchmark.board.render import BoardView, render_board
     from benchmark.runner import BackboneChoice
 
+    from benchmark.records import NAME_PATTERN
+
+    if not NAME_PATTERN.match(args.name):
+        print(f"error: --name {args.name!r}: use letters, digits, '.', '_', '+', '-' (no spaces or slashes), "
+              f"starting with a letter or digit", file=sys.stderr)
+        return 2
     declared = tuple(name for name in args.pretraining_data if name.lower() != "none")
     choice = BackboneChoice(args.name, Path(args.checkpoint), args.arch, args.prefix, declared)
     if not choice.is_submission:
@@ -42,7 +48,7 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     entry = next(e for e in board.entries().values() if e.name == args.name)
-    records = [r for r in board.records() if r.identity.mode == (args.mode or board.protocol.default_mode)]
+    records = BoardView.load(board, args.mode).records
     skipped: list[str] = []
     comparisons = compare_entry(board, records, aggregate(records), entry.key, args.correction, skipped)
     correction = args.correction or board.protocol.comparison.correction
@@ -60,6 +66,6 @@ def _submit(args: argparse.Namespace) -> int:
         overlap = board.protocol.overlaps(declared, dataset)
         if overlap:
             print(f"FLAG {dataset}: pretraining data {overlap} shares images with the {dataset} test set")
-    render_board(board, args.mode or board.protocol.default_mode)
+    render_board(board, args.mode)
     print(f"board re-rendered: {board.root / 'rendered' / 'index.html'}")
     return code

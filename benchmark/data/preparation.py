@@ -52,7 +52,7 @@ import benchmark
 from benchmark.data.cache import CacheResult, OnError, write_image_cache
 from benchmark.data.imaging import RESIZERS, ResizeMode
 from benchmark.data.prepared import (
-    PROTOCOL_VERSION,
+    PREPARATION_VERSION,
     SPLITS,
     DataError,
     Manifest,
@@ -483,7 +483,7 @@ def finish(
     all_excluded = [*cache.excluded, *excluded]
     manifest = Manifest(
         dataset=dataset,
-        protocol_version=PROTOCOL_VERSION,
+        preparation_version=PREPARATION_VERSION,
         package_version=benchmark.__version__,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         source_files=sources,

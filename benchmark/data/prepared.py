@@ -30,7 +30,12 @@ import pandas as pd
 
 from benchmark.hashing import file_sha256  # noqa: F401 - re-exported for the preparers
 
-PROTOCOL_VERSION = "mgca-cxr-v1"
+# Bumped whenever preparation changes in a way that can move a number (splits, labels, image
+# cache); a board names the preparation version its results were computed on. Version 1 was
+# written as ``protocol_version: "mgca-cxr-v1"`` by manifests before boards and data had
+# separate versions, and is read as such.
+PREPARATION_VERSION = 1
+_LEGACY_PREPARATION_VERSIONS = {"mgca-cxr-v1": 1}
 SPLITS = ("train", "val", "test")
 
 
@@ -48,7 +53,7 @@ class SourceFile:
 @dataclass
 class Manifest:
     dataset: str
-    protocol_version: str
+    preparation_version: int
     package_version: str
     created: str
     source_files: list[SourceFile]
@@ -72,6 +77,8 @@ class Manifest:
             raise DataError(f"{path}: not a prepared dataset (no manifest); run `python -m benchmark prepare`")
         try:
             data = json.loads(path.read_text())
+            if "protocol_version" in data and "preparation_version" not in data:
+                data["preparation_version"] = _LEGACY_PREPARATION_VERSIONS[data.pop("protocol_version")]
             data["source_files"] = [SourceFile(**item) for item in data["source_files"]]
             return cls(**data)
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError) as error:

@@ -9,7 +9,7 @@ are left out and counted, never turned into an error or a guess.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -49,6 +49,19 @@ def resample_indices(n_items: int, options: BootstrapOptions = BootstrapOptions(
     return np.random.default_rng(options.seed).integers(0, n_items, size=(options.n_resamples, n_items))
 
 
+def resample_weights(n_items: int, options: BootstrapOptions = BootstrapOptions(), chunk: int = 250) -> Iterator[np.ndarray]:
+    """The resamples of :func:`resample_indices` as image multiplicities, ``[<=chunk, n_items]`` at a time.
+
+    Row r counts how often each item appears in resample r, so a metric written as a weighted sum
+    over images (``PerImageRun.metric``) evaluates many resamples in one vectorised call.
+    """
+    indices = resample_indices(n_items, options)
+    for start in range(0, len(indices), chunk):
+        block = indices[start:start + chunk]
+        offsets = (block + n_items * np.arange(len(block))[:, None]).ravel()
+        yield np.bincount(offsets, minlength=len(block) * n_items).reshape(len(block), n_items).astype(np.float64)
+
+
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     """Two-sided percentile interval of the finite ``values`` (NaN, NaN when there are none)."""
     if not 0 < confidence < 1:
@@ -69,6 +82,25 @@ def bootstrap_ci(
     """Value of ``statistic`` on all rows, with a seeded percentile interval over resamples."""
     full = float(statistic(np.arange(n_items)))
     values = np.array([statistic(rows) for rows in resample_indices(n_items, options)], dtype=float)
+    low, high = percentile_interval(values, options.confidence)
+    return ConfidenceInterval(
+        value=full, low=low, high=high, confidence=options.confidence, n_resamples=options.n_resamples,
+        n_valid=int(np.isfinite(values).sum()), seed=options.seed,
+    )
+
+
+def bootstrap_ci_weighted(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n_items: int,
+    options: BootstrapOptions = BootstrapOptions(),
+) -> ConfidenceInterval:
+    """:func:`bootstrap_ci` for a statistic of image multiplicities ``[R, n] -> [R]`` (vectorised).
+
+    Same resamples as :func:`bootstrap_ci` (:func:`resample_weights`), so both give the same
+    interval; this one evaluates hundreds of resamples per call.
+    """
+    full = float(statistic(np.ones((1, n_items)))[0])
+    values = np.concatenate([statistic(weights) for weights in resample_weights(n_items, options)])
     low, high = percentile_interval(values, options.confidence)
     return ConfidenceInterval(
         value=full, low=low, high=high, confidence=options.confidence, n_resamples=options.n_resamples,

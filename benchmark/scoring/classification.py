@@ -38,6 +38,7 @@ accuracy, the reference's metric; balanced accuracy is the mean per-class recall
 from __future__ import annotations
 
 import csv
+import hashlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,10 +49,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from benchmark.data.datasets.chexpert import COMPETITION_TASKS
+from benchmark.data.datasets.covidx import CLASSES as COVIDX_CLASSES
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS
-from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci
+from benchmark.scoring import SCORERS, PerImageRun
+from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
 
 TargetFormat = Literal["multilabel", "multiclass"]
 ID_COLUMN = "id"
@@ -132,12 +135,65 @@ def balanced_accuracy(targets: np.ndarray, scores: np.ndarray, classes: Sequence
     return MetricResult(value, recalls, notes)
 
 
-SCHEMES.add("chexpert", ClassificationScheme(
-    "chexpert", ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"), "multilabel", "auroc",
-))
+# ------------------------------------------------------------------ metrics on weighted resamples
+# The same metrics on image multiplicities ``weights[R, n]`` (R bootstrap resamples at once):
+# a resample that draws image i k times is the test set with weight k on image i. Equal to the
+# functions above on the resampled rows; paired comparisons use them to stay fast at real sizes.
+
+# (targets [n, C], scores [n, C], weights [R, n]) -> metric per resample [R]
+WeightedMetricFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+WEIGHTED_METRICS: Registry[WeightedMetricFunction] = Registry("weighted classification metric")
+
+
+def weighted_binary_auroc(targets: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of one class per resample (ties count half); NaN where a resample lacks a class.
+
+    For each positive, the negative weight strictly below its score plus half the negative weight
+    at its score (cumulative sums over the negatives in score order, read at searchsorted
+    positions), times the positive's weight, summed, over W+ · W-.
+    """
+    positive = targets.astype(bool)
+    negative_order = np.argsort(scores[~positive], kind="stable")
+    negative_scores = scores[~positive][negative_order]
+    positive_scores = scores[positive]
+    below_index = np.searchsorted(negative_scores, positive_scores, side="left")
+    up_to_index = np.searchsorted(negative_scores, positive_scores, side="right")
+    negative_weights = weights[:, ~positive][:, negative_order]
+    cumulative = np.zeros((len(weights), len(negative_scores) + 1))
+    np.cumsum(negative_weights, axis=1, out=cumulative[:, 1:])
+    below, up_to = cumulative[:, below_index], cumulative[:, up_to_index]
+    positive_weights = weights[:, positive]
+    numerator = (positive_weights * (below + up_to)).sum(axis=1) / 2
+    total_positive, total_negative = positive_weights.sum(axis=1), cumulative[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((total_positive > 0) & (total_negative > 0), numerator / (total_positive * total_negative), np.nan)
+
+
+@WEIGHTED_METRICS.register("auroc")
+def weighted_macro_auroc(targets: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return np.mean([weighted_binary_auroc(targets[:, k], scores[:, k], weights) for k in range(targets.shape[1])], axis=0)
+
+
+@WEIGHTED_METRICS.register("accuracy")
+def weighted_accuracy(targets: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    correct = (targets.argmax(1) == scores.argmax(1)).astype(np.float64)
+    return weights @ correct / weights.sum(axis=1)
+
+
+@WEIGHTED_METRICS.register("balanced_accuracy")
+def weighted_balanced_accuracy(targets: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    truth, correct = targets.argmax(1), targets.argmax(1) == scores.argmax(1)
+    members = np.stack([truth == k for k in range(targets.shape[1])], axis=1).astype(np.float64)  # [n, C]
+    counts, hits = weights @ members, weights @ (members * correct[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recalls = np.where(counts > 0, hits / counts, np.nan)
+    return np.nanmean(recalls, axis=1)
+
+
+SCHEMES.add("chexpert", ClassificationScheme("chexpert", COMPETITION_TASKS, "multilabel", "auroc"))
 SCHEMES.add("rsna", ClassificationScheme("rsna", ("Target",), "multilabel", "auroc"))
 SCHEMES.add("covidx", ClassificationScheme(
-    "covidx", ("normal", "pneumonia", "COVID-19"), "multiclass", "accuracy", ("balanced_accuracy", "auroc"),
+    "covidx", tuple(sorted(COVIDX_CLASSES, key=COVIDX_CLASSES.get)), "multiclass", "accuracy", ("balanced_accuracy", "auroc"),
 ))
 
 
@@ -279,9 +335,9 @@ def score_arrays(
     results = compute_metrics(targets, scores, scheme)
     metrics = {}
     for name, result in results.items():
-        function = METRICS.get(name)
-        interval = bootstrap_ci(lambda rows, f=function: f(targets[rows], scores[rows], scheme.classes).value, len(targets), options)
-        metrics[name] = {**interval.as_dict(), "per_class": result.per_class}
+        function = WEIGHTED_METRICS.get(name)
+        interval = bootstrap_ci_weighted(lambda weights, f=function: f(targets, scores, weights), len(targets), options)
+        metrics[name] = {**interval.as_dict(), "value": result.value, "per_class": result.per_class}
     notes = [note for result in results.values() for note in result.warnings]
     notes += [
         f"{name}: undefined on {entry['n_resamples'] - entry['n_valid']} of {entry['n_resamples']} bootstrap resamples (left out)"
@@ -293,11 +349,41 @@ def score_arrays(
     }
 
 
-@SCORERS.register("classification")
-def score_files(predictions: Path, targets: Path, dataset: str, options: BootstrapOptions = BootstrapOptions()) -> dict:
-    """Validate a prediction file against a target file and score it (the ``score`` verb)."""
-    scheme = SCHEMES.get(dataset)
+def scheme_of(dataset: str | None) -> ClassificationScheme:
+    if dataset is None:
+        raise PredictionFileError(f"classification files are scored per dataset: name one of {SCHEMES.names()} (--dataset)")
+    return SCHEMES.get(dataset)
+
+
+def read_scored_files(predictions: Path, targets: Path, scheme: ClassificationScheme) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validated targets and the predictions aligned to their row order."""
     target_frame = read_targets(targets, scheme)
-    prediction_frame = align(read_predictions(predictions, scheme), target_frame, Path(predictions))
-    result = score_arrays(target_frame.to_numpy(), prediction_frame.to_numpy(), scheme, options)
-    return {**result, "predictions": str(predictions), "targets": str(targets)}
+    if target_frame.empty:
+        raise PredictionFileError(f"{targets}: the targets file has no rows (a header only); nothing to score")
+    return target_frame, align(read_predictions(predictions, scheme), target_frame, Path(predictions))
+
+
+class ClassificationScorer:
+    """The classification task's scorer (file formats and metrics: this module's docstring)."""
+
+    def score_files(self, predictions: Path, targets: Path, dataset: str | None,
+                    options: BootstrapOptions = BootstrapOptions()) -> dict:
+        scheme = scheme_of(dataset)
+        target_frame, prediction_frame = read_scored_files(predictions, targets, scheme)
+        result = score_arrays(target_frame.to_numpy(), prediction_frame.to_numpy(), scheme, options)
+        return {**result, "predictions": str(predictions), "targets": str(targets)}
+
+    def per_image(self, predictions: Path, targets: Path, dataset: str | None, metric: str) -> PerImageRun:
+        scheme = scheme_of(dataset)
+        if metric not in scheme.metric_names:
+            raise PredictionFileError(f"{dataset} is not scored on {metric!r}; its metrics are {list(scheme.metric_names)}")
+        target_frame, prediction_frame = read_scored_files(predictions, targets, scheme)
+        labels, scores = target_frame.to_numpy(), prediction_frame.to_numpy()
+        function = WEIGHTED_METRICS.get(metric)
+        ordered = target_frame.sort_index()
+        digest = hashlib.sha256(("\n".join(ordered.index) + "\n").encode() + ordered.to_numpy().tobytes()).hexdigest()
+        binary = (labels[:, 0], scores[:, 0]) if metric == "auroc" and len(scheme.classes) == 1 else None
+        return PerImageRun(tuple(target_frame.index), digest, lambda weights: function(labels, scores, weights), binary)
+
+
+SCORERS.add("classification", ClassificationScorer())

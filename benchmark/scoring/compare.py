@@ -25,7 +25,7 @@ from typing import Literal, get_args
 import numpy as np
 from scipy import stats
 
-from benchmark.scoring.bootstrap import BootstrapOptions, percentile_interval, resample_indices
+from benchmark.scoring.bootstrap import BootstrapOptions, percentile_interval, resample_weights
 
 Correction = Literal["holm", "bh", "none"]
 CORRECTIONS: tuple[str, ...] = get_args(Correction)
@@ -138,34 +138,35 @@ def _mean_components(y_true: np.ndarray, runs: np.ndarray) -> tuple[float, np.nd
 
 # --------------------------------------------------------------------------- paired bootstrap
 
-Metric = Callable[[np.ndarray], float]  # rows of the test set -> metric of one run on those rows
+# image multiplicities [R, n] of R resamples -> metric of one run on each resample [R]
+WeightedMetric = Callable[[np.ndarray], np.ndarray]
 
 
 def paired_bootstrap(
-    metrics_a: Sequence[Metric],
-    metrics_b: Sequence[Metric],
+    metrics_a: Sequence[WeightedMetric],
+    metrics_b: Sequence[WeightedMetric],
     n_items: int,
     options: BootstrapOptions = BootstrapOptions(),
 ) -> PairedResult:
     """Bootstrap test of mean-over-runs metric(a) = mean-over-runs metric(b).
 
-    Each element of ``metrics_a`` evaluates one run of system a on a vector of test-row indices
-    (the caller closes over that run's predictions and the targets), so detection and
-    segmentation plug in with their own per-image scorers. Every resample applies the *same*
-    rows to all runs of both systems. The p-value is ``2 * min(P*(delta <= 0), P*(delta >= 0))``
-    over the valid resamples with the +1 correction of Davison & Hinkley (1997), which never
-    returns 0 from a finite number of resamples.
+    Each element of ``metrics_a`` evaluates one run of system a on image multiplicities
+    ``[R, n]`` (``benchmark.scoring.PerImageRun.metric``: per-image statistics computed once,
+    resamples evaluated vectorised), so any task plugs in through its scorer. Every resample
+    applies the *same* images to all runs of both systems. The p-value is
+    ``2 * min(P*(delta <= 0), P*(delta >= 0))`` over the valid resamples with the +1 correction
+    of Davison & Hinkley (1997), which never returns 0 from a finite number of resamples.
     """
     if not metrics_a or not metrics_b:
         raise ComparisonError("paired bootstrap needs at least one run per system")
 
-    def mean_of(metrics: Sequence[Metric], rows: np.ndarray) -> float:
-        return float(np.mean([metric(rows) for metric in metrics]))
+    def mean_of(metrics: Sequence[WeightedMetric], weights: np.ndarray) -> np.ndarray:
+        return np.mean([metric(weights) for metric in metrics], axis=0)
 
-    everything = np.arange(n_items)
-    value_a, value_b = mean_of(metrics_a, everything), mean_of(metrics_b, everything)
-    deltas = np.array([mean_of(metrics_a, rows) - mean_of(metrics_b, rows)
-                       for rows in resample_indices(n_items, options)])
+    everything = np.ones((1, n_items))
+    value_a, value_b = float(mean_of(metrics_a, everything)[0]), float(mean_of(metrics_b, everything)[0])
+    deltas = np.concatenate([mean_of(metrics_a, weights) - mean_of(metrics_b, weights)
+                             for weights in resample_weights(n_items, options)])
     valid = deltas[np.isfinite(deltas)]
     if valid.size == 0:
         raise ComparisonError("the metric was undefined on every bootstrap resample (a single class in the test set?)")

@@ -1,21 +1,23 @@
 """Linear classification: frozen-backbone linear probes on CheXpert, RSNA and COVIDx.
 
 ``run_classification`` is the task adapter (``adapter.py``); the protocol lives as data in
-``protocol.py``; features are cached by ``features.py``.
+``protocol.py``; features are cached by ``features.py``. Each dataset's classes and headline
+metric are its scoring scheme's (``benchmark/scoring/classification.py``).
 """
 
-from tasks.classification.adapter import run_classification
+from benchmark.scoring.classification import SCHEMES
 from tasks.classification.protocol import DATASET_PROBES, MODES, PROTOCOL, TASK_VERSION
-from tasks.registry import TASKS, TaskInfo
+from tasks.registry import TASKS, TaskDataset, TaskInfo
 
 TASKS.add("classification", TaskInfo(
     name="classification",
     title="Linear classification (frozen encoder, linear head)",
-    datasets=tuple(DATASET_PROBES.names()),
-    partition=PROTOCOL.partition,
     version=TASK_VERSION,
+    datasets={name: TaskDataset(PROTOCOL.partition, SCHEMES.get(name).primary) for name in DATASET_PROBES.names()},
+    heads=("linear",),
+    default_heads={"*": "linear"},
     modes=MODES,
-    run=run_classification,
+    default_mode="cached",
+    adapter="tasks.classification.adapter:run_classification",
+    scorer="classification",
 ))
-
-__all__ = ["run_classification"]

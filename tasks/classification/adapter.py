@@ -11,8 +11,9 @@ Two modes, recorded in every result:
   random train transform. Validation and test images go through the deterministic eval
   transform, whose features are the same every epoch, so they are read from the same cache.
 
-The adapter never writes to the board; it returns a dictionary the runner turns into a run
-record.
+The adapter never writes to the board and reports no metric: it returns a
+:class:`~tasks.registry.TaskResult` whose files the runner scores with the classification
+scorer (``benchmark/scoring/classification.py``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from benchmark.provenance import utc_now
 from benchmark.scoring.classification import (
     SCHEMES,
     ClassificationScheme,
-    compute_metrics,
-    flat_metrics,
     labels_to_matrix,
     write_predictions,
     write_targets,
@@ -46,11 +45,13 @@ from tasks.classification.protocol import (
     MODES,
     PROTOCOL,
     DatasetProbe,
+    Geometry,
     Mode,
     ProbeProtocol,
     deviations,
     resolve_geometry,
     resolved_config,
+    with_overrides,
 )
 from tasks.classification.training import (
     ACTIVATIONS,
@@ -66,6 +67,7 @@ from tasks.classification.transforms import (
     to_encoder_input,
     train_transform,
 )
+from tasks.registry import TaskCell, TaskResult
 
 PREDICTIONS_FILE = "predictions.csv"
 TARGETS_FILE = "targets.csv"
@@ -106,12 +108,27 @@ def label_matrix(dataset: PreparedDataset, ids: list[str], probe: DatasetProbe, 
 
 
 def _patch_size(backbone: LoadedBackbone) -> int | None:
-    if backbone.model.arch.family != "vit":
-        return None
-    return int(backbone.model.model.patch_embed.patch_size[0])
+    arch = backbone.model.arch
+    return arch.feature_map_strides[0] if arch.family == "vit" else None  # a ViT's one map is at its patch stride
 
 
-def run_classification(
+def _geometry(backbone: LoadedBackbone, cache_size: int) -> Geometry:
+    """The probe's crop and encoder input: the reference's B20 size where the architecture has one, else the model's."""
+    arch, preprocessing = backbone.model.arch, backbone.preprocessing
+    if arch.linear_probe_input_size:
+        return resolve_geometry(cache_size, _patch_size(backbone), arch.linear_probe_input_size,
+                                why="as the reference's ResNet-50 probe (defect B20)")
+    return resolve_geometry(cache_size, _patch_size(backbone), preprocessing.input_size, preprocessing.fixed_size,
+                            why=f"the model's input size ({preprocessing.source})")
+
+
+def run_classification(cell: TaskCell) -> TaskResult:
+    """The task adapter: the linear probe of ``cell`` with the reference protocol."""
+    return linear_probe(cell.backbone, cell.dataset, cell.fraction, cell.draw, cell.seed, cell.mode, cell.work_dir,
+                        cell.cache_dir, protocol=with_overrides(**cell.overrides), device=cell.device)
+
+
+def linear_probe(
     backbone: LoadedBackbone,
     dataset: PreparedDataset,
     fraction: int,
@@ -122,12 +139,12 @@ def run_classification(
     cache_dir: Path,
     protocol: ProbeProtocol = PROTOCOL,
     device: str | None = None,
-) -> dict:
+) -> TaskResult:
     """Linear probe of ``backbone`` on ``dataset`` (training subset ``fraction``% / ``draw``).
 
     Writes ``predictions.csv``, ``targets.csv`` (formats: ``benchmark/scoring/classification.py``),
-    ``history.json`` and ``head.pt`` into ``work_dir`` and returns metrics, file paths, timings,
-    the resolved config, split fingerprints and the mode.
+    ``history.json`` and ``head.pt`` into ``work_dir``; ``protocol`` lets tests and benchmarks
+    shrink the recipe.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
@@ -142,9 +159,9 @@ def run_classification(
            for split in SPLITS}
     fingerprints = {split: ids_fingerprint(ids[split]) for split in SPLITS}
     targets = {split: torch.from_numpy(label_matrix(dataset, ids[split], probe, scheme)) for split in SPLITS}
-    geometry = resolve_geometry(dataset.manifest.image_size, _patch_size(backbone), backbone.spec.linear_probe_input_size)
-    evaluate = eval_transform(protocol, geometry)
-    descriptor = eval_transform_descriptor(protocol, geometry)
+    geometry = _geometry(backbone, dataset.manifest.image_size)
+    evaluate = eval_transform(backbone.preprocessing, geometry)
+    descriptor = eval_transform_descriptor(backbone.preprocessing, geometry)
     stats = EncodeStats()
     cache_hits: dict[str, bool] = {}
 
@@ -167,7 +184,7 @@ def run_classification(
                 for rows in shuffled_batches(n_train, protocol.batch_size, protocol.train_drop_last, generator):
                     yield features["train"][rows], targets["train"][rows]
         else:
-            augment = train_transform(protocol, probe, geometry)
+            augment = train_transform(protocol, probe, geometry, backbone.preprocessing)
 
             def train_batch(images: torch.Tensor) -> torch.Tensor:
                 return to_encoder_input(apply_per_image(augment, images), geometry)
@@ -195,36 +212,29 @@ def run_classification(
     targets_file = write_targets(work_dir / TARGETS_FILE, ids["test"], test_targets, scheme)
     torch.save(result.head.state_dict(), work_dir / "head.pt")
     (work_dir / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
-    metric_results = compute_metrics(test_targets, test_scores, scheme)
     config = resolved_config(protocol, probe, geometry, mode, {
         "backbone": backbone.spec.name, "weights_sha256": backbone.weights_sha256, "fraction": fraction, "draw": draw,
+        "preprocessing": backbone.preprocessing.to_dict(),
         "seed": seed, "device": str(run_device), "n_images": {split: len(ids[split]) for split in SPLITS},
         "train_batches_per_epoch": batches_per_epoch(n_train, protocol),
         "train_augmentation": probe.train_augmentation if mode == "paper" else "none (cached features, eval transform)",
         "primary_metric": scheme.primary,
         "deviations": deviations(protocol, probe, geometry, mode, n_train),
+        "feature_cache_hits": cache_hits,
+        "started": started_at,
     })
-    return {
-        "task": "classification",
-        "dataset": dataset.name,
-        "mode": mode,
-        "metrics": flat_metrics(metric_results),
-        "primary_metric": scheme.primary,
-        "warnings": [note for item in metric_results.values() for note in item.warnings],
-        "predictions_file": str(predictions_file),
-        "targets_file": str(targets_file),
-        "timings": {
+    return TaskResult(
+        predictions_file=predictions_file,
+        targets_file=targets_file,
+        split_fingerprints=fingerprints,
+        config=config,
+        timings={
             "encode_seconds": stats.seconds,
             "encode_seconds_cached_splits": encode_seconds_before_training,
             "train_seconds": train_seconds,
             "total_seconds": time.perf_counter() - started,
             "images_encoded": stats.images,
         },
-        "feature_cache_hits": cache_hits,
-        "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-                     "history_file": str(work_dir / "history.json")},
-        "config": config,
-        "split_fingerprints": fingerprints,
-        "started": started_at,
-        "finished": utc_now(),
-    }
+        training={"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+                  "history": result.history},
+    )

@@ -11,12 +11,14 @@ Task version changelog (bump on any change that can move a number):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
-from benchmark.records import MODES, Mode  # noqa: F401 - one definition of the execution modes
+from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.registry import Registry
 
 TASK_VERSION = 1
+Mode = Literal["cached", "paper"]  # the adapter's module docstring says what each does
+MODES: tuple[str, ...] = get_args(Mode)
 REFERENCE_CACHE_SIZE = 256  # the reference's resize_img(imsize=256)
 REFERENCE_CROP_SIZE = 224
 
@@ -69,16 +71,13 @@ class ProbeProtocol:
     # Every validation image counts (the reference drops the last partial batch: defect B7).
     val_drop_last: bool = False
     encode_batch_size: int = 64
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Normalisation is the backbone's (LoadedBackbone.preprocessing; MGCA's is mean = std = 0.5).
     moco2: Moco2Augmentation = field(default_factory=Moco2Augmentation)
     deterministic_algorithms: bool = True
 
 
 DATASET_PROBES: Registry[DatasetProbe] = Registry("classification dataset")
-DATASET_PROBES.add("chexpert", DatasetProbe(
-    "chexpert", ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"), "bce", "moco2",
-))
+DATASET_PROBES.add("chexpert", DatasetProbe("chexpert", COMPETITION_TASKS, "bce", "moco2"))
 DATASET_PROBES.add("rsna", DatasetProbe("rsna", ("target",), "bce", "random_crop"))  # scored as class "Target"
 DATASET_PROBES.add("covidx", DatasetProbe("covidx", ("label",), "cross_entropy", "random_crop"))
 
@@ -91,31 +90,42 @@ class Geometry:
 
     cache_size: int
     crop_size: int
-    encoder_input_size: int  # crop upsampled for ResNet-50 (defect B20), else the crop
+    encoder_input_size: int  # the crop resized to the model's input size, else the crop
     notes: tuple[str, ...]
 
 
-def resolve_geometry(cache_size: int, patch_size: int | None, linear_probe_input_size: int | None) -> Geometry:
+def resolve_geometry(
+    cache_size: int, patch_size: int | None, input_size: int = REFERENCE_CROP_SIZE, fixed_size: bool = False,
+    why: str = "the model's input size",
+) -> Geometry:
     """Crop = round(S * 224 / 256) (224 on the reference's 256 cache), then the encoder input.
 
-    A ViT needs a crop divisible by its patch size: a crop that is not is rounded down to one
-    that is, and the note says so. A backbone with a linear-probe input size (ResNet-50: 299)
-    gets the crop upsampled by the same ratio.
+    The encoder input is the crop resized by ``input_size / 224``: the model sees its own input
+    size on the reference's 224 crop (299 for MGCA's ResNet-50, defect B20; 512 for
+    torchxrayvision's ResNet-50), and the same ratio on smaller demo images. A model that takes
+    only its own size (``fixed_size``) gets exactly ``input_size``. A ViT needs an input divisible
+    by its patch size: one that is not is rounded down to one that is, and the note says so.
     """
     notes = []
     crop = round(cache_size * REFERENCE_CROP_SIZE / REFERENCE_CACHE_SIZE)
     if cache_size != REFERENCE_CACHE_SIZE:
         notes.append(f"cache size {cache_size} instead of {REFERENCE_CACHE_SIZE}: crop scaled to {crop}")
-    if patch_size and crop % patch_size:
+    resized = fixed_size or input_size != REFERENCE_CROP_SIZE
+    if patch_size and not resized and crop % patch_size:
         rounded = crop - crop % patch_size
         notes.append(f"crop {crop} rounded down to {rounded}, a multiple of the patch size {patch_size}")
         crop = rounded
     if crop < 1:
         raise ValueError(f"cache size {cache_size} is too small for a {patch_size}-pixel patch")
     encoder_input = crop
-    if linear_probe_input_size:
-        encoder_input = round(crop * linear_probe_input_size / REFERENCE_CROP_SIZE)
-        notes.append(f"crop upsampled to {encoder_input} (bilinear, align_corners=True) as the reference's ResNet probe (defect B20)")
+    if resized:
+        encoder_input = input_size if fixed_size else round(crop * input_size / REFERENCE_CROP_SIZE)
+        if patch_size and encoder_input % patch_size:
+            encoder_input -= encoder_input % patch_size
+        if encoder_input < 1:
+            raise ValueError(f"cache size {cache_size} gives no {patch_size}-pixel patch at input size {input_size}")
+        if encoder_input != crop:
+            notes.append(f"crop resized to {encoder_input} (bilinear, align_corners=True): {why}")
     return Geometry(cache_size, crop, encoder_input, tuple(notes))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 import benchmark
-from benchmark.data.prepared import PROTOCOL_VERSION, SPLITS, Manifest, split_file_name, write_ids
+from benchmark.data.prepared import PREPARATION_VERSION, SPLITS, Manifest, split_file_name, write_ids
 from benchmark.provenance import utc_now
 from benchmark.scoring.classification import SCHEMES
 from tasks.classification.protocol import DATASET_PROBES
@@ -70,7 +70,7 @@ def write_synthetic_prepared(
     np.save(folder / "images.npy", np.concatenate([_images(labels[split], image_size, rng) for split in SPLITS]))
     write_ids(folder / "images.ids.txt", all_ids)
     Manifest(
-        dataset=dataset, protocol_version=PROTOCOL_VERSION, package_version=benchmark.__version__, created=utc_now(),
+        dataset=dataset, preparation_version=PREPARATION_VERSION, package_version=benchmark.__version__, created=utc_now(),
         source_files=[], counts=dict(counts), image_size=image_size, image_mode="letterbox",
         partitions=["classification"], fractions={str(fraction): [0] for fraction in fractions},
         notes=[f"synthetic data (seed {seed}) for tests and benchmarks, not a real dataset"],

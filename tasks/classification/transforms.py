@@ -4,13 +4,16 @@ The reference reads an image, letterboxes it to 256 (the prepared cache already 
 turns it into a three-channel PIL image and applies a torchvision transform. Here the same
 steps run on tensors: the gray channel is repeated three times, then
 
-* eval: CenterCrop, scale to [0, 1], Normalize(mean, std);
+* eval: CenterCrop, then the backbone's preprocessing: scale to [0, 1], normalise with the
+  backbone's own mean, std and intensity range, keep its channel count;
 * train: RandomCrop, then for CheXpert the MoCo v2 colour/blur/flip augmentation, then the same
-  scaling and normalisation;
+  preprocessing;
 
-and, for backbones with a linear-probe input size (ResNet-50, defect B20), the crop is
-upsampled bilinearly with ``align_corners=True`` just before the encoder, as the reference's
-encoder does.
+and where the backbone's input size differs from the crop (ResNet-50's 299 in the reference
+probe, defect B20; a model's own input size, see ``protocol.resolve_geometry``) the crop is
+resized bilinearly with ``align_corners=True`` just before the encoder, as the reference's
+encoder does. Gray images stay gray through every step, so a 1-channel backbone gets the one
+channel they hold.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from benchmark.backbones import Preprocessing
 from tasks.classification.protocol import DatasetProbe, Geometry, ProbeProtocol
 
 
@@ -30,25 +34,27 @@ def to_three_channels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).expand(-1, 3, -1, -1)
 
 
-def _finish(protocol: ProbeProtocol) -> list[v2.Transform]:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(protocol.mean), list(protocol.std))]
+def _finish(preprocessing: Preprocessing) -> list[v2.Transform]:
+    mean, std = preprocessing.unit_range_normalisation()
+    channels = preprocessing.channels
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), v2.Lambda(lambda x: x[..., :channels, :, :])]
 
 
-def eval_transform(protocol: ProbeProtocol, geometry: Geometry) -> v2.Transform:
-    """Deterministic: CenterCrop + normalisation; works on a whole [n, 3, S, S] batch."""
-    return v2.Compose([v2.CenterCrop(geometry.crop_size), *_finish(protocol)])
+def eval_transform(preprocessing: Preprocessing, geometry: Geometry) -> v2.Transform:
+    """Deterministic: CenterCrop + the backbone's preprocessing; works on a whole [n, 3, S, S] batch."""
+    return v2.Compose([v2.CenterCrop(geometry.crop_size), *_finish(preprocessing)])
 
 
-def eval_transform_descriptor(protocol: ProbeProtocol, geometry: Geometry) -> dict[str, object]:
+def eval_transform_descriptor(preprocessing: Preprocessing, geometry: Geometry) -> dict[str, object]:
     """What identifies the eval transform's output, for feature-cache keys."""
     return {
         "name": "center_crop", "cache_size": geometry.cache_size, "crop": geometry.crop_size,
         "encoder_input": geometry.encoder_input_size, "upsample": "bilinear_align_corners",
-        "mean": list(protocol.mean), "std": list(protocol.std),
+        "preprocessing": {key: value for key, value in preprocessing.to_dict().items() if key != "source"},
     }
 
 
-def train_transform(protocol: ProbeProtocol, probe: DatasetProbe, geometry: Geometry) -> v2.Transform:
+def train_transform(protocol: ProbeProtocol, probe: DatasetProbe, geometry: Geometry, preprocessing: Preprocessing) -> v2.Transform:
     """Random: applied to one [3, S, S] image at a time, drawing from torch's global RNG."""
     steps: list[v2.Transform] = [v2.RandomCrop(geometry.crop_size)]
     if probe.train_augmentation == "moco2":
@@ -59,7 +65,7 @@ def train_transform(protocol: ProbeProtocol, probe: DatasetProbe, geometry: Geom
             v2.RandomApply([v2.GaussianBlur(moco.blur_kernel, sigma=moco.blur_sigma)], p=moco.blur_p),
             v2.RandomHorizontalFlip(p=moco.hflip_p),
         ]
-    return v2.Compose([*steps, *_finish(protocol)])
+    return v2.Compose([*steps, *_finish(preprocessing)])
 
 
 def apply_per_image(transform: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
@@ -68,7 +74,7 @@ def apply_per_image(transform: Callable[[torch.Tensor], torch.Tensor], images: t
 
 
 def to_encoder_input(batch: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """Upsample the crop to the encoder input size where the backbone asks for it (B20)."""
+    """Resize the crop to the encoder input size where the backbone asks for it (B20, the model's own size)."""
     if geometry.encoder_input_size == geometry.crop_size:
         return batch
     size = (geometry.encoder_input_size, geometry.encoder_input_size)

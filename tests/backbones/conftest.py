@@ -29,8 +29,11 @@ def _lightning_hyperparameter_class() -> type:
     return AttributeDict
 
 
-def save_mgca_like_checkpoint(path: Path, encoder_state: dict[str, torch.Tensor], img_encoder: str) -> Path:
-    """The Lightning 1.5 layout of MGCA's vit_base.ckpt / resnet_50.ckpt (PROTOCOL.md 12.2)."""
+def save_mgca_like_checkpoint(path: Path, encoder_state: dict[str, torch.Tensor], img_encoder: str, legacy: bool = False) -> Path:
+    """The Lightning 1.5 layout of MGCA's vit_base.ckpt / resnet_50.ckpt (PROTOCOL.md 12.2).
+
+    ``legacy``: torch's pre-1.6 (non-zip) serialisation, which Lightning 1.5-era tooling could still write.
+    """
     attribute_dict = _lightning_hyperparameter_class()
     state = {f"img_encoder_q.model.{key}": value for key, value in encoder_state.items()}
     state |= {
@@ -52,7 +55,7 @@ def save_mgca_like_checkpoint(path: Path, encoder_state: dict[str, torch.Tensor]
         "lr_schedulers": [{"last_epoch": 20}],
         "callbacks": {"ModelCheckpoint": {"best_model_score": torch.tensor(1.5), "best_model_path": "/home/x/epoch=20.ckpt"}},
     }
-    torch.save(checkpoint, path)
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy)
     for name in ("pytorch_lightning", "pytorch_lightning.utilities", "pytorch_lightning.utilities.parsing"):
         sys.modules.pop(name)  # gone at load time, as on a user's machine
     return path

@@ -102,8 +102,10 @@ def test_check_checkpoint_reports_an_exact_match_for_mgca_release_layout(arch, m
 
 
 def test_check_checkpoint_fails_on_the_wrong_architecture(mgca_release_like, capsys):
-    assert main(["check-checkpoint", str(mgca_release_like["resnet50"]), "--arch", "vit_base_patch16_224"]) == 1
-    assert '"ok": false' in capsys.readouterr().out
+    assert main(["check-checkpoint", str(mgca_release_like["resnet50"]), "--arch", "vit_base_patch16_224"]) == 2
+    out, err = capsys.readouterr()
+    assert '"ok": false' in out
+    assert err.count("\n") == 1 and str(mgca_release_like["resnet50"]) in err and "--arch" in err
 
 
 def test_check_checkpoint_refuses_a_malicious_file(tmp_path, capsys):
@@ -114,9 +116,10 @@ def test_check_checkpoint_refuses_a_malicious_file(tmp_path, capsys):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
     torch.save({"state_dict": {}, "x": Evil()}, tmp_path / "evil.ckpt")
-    assert main(["check-checkpoint", str(tmp_path / "evil.ckpt"), "--arch", "resnet18"]) == 1
-    report = json.loads(capsys.readouterr().out)
-    assert not report["ok"] and "would run code" in report["error"]
+    assert main(["check-checkpoint", str(tmp_path / "evil.ckpt"), "--arch", "resnet18"]) == 2
+    out, err = capsys.readouterr()
+    assert not out and err.startswith(f"error: {tmp_path / 'evil.ckpt'}: refused, the file tries to run code")
+    assert err.count("\n") == 1 and "weights_only" not in err
     assert not (tmp_path / "pwned").exists()
 
 

@@ -79,9 +79,17 @@ def test_ambiguous_prefixes_need_an_explicit_choice(tmp_path, tiny_states):
 
 
 def test_detect_prefix_prefers_the_complete_encoder():
-    expected = {"a.weight", "b.weight"}
-    assert detect_prefix(["enc.a.weight", "enc.b.weight", "head.a.weight"], expected) == "enc."
-    assert detect_prefix(["a.weight", "b.weight"], expected) == ""
+    expected = {"a.weight": (2, 2), "b.weight": (3,)}
+    assert detect_prefix({"enc.a.weight": (2, 2), "enc.b.weight": (3,), "head.a.weight": (2, 2)}, expected) == "enc."
+    assert detect_prefix({"a.weight": (2, 2), "b.weight": (3,)}, expected) == ""
+
+
+def test_detect_prefix_counts_shapes_so_a_text_tower_with_the_same_names_does_not_compete():
+    """CLIP-style: the text tower repeats the vision tower's key names with other shapes, and has more layers."""
+    expected = {f"encoder.layers.{i}.weight": (8, 8) for i in range(2)} | {"embeddings.weight": (8, 3)}
+    state = {f"vision_model.encoder.layers.{i}.weight": (8, 8) for i in range(2)} | {"vision_model.embeddings.weight": (8, 3)}
+    state |= {f"text_model.encoder.layers.{i}.weight": (4, 4) for i in range(6)} | {"text_model.embeddings.weight": (9, 4)}
+    assert detect_prefix(state, expected) == "vision_model."
 
 
 def test_wrong_architecture_fails_with_the_counts(tmp_path, tiny_states):
@@ -120,13 +128,16 @@ class _CallsAnImportableFunction:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 @pytest.mark.parametrize("payload", [_RunsACommand, _CallsAnImportableFunction], ids=["os.system", "Path.touch"])
-def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, tiny_states, payload):
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, tiny_states, payload, legacy):
     marker = tmp_path / "pwned"
-    torch.save({"state_dict": tiny_states["resnet18"], "hyper_parameters": payload(marker)}, tmp_path / "evil.ckpt")
-    with pytest.raises(UnsafeCheckpointError, match="nothing was executed"):
+    torch.save({"state_dict": tiny_states["resnet18"], "hyper_parameters": payload(marker)}, tmp_path / "evil.ckpt",
+               _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(UnsafeCheckpointError, match="the file tries to run code.*nothing was executed") as error:
         read_checkpoint(tmp_path / "evil.ckpt")
     assert not marker.exists()
+    assert "weights_only" not in str(error.value) and "\n" not in str(error.value)
 
 
 def test_raw_pickle_with_code_is_refused(tmp_path):

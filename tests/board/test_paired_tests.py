@@ -8,6 +8,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from benchmark.scoring.bootstrap import BootstrapOptions
+from benchmark.scoring.classification import WEIGHTED_METRICS
 from benchmark.scoring.compare import (
     ComparisonError,
     adjust,
@@ -79,7 +80,9 @@ def test_delong_needs_both_classes() -> None:
 
 
 def accuracy_on(truth: np.ndarray, predicted: np.ndarray):
-    return lambda rows: float(np.mean(truth[rows] == predicted[rows]))
+    """Accuracy on image multiplicities [R, n] (what PerImageRun.metric receives)."""
+    correct = (truth == predicted).astype(float)
+    return lambda weights: weights @ correct / weights.sum(axis=1)
 
 
 def test_paired_bootstrap_is_deterministic_and_detects_a_real_gap() -> None:
@@ -102,7 +105,7 @@ def test_paired_bootstrap_leaves_out_single_class_resamples() -> None:
     a, b = np.linspace(0, 1, 10), np.linspace(1, 0, 10)
 
     def auroc(scores: np.ndarray):
-        return lambda rows: float(roc_auc_score(y[rows], scores[rows])) if np.unique(y[rows]).size == 2 else float("nan")
+        return lambda weights: WEIGHTED_METRICS.get("auroc")(y[:, None], scores[:, None], weights)
 
     result = paired_bootstrap([auroc(a)], [auroc(b)], 10, BootstrapOptions(n_resamples=200, seed=0))
     assert 0 < result.n_valid < 200  # about (0.9)^10 = 35% of resamples hold no positive
@@ -139,17 +142,17 @@ def test_runs_scored_against_different_labels_are_not_compared(tmp_path) -> None
 
     from benchmark.board.aggregate import aggregate
     from benchmark.board.compare import compare_cells
-    from benchmark.board.store import Board, BoardEntry, copy_board_protocol
+    from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
     from benchmark.records import CellIdentity, MetricValue, RunRecord
 
-    demo = Board(Path(__file__).resolve().parents[2] / "leaderboards" / "demo-mgca-cxr-v1")
+    demo = Board(default_board(demo=True))
     board = copy_board_protocol(demo, tmp_path / "labels-test", "labels-test")
     y = np.tile([0, 1], 20)
     ids = [f"p{k:02d}" for k in range(y.size)]
     scores = np.linspace(0.1, 0.9, y.size)
     for name, sha, labels in [("a", "a" * 64, y), ("b", "b" * 64, np.r_[1 - y[:2], y[2:]])]:
         board.register_entry(BoardEntry(name, sha, "resnet18", "reference", [], "test", "random", "2026-01-01"))
-        identity = CellIdentity(board.name, name, sha, "classification", "rsna", "classification", 100, 0, 0, "cached")
+        identity = CellIdentity(board.name, name, sha, "classification", "rsna", "classification", "linear", 100, 0, 0, "cached")
         (tmp_path / "p.csv").write_text("id,Target\n" + "".join(f"{i},{s}\n" for i, s in zip(ids, scores)))
         (tmp_path / "t.csv").write_text("id,Target\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, labels)))
         board.add(RunRecord(
@@ -157,7 +160,7 @@ def test_runs_scored_against_different_labels_are_not_compared(tmp_path) -> None
             metrics={"auroc": MetricValue(float(roc_auc_score(labels, scores)))}, headline_metric="auroc",
             predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
             targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
-            timings={}, config={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
+            timings={}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
             created="2026-01-01T00:00:00+00:00",
         ))
     records = board.records()
@@ -169,13 +172,13 @@ def test_runs_scored_against_different_labels_are_not_compared(tmp_path) -> None
 def test_a_rewritten_prediction_file_is_read_again(tmp_path) -> None:
     from pathlib import Path
 
-    from benchmark.board.compare import ClassificationPairs
-    from benchmark.board.store import Board, copy_board_protocol
+    from benchmark.board.compare import per_image_run
+    from benchmark.board.store import Board, copy_board_protocol, default_board
     from benchmark.records import CellIdentity, MetricValue, RunRecord
 
-    demo = Board(Path(__file__).resolve().parents[2] / "leaderboards" / "demo-mgca-cxr-v1")
+    demo = Board(default_board(demo=True))
     board = copy_board_protocol(demo, tmp_path / "reload-test", "reload-test")
-    identity = CellIdentity(board.name, "a", "a" * 64, "classification", "rsna", "classification", 100, 0, 0, "cached")
+    identity = CellIdentity(board.name, "a", "a" * 64, "classification", "rsna", "classification", "linear", 100, 0, 0, "cached")
     (tmp_path / "t.csv").write_text("id,Target\nx,0\ny,1\n")
 
     def record_with(scores: str) -> RunRecord:
@@ -185,11 +188,54 @@ def test_a_rewritten_prediction_file_is_read_again(tmp_path) -> None:
             metrics={"auroc": MetricValue(1.0)}, headline_metric="auroc",
             predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
             targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
-            timings={}, config={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
+            timings={}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
             created="2026-01-01T00:00:00+00:00",
         )
 
-    first = ClassificationPairs().load(board, record_with("x,0.1\ny,0.9\n"))
-    second = ClassificationPairs().load(board, record_with("x,0.7\ny,0.2\n"))
-    assert first.outputs.reshape(-1).tolist() == [0.1, 0.9]
-    assert second.outputs.reshape(-1).tolist() == [0.7, 0.2]
+    first = per_image_run(board, record_with("x,0.1\ny,0.9\n"))
+    second = per_image_run(board, record_with("x,0.7\ny,0.2\n"))
+    assert first.binary_auroc[1].tolist() == [0.1, 0.9]
+    assert second.binary_auroc[1].tolist() == [0.7, 0.2]
+
+
+def test_generic_paired_path_aligns_runs_written_in_different_row_orders(tmp_path) -> None:
+    """The same predictions in two row orders are the same system: delta 0, p 1, for DeLong (binary AUROC)
+    and for the paired bootstrap (COVIDx accuracy), both reached through the task's scorer only."""
+    from pathlib import Path
+
+    from benchmark.board.aggregate import aggregate
+    from benchmark.board.compare import compare_cells
+    from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
+    from benchmark.records import CellIdentity, MetricValue, RunRecord
+
+    demo = Board(default_board(demo=True))
+    board = copy_board_protocol(demo, tmp_path / "order-test", "order-test")
+    rng = np.random.default_rng(0)
+    ids = [f"p{k:02d}" for k in range(30)]
+    labels, scores = rng.integers(0, 3, 30), rng.random((30, 3))
+    files = {"rsna": ("Target", lambda k: f"{scores[k, 0]}", lambda k: f"{int(labels[k] > 0)}", "auroc"),
+             "covidx": ("normal,pneumonia,COVID-19", lambda k: ",".join(map(str, scores[k])), lambda k: f"{labels[k]}",
+                        "accuracy")}
+    for dataset, (header, prediction, target, metric) in files.items():
+        target_header = "label" if dataset == "covidx" else header
+        for name, sha, order in [("a", "a" * 64, range(30)), ("b", "b" * 64, reversed(range(30)))]:
+            rows = list(order)
+            (tmp_path / "p.csv").write_text(f"id,{header}\n" + "".join(f"{ids[k]},{prediction(k)}\n" for k in rows))
+            (tmp_path / "t.csv").write_text(f"id,{target_header}\n" + "".join(f"{ids[k]},{target(k)}\n" for k in rows))
+            board.register_entry(BoardEntry(name, sha, "resnet18", "reference", [], "test", "random", "2026-01-01"))
+            identity = CellIdentity(board.name, name, sha, "classification", dataset, "classification", "linear", 100, 0, 0, "cached")
+            board.add(RunRecord(
+                identity=identity, protocol_version=board.protocol.protocol_version,
+                metrics={metric: MetricValue(0.5)}, headline_metric=metric,
+                predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
+                targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
+                timings={}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
+                created="2026-01-01T00:00:00+00:00",
+            ))
+    records = board.records()
+    cells = {(cell.dataset, cell.backbone): cell for cell in aggregate(records)}
+    exact = compare_cells(board, records, cells[("rsna", "a")], cells[("rsna", "b")])
+    resampled = compare_cells(board, records, cells[("covidx", "a")], cells[("covidx", "b")])
+    assert (exact.test, exact.delta, exact.p_value) == ("delong", 0.0, 1.0)
+    assert (resampled.test, resampled.delta, resampled.p_value) == ("paired_bootstrap", 0.0, 1.0)
+    assert resampled.value_a == pytest.approx(np.mean(scores.argmax(1) == labels))

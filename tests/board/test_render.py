@@ -12,11 +12,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from benchmark.board.render import BoardView, build_table, render_board, to_latex, to_markdown
-from benchmark.board.store import Board, BoardEntry, copy_board_protocol
+from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
 from benchmark.published import TABLE_1, TABLE_2, TABLES
 from benchmark.records import CellIdentity, MetricValue, RunRecord
 
-DEMO_BOARD = Path(__file__).resolve().parents[2] / "leaderboards" / "demo-mgca-cxr-v1"
+DEMO_BOARD = default_board(demo=True)
 N_TEST = 120
 
 
@@ -29,7 +29,7 @@ def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list
         for draw in ((0,) if fraction == 100 else (0, 1)):
             rng = np.random.default_rng([int(sha[:6], 16), fraction, draw])
             scores = 1 / (1 + np.exp(-(skill * (y - 0.5) * (1 + fraction / 100) + rng.normal(size=N_TEST))))
-            identity = CellIdentity(board.name, name, sha, "classification", "rsna", "classification", fraction, draw, 0, "cached")
+            identity = CellIdentity(board.name, name, sha, "classification", "rsna", "classification", "linear", fraction, draw, 0, "cached")
             work = board.root.parent / "work"
             work.mkdir(exist_ok=True)
             (work / "p.csv").write_text("id,Target\n" + "".join(f"{i},{s:.8g}\n" for i, s in zip(ids, scores)))
@@ -40,7 +40,7 @@ def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list
                 metrics={"auroc": MetricValue(value, bootstrap_se=0.03)}, headline_metric="auroc",
                 predictions=board.store_artifact(identity, "predictions", work / "p.csv"),
                 targets=board.store_artifact(identity, "targets", work / "t.csv"),
-                timings={"total": 1.0}, config={}, split_fingerprints={"test": "0" * 64}, backbone={},
+                timings={"total": 1.0}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={},
                 provenance={"code": {"commit": "abc", "dirty": False}}, created="2026-01-01T00:00:00+00:00",
             ))
 
@@ -58,7 +58,11 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Board:
 def test_published_rows_carry_numbers_sources_and_empty_unknown_cells(board: Board) -> None:
     text = to_markdown(build_table(BoardView.load(board), TABLE_1))
     assert "| MGCA (ResNet-50) | published | **87.6** | 88.0 | **88.2** | **88.6** | 89.1 | 89.9 | 72.0 | **83.5** | 90.5 |" in text
-    assert "| MGCA (ViT-B/16) | published |" + "  |" * 9 in text
+    assert ("| MGCA (ViT-B/16) | published | 88.8 ² | 89.1 ² | 89.7 ² | 88.6 ² | 89.5 ² | 90.0 ² | 74.8 ² | 84.8 ² "
+            "| 92.3 ² |") in text  # second-hand numbers: marked, never bold
+    assert "| MGCA (ResNet-50), ASG reading | published |  |  |  | 87.6 ² | 88.6 ² | 89.8 ² |" in text
+    table_2 = to_markdown(build_table(BoardView.load(board), TABLE_2))
+    assert "| MGCA (ViT-B/16) | published | 60.1 ² | 65.4 ² | 69.6 ² | 69.3 ² | 70.0 ² | 72.3 ² |" + "  |" * 6 in table_2
     assert "https://arxiv.org/abs/2312.01522" in text and "not read" in text
     assert "?" not in text.split("- Published rows")[0]
     assert "DEMO BOARD" in text  # the copy keeps demo: true

@@ -37,3 +37,20 @@ def test_submit_compares_with_references_and_flags_overlap(tmp_path: Path, capsy
     again = main(["submit", "--checkpoint", str(checkpoint), "--arch", "resnet18", "--name", "random_resnet18",
                   "--pretraining-data", "none", *common])
     assert again == 2  # a registered name cannot be taken by a submission
+
+
+@pytest.mark.parametrize("name", ["../../evil", "has space", "", "a/b"])
+def test_a_submission_name_that_is_not_a_safe_file_name_is_one_error_line(name, tmp_path, capsys):
+    from benchmark.cli import main
+
+    code = main(["submit", "--checkpoint", str(tmp_path / "x.ckpt"), "--arch", "resnet18", "--name", name,
+                 "--pretraining-data", "none", "--data", str(tmp_path)])
+    assert code == 2 and "--name" in capsys.readouterr().err
+    assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_tables_of_a_board_that_does_not_exist_is_one_error_line(tmp_path, capsys):
+    from benchmark.cli import main
+
+    assert main(["tables", "--board", str(tmp_path / "nothing")]) == 2
+    assert "no board" in capsys.readouterr().err

@@ -1,10 +1,12 @@
 """A tiny deterministic task and prepared dataset, so the grid, resume and board logic are tested
 without the real linear probe (``--plugins toy_task`` registers it in a CLI subprocess).
 
-The task ``toy`` scores the ``rsna`` classification scheme (one binary class ``Target``) with
-scores that depend only on (weights, fraction, draw, seed): equal identities give equal files.
-``TOY_SLEEP`` (seconds per cell) slows it down for the crash/resume test; ``TOY_FAIL`` (a
-fraction, e.g. "10") makes cells of that fraction raise.
+The task ``toy`` is scored by the real classification scorer on the ``rsna`` scheme (one binary
+class ``Target``), with scores that depend only on (weights, head, fraction, draw, seed): equal
+identities give equal files. It declares two heads (``linear``, ``mlp``) and two modes
+(``cached``, ``paper``). Environment switches: ``TOY_SLEEP`` (seconds per cell) slows it down;
+``TOY_FAIL`` (a fraction, e.g. "10") makes cells of that fraction raise; ``TOY_CRASH`` (a
+fraction) makes them kill their interpreter.
 """
 
 from __future__ import annotations
@@ -15,44 +17,46 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
-from benchmark.board.compare import PAIRED_SCORERS, ClassificationPairs
-from benchmark.data.prepared import PROTOCOL_VERSION, Manifest, PreparedDataset, split_file_name, write_ids
-from tasks.registry import TASKS, TaskInfo
+from benchmark.data.prepared import PREPARATION_VERSION, Manifest, split_file_name, write_ids
+from tasks.registry import TASKS, TaskCell, TaskDataset, TaskInfo, TaskResult
 
 N_TEST = 60
 TOY_TASK = "toy"
 TOY_DATASET = "rsna"  # reuses the RSNA scheme (id,Target) of benchmark/scoring/classification.py
+HEAD_SKILL = {"linear": 1.0, "mlp": 1.5}
 
 
-def toy_task(backbone, dataset: PreparedDataset, fraction: int, draw: int, seed: int, mode: str,
-             work_dir: Path, cache_dir: Path) -> dict:
-    if os.environ.get("TOY_FAIL") == str(fraction):
-        raise RuntimeError(f"toy failure at {fraction}%")
+def toy_task(cell: TaskCell) -> TaskResult:
+    if os.environ.get("TOY_FAIL") == str(cell.fraction):
+        raise RuntimeError(f"toy failure at {cell.fraction}%")
+    if os.environ.get("TOY_CRASH") == str(cell.fraction):
+        print("toy cell about to crash", flush=True)
+        os.abort()
     time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
-    ids = dataset.split_ids("test", partition="classification")
+    dataset, weights = cell.dataset, cell.backbone.weights_sha256
+    ids = dataset.split_ids("test", partition=cell.partition)
     labels = dataset.records.loc[ids, "Target"].to_numpy().astype(int)
-    entropy = [int(backbone.weights_sha256[:8], 16), fraction, draw, seed]
+    entropy = [int(weights[:8], 16), cell.fraction, cell.draw, cell.seed, len(cell.head), len(cell.mode)]
     noise = np.random.default_rng(entropy).normal(size=len(ids))
-    skill = {1: 0.5, 10: 1.0, 100: 2.0}.get(fraction, 1.0) * (1 + (int(backbone.weights_sha256[:2], 16) % 3))
+    skill = {1: 0.5, 10: 1.0, 100: 2.0}.get(cell.fraction, 1.0) * (1 + (int(weights[:2], 16) % 3)) * HEAD_SKILL[cell.head]
     scores = 1 / (1 + np.exp(-(skill * (labels - 0.5) + noise)))
-    predictions, targets = work_dir / "predictions.csv", work_dir / "targets.csv"
+    predictions, targets = cell.work_dir / "predictions.csv", cell.work_dir / "targets.csv"
     predictions.write_text("id,Target\n" + "".join(f"{i},{s:.8g}\n" for i, s in zip(ids, scores)))
     targets.write_text("id,Target\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, labels)))
-    return {
-        "metrics": {"auroc": float(roc_auc_score(labels, np.round(scores, 8)))},
-        "predictions_file": str(predictions), "targets_file": str(targets),
-        "timings": {"fit": 0.0}, "config": {"toy": True}, "mode": mode,
-        "split_fingerprints": {"test": dataset.split_fingerprint("test", partition="classification")},
-    }
+    return TaskResult(
+        predictions_file=predictions, targets_file=targets,
+        split_fingerprints={"test": dataset.split_fingerprint("test", partition=cell.partition)},
+        config={"toy": True, "head": cell.head}, timings={"fit": 0.0}, notes=["toy task"],
+    )
 
 
 if TOY_TASK not in TASKS:
-    TASKS.add(TOY_TASK, TaskInfo(name=TOY_TASK, title="toy", datasets=(TOY_DATASET,), partition="classification",
-                                 version=1, modes=("cached", "paper"), run=toy_task))
-if TOY_TASK not in PAIRED_SCORERS:
-    PAIRED_SCORERS.add(TOY_TASK, ClassificationPairs())
+    TASKS.add(TOY_TASK, TaskInfo(
+        name=TOY_TASK, title="toy", version=1, datasets={TOY_DATASET: TaskDataset("classification", "auroc")},
+        heads=("linear", "mlp"), default_heads={"*": "linear"}, modes=("cached", "paper"), default_mode="cached",
+        adapter=toy_task, scorer="classification",
+    ))
 
 
 def write_toy_dataset(data_dir: Path, demo: bool = True, draws: int = 2, n_train: int = 200) -> Path:
@@ -70,7 +74,7 @@ def write_toy_dataset(data_dir: Path, demo: bool = True, draws: int = 2, n_train
             write_ids(root / "splits" / "classification" / split_file_name("train", fraction, draw), list(chosen))
     split_of = {i: s for s, members in splits.items() for i in members}
     (root / "records.csv").write_text("id,split,Target\n" + "".join(f"{i},{split_of[i]},{t}\n" for i, t in zip(ids, labels)))
-    Manifest(dataset=TOY_DATASET, protocol_version=PROTOCOL_VERSION, package_version="test", created="2026-01-01T00:00:00+00:00",
+    Manifest(dataset=TOY_DATASET, preparation_version=PREPARATION_VERSION, package_version="test", created="2026-01-01T00:00:00+00:00",
              source_files=[], counts={s: len(m) for s, m in splits.items()}, image_size=32, image_mode="letterbox",
              partitions=["classification"], fractions={"1": list(range(draws)), "10": list(range(draws))}, demo=demo).write(root)
     return data_dir
@@ -81,11 +85,11 @@ def write_toy_board(folder: Path, name: str = "toy-board", demo: bool = True, se
     board = folder / name
     board.mkdir(parents=True)
     protocol = {
-        "board": name, "protocol_version": PROTOCOL_VERSION, "title": "toy board", "description": "tests",
-        "demo": demo, "default_mode": "cached", "fractions": [1, 10, 100], "seeds": list(seeds), "draws": list(draws),
-        "tasks": {TOY_TASK: {TOY_DATASET: {"partition": "classification", "metric": "auroc", "label": "Toy AUROC"}}},
+        "board": name, "protocol_version": "toy-v1", "preparation_version": PREPARATION_VERSION, "title": "toy board",
+        "description": "tests", "demo": demo, "fractions": [1, 10, 100], "seeds": list(seeds), "draws": list(draws),
+        "tasks": {TOY_TASK: {"version": 1, "modes": ["cached", "paper"], "default_mode": "cached", "heads": ["linear", "mlp"],
+                             "datasets": {TOY_DATASET: {"label": "Toy AUROC"}}}},
         "comparison": {"correction": "holm", "alpha": 0.05, "bootstrap_resamples": 200, "bootstrap_seed": 0},
-        "task_versions": {TOY_TASK: 1},
         "test_set_sources": {TOY_DATASET: ["rsna", "nih-chestxray14"]}, "source_aliases": {"nih": "nih-chestxray14"},
     }
     (board / "protocol.json").write_text(json.dumps(protocol, indent=2))

@@ -24,7 +24,7 @@ def test_unreadable_manifest_is_a_data_error_naming_the_file(tmp_path: Path, con
 
 
 def _prepared_folder(root: Path) -> Path:
-    Manifest(dataset="toy", protocol_version="test", package_version="test", created="2026-01-01T00:00:00+00:00",
+    Manifest(dataset="toy", preparation_version=1, package_version="test", created="2026-01-01T00:00:00+00:00",
              source_files=[], counts={}, image_size=4, image_mode="stretch").write(root)
     return root
 

@@ -9,7 +9,6 @@ import torch
 from transformers import BertConfig, BertModel
 
 from benchmark.backbones import ARCHITECTURES
-from benchmark.backbones.architectures import expected_state_shapes
 from pretrain.config import PretrainConfig, load_config
 from pretrain.model import MGCA, aggregate_words
 from pretrain.text import encode, pretrained_tokenizer, prepare_for_encoding
@@ -40,7 +39,7 @@ def test_state_dict_has_the_released_layout(arch: str) -> None:
     state = model.state_dict()
     encoder = {key.removeprefix("img_encoder_q.model."): value.shape for key, value in state.items()
                if key.startswith("img_encoder_q.model.")}
-    assert encoder == dict(expected_state_shapes(ARCHITECTURES.get(arch)))
+    assert encoder == dict(ARCHITECTURES.get(arch).state_shapes)
     for side in ("img_encoder_q", "text_encoder_q"):
         for head in ("global_embed", "local_embed"):
             layers = {key.split(".")[3] for key in state if key.startswith(f"{side}.{head}.head.")}

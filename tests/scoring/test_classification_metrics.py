@@ -24,12 +24,14 @@ from benchmark.scoring.classification import (
     labels_to_matrix,
     macro_auroc,
     read_predictions,
+    WEIGHTED_METRICS,
+    ClassificationScorer,
     read_targets,
-    score_files,
     write_predictions,
     write_targets,
 )
 
+score_files = ClassificationScorer().score_files
 COVIDX = SCHEMES.get("covidx")
 RSNA = SCHEMES.get("rsna")
 CHEXPERT = SCHEMES.get("chexpert")
@@ -132,6 +134,32 @@ def test_bootstrap_is_seeded_and_brackets_the_value():
     assert 0 < first.n_valid < 200
 
 
+@pytest.mark.parametrize("scheme", [CHEXPERT, RSNA, COVIDX], ids=lambda scheme: scheme.dataset)
+def test_weighted_metrics_equal_the_metrics_of_the_resampled_rows(scheme):
+    """A resample drawing image i k times is the test set with weight k on image i; ties included."""
+    rng = np.random.default_rng(0)
+    n = 40
+    if scheme.target_format == "multiclass":
+        targets = labels_to_matrix(rng.integers(0, len(scheme.classes), n), scheme)
+    else:
+        targets = rng.integers(0, 2, (n, len(scheme.classes)))
+    scores = np.round(rng.random((n, len(scheme.classes))), 1)  # rounded: many tied scores
+    rows = resample_indices(n, BootstrapOptions(n_resamples=30, seed=1))
+    weights = np.stack([np.bincount(row, minlength=n) for row in rows]).astype(float)
+    for name in scheme.metric_names:
+        expected = [METRICS.get(name)(targets[row], scores[row], scheme.classes).value for row in rows]
+        assert WEIGHTED_METRICS.get(name)(targets, scores, weights) == pytest.approx(expected, abs=1e-12, nan_ok=True)
+
+
+def test_weighted_auroc_by_hand():
+    targets, scores = np.array([1, 0, 1, 0]), np.array([0.9, 0.5, 0.5, 0.1])
+    weights = np.array([[1, 1, 1, 1], [2, 1, 0, 1], [1, 0, 1, 0]], dtype=float)
+    # all: pairs (pos, neg) = (.9,.5) 1, (.9,.1) 1, (.5,.5) 0.5, (.5,.1) 1 -> 3.5 / 4
+    # second: positive .9 twice vs negatives .5 and .1 -> 1; third: no negative -> undefined
+    result = WEIGHTED_METRICS.get("auroc")(targets[:, None], scores[:, None], weights)
+    assert result[:2].tolist() == [0.875, 1.0] and np.isnan(result[2])
+
+
 def test_bootstrap_of_an_always_undefined_statistic_is_nan():
     interval = bootstrap_ci(lambda rows: float("nan"), 5, BootstrapOptions(n_resamples=20))
     assert interval.n_valid == 0 and np.isnan(interval.low) and np.isnan(interval.high)
@@ -228,7 +256,7 @@ def test_unknown_dataset_suggests_close_names(tmp_path):
 
 def test_score_verb_prints_the_official_metrics_with_intervals(tmp_path, capsys):
     predictions, targets_path, targets, scores = write_pair(tmp_path, COVIDX, n=30)
-    assert scorer("classification") is score_files
+    assert isinstance(scorer("classification"), ClassificationScorer)
     code = main(["score", "classification", "--predictions", str(predictions), "--targets", str(targets_path),
                  "--dataset", "covidx", "--n-resamples", "100", "--seed", "3"])
     output = json.loads(capsys.readouterr().out)
@@ -245,3 +273,33 @@ def test_score_verb_reports_a_bad_file_without_a_traceback(tmp_path, capsys):
     corrupt(predictions, lambda lines: lines[:-1])
     code = main(["score", "classification", "--predictions", str(predictions), "--targets", str(targets_path), "--dataset", "rsna"])
     assert code == 2 and "1 test id(s) missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--n-resamples", "0"], "whole number >= 1"),
+    (["--confidence", "1.5"], "between 0 and 1"),
+])
+def test_score_verb_validates_its_arguments(tmp_path, capsys, arguments, message):
+    predictions, targets_path, _, _ = write_pair(tmp_path, RSNA)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", "classification", "--predictions", str(predictions), "--targets", str(targets_path),
+              "--dataset", "rsna", *arguments])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_score_verb_on_header_only_files_is_one_error_line(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("id,Target\n")
+    (tmp_path / "p.csv").write_text("id,Target\n")
+    code = main(["score", "classification", "--predictions", str(tmp_path / "p.csv"), "--targets", str(tmp_path / "t.csv"),
+                 "--dataset", "rsna"])
+    assert code == 2 and "has no rows" in capsys.readouterr().err
+
+
+def test_an_undefined_metric_prints_as_null_with_the_reason(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("id,Target\na,0\nb,0\n")
+    (tmp_path / "p.csv").write_text("id,Target\na,0.2\nb,0.4\n")
+    assert main(["score", "classification", "--predictions", str(tmp_path / "p.csv"), "--targets",
+                 str(tmp_path / "t.csv"), "--dataset", "rsna", "--n-resamples", "5"]) == 0
+    output = json.loads(capsys.readouterr().out)  # NaN would not parse as strict JSON
+    assert output["metrics"]["auroc"]["value"] is None
+    assert any("AUROC undefined for Target" in warning for warning in output["warnings"])

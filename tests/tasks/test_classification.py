@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.backbones import BACKBONES, build_backbone, user_backbone_spec
+from benchmark.backbones import BACKBONES, MGCA_PREPROCESSING, Preprocessing, build_backbone, user_backbone_spec
 from benchmark.cli import main
 from benchmark.data.prepared import DataError, PreparedDataset
-from benchmark.scoring.classification import SCHEMES, read_predictions, read_targets
-from tasks.classification import run_classification
+from benchmark.scoring.classification import SCHEMES, compute_metrics, read_predictions, read_targets
+from tasks.classification.adapter import linear_probe
 from tasks.classification.features import (
     EncodeStats,
     FeatureCacheError,
@@ -48,16 +48,17 @@ def data_root(tmp_path_factory):
 
 
 def run(backbone, data_root, tmp_path, dataset="chexpert", mode="cached", seed=0, protocol=TINY, name="run"):
-    return run_classification(backbone, PreparedDataset(data_root / dataset), 100, 0, seed, mode,
-                              tmp_path / name, tmp_path / "cache", protocol=protocol, device="cpu")
+    return linear_probe(backbone, PreparedDataset(data_root / dataset), 100, 0, seed, mode,
+                        tmp_path / name, tmp_path / "cache", protocol=protocol, device="cpu")
 
 
 # --------------------------------------------------------------------------- protocol, registry
 
 def test_registry_entry_covers_every_dataset_probe_and_scheme():
     info = get_task("classification")
-    assert info.run is run_classification
+    assert info.adapter == "tasks.classification.adapter:run_classification"
     assert set(info.datasets) == set(DATASET_PROBES.names()) == set(SCHEMES.names())
+    assert {name: item.metric for name, item in info.datasets.items()} == {name: SCHEMES.get(name).primary for name in SCHEMES}
     assert info.modes[0] == "cached" and "paper" in info.modes
 
 
@@ -67,17 +68,20 @@ def test_reference_protocol_values():
     assert PROTOCOL.val_drop_last is False
 
 
-@pytest.mark.parametrize(("cache", "patch", "probe_size", "crop", "encoder_input"), [
-    (256, 16, None, 224, 224),  # the reference
-    (256, None, 299, 224, 299),  # ResNet-50 linear probe (defect B20)
-    (128, 16, None, 112, 112),  # demo images: crop scaled
-    (64, 16, None, 48, 48),  # 56 is no multiple of 16: rounded down, and noted
-    (64, None, None, 56, 56),
+@pytest.mark.parametrize(("cache", "patch", "input_size", "fixed", "crop", "encoder_input"), [
+    (256, 16, 224, False, 224, 224),  # the reference
+    (256, None, 299, False, 224, 299),  # ResNet-50 linear probe (defect B20)
+    (128, 16, 224, False, 112, 112),  # demo images: crop scaled
+    (64, 16, 224, False, 48, 48),  # 56 is no multiple of 16: rounded down, and noted
+    (64, None, 224, False, 56, 56),
+    (64, None, 512, False, 56, 128),  # torchxrayvision's ResNet-50: its 512 px at the reference crop, same ratio
+    (64, 14, 518, False, 56, 126),  # RAD-DINO-like: 56 * 518 / 224 = 129.5, rounded down to 9 patches of 14
+    (64, 8, 32, True, 56, 32),  # a fixed-size model (open_clip) gets exactly its size
 ])
-def test_geometry(cache, patch, probe_size, crop, encoder_input):
-    geometry = resolve_geometry(cache, patch, probe_size)
+def test_geometry(cache, patch, input_size, fixed, crop, encoder_input):
+    geometry = resolve_geometry(cache, patch, input_size, fixed)
     assert (geometry.crop_size, geometry.encoder_input_size) == (crop, encoder_input)
-    assert bool(geometry.notes) == (cache != 256 or probe_size is not None)
+    assert bool(geometry.notes) == (cache != 256 or input_size != 224)
 
 
 def test_resnet_probe_input_is_upsampled_with_aligned_corners():
@@ -110,9 +114,9 @@ def test_early_stopping_keeps_the_best_epoch():
 # ------------------------------------------------------------------------------ feature cache
 
 def eval_setup(backbone, dataset):
-    geometry = resolve_geometry(dataset.manifest.image_size, 16, None)
-    transform = eval_transform(TINY, geometry)
-    return eval_transform_descriptor(TINY, geometry), lambda images: to_encoder_input(transform(images), geometry)
+    geometry = resolve_geometry(dataset.manifest.image_size, 16)
+    transform = eval_transform(backbone.preprocessing, geometry)
+    return eval_transform_descriptor(backbone.preprocessing, geometry), lambda images: to_encoder_input(transform(images), geometry)
 
 
 def test_cached_and_recomputed_features_are_identical(backbone, data_root, tmp_path):
@@ -190,48 +194,69 @@ def test_encoder_weights_are_unchanged_by_training(backbone, data_root, tmp_path
 def test_same_seed_same_metrics(backbone, data_root, tmp_path, mode):
     first = run(backbone, data_root, tmp_path, mode=mode, name="first")
     second = run(backbone, data_root, tmp_path, mode=mode, name="second")
-    assert first["metrics"] == second["metrics"]
     assert (tmp_path / "first/predictions.csv").read_text() == (tmp_path / "second/predictions.csv").read_text()
-    assert first["mode"] == first["config"]["mode"] == mode
-    assert any("no train-time augmentation" in note for note in first["config"]["deviations"]) == (mode == "cached")
+    without_seconds = [[{k: v for k, v in epoch.items() if k != "seconds"} for epoch in run.training["history"]]
+                       for run in (first, second)]
+    assert without_seconds[0] == without_seconds[1] and first.training["best_epoch"] == second.training["best_epoch"]
+    assert first.config["mode"] == mode
+    assert any("no train-time augmentation" in note for note in first.config["deviations"]) == (mode == "cached")
 
 
 def test_a_second_cached_run_reads_every_split_from_the_cache(backbone, data_root, tmp_path):
     first = run(backbone, data_root, tmp_path, name="first")
     second = run(backbone, data_root, tmp_path, name="second")
-    assert not any(first["feature_cache_hits"].values()) and all(second["feature_cache_hits"].values())
-    assert second["timings"]["images_encoded"] == 0
+    assert not any(first.config["feature_cache_hits"].values()) and all(second.config["feature_cache_hits"].values())
+    assert second.timings["images_encoded"] == 0
 
 
 @pytest.mark.parametrize("dataset", DATASET_PROBES.names())
-def test_every_dataset_writes_files_that_rescore_to_the_run_metrics(backbone, data_root, tmp_path, capsys, dataset):
+def test_every_dataset_writes_files_that_score_to_the_official_metrics(backbone, data_root, tmp_path, capsys, dataset):
     result = run(backbone, data_root, tmp_path, dataset=dataset)
     scheme = SCHEMES.get(dataset)
-    predictions = read_predictions(result["predictions_file"], scheme)
-    targets = read_targets(result["targets_file"], scheme)
+    predictions = read_predictions(result.predictions_file, scheme)
+    targets = read_targets(result.targets_file, scheme)
     assert len(predictions) == len(targets) == COUNTS["test"]
     assert list(predictions.index) == PreparedDataset(data_root / dataset).split_ids("test", partition="classification")
-    assert main(["score", "classification", "--predictions", result["predictions_file"], "--targets",
-                 result["targets_file"], "--dataset", dataset, "--n-resamples", "20"]) == 0
+    assert main(["score", "classification", "--predictions", str(result.predictions_file), "--targets",
+                 str(result.targets_file), "--dataset", dataset, "--n-resamples", "20"]) == 0
     scored = json.loads(capsys.readouterr().out)
+    direct = compute_metrics(targets.to_numpy(), predictions.loc[targets.index].to_numpy(), scheme)
+    assert set(scored["metrics"]) == set(direct)
     for name, entry in scored["metrics"].items():
-        assert entry["value"] == pytest.approx(result["metrics"][name], abs=1e-12, nan_ok=True)
-    assert result["primary_metric"] == scheme.primary
-    assert set(result["split_fingerprints"]) == {"train", "val", "test"}
-    assert result["config"]["geometry"]["crop_size"] == 48 and result["config"]["task_version"] == 1
+        assert entry["value"] == pytest.approx(direct[name].value, abs=1e-12, nan_ok=True)
+    assert result.config["primary_metric"] == scheme.primary
+    assert set(result.split_fingerprints) == {"train", "val", "test"}
+    assert result.config["geometry"]["crop_size"] == 48
 
 
-def test_resnet_probe_records_the_upsampled_input(data_root, tmp_path):
-    spec = dataclasses.replace(BACKBONES.get("random_resnet18"), linear_probe_input_size=299)
-    result = run(build_backbone(spec), data_root, tmp_path, dataset="rsna")
-    geometry = result["config"]["geometry"]
+def test_resnet50_probe_input_follows_the_architecture_not_the_registry_entry(data_root, tmp_path):
+    """The same ResNet-50 is probed at B20's size whether it is MGCA's entry or a user checkpoint named resnet50."""
+    state = {f"img_encoder_q.model.{k}": v for k, v in build_backbone("random_resnet50").model.model.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "resnet_50.ckpt")
+    submitted = build_backbone(user_backbone_spec("mine", "resnet50"), tmp_path / "resnet_50.ckpt")
+    result = run(submitted, data_root, tmp_path, dataset="rsna")
+    geometry = result.config["geometry"]
     assert (geometry["crop_size"], geometry["encoder_input_size"]) == (56, 75)  # 56 * 299 / 224
     assert any("B20" in note for note in geometry["notes"])
+    assert tuple(result.config["preprocessing"]["mean"]) == (0.5, 0.5, 0.5)
+
+
+def test_eval_transform_applies_the_backbones_range_channels_and_normalisation():
+    """torchxrayvision's: one channel, 0 -> -1024 and 255 -> 1024; MGCA's: three channels, 0 -> -1 and 255 -> 1."""
+    images = torch.tensor([[0, 255], [51, 204]], dtype=torch.uint8).repeat(1, 3, 1, 1)
+    geometry = resolve_geometry(2, None)
+    xrv = Preprocessing(224, 1, (0.0,), (1.0,), value_range=(-1024.0, 1024.0))
+    out = eval_transform(xrv, geometry)(images)
+    assert out.shape == (1, 1, 2, 2)
+    assert torch.allclose(out[0, 0], torch.tensor([[-1024.0, 1024.0], [-614.4, 614.4]]), atol=1e-3)
+    mgca = eval_transform(MGCA_PREPROCESSING, geometry)(images)
+    assert mgca.shape == (1, 3, 2, 2) and torch.allclose(mgca[0, 2], torch.tensor([[-1.0, 1.0], [-0.6, 0.6]]), atol=1e-6)
+    assert eval_transform_descriptor(xrv, geometry) != eval_transform_descriptor(MGCA_PREPROCESSING, geometry)
 
 
 def test_scores_are_probabilities(backbone, data_root, tmp_path):
     result = run(backbone, data_root, tmp_path, dataset="covidx")
-    scores = read_predictions(result["predictions_file"], SCHEMES.get("covidx")).to_numpy()
+    scores = read_predictions(result.predictions_file, SCHEMES.get("covidx")).to_numpy()
     assert np.allclose(scores.sum(1), 1.0) and (scores >= 0).all()
 
 
@@ -243,3 +268,37 @@ def test_uncertain_labels_left_in_the_records_are_an_error(backbone, data_root, 
     records.to_csv(copy / "chexpert/records.csv", index=False)
     with pytest.raises(DataError, match="'Edema' holds"):
         run(backbone, copy, tmp_path)
+
+
+# --------------------------------------------------------------------------- the task contract
+
+def test_runner_reproduces_the_numbers_of_the_code_before_the_task_contract(tmp_path_factory):
+    """Metrics and intervals of three demo cells equal those that commit 71aad95 (record schema 1,
+    adapter-computed metrics) stored, to 1e-9: the contract moved code, not numbers."""
+    from pathlib import Path
+
+    from benchmark.board.store import Board, copy_board_protocol, default_board
+    from benchmark.runner import BackboneChoice, GridRequest, run_grid
+
+    expected = json.loads((Path(__file__).parent / "classification_metrics_before_contract.json").read_text())["metrics"]
+    root = tmp_path_factory.mktemp("before-after")
+    assert main(["demo-data", "--out", str(root / "raw"), "--datasets", "chexpert", "rsna", "covidx",
+                 "--images", "240", "--size", "64"]) == 0
+    for dataset in expected:
+        assert main(["prepare", dataset, "--raw", str(root / "raw" / dataset), "--out", str(root / "data"),
+                     "--image-size", "64"]) == 0
+    board = copy_board_protocol(Board(default_board(demo=True)), root / "boards" / "b", "b")
+    request = GridRequest(backbones=(BackboneChoice("random_resnet18"),), data_dir=root / "data",
+                          tasks=("classification",), fractions=(100,), seeds=(0,), work_dir=root / "work",
+                          cache_dir=root / "cache", progress=False)
+    assert run_grid(board, request).failed == []
+    records = {record.identity.dataset: record for record in board.records()}
+    assert set(records) == set(expected)
+    for dataset, metrics in expected.items():
+        assert set(records[dataset].metrics) == set(metrics)
+        for name, (value, low, high) in metrics.items():
+            got = records[dataset].metrics[name]
+            assert got.value == pytest.approx(value, abs=1e-9)
+            assert (got.ci_low is None) == (low is None) and (got.ci_high is None) == (high is None)
+            if low is not None:
+                assert (got.ci_low, got.ci_high) == pytest.approx((low, high), abs=1e-9)

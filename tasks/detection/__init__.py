@@ -1,0 +1,24 @@
+"""Object detection on frozen encoders: YOLOv3 and Faster R-CNN (mmdetection) on RSNA and Object-CXR.
+
+``run_detection`` (``adapter.py``) is the task adapter, imported only in the process that runs a
+cell; the protocol lives as data in ``protocol.py``, the detectors as mmengine configs in
+``configs/``; the metrics are ``benchmark/scoring/detection.py``. Importing this package does not
+import mmdet.
+"""
+
+from tasks.detection.protocol import DEFAULT_HEADS, HEAD_NAMES, MODES, PARTITION, TASK_VERSION
+from tasks.registry import TASKS, TaskDataset, TaskInfo
+
+TASKS.add("detection", TaskInfo(
+    name="detection",
+    title="Object detection (frozen encoder, trainable detector head)",
+    version=TASK_VERSION,
+    datasets={"rsna": TaskDataset(PARTITION, "map"), "object_cxr": TaskDataset(PARTITION, "map")},
+    heads=HEAD_NAMES,
+    default_heads=DEFAULT_HEADS,
+    modes=MODES,
+    default_mode="cached",
+    adapter="tasks.detection.adapter:run_detection",
+    scorer="detection",
+    metric_labels={"map": "mAP", "map_mgca": "mAP (reference rule)", "map_coco": "mAP@[.5:.95]", "ap50": "AP50"},
+))

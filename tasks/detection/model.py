@@ -1,0 +1,187 @@
+"""The frozen suite encoder inside an mmdet detector, and the detector built from a config file.
+
+``FrozenEncoder`` (registered in mmdet's ``MODELS``) is the detector's backbone: it holds a
+:class:`~benchmark.backbones.LoadedBackbone` whose weights came from the suite's safe loader
+(an ``init_cfg`` of type ``Pretrained`` is refused: mmengine would ``torch.load`` a file itself).
+The encoder is frozen, always in eval mode (defect B6) and deliberately *not* a submodule: it is
+not in the detector's ``state_dict`` (checkpoints hold the head only and never reload encoder
+weights), not in ``parameters()`` (the optimiser and DistributedDataParallel never see it), and
+``.to()`` moves it with the detector. Its input is either images (``paper`` mode: the encoder
+runs every step) or the encoder's maps read from the cache (``cached`` mode, no encoder needed).
+
+Both go through the same pyramid, keyed by backbone family: a ResNet's stages 2-4 are the
+multi-scale maps (strides 8/16/32); a ViT's single stride-16 map becomes a simple feature
+pyramid, ViTDet style (a stride-2 deconvolution to 8, the map itself at 16, max pooling to 32),
+trained with the head.
+
+``DetectionInputs`` is the detector's data preprocessor: it batches either kind of input.
+Image normalisation and the encoder call are the module functions :func:`normalise` and
+:func:`encoder_maps`, which the feature cache uses too, so both modes feed the head the same maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from mmdet.registry import MODELS
+from mmengine.config import Config, ConfigDict
+from mmengine.model import BaseDataPreprocessor, BaseModel, BaseModule
+from torch import nn
+
+from benchmark.backbones import LoadedBackbone
+from benchmark.registry import Registry
+from tasks.detection.protocol import CONFIG_DIR, DetectionProtocol, DetectorHead, InputGeometry
+
+PYRAMID_STRIDES = (8, 16, 32)
+
+
+def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 [n, 3, s, s] -> float: ToTensor + Normalize(mean, std) of the reference, on 0-255 values."""
+    return (images.float() - mean) / std
+
+
+@torch.no_grad()
+def encoder_maps(encoder: LoadedBackbone, images: torch.Tensor) -> list[torch.Tensor]:
+    """The frozen encoder's multi-scale maps (``feature_maps()``) of normalised images."""
+    encoder.model.eval()
+    return encoder.model.feature_maps(images)
+
+
+class IdentityPyramid(nn.Module):
+    """A ResNet's stages 2-4 are already maps at strides 8, 16, 32."""
+
+    def __init__(self, channels: Sequence[int], strides: Sequence[int]) -> None:
+        super().__init__()
+        if tuple(strides) != PYRAMID_STRIDES:
+            raise ValueError(f"expected maps at strides {PYRAMID_STRIDES}, the encoder gives {tuple(strides)}")
+
+    @staticmethod
+    def output_channels(channels: Sequence[int]) -> tuple[int, ...]:
+        return tuple(channels)
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return list(maps)
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid from one stride-16 map: a 2x2 stride-2 deconvolution (to
+    half the channels) for stride 8, the map for 16, 2x2 max pooling for 32. The lateral and
+    output convolutions of ViTDet are the neck's (YOLOv3 neck or FPN)."""
+
+    def __init__(self, channels: Sequence[int], strides: Sequence[int]) -> None:
+        super().__init__()
+        if tuple(strides) != (16,):
+            raise ValueError(f"a simple feature pyramid starts from one stride-16 map, the encoder gives strides {tuple(strides)}")
+        (width,) = channels
+        self.up = nn.ConvTranspose2d(width, width // 2, kernel_size=2, stride=2)
+        self.down = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    @staticmethod
+    def output_channels(channels: Sequence[int]) -> tuple[int, ...]:
+        (width,) = channels
+        return (width // 2, width, width)
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        (grid,) = maps
+        return [self.up(grid), grid, self.down(grid)]
+
+
+PYRAMIDS: Registry[type[IdentityPyramid | SimpleFeaturePyramid]] = Registry("feature pyramid")
+PYRAMIDS.add("resnet", IdentityPyramid)
+PYRAMIDS.add("vit", SimpleFeaturePyramid)
+
+
+@MODELS.register_module()
+class FrozenEncoder(BaseModule):
+    """mmdet backbone over a suite encoder; see the module docstring."""
+
+    def __init__(self, family: str, in_channels: Sequence[int], in_strides: Sequence[int], init_cfg: Any = None) -> None:
+        configs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+        if any(isinstance(item, dict) and item.get("type") == "Pretrained" for item in configs):
+            raise ValueError("FrozenEncoder takes its weights from the suite's backbone loader only; remove init_cfg=Pretrained")
+        super().__init__(init_cfg)
+        self.pyramid = PYRAMIDS.get(family)(in_channels, in_strides)
+        self.encoder: LoadedBackbone | None = None  # a plain attribute: see the module docstring
+
+    def attach(self, encoder: LoadedBackbone) -> None:
+        """Run ``encoder`` on image inputs (paper mode); the detector's next ``.to()`` moves it too."""
+        self.encoder = encoder
+        encoder.model.eval()
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .float() also move the encoder
+        super()._apply(fn, recurse)
+        if self.encoder is not None:
+            self.encoder.model._apply(fn)
+        return self
+
+    def forward(self, inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        if isinstance(inputs, torch.Tensor):  # images: paper mode
+            if self.encoder is None:
+                raise RuntimeError("FrozenEncoder got images but has no encoder attached (cached mode reads maps)")
+            maps = encoder_maps(self.encoder, inputs)
+        else:  # the encoder's maps, read from the cache
+            maps = list(inputs)
+        return tuple(self.pyramid(maps))
+
+
+@MODELS.register_module()
+class DetectionInputs(BaseDataPreprocessor):
+    """Batches a loader's inputs on the model's device: uint8 images [3, s, s] are stacked and
+    normalised; cached encoder maps (a tuple per image, one array per level, which mmengine's
+    ``pseudo_collate`` turns into one list per level) are stacked per level and cast to float32."""
+
+    def __init__(self, mean: float = 127.5, std: float = 127.5, non_blocking: bool = False) -> None:
+        super().__init__(non_blocking)
+        self.mean, self.std = mean, std
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        data = self.cast_data(data)
+        inputs = data["inputs"]
+        if isinstance(inputs[0], torch.Tensor):
+            batch: torch.Tensor | tuple[torch.Tensor, ...] = normalise(torch.stack(inputs), self.mean, self.std)
+        else:
+            batch = tuple(torch.stack(level).float() for level in inputs)
+        return {"inputs": batch, "data_samples": data["data_samples"]}
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scaled(item, factor) for item in value)
+    return value * factor
+
+
+def detector_config(head: DetectorHead, encoder: LoadedBackbone, geometry: InputGeometry, protocol: DetectionProtocol,
+                    options: dict[str, Any] | None = None) -> Config:
+    """The head's config file with ``options`` (``key=value`` overrides) merged, then the values
+    that depend on the run filled in: encoder family, channels and strides; neck input channels;
+    pixel lengths scaled to the input size; normalisation."""
+    cfg = Config.fromfile(CONFIG_DIR / head.config)
+    if options:
+        cfg.merge_from_dict(dict(options))
+    arch = encoder.model.arch
+    model = cfg.model
+    model.backbone.update(family=arch.family, in_channels=list(arch.feature_map_dims), in_strides=list(arch.feature_map_strides))
+    model.data_preprocessor.update(mean=protocol.mean, std=protocol.std)
+    channels = list(PYRAMIDS.get(arch.family).output_channels(arch.feature_map_dims))
+    model.neck.in_channels = channels[::-1] if head.neck_order == "deepest_first" else channels
+    factor = geometry.input_size / head.pixel_reference_size
+    for key in head.pixel_keys:
+        *path, leaf = key.split(".")
+        node = cfg
+        for part in path:
+            node = node[part]
+        node[leaf] = _scaled(node[leaf], factor)
+    return cfg
+
+
+def build_detector(cfg: Config, seed: int) -> BaseModel:
+    """The mmdet detector of ``cfg.model`` on the CPU, without encoder. Layers without an mmdet
+    initialiser keep PyTorch's default draw from ``seed``; mmdet's ``init_weights`` is left to
+    the caller (mmengine's Runner calls it after seeding, and warns when it was called before)."""
+    import mmdet.models  # noqa: F401 - registers mmdet's detectors, necks, heads
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS.build(ConfigDict(cfg.model))

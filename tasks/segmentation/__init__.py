@@ -1,0 +1,26 @@
+"""Semantic segmentation: a U-Net (ResNet) or SETR (ViT) decoder on a frozen encoder, SIIM and RSNA.
+
+The adapter (``adapter.py``) trains the decoder on mmsegmentation and mmengine from the configs
+in ``configs/``; ``benchmark/scoring/segmentation.py`` scores its files (Dice per image over the
+test set). RSNA is segmented on its detection partition, the patients' boxes filled into masks
+(PROTOCOL.md 4.6). Importing this package registers the task and nothing heavier: mmseg is
+imported only in the process that runs a cell.
+"""
+
+from tasks.registry import TASKS, TaskDataset, TaskInfo
+from tasks.segmentation.protocol import DEFAULT_MODE, MODES, TASK_VERSION
+
+TASKS.add("segmentation", TaskInfo(
+    name="segmentation",
+    title="Semantic segmentation (frozen encoder, U-Net or SETR decoder)",
+    version=TASK_VERSION,
+    datasets={"siim": TaskDataset("segmentation", "dice"), "rsna": TaskDataset("detection", "dice")},
+    heads=("unet", "setr"),
+    default_heads={"resnet": "unet", "vit": "setr"},
+    modes=MODES,
+    default_mode=DEFAULT_MODE,
+    adapter="tasks.segmentation.adapter:run_segmentation",
+    scorer="segmentation",
+    large_artifacts=True,
+    metric_labels={"dice": "Dice"},
+))

@@ -1,0 +1,86 @@
+"""A board proves its numbers: tampered records and replaced files are caught on every read and by
+``verify``; they are never rendered, and ``run`` redoes them only when asked."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import toy_task  # noqa: E402 - registers the toy task
+
+from benchmark.board.integrity import MANIFEST_FILE  # noqa: E402
+from benchmark.board.render import BoardView, render_board  # noqa: E402
+from benchmark.board.store import Board  # noqa: E402
+from benchmark.cli import main  # noqa: E402
+from benchmark.runner import BackboneChoice, GridRequest, run_grid  # noqa: E402
+
+
+@pytest.fixture()
+def board(tmp_path: Path) -> tuple[Board, GridRequest]:
+    data = toy_task.write_toy_dataset(tmp_path / "data")
+    board = Board(toy_task.write_toy_board(tmp_path / "boards"))
+    request = GridRequest(backbones=(BackboneChoice("random_resnet18"),), data_dir=data, work_dir=tmp_path / "work",
+                          cache_dir=tmp_path / "cache", progress=False, fractions=(10, 100), draws=(0,), isolate=False)
+    assert run_grid(board, request).ran == 2
+    return board, request
+
+
+def tamper_metric(board: Board) -> Path:
+    path = sorted((board.root / "results").rglob("*.json"))[0]
+    data = json.loads(path.read_text())
+    data["metrics"]["auroc"]["value"] = 0.999
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def test_an_untouched_board_verifies_with_rescoring(board: tuple[Board, GridRequest], capsys) -> None:
+    assert main(["verify", "--board", str(board[0].root), "--rescore"]) == 0
+    assert "2 valid, 0 mismatched" in capsys.readouterr().out
+    assert len((board[0].root / MANIFEST_FILE).read_text().splitlines()) == 2
+
+
+def test_a_metric_edited_by_hand_is_caught_everywhere(board: tuple[Board, GridRequest], capsys) -> None:
+    board, request = board
+    path = tamper_metric(board)
+    assert main(["verify", "--board", str(board.root)]) == 1
+    output = capsys.readouterr().out
+    assert "MISMATCH" in output and path.name in output and "differs from the hash in records.sha256" in output
+    view = BoardView.load(Board(board.root))
+    assert len(view.records) == 1 and path.name in view.invalid[0]
+    page = render_board(Board(board.root), formats=("md", "html")).files
+    assert "fail verification" in next(p for p in page if p.name == "index.html").read_text()
+    summary = run_grid(board, request)
+    assert (summary.ran, len(summary.invalid)) == (0, 1) and "--redo-invalid" in summary.lines()[1]
+    redone = run_grid(board, replace(request, redo_invalid=True))
+    assert redone.ran == 1 and main(["verify", "--board", str(board.root)]) == 0
+
+
+def test_a_rescore_catches_a_record_whose_hash_was_forged_too(board: tuple[Board, GridRequest], capsys) -> None:
+    board, _ = board
+    path = tamper_metric(board)
+    lines = (board.root / MANIFEST_FILE).read_text().splitlines()
+    from benchmark.hashing import file_sha256
+
+    name = str(path.relative_to(board.root))
+    forged = [f"{file_sha256(path)}  {name}" if line.endswith(name) else line for line in lines]
+    (board.root / MANIFEST_FILE).write_text("\n".join(forged) + "\n")
+    assert main(["verify", "--board", str(board.root)]) == 0  # the hashes alone are consistent again
+    capsys.readouterr()
+    assert main(["verify", "--board", str(board.root), "--rescore"]) == 1
+    assert "auroc.value: record 0.999, files give" in capsys.readouterr().out
+
+
+def test_a_replaced_prediction_file_invalidates_its_record(board: tuple[Board, GridRequest]) -> None:
+    board, _ = board
+    record = board.records()[0]
+    predictions = board.artifact_file(record.predictions)
+    predictions.write_text(predictions.read_text().replace("0.", "0.1", 1))
+    invalid: list[str] = []
+    assert len(Board(board.root).records(invalid)) == 1
+    assert "predictions file" in invalid[0] and "does not match the record's sha256" in invalid[0]
+    assert Board(board.root).status(record.identity)[0] is None

@@ -1,0 +1,171 @@
+"""The task contract: declarations against the boards, heads and modes per task, the child process per
+cell (crash, timeout), re-scoring with the task's real scorer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "board"))
+import toy_task  # noqa: E402 - registers the toy task
+
+from benchmark.board.store import Board, BoardError, Protocol, boards_dir  # noqa: E402
+from benchmark.cli import main  # noqa: E402
+from benchmark.data.registry import DATASETS  # noqa: E402
+from benchmark.records import RunRecord  # noqa: E402
+from benchmark.runner import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
+from benchmark.scoring import SCORERS, scorer  # noqa: E402
+from tasks.registry import TaskDataset, TaskDeclarationError, TaskInfo, all_tasks  # noqa: E402
+
+REPOSITORY_BOARDS = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*/protocol.json"))
+
+
+@pytest.mark.parametrize("protocol_file", REPOSITORY_BOARDS, ids=lambda path: path.parent.name)
+def test_every_registered_task_matches_the_boards_that_name_it(protocol_file: Path) -> None:
+    import benchmark.data.datasets  # noqa: F401 - registers the datasets
+
+    protocol = Protocol.read(protocol_file)
+    tasks = {info.name: info for info in all_tasks()}
+    for name, board_task in protocol.tasks.items():
+        if name not in tasks:
+            continue  # a task the board plans for that is not built yet: nothing to check
+        info = tasks[name]
+        assert board_task.version == info.version, name
+        assert set(board_task.modes) <= set(info.modes) and board_task.default_mode in info.modes, name
+        assert set(board_task.heads) <= set(info.heads), name
+        assert set(board_task.datasets) <= set(info.datasets), name
+        for dataset in board_task.datasets:
+            assert info.dataset(dataset).partition in DATASETS.get(dataset).partitions, (name, dataset)
+        assert info.scorer in SCORERS or scorer(info.scorer), name
+
+
+def test_one_default_board_per_kind_comes_from_the_protocol_files() -> None:
+    from benchmark.board.store import default_board
+
+    assert boards_dir() == Path("leaderboards") or boards_dir().is_dir()
+    defaults = [Protocol.read(path) for path in REPOSITORY_BOARDS if Protocol.read(path).default]
+    assert sorted(protocol.demo for protocol in defaults) == [False, True]
+    assert default_board(demo=True) == next(p.board for p in defaults if p.demo)
+
+
+def test_a_declaration_with_an_undeclared_default_is_refused() -> None:
+    base = dict(name="t", title="t", version=1, datasets={"rsna": TaskDataset("classification", "auroc")},
+                heads=("linear",), default_heads={"*": "linear"}, modes=("cached",), default_mode="cached",
+                adapter="x:y", scorer="classification")
+    with pytest.raises(TaskDeclarationError, match="default mode 'paper'"):
+        TaskInfo(**{**base, "default_mode": "paper"})
+    with pytest.raises(TaskDeclarationError, match=r"default heads \['mlp'\]"):
+        TaskInfo(**{**base, "default_heads": {"*": "mlp"}})
+
+
+@pytest.fixture()
+def toy(tmp_path: Path) -> tuple[Board, GridRequest]:
+    data = toy_task.write_toy_dataset(tmp_path / "data")
+    board = Board(toy_task.write_toy_board(tmp_path / "boards"))
+    request = GridRequest(backbones=(BackboneChoice("random_resnet18"),), data_dir=data, work_dir=tmp_path / "work",
+                          cache_dir=tmp_path / "cache", progress=False, fractions=(100,))
+    return board, request
+
+
+def test_two_heads_and_two_modes_of_one_task_are_separate_cells(toy: tuple[Board, GridRequest]) -> None:
+    board, request = toy
+    for heads, modes in [(None, None), ({"toy": "mlp"}, None), ({None: "mlp"}, {None: "paper"})]:
+        summary = run_grid(board, replace(request, heads=heads, modes=modes))
+        assert (summary.ran, summary.failed) == (1, [])
+    identities = {(r.identity.head, r.identity.mode) for r in board.records()}
+    assert identities == {("linear", "cached"), ("mlp", "cached"), ("mlp", "paper")}
+    assert len({r.identity.cell_key for r in board.records()}) == 3
+    with pytest.raises(BoardError, match="no head 'unet'"):
+        run_grid(board, replace(request, heads={"toy": "unet"}))
+    with pytest.raises(BoardError, match="declares mode 'fast'"):
+        run_grid(board, replace(request, modes={None: "fast"}))
+
+
+def test_the_record_holds_exactly_what_the_score_command_prints(toy: tuple[Board, GridRequest],
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    board, request = toy
+    run_grid(board, request)
+    record = board.records()[0]
+    capsys.readouterr()
+    assert main(["score", "toy", "--predictions", str(board.artifact_file(record.predictions)), "--targets",
+                 str(board.artifact_file(record.targets)), "--dataset", "rsna", "--n-resamples", "200"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["metrics"]["auroc"]["value"] == record.metrics["auroc"].value
+    assert (printed["metrics"]["auroc"]["low"], printed["metrics"]["auroc"]["high"]) == (
+        record.metrics["auroc"].ci_low, record.metrics["auroc"].ci_high)
+    assert record.training == {} and "toy task" in record.notes and record.provenance["device"] == "cpu"
+
+
+def test_a_cell_that_kills_its_interpreter_is_recorded_and_the_grid_goes_on(
+        toy: tuple[Board, GridRequest], monkeypatch: pytest.MonkeyPatch) -> None:
+    board, request = toy
+    monkeypatch.setenv("TOY_CRASH", "10")
+    summary = run_grid(board, replace(request, fractions=(10, 100), draws=(0,)))
+    assert summary.ran == 1 and len(summary.failed) == 1
+    failure = board.failures()[0]
+    assert failure["identity"]["fraction"] == 10
+    assert "killed by signal 6" in failure["error"] and "toy cell about to crash" in failure["error"]
+    assert [r.identity.fraction for r in board.records()] == [100]
+
+
+def test_a_cell_over_its_timeout_is_killed_and_recorded(toy: tuple[Board, GridRequest],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    board, request = toy
+    monkeypatch.setenv("TOY_SLEEP", "30")
+    summary = run_grid(board, replace(request, cell_timeout=2))
+    assert len(summary.failed) == 1 and "exceeded the cell timeout of 2 s" in board.failures()[0]["error"]
+
+
+def test_an_adapter_that_returns_no_task_result_fails_its_cell(toy: tuple[Board, GridRequest],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    board, request = toy
+    broken = replace(toy_task.TASKS.get("toy"), adapter=lambda cell: {"metrics": {}})
+    monkeypatch.setitem(toy_task.TASKS._entries, "toy", broken)
+    summary = run_grid(board, replace(request, isolate=False))
+    assert len(summary.failed) == 1 and "not a TaskResult" in board.failures()[0]["error"]
+
+
+def test_a_board_pinning_another_task_version_is_refused(toy: tuple[Board, GridRequest]) -> None:
+    board, request = toy
+    path = board.root / "protocol.json"
+    data = json.loads(path.read_text())
+    data["tasks"]["toy"]["version"] = 2
+    path.write_text(json.dumps(data))
+    with pytest.raises(GridError, match="pins version 2"):
+        run_grid(Board(board.root), request)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(colour="red"), r"unknown key\(s\) \['colour'\]"),
+    (lambda d: d.pop("preparation_version"), r"missing key\(s\) \['preparation_version'\]"),
+    (lambda d: d["tasks"]["toy"].pop("version"), r"tasks.toy: missing key\(s\) \['version'\]"),
+    (lambda d: d["tasks"]["toy"].update(default_mode="fast"), "not among its modes"),
+])
+def test_a_board_protocol_is_read_strictly(toy: tuple[Board, GridRequest], change, message: str) -> None:
+    board, _ = toy
+    path = board.root / "protocol.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(BoardError, match=message):
+        Protocol.read(path)
+
+
+def test_records_of_the_upgraded_schema_replace_version_1_records(toy: tuple[Board, GridRequest]) -> None:
+    board, request = toy
+    run_grid(board, request)
+    path = next((board.root / "results").rglob("*.json"))
+    data = json.loads(path.read_text())
+    data["schema_version"] = 1
+    path.write_text(json.dumps(data))
+    invalid: list[str] = []
+    assert board.records(invalid) == [] and "version-1 records" in invalid[0]
+    summary = run_grid(board, request)
+    assert summary.ran == 0 and "version-1 records" in summary.invalid[0]  # reported, never silently redone
+    path.parent.parent.parent.joinpath("results").rename(path.parent.parent.parent / "old-results")
+    assert run_grid(board, request).ran == 1  # re-created, as the message says
+    assert isinstance(RunRecord.read(path), RunRecord)
