@@ -20,7 +20,7 @@ from benchmark.data.prepared import DataError, PreparedDataset
 from pretrain.text import EncodedCaptions, caption
 
 PARTITION = "pretraining"
-MEAN = STD = 0.5  # MGCA normalisation (benchmark.backbones.zoo.MGCA_NORMALISATION)
+MEAN = STD = 0.5  # MGCA normalisation (benchmark.backbones.preprocessing.MGCA_PREPROCESSING)
 REFERENCE_CACHE, REFERENCE_CROP = 256, 224  # resize_img(imsize=256), RandomCrop / CenterCrop 224
 
 

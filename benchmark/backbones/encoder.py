@@ -2,15 +2,17 @@
 
 A backbone gives a global feature ``(B, D)``, token features ``(B, N, C)`` and multi-scale
 feature maps ``[(B, C_i, H_i, W_i)]`` in increasing stride. Each architecture source reads them
-the way its library defines them (``sources/``); the two wrappers shared by several sources
-live here. A backbone stays in eval mode whatever the caller does, so BatchNorm statistics
-never drift (reference defect B6).
+the way its library defines them (``sources/``); the wrappers shared by several sources live
+here, with the feature functions MGCA pretraining applies to its trainable encoders
+(:data:`FEATURES`). A backbone stays in eval mode whatever the caller does, so BatchNorm
+statistics never drift (reference defect B6).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -60,16 +62,6 @@ def tokens_of(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.flatten(2).transpose(1, 2)
 
 
-def vit_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
-    """[CLS] and patch tokens after the final norm; the patch tokens as a grid."""
-    tokens = model.forward_features(images)  # (B, prefix + N, C), final norm applied
-    prefix = getattr(model, "num_prefix_tokens", 1)
-    patches = tokens[:, prefix:]
-    grid_h, grid_w = model.patch_embed.dynamic_feat_size(images.shape[-2:])
-    grid = patches.transpose(1, 2).reshape(len(images), -1, grid_h, grid_w)
-    return BackboneOutput(global_features=tokens[:, 0], token_features=patches, feature_maps=[grid])
-
-
 def resnet_stages(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
     """The stem (after ReLU, before max-pooling), then layer1 to layer4: strides 2 to 32, as
     segmentation_models_pytorch's ResNet encoder gives them to the reference's U-Net."""
@@ -82,24 +74,35 @@ def resnet_stages(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
 
 
 def resnet_features(model: nn.Module, images: torch.Tensor) -> BackboneOutput:
-    """Global average pool of layer4, layer3 positions as tokens, stages 2-4 as maps."""
-    m = model
+    """A torchvision-layout ResNet: global average pool of layer4; tokens are layer3 positions, as
+    MGCA's local features (``mgca/models/backbones/encoder.py`` L114-133); maps are layers 2-4."""
     _, _, stage2, stage3, stage4 = resnet_stages(model, images)
     return BackboneOutput(
-        global_features=torch.flatten(m.avgpool(stage4), 1),
+        global_features=torch.flatten(model.avgpool(stage4), 1),
         token_features=tokens_of(stage3),
         feature_maps=[stage2, stage3, stage4],
     )
 
 
-# The contract's outputs per architecture family, as functions of a plain (trainable) module:
-# the frozen Backbone below and MGCA pretraining (pretrain/model.py) read features the same way.
-FEATURES: dict[str, Callable[[nn.Module, torch.Tensor], BackboneOutput]] = {"vit": vit_features, "resnet": resnet_features}
+def timm_features(model: nn.Module, images: torch.Tensor, n_maps: int) -> BackboneOutput:
+    """timm's own feature API: ``forward_intermediates`` gives the last ``n_maps`` maps (a ViT's
+    last block after the final norm, i.e. its [CLS]-free tokens as a grid; a pyramid's last
+    stages) and the final features, ``forward_head(pre_logits=True)`` the global feature with the
+    model's own pooling (a ViT's [CLS] after the final norm); the tokens are the last map's positions."""
+    final, maps = model.forward_intermediates(images, indices=n_maps, norm=True, output_fmt="NCHW")
+    return BackboneOutput(global_features=model.forward_head(final, pre_logits=True), token_features=tokens_of(maps[-1]),
+                          feature_maps=list(maps))
+
+
+# The contract's outputs per family of MGCA's architectures, as functions of a plain (trainable)
+# module: the frozen backbones below and MGCA pretraining (pretrain/model.py) read features alike.
+FEATURES: dict[str, Callable[[nn.Module, torch.Tensor], BackboneOutput]] = {
+    "vit": partial(timm_features, n_maps=1), "resnet": resnet_features,
+}
 
 
 class ResNetBackbone(Backbone):
-    """A torchvision-layout ResNet: global average pool of layer4; tokens are layer3 positions, as
-    MGCA's local features (``mgca/models/backbones/encoder.py`` L114-133); maps are layers 2-4."""
+    """A torchvision-layout ResNet (:func:`resnet_features`)."""
 
     def stages(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Every stage's output, strides 2 to 32 (:func:`resnet_stages`): a U-Net decoder takes its
@@ -108,6 +111,17 @@ class ResNetBackbone(Backbone):
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:
         return resnet_features(self.model, images)
+
+
+class TimmBackbone(Backbone):
+    """Any timm model, read through timm's feature API (:func:`timm_features`); ``n_maps`` maps are kept."""
+
+    def __init__(self, arch: Architecture, model: nn.Module, n_maps: int) -> None:
+        super().__init__(arch, model)
+        self.n_maps = n_maps
+
+    def forward(self, images: torch.Tensor) -> BackboneOutput:
+        return timm_features(self.model, images, self.n_maps)
 
 
 class HookedBackbone(Backbone):

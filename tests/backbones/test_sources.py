@@ -282,6 +282,30 @@ def test_sharded_safetensors_load_without_pickle(hf_folders, monkeypatch):
     assert len(loaded.load_report.sha256) == 64
 
 
+def test_medclip_vit_layout_swin_under_vision_model_model(hf_folders, tmp_path):
+    """MedCLIP-ViT's pytorch_model.bin: HF Swin under ``vision_model.model.``, a projection head, a BERT text model."""
+    swin_state = torch.load(hf_folders["swin"] / "pytorch_model.bin")
+    state = {f"vision_model.model.{k}": v for k, v in swin_state.items()}
+    state |= {"vision_model.projection_head.weight": torch.randn(8, 64), "text_model.model.embeddings.word_embeddings.weight":
+              torch.randn(10, 8), "text_model.projection_head.weight": torch.randn(8, 8), "logit_scale": torch.tensor(4.6)}
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    loaded = load(f"hf:{hf_folders['swin']}", tmp_path / "pytorch_model.bin")
+    assert loaded.load_report.prefix == "vision_model.model."
+
+
+def test_biovil_layout_resnet_trunk_under_encoder_encoder(tmp_path):
+    """BioViL's image model file: a torchvision ResNet under ``encoder.encoder.`` (BioViL-T adds a ViT pooler beside it)."""
+    import torchvision
+
+    trunk = torchvision.models.resnet18(weights=None).state_dict()
+    state = {f"encoder.encoder.{k}": v for k, v in trunk.items()}
+    state |= {"projector.projection.model.0.weight": torch.randn(8, 512, 1, 1), "encoder.backbone_to_vit.weight":
+              torch.randn(4, 512, 1, 1), "encoder.vit_pooler.blocks.0.norm1.weight": torch.randn(4)}
+    torch.save(state, tmp_path / "biovil_image_resnet_proj_size_128.pt")
+    loaded = load("torchvision:resnet18", tmp_path / "biovil_image_resnet_proj_size_128.pt")
+    assert loaded.load_report.prefix == "encoder.encoder." and loaded.load_report.ignored == ["fc.bias", "fc.weight"]
+
+
 # ------------------------------------------------------------------------------------- open_clip
 
 

@@ -1,9 +1,8 @@
 """``timm:<name>``: any timm model (``timm.list_models()``, with or without a ``.tag``), built without weights.
 
-Features come from timm's own API: ``forward_intermediates`` gives the feature maps (the last
-block of a token model, with timm's final norm; the last three stages of a pyramid) and the
-final features, ``forward_head(pre_logits=True)`` gives the global feature with the model's own
-pooling, and the tokens are the positions of the last map. Token models are built with
+Features come from timm's own API (:func:`~benchmark.backbones.encoder.timm_features`): the
+last block of a token model, the last three stages of a pyramid, the global feature with the
+model's own pooling, the tokens as the last map's positions. Token models are built with
 ``dynamic_img_size`` where timm supports it, so they take the protocol's crop at any size.
 Preprocessing is timm's pretrained config for the name (the tag's when one is given).
 """
@@ -20,27 +19,11 @@ from timm.data import resolve_model_data_config
 from torch import nn
 
 from benchmark.backbones.architectures import Architecture, ArchitectureError, Family
-from benchmark.backbones.encoder import Backbone, BackboneOutput, tokens_of
+from benchmark.backbones.encoder import TimmBackbone
 from benchmark.backbones.preprocessing import Preprocessing
 from benchmark.backbones.sources import SOURCES, Source
 
 HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
-
-
-class TimmBackbone(Backbone):
-    """Reads the contract through timm's feature API (module docstring); ``n_maps`` maps are kept."""
-
-    def __init__(self, arch: Architecture, model: nn.Module, n_maps: int) -> None:
-        super().__init__(arch, model)
-        self.n_maps = n_maps
-
-    def forward(self, images: torch.Tensor) -> BackboneOutput:
-        final, maps = self.model.forward_intermediates(images, indices=self.n_maps, norm=True, output_fmt="NCHW")
-        return BackboneOutput(
-            global_features=self.model.forward_head(final, pre_logits=True),
-            token_features=tokens_of(maps[-1]),
-            feature_maps=list(maps),
-        )
 
 
 def builder(model_name: str, dynamic_size: bool) -> Callable[[], nn.Module]:
