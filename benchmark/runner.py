@@ -200,6 +200,8 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
         if mode not in info.modes:
             raise GridError(f"task {task!r} has no mode {mode!r}; it declares {list(info.modes)}")
         head = heads[task] or info.default_head(loaded.model.arch.family)
+        if heads[task] is None and head not in board_task.heads:
+            head = board_task.heads[0]  # the board does not take the family's default: its first head
         if head not in info.heads or head not in board_task.heads:
             raise GridError(f"head {head!r} of task {task!r} is not declared by the task {list(info.heads)} "
                             f"and the board {list(board_task.heads)}; choose one of both with --head {task}=HEAD")
@@ -227,7 +229,7 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                     f"(use a demo board for demo data)")
             partition = prepared.partition(partition)
             for fraction in request.fractions or board_task.fractions or protocol.fractions:
-                draws = (0,) if fraction == 100 else (request.draws or protocol.draws)
+                draws = (0,) if fraction == 100 else (request.draws or board_task.draws or protocol.draws)
                 prepared_draws = prepared.manifest.fractions.get(str(fraction), [0] if fraction == 100 else [])
                 missing = [draw for draw in draws if draw not in prepared_draws]
                 if missing:

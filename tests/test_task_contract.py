@@ -169,3 +169,14 @@ def test_records_of_the_upgraded_schema_replace_version_1_records(toy: tuple[Boa
     path.parent.parent.parent.joinpath("results").rename(path.parent.parent.parent / "old-results")
     assert run_grid(board, request).ran == 1  # re-created, as the message says
     assert isinstance(RunRecord.read(path), RunRecord)
+
+
+def test_a_board_that_does_not_take_the_default_head_gets_its_first_head(toy: tuple[Board, GridRequest]) -> None:
+    board, request = toy
+    path = board.root / "protocol.json"
+    data = json.loads(path.read_text())
+    data["tasks"]["toy"].update(heads=["mlp"], fractions=[10], draws=[1])
+    path.write_text(json.dumps(data))
+    assert run_grid(Board(board.root), replace(request, fractions=None)).ran == 1
+    (record,) = Board(board.root).records()
+    assert (record.identity.head, record.identity.fraction, record.identity.draw) == ("mlp", 10, 1)

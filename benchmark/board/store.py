@@ -82,14 +82,16 @@ class BoardTask:
     heads: tuple[str, ...]  # heads the board accepts (the backbone family picks the default)
     datasets: dict[str, str]  # dataset -> column label
     fractions: tuple[int, ...] | None = None  # this task's label fractions when not the board's (a demo's budget)
+    draws: tuple[int, ...] | None = None  # this task's label-fraction draws when not the board's (a demo's budget)
     overrides: dict[str, Any] = field(default_factory=dict)  # protocol changes handed to the task (a demo's budget)
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> BoardTask:
-        _strict_keys(data, {"version", "modes", "default_mode", "heads", "datasets"}, {"fractions", "overrides"}, where)
+        _strict_keys(data, {"version", "modes", "default_mode", "heads", "datasets"}, {"fractions", "draws", "overrides"}, where)
         task = cls(version=data["version"], modes=tuple(data["modes"]), default_mode=data["default_mode"],
                    heads=tuple(data["heads"]), datasets={ds: item["label"] for ds, item in data["datasets"].items()},
                    fractions=tuple(data["fractions"]) if "fractions" in data else None,
+                   draws=tuple(data["draws"]) if "draws" in data else None,
                    overrides=dict(data.get("overrides", {})))
         if not isinstance(task.version, int) or isinstance(task.version, bool):
             raise BoardError(f"{where}.version={task.version!r}: expected the task version as an integer")

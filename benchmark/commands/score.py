@@ -12,17 +12,8 @@ import sys
 from pathlib import Path
 
 from benchmark.cli import command, print_json
+from benchmark.commands.prepare import positive_int
 from benchmark.scoring.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _level(text: str) -> float:
@@ -41,7 +32,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", type=Path, required=True, help="targets of the same test images")
     parser.add_argument("--dataset", default=None,
                         help="dataset whose metrics apply (classification: chexpert, rsna or covidx)")
-    parser.add_argument("--n-resamples", type=_positive, default=DEFAULT_RESAMPLES, help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
+    parser.add_argument("--n-resamples", type=positive_int, default=DEFAULT_RESAMPLES, help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
     parser.add_argument("--confidence", type=_level, default=DEFAULT_CONFIDENCE, help=f"interval level (default {DEFAULT_CONFIDENCE})")
 

@@ -18,8 +18,9 @@ from benchmark.data.prepared import DataError, PreparedDataset
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
 from tasks.registry import TaskCell, get_task
-from tasks.segmentation.adapter import build_model, run_cell
+from tasks.segmentation.adapter import build_model, run_cell, training_ids
 from tasks.segmentation.data import EpochSeededSampler, SegmentationImages
+from tasks.segmentation.features import cached_levels
 from tasks.segmentation.models import HeadError, encoder_outputs
 from tasks.segmentation.protocol import (
     CONFIG_DIR,
@@ -164,7 +165,7 @@ def test_a_fraction_without_training_images_fails_clearly(segmentation_data, res
 def unet_cell(segmentation_data, resnet, tmp_path_factory):
     work = tmp_path_factory.mktemp("unet") / "cell"
     before = encoder_state(resnet)
-    result = run_cell(make_cell(resnet, segmentation_data, work), TINY)
+    result = run_cell(make_cell(resnet, segmentation_data, work, fraction=10), TINY)  # 3 training images
     return work, result, before
 
 
@@ -220,24 +221,37 @@ def test_score_verb_reproduces_the_scorer_on_the_saved_files(unet_cell, capsys):
 
 def test_a_resumed_cell_continues_where_it_stopped_and_matches_an_uninterrupted_one(segmentation_data, resnet, tmp_path):
     # 10 %: three training images, one step per epoch
-    first = run_cell(make_cell(resnet, segmentation_data, tmp_path / "resumed", fraction=10), TINY)
-    longer = {**TINY, "train_cfg.max_epochs": 3}
-    resumed = run_cell(make_cell(resnet, segmentation_data, tmp_path / "resumed", fraction=10), longer)
-    assert [entry["epoch"] for entry in resumed.training["history"]] == [1, 2, 3]
-    assert resumed.training["history"][:2] == first.training["history"]  # not re-run: same entries, same timings
-    straight = run_cell(make_cell(resnet, segmentation_data, tmp_path / "straight", fraction=10), longer)
-    for resumed_epoch, straight_epoch in zip(resumed.training["history"], straight.training["history"]):
+    first = run_cell(make_cell(resnet, segmentation_data, tmp_path / "resumed", fraction=10), {**TINY, "train_cfg.max_epochs": 1})
+    resumed = run_cell(make_cell(resnet, segmentation_data, tmp_path / "resumed", fraction=10), TINY)
+    assert [entry["epoch"] for entry in resumed.training["history"]] == [1, 2]
+    assert resumed.training["history"][:1] == first.training["history"]  # not re-run: same entry, same timings
+    straight = run_cell(make_cell(resnet, segmentation_data, tmp_path / "straight", fraction=10), TINY)
+    for resumed_epoch, straight_epoch in zip(resumed.training["history"], straight.training["history"], strict=True):
         assert resumed_epoch["train_loss"] == pytest.approx(straight_epoch["train_loss"], abs=1e-5)
         assert resumed_epoch["val_loss"] == pytest.approx(straight_epoch["val_loss"], abs=1e-5)
 
 
 def test_cached_mode_stores_tokens_once_and_trains_setr(segmentation_data, vit, tmp_path):
-    one_epoch = {**TINY, "train_cfg.max_epochs": 1}
-    first = run_cell(make_cell(vit, segmentation_data, tmp_path / "a", head="setr", mode="cached", dataset="rsna"), one_epoch)
-    store = first.training["feature_store"]
+    cell = make_cell(vit, segmentation_data, tmp_path / "cell", head="setr", mode="cached", dataset="rsna", fraction=10)
+    result = run_cell(cell, {**TINY, "train_cfg.max_epochs": 1})
+    store = result.training["feature_store"]
     assert set(store) == {"train", "val", "test"} and not any(entry["cache_hit"] for entry in store.values())
     assert store["train"]["bytes_per_image"] == 192 * 2 * 2 * 2  # ViT-Tiny tokens on a 2x2 grid, float16
-    again = run_cell(make_cell(vit, segmentation_data, tmp_path / "b", head="setr", mode="cached", dataset="rsna", seed=1), one_epoch)
-    assert all(entry["cache_hit"] for entry in again.training["feature_store"].values())
-    with np.load(again.predictions_file) as predictions:
+    with np.load(result.predictions_file) as predictions:
         assert predictions["probs"].shape[1:] == (32, 32)
+    images = SegmentationImages(cell.dataset, cell.dataset.split_ids("val", partition="detection"), 32)
+    normalize = load_config("setr", "rsna", 10).model.data_preprocessor
+    levels, again = cached_levels(cell.cache_dir, vit, images, "tokens", normalize, 8, CPU)
+    assert again["cache_hit"] and again["folder"] == store["val"]["folder"]
+    expected = encoder_outputs(vit, (images[0]["inputs"][None].float() - 127.5) / 127.5, "tokens")[0][0]
+    assert torch.allclose(torch.from_numpy(np.array(levels[0][0])).float(), expected, atol=1e-2)  # float16 store
+
+
+def test_the_siim_sampler_balances_the_full_training_split(segmentation_data):
+    dataset = PreparedDataset(segmentation_data / "siim")
+    ids, notes = training_ids(dataset, "segmentation", 100, 0, seed=0)
+    positive = set(dataset.records.index[dataset.records["positive"].astype(str) == "1"])
+    assert sum(item in positive for item in ids) == sum(item not in positive for item in ids) > 0
+    assert set(ids) <= set(dataset.split_ids("train", partition="segmentation")) and notes
+    assert training_ids(dataset, "segmentation", 100, 0, seed=0)[0] == ids != training_ids(dataset, "segmentation", 100, 0, seed=1)[0]
+    assert training_ids(PreparedDataset(segmentation_data / "rsna"), "detection", 100, 0, seed=0)[1] == []  # no sampler
