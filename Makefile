@@ -109,13 +109,16 @@ tables: $(STAMP)
 ## submit: evaluate a checkpoint and test it against every entry of a board:
 ##         make submit CKPT=path ARCH=resnet50 NAME=my_model PRETRAINING=mimic-cxr DATA=/path/to/prepared
 ##         Without arguments: a second demo checkpoint (random ResNet-18, seed 1) on the demo board.
+##         ARCH names any source (hf:<folder>, timm:<name>, open_clip:<name>, xrv:<name>, ...; `backbones --all`);
+##         PREPROCESS=protocol feeds it the MGCA protocol's normalisation instead of its own (default: model).
 DEMO_CKPT := checkpoints/demo_resnet18_seed1.ckpt
 CKPT        ?= $(if $(DATA),,$(DEMO_CKPT))
 ARCH        ?= resnet18
 NAME        ?= demo_submission
 PRETRAINING ?= none
+PREPROCESS  ?= model
 submit: $(STAMP) $(NEEDS_DATA)
 	@if [ "$(CKPT)" = "$(DEMO_CKPT)" ] && [ ! -f $(DEMO_CKPT) ]; then \
 	  $(PYTHON) -m benchmark demo-checkpoint --arch resnet18 --seed 1 --out $(DEMO_CKPT); fi
 	$(PYTHON) -m benchmark submit --checkpoint $(CKPT) --arch $(ARCH) --name $(NAME) \
-	  --pretraining-data $(PRETRAINING) --data $(RUN_DATA) $(RUN_BOARD) $(BENCH_ARGS)
+	  --pretraining-data $(PRETRAINING) --preprocess $(PREPROCESS) --data $(RUN_DATA) $(RUN_BOARD) $(BENCH_ARGS)

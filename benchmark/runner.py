@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.backbones import LoadedBackbone, build_backbone, user_backbone_spec
+from benchmark.backbones import LoadedBackbone, PreprocessMode, build_backbone, user_backbone_spec
 from benchmark.backbones.zoo import BACKBONES, BackboneSpec
 from benchmark.board.store import Board, BoardEntry, ComparisonSettings
 from benchmark.data.prepared import PreparedDataset
@@ -110,6 +110,7 @@ class GridRequest:
     cell_timeout: float | None = None  # seconds; a cell running longer is killed and recorded as failed
     progress: bool = True
     redo_invalid: bool = False  # re-evaluate cells whose record fails verification (else: reported, kept)
+    preprocess: PreprocessMode = "model"  # the backbone's own preprocessing, or the protocol's for all (recorded)
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def board_entry(choice: BackboneChoice, loaded: LoadedBackbone) -> BoardEntry:
         pretraining_data=list(choice.pretraining_data or spec.pretraining_data), description=spec.description,
         weights_source=source, added=utc_now(),
         load_report=_load_report_summary(report) if report is not None else None,
+        preprocessing=loaded.preprocessing.to_dict(),
     )
 
 
@@ -342,6 +344,8 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
         split_fingerprints=fingerprints,
         backbone={"arch": loaded.spec.arch, "weights": loaded.spec.weights,
                   "pretraining_data": list(loaded.spec.pretraining_data),
+                  # what every task fed the encoder: size, channels, range, mean/std, and --preprocess
+                  "preprocessing": loaded.preprocessing.to_dict(),
                   # which encoder of the checkpoint file was evaluated (prefix, keys matched)
                   "load_report": _load_report_summary(loaded.load_report) if loaded.load_report is not None else None},
         provenance=provenance, created=utc_now(),
@@ -379,7 +383,7 @@ def _child_main(job: _ChildJob) -> None:
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     try:
-        loaded = build_backbone(job.spec, job.checkpoint)
+        loaded = build_backbone(job.spec, job.checkpoint, preprocess=job.request.preprocess)
         if loaded.weights_sha256 != job.cell.identity.weights_sha256:
             raise GridError(f"the weights changed since the grid was planned ({loaded.weights_sha256[:12]} != "
                             f"{job.cell.identity.weights_sha256[:12]}); re-run the grid")
@@ -492,7 +496,7 @@ def run_grid(board: Board, request: GridRequest) -> GridSummary:
     todo: list[tuple[Cell, BackboneChoice, BackboneSpec, LoadedBackbone]] = []
     for choice in request.backbones:
         spec = choice.spec()
-        loaded = build_backbone(spec, choice.checkpoint)
+        loaded = build_backbone(spec, choice.checkpoint, preprocess=request.preprocess)
         cells = plan_cells(board, request, loaded, summary)
         if cells:  # an entry appears on the board only with cells to its name
             board.register_entry(board_entry(choice, loaded))

@@ -17,15 +17,24 @@ from benchmark.backbones.checkpoint import (
     sha256_of_state_dict,
 )
 from benchmark.backbones.encoder import Backbone, BackboneOutput
-from benchmark.backbones.preprocessing import MGCA_PREPROCESSING, Preprocessing, protocol_preprocessing
+from benchmark.backbones.preprocessing import (
+    MGCA_PREPROCESSING,
+    PREPROCESS_MODES,
+    PreprocessMode,
+    Preprocessing,
+    normalise,
+    protocol_preprocessing,
+    resolve_preprocessing,
+)
 from benchmark.backbones.sources import ARCHITECTURES, SOURCES, resolve_architecture
 from benchmark.backbones.zoo import BACKBONES, BackboneSpec, CheckpointNotFound, locate_checkpoint
 
 __all__ = [
-    "ARCHITECTURES", "BACKBONES", "MGCA_PREPROCESSING", "SOURCES", "Architecture", "ArchitectureError", "Backbone",
-    "BackboneOutput", "BackboneSpec", "CheckpointError", "CheckpointMismatchError", "CheckpointNotFound", "LoadReport",
-    "LoadedBackbone", "Preprocessing", "UnsafeCheckpointError", "build_backbone", "protocol_preprocessing",
-    "resolve_architecture", "user_backbone_spec",
+    "ARCHITECTURES", "BACKBONES", "MGCA_PREPROCESSING", "PREPROCESS_MODES", "SOURCES", "Architecture",
+    "ArchitectureError", "Backbone", "BackboneOutput", "BackboneSpec", "CheckpointError", "CheckpointMismatchError",
+    "CheckpointNotFound", "LoadReport", "LoadedBackbone", "PreprocessMode", "Preprocessing", "UnsafeCheckpointError",
+    "build_backbone", "normalise", "protocol_preprocessing", "resolve_architecture", "resolve_preprocessing",
+    "user_backbone_spec",
 ]
 
 
@@ -41,8 +50,8 @@ class LoadedBackbone:
     # The checkpoint file's own sha256 is in load_report.
     weights_sha256: str
     load_report: LoadReport | None
-    # What every task feeds the encoder (size, channels, range, mean/std): the architecture's own
-    # unless replaced (``protocol_preprocessing`` for one normalisation across backbones).
+    # What every task feeds the encoder (size, channels, range, mean/std; ``normalise``): the
+    # architecture's own, or the protocol's under ``--preprocess protocol`` (``resolve_preprocessing``).
     preprocessing: Preprocessing
 
 
@@ -59,16 +68,19 @@ def build_backbone(
     spec: BackboneSpec | str,
     checkpoint: str | Path | None = None,
     allow_partial: bool = False,
+    preprocess: PreprocessMode = "model",
 ) -> LoadedBackbone:
-    """Build the frozen encoder of ``spec`` with its weights (random init or checkpoint)."""
+    """Build the frozen encoder of ``spec`` with its weights (random init or checkpoint); its
+    preprocessing is the architecture's own, or the protocol's with ``preprocess="protocol"``."""
     if isinstance(spec, str):
         spec = BACKBONES.get(spec)
     arch = resolve_architecture(spec.arch)
+    preprocessing = resolve_preprocessing(arch.preprocessing, preprocess)
     if spec.weights == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
             module = arch.build()
-        return LoadedBackbone(spec, arch.wrap(module), sha256_of_state_dict(module.state_dict()), None, arch.preprocessing)
+        return LoadedBackbone(spec, arch.wrap(module), sha256_of_state_dict(module.state_dict()), None, preprocessing)
     if spec.checkpoint_file:
         path = locate_checkpoint(spec, checkpoint)
     elif checkpoint:
@@ -77,4 +89,4 @@ def build_backbone(
         raise CheckpointNotFound(f"backbone {spec.name!r} needs --checkpoint PATH")
     module = arch.build()
     report = load_encoder_weights(module, path, arch, prefix=spec.prefix, allow_partial=allow_partial)
-    return LoadedBackbone(spec, arch.wrap(module), sha256_of_state_dict(module.state_dict()), report, arch.preprocessing)
+    return LoadedBackbone(spec, arch.wrap(module), sha256_of_state_dict(module.state_dict()), report, preprocessing)

@@ -10,8 +10,15 @@ protocol (the linear probe's 224-of-256 centre crop, say).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal, get_args
+
+import torch
+
+# Who chose the normalisation: "model" (the backbone's own, the default) or "protocol" (the MGCA
+# protocol's mean = std = 0.5 for every backbone, ``--preprocess protocol``).
+PreprocessMode = Literal["model", "protocol"]
+PREPROCESS_MODES: tuple[str, ...] = get_args(PreprocessMode)
 
 
 class PreprocessingError(ValueError):
@@ -30,6 +37,7 @@ class Preprocessing:
     # True: the model takes input_size only (position embeddings it cannot interpolate).
     fixed_size: bool = False
     source: str = ""  # where the values come from, for the record
+    mode: PreprocessMode = "model"  # who chose these values (``--preprocess``), for the record
 
     def __post_init__(self) -> None:
         problems = []
@@ -43,6 +51,8 @@ class Preprocessing:
             problems.append(f"std {self.std} not positive")
         if not self.value_range[0] < self.value_range[1]:
             problems.append(f"value range {self.value_range}")
+        if self.mode not in PREPROCESS_MODES:
+            problems.append(f"mode {self.mode!r} (one of {PREPROCESS_MODES})")
         if problems:
             raise PreprocessingError(f"invalid preprocessing ({self.source or 'no source'}): {'; '.join(problems)}")
 
@@ -59,6 +69,41 @@ class Preprocessing:
         """JSON-ready (lists, not tuples), as run records and cache keys store it."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
+    def pixels(self) -> dict[str, Any]:
+        """What decides the encoder's input pixels (no ``source``/``mode`` wording): for cache keys and comparisons."""
+        return {key: value for key, value in self.to_dict().items() if key not in ("source", "mode")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict` (configs carry it as data, e.g. mmengine's model config)."""
+        names = {item.name for item in fields(cls)}
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items() if key in names})
+
+    def summary(self) -> str:
+        """One line for tables: ``224 px, 3 ch, [0, 1], mean 0.5/0.5/0.5, std 0.5/0.5/0.5 (model)``."""
+        def numbers(values: tuple[float, ...]) -> str:
+            return "/".join(f"{value:g}" for value in values)
+
+        low, high = self.value_range
+        return (f"{self.input_size} px, {self.channels} ch, [{low:g}, {high:g}], mean {numbers(self.mean)}, "
+                f"std {numbers(self.std)} ({self.mode})")
+
+
+def normalise(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """Pixels 0..255 ``[..., 3, H, W]`` (uint8, or float holding those values; the gray image
+    repeated) -> the encoder's input ``[..., channels, H, W]``: scaled to [0, 1], then normalised
+    with the model's mean and std in its intensity range (:meth:`Preprocessing.unit_range_normalisation`),
+    keeping the model's channel count. The one place every task turns pixels into encoder input.
+
+    The arithmetic is torchvision's ``ToDtype(float32, scale=True)`` then ``Normalize``.
+    """
+    mean, std = preprocessing.unit_range_normalisation()
+    x = images.to(torch.float32).mul_(1.0 / 255)
+    x = x[..., : preprocessing.channels, :, :]
+    shape = (-1, 1, 1)
+    return x.sub(torch.tensor(mean, dtype=x.dtype, device=x.device).view(shape)).div_(
+        torch.tensor(std, dtype=x.dtype, device=x.device).view(shape))
+
 
 MGCA_PREPROCESSING = Preprocessing(
     input_size=224, channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
@@ -72,6 +117,16 @@ def protocol_preprocessing(model: Preprocessing) -> Preprocessing:
     Input size and channel count stay the model's: a 1-channel model cannot take three.
     """
     return replace(
-        model, value_range=(0.0, 1.0), mean=(0.5,) * model.channels, std=(0.5,) * model.channels,
+        model, value_range=(0.0, 1.0), mean=(0.5,) * model.channels, std=(0.5,) * model.channels, mode="protocol",
         source=f"MGCA protocol normalisation (mean = std = 0.5) instead of the model's own ({model.source})",
     )
+
+
+PREPROCESSING_RULES: dict[str, Any] = {"model": lambda declared: declared, "protocol": protocol_preprocessing}
+
+
+def resolve_preprocessing(declared: Preprocessing, mode: PreprocessMode = "model") -> Preprocessing:
+    """What a run feeds the encoder under ``--preprocess mode``: the model's own, or the protocol's for all."""
+    if mode not in PREPROCESSING_RULES:
+        raise PreprocessingError(f"--preprocess {mode!r}: one of {PREPROCESS_MODES}")
+    return PREPROCESSING_RULES[mode](declared)

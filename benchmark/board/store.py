@@ -229,10 +229,30 @@ class BoardEntry:
     weights_source: str  # "random (seed 0)", a checkpoint file name, or a release URL
     added: str
     load_report: dict[str, Any] | None = None  # keys loaded / missing, from the backbone loader
+    # What the tasks fed the encoder (Preprocessing.to_dict(): size, channels, range, mean/std,
+    # --preprocess mode); one entry is evaluated one way. None: an entry written before it was recorded.
+    preprocessing: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
         return f"{self.name}@{self.weights_sha256[:12]}"
+
+
+def _check_same_preprocessing(existing: BoardEntry, new: BoardEntry) -> None:
+    """An entry's numbers come from one preprocessing: other pixels (``--preprocess protocol`` on a
+    model with its own normalisation) are another entry, under another name."""
+    if existing.preprocessing is None or new.preprocessing is None:
+        return  # entries written before preprocessing was recorded
+
+    def pixels(values: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in values.items() if key not in ("source", "mode")}
+
+    if pixels(existing.preprocessing) != pixels(new.preprocessing):
+        raise BoardError(
+            f"entry {existing.key} was evaluated with {existing.preprocessing.get('mode', 'model')} preprocessing "
+            f"{pixels(existing.preprocessing)}; this run would feed it {new.preprocessing.get('mode', 'model')} "
+            f"preprocessing {pixels(new.preprocessing)}. Evaluate it under another --name (a registered backbone: "
+            f"keep its --preprocess)")
 
 
 def boards_dir() -> Path:
@@ -456,6 +476,7 @@ class Board:
         with self.lock():
             existing = self.entries()
             if entry.key in existing:
+                _check_same_preprocessing(existing[entry.key], entry)
                 return existing[entry.key]
             clash = [other for other in existing.values() if other.name == entry.name]
             if clash:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from benchmark.cli import command, print_json
+from benchmark.commands.run import PREPROCESS_CHOICES
 
 
 def _configure_backbones(parser: argparse.ArgumentParser) -> None:
@@ -54,13 +55,15 @@ def _configure_check(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default=None, help="key prefix of the encoder (default: detected)")
     parser.add_argument("--allow-partial", action="store_true", help="accept an incomplete encoder")
     parser.add_argument("--keys", action="store_true", help="list keys instead of counting them")
+    parser.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="model",
+                        help="print the preprocessing a run with this --preprocess would use (default: the model's own)")
 
 
 @command("check-checkpoint", "report how a checkpoint loads into an architecture and the preprocessing it gets (JSON)",
          _configure_check)
 def _check_checkpoint(args: argparse.Namespace) -> int:
     """Exit 0: the encoder loads completely (or partially with --allow-partial); 2: it cannot be used as given."""
-    from benchmark.backbones import CheckpointError, CheckpointMismatchError, resolve_architecture
+    from benchmark.backbones import CheckpointError, CheckpointMismatchError, resolve_architecture, resolve_preprocessing
     from benchmark.backbones.checkpoint import load_encoder_weights
     from benchmark.registry import RegistryError
 
@@ -79,7 +82,7 @@ def _check_checkpoint(args: argparse.Namespace) -> int:
             result[key] = len(result[key])
     result["architecture"] = {"source": arch.source, "family": arch.family, "global_dim": arch.global_dim,
                               "feature_map_dims": list(arch.feature_map_dims), "feature_map_strides": list(arch.feature_map_strides)}
-    result["preprocessing"] = arch.preprocessing.to_dict()
+    result["preprocessing"] = resolve_preprocessing(arch.preprocessing, args.preprocess).to_dict()
     print_json(result)
     if error is not None:
         print(f"error: {error}", file=sys.stderr)

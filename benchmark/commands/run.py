@@ -9,6 +9,8 @@ from pathlib import Path
 from benchmark.cli import command
 
 DEFAULT_DATA = Path("data/prepared")
+# benchmark.backbones.PREPROCESS_MODES, spelled out so that parsing arguments does not import torch
+PREPROCESS_CHOICES = ("model", "protocol")
 
 
 def chosen_board(args: argparse.Namespace) -> str:
@@ -60,6 +62,10 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", type=task_choices, default=None,
                         help="trainable head: HEAD for the task declaring it, or TASK=HEAD,... (default: the task's head "
                              "for the backbone family, e.g. detection: yolov3 on ResNets, faster_rcnn on ViTs)")
+    parser.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="model",
+                        help="model: each backbone's own input size, channels, intensity range and mean/std (default); "
+                             "protocol: the MGCA protocol's mean = std = 0.5 for every backbone (size and channels stay "
+                             "the model's). Recorded in every run record and on the board entry")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"DATA_DIR holding prepared datasets (default {DEFAULT_DATA})")
     parser.add_argument("--board", default=None, help="board name under leaderboards/ or a folder (default: the default "
                         "real-data board, or the default demo board when --data holds only demo datasets)")
@@ -98,6 +104,7 @@ def grid_request(args: argparse.Namespace, backbones: tuple) -> "object":
         seeds=args.seeds, draws=args.draws, modes=args.mode, heads=args.head, work_dir=args.work_dir,
         cache_dir=args.cache_dir, keep_work=args.keep_work, device=args.device, isolate=not args.in_process,
         cell_timeout=args.cell_timeout, progress=not args.no_progress, redo_invalid=args.redo_invalid,
+        preprocess=args.preprocess,
     )
 
 

@@ -19,6 +19,7 @@ channel they hold.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from benchmark.backbones import Preprocessing
+from benchmark.backbones.preprocessing import normalise
 from tasks.classification.protocol import DatasetProbe, Geometry, ProbeProtocol
 
 
@@ -35,9 +37,7 @@ def to_three_channels(images: np.ndarray) -> torch.Tensor:
 
 
 def _finish(preprocessing: Preprocessing) -> list[v2.Transform]:
-    mean, std = preprocessing.unit_range_normalisation()
-    channels = preprocessing.channels
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), v2.Lambda(lambda x: x[..., :channels, :, :])]
+    return [v2.Lambda(partial(normalise, preprocessing=preprocessing))]
 
 
 def eval_transform(preprocessing: Preprocessing, geometry: Geometry) -> v2.Transform:
@@ -50,7 +50,7 @@ def eval_transform_descriptor(preprocessing: Preprocessing, geometry: Geometry) 
     return {
         "name": "center_crop", "cache_size": geometry.cache_size, "crop": geometry.crop_size,
         "encoder_input": geometry.encoder_input_size, "upsample": "bilinear_align_corners",
-        "preprocessing": {key: value for key, value in preprocessing.to_dict().items() if key != "source"},
+        "preprocessing": preprocessing.pixels(),
     }
 
 

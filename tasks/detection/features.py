@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmark.backbones import LoadedBackbone
+from benchmark.backbones import LoadedBackbone, normalise
 from benchmark.data.prepared import PreparedDataset, file_sha256, ids_fingerprint
 from benchmark.provenance import utc_now
 from tasks.classification.features import EncodeStats, FeatureCacheError, cache_key, index_batches
 from tasks.detection.data import resize_images
-from tasks.detection.model import encoder_maps, normalise
+from tasks.detection.model import encoder_maps
 from tasks.detection.protocol import DetectionProtocol, InputGeometry
 
 CACHE_FORMAT = 1
@@ -51,7 +51,7 @@ def maps_description(backbone: LoadedBackbone, dataset: PreparedDataset, ids: Se
         "ids_sha256": ids_fingerprint(list(ids)),
         "n_images": len(ids),
         "transform": {"cache_size": geometry.cache_size, "input_size": geometry.input_size, "resize": "bilinear_uint8",
-                      "mean": protocol.mean, "std": protocol.std},
+                      "preprocessing": backbone.preprocessing.pixels()},
         "dtype": protocol.cache_dtype,
     }
 
@@ -95,7 +95,7 @@ def encode_maps(cache_dir: Path, description: dict, backbone: LoadedBackbone, da
         batches = list(index_batches(len(ids), protocol.encode_batch_size))
         for rows in tqdm(batches, desc=f"encoding {split} maps", unit="batch", leave=False, disable=not progress):
             images = resize_images(dataset.images(list(ids[rows])), geometry.input_size).to(device)
-            maps = [level.cpu().numpy() for level in encoder_maps(backbone, normalise(images, protocol.mean, protocol.std))]
+            maps = [level.cpu().numpy() for level in encoder_maps(backbone, normalise(images, backbone.preprocessing))]
             if not levels:
                 for path, level in zip(_paths(cache_dir, key, len(maps)), maps):
                     partial.append(path.with_name(f".{path.name}.{os.getpid()}.partial"))

@@ -14,9 +14,14 @@ multi-scale maps (strides 8/16/32); a ViT's single stride-16 map becomes a simpl
 pyramid, ViTDet style (a stride-2 deconvolution to 8, the map itself at 16, max pooling to 32),
 trained with the head.
 
+A pyramid backbone (ConvNeXt, Swin, DenseNet, EfficientNet, ... through timm's
+``forward_intermediates`` or a torchvision model's stages) gives its own maps at strides 8/16/32,
+used as they are, like a ResNet's.
+
 ``DetectionInputs`` is the detector's data preprocessor: it batches either kind of input.
-Image normalisation and the encoder call are the module functions :func:`normalise` and
-:func:`encoder_maps`, which the feature cache uses too, so both modes feed the head the same maps.
+Image normalisation (the backbone's own preprocessing, :func:`benchmark.backbones.normalise`:
+channels, intensity range, mean/std) and the encoder call (:func:`encoder_maps`) are shared with
+the feature cache, so both modes feed the head the same maps.
 """
 
 from __future__ import annotations
@@ -30,16 +35,11 @@ from mmengine.config import Config, ConfigDict
 from mmengine.model import BaseDataPreprocessor, BaseModel, BaseModule
 from torch import nn
 
-from benchmark.backbones import LoadedBackbone
+from benchmark.backbones import LoadedBackbone, Preprocessing, normalise
 from benchmark.registry import Registry
 from tasks.detection.protocol import CONFIG_DIR, DetectionProtocol, DetectorHead, InputGeometry
 
 PYRAMID_STRIDES = (8, 16, 32)
-
-
-def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 [n, 3, s, s] -> float: ToTensor + Normalize(mean, std) of the reference, on 0-255 values."""
-    return (images.float() - mean) / std
 
 
 @torch.no_grad()
@@ -50,7 +50,7 @@ def encoder_maps(encoder: LoadedBackbone, images: torch.Tensor) -> list[torch.Te
 
 
 class IdentityPyramid(nn.Module):
-    """A ResNet's stages 2-4 are already maps at strides 8, 16, 32."""
+    """A ResNet's stages 2-4, or any pyramid backbone's last three stages, are already maps at strides 8, 16, 32."""
 
     def __init__(self, channels: Sequence[int], strides: Sequence[int]) -> None:
         super().__init__()
@@ -90,6 +90,7 @@ class SimpleFeaturePyramid(nn.Module):
 
 PYRAMIDS: Registry[type[IdentityPyramid | SimpleFeaturePyramid]] = Registry("feature pyramid")
 PYRAMIDS.add("resnet", IdentityPyramid)
+PYRAMIDS.add("pyramid", IdentityPyramid)
 PYRAMIDS.add("vit", SimpleFeaturePyramid)
 
 
@@ -129,18 +130,21 @@ class FrozenEncoder(BaseModule):
 @MODELS.register_module()
 class DetectionInputs(BaseDataPreprocessor):
     """Batches a loader's inputs on the model's device: uint8 images [3, s, s] are stacked and
-    normalised; cached encoder maps (a tuple per image, one array per level, which mmengine's
-    ``pseudo_collate`` turns into one list per level) are stacked per level and cast to float32."""
+    turned into the encoder's input with its preprocessing (``Preprocessing.to_dict()``, as the
+    config carries it); cached encoder maps (a tuple per image, one array per level, which
+    mmengine's ``pseudo_collate`` turns into one list per level) are stacked per level and cast to float32."""
 
-    def __init__(self, mean: float = 127.5, std: float = 127.5, non_blocking: bool = False) -> None:
+    def __init__(self, preprocessing: dict | None = None, non_blocking: bool = False) -> None:
         super().__init__(non_blocking)
-        self.mean, self.std = mean, std
+        self.preprocessing = Preprocessing.from_dict(preprocessing) if preprocessing is not None else None
 
     def forward(self, data: dict, training: bool = False) -> dict:
         data = self.cast_data(data)
         inputs = data["inputs"]
         if isinstance(inputs[0], torch.Tensor):
-            batch: torch.Tensor | tuple[torch.Tensor, ...] = normalise(torch.stack(inputs), self.mean, self.std)
+            if self.preprocessing is None:
+                raise RuntimeError("DetectionInputs got images but no preprocessing (detector_config sets the backbone's)")
+            batch: torch.Tensor | tuple[torch.Tensor, ...] = normalise(torch.stack(inputs), self.preprocessing)
         else:
             batch = tuple(torch.stack(level).float() for level in inputs)
         return {"inputs": batch, "data_samples": data["data_samples"]}
@@ -156,14 +160,14 @@ def detector_config(head: DetectorHead, encoder: LoadedBackbone, geometry: Input
                     options: dict[str, Any] | None = None) -> Config:
     """The head's config file with ``options`` (``key=value`` overrides) merged, then the values
     that depend on the run filled in: encoder family, channels and strides; neck input channels;
-    pixel lengths scaled to the input size; normalisation."""
+    pixel lengths scaled to the input size; the encoder's preprocessing."""
     cfg = Config.fromfile(CONFIG_DIR / head.config)
     if options:
         cfg.merge_from_dict(dict(options))
     arch = encoder.model.arch
     model = cfg.model
     model.backbone.update(family=arch.family, in_channels=list(arch.feature_map_dims), in_strides=list(arch.feature_map_strides))
-    model.data_preprocessor.update(mean=protocol.mean, std=protocol.std)
+    model.data_preprocessor.update(preprocessing=encoder.preprocessing.to_dict())
     channels = list(PYRAMIDS.get(arch.family).output_channels(arch.feature_map_dims))
     model.neck.in_channels = channels[::-1] if head.neck_order == "deepest_first" else channels
     factor = geometry.input_size / head.pixel_reference_size

@@ -78,7 +78,8 @@ HEADS.add("faster_rcnn", DetectorHead(
     description="Faster R-CNN with FPN (mmdet), for every backbone family",
 ))
 HEAD_NAMES = ("yolov3", "faster_rcnn")  # every registered head, the reference's detector first
-DEFAULT_HEADS = {"resnet": "yolov3", "vit": "faster_rcnn"}
+# A pyramid backbone (ConvNeXt, Swin, DenseNet, ...) gives three maps at strides 8/16/32 as a ResNet does.
+DEFAULT_HEADS = {"resnet": "yolov3", "vit": "faster_rcnn", "pyramid": "yolov3"}
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,7 @@ class DetectionProtocol:
     early_stopping_patience: int = 10  # epochs without a strictly higher validation map
     selection_metric: str = "map"  # benchmark/scoring/detection.py, on the validation split
     input_size: int = REFERENCE_INPUT_SIZE  # a smaller image cache (demo data) is used at its own size
-    mean: float = 127.5  # Normalize(0.5, 0.5) on [0, 1] = (x - 127.5) / 127.5 on uint8
-    std: float = 127.5
+    # Normalisation is the backbone's (LoadedBackbone.preprocessing; MGCA's is mean = std = 0.5).
     # Reference train loader: shuffle, drop_last=True. A training set smaller than one batch is
     # trained as one partial batch.
     train_drop_last: bool = True

@@ -16,7 +16,8 @@ TASKS.add("segmentation", TaskInfo(
     version=TASK_VERSION,
     datasets={"siim": TaskDataset("segmentation", "dice"), "rsna": TaskDataset("detection", "dice")},
     heads=("unet", "setr"),
-    default_heads={"resnet": "unet", "vit": "setr"},
+    # a pyramid backbone (ConvNeXt, Swin, DenseNet, ...) gives the U-Net its maps at strides 8-32
+    default_heads={"resnet": "unet", "vit": "setr", "pyramid": "unet"},
     modes=MODES,
     default_mode=DEFAULT_MODE,
     adapter="tasks.segmentation.adapter:run_segmentation",

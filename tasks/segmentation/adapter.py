@@ -49,7 +49,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 from torch import nn
 
-from benchmark.backbones import LoadedBackbone
+from benchmark.backbones import LoadedBackbone, normalise
 from benchmark.data.prepared import SPLITS, DataError, PreparedDataset, ids_fingerprint
 from benchmark.provenance import utc_now
 from benchmark.scoring.segmentation import write_predictions, write_targets
@@ -95,7 +95,7 @@ def build_model(cfg: Config, backbone: LoadedBackbone, input_size: int, mode: st
     loaded encoder itself is handed over outside the config.
     """
     backbone.model.to(device)
-    probe = torch.zeros(1, 3, input_size, input_size, device=device)
+    probe = normalise(torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8, device=device), backbone.preprocessing)
     with torch.no_grad():
         widths = [level.shape[1] for level in encoder_outputs(backbone, probe, cfg.encoder_outputs)]
     resolved: dict[str, Any] = {"model.decode_head.in_channels": widths if len(widths) > 1 else widths[0]}
@@ -151,7 +151,7 @@ def run_cell(cell: TaskCell, overrides: Mapping[str, Any] | None = None) -> Task
         backbone.model.to(device)
         for split in SPLITS:
             levels, feature_store[split] = cached_levels(cell.cache_dir, backbone, images[split], cfg.encoder_outputs,
-                                                         cfg.model.data_preprocessor, cfg.encode_batch_size, device)
+                                                         cfg.encode_batch_size, device)
             datasets[split] = CachedFeatureItems(images[split], levels)
         timings["encode_seconds"] = sum(stats["seconds"] for stats in feature_store.values())
 

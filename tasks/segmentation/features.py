@@ -18,13 +18,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmark.backbones import LoadedBackbone
+from benchmark.backbones import LoadedBackbone, normalise
 from benchmark.data.prepared import DataError, file_sha256, ids_fingerprint
 from tasks.segmentation.data import SegmentationImages
 from tasks.segmentation.models import EncoderOutputs, encoder_outputs
@@ -37,13 +36,13 @@ class FeatureStoreError(DataError):
     """A stored entry does not match the key it is stored under."""
 
 
-def describe(backbone: LoadedBackbone, images: SegmentationImages, outputs: EncoderOutputs, normalize: Mapping) -> dict:
+def describe(backbone: LoadedBackbone, images: SegmentationImages, outputs: EncoderOutputs) -> dict:
     return {
         "format": STORE_FORMAT, "weights_sha256": backbone.weights_sha256, "arch": backbone.model.arch.name,
         "dataset": images.dataset.name, "manifest_sha256": file_sha256(images.dataset.root / "manifest.json"),
         "ids_sha256": ids_fingerprint(images.ids), "n_images": len(images), "input_size": images.input_size,
         "outputs": outputs, "dtype": np.dtype(STORE_DTYPE).name, "transform": "Resize (bilinear), no augmentation",
-        "mean": list(normalize["mean"]), "std": list(normalize["std"]),
+        "preprocessing": backbone.preprocessing.pixels(),
     }
 
 
@@ -61,18 +60,16 @@ def open_levels(folder: Path, description: dict) -> list[np.ndarray]:
 
 @torch.no_grad()
 def compute_levels(folder: Path, backbone: LoadedBackbone, images: SegmentationImages, outputs: EncoderOutputs,
-                   normalize: Mapping, batch_size: int, device: torch.device) -> int:
+                   batch_size: int, device: torch.device) -> int:
     """Write ``level<i>.npy`` of every image into ``folder``; returns the number of levels.
 
-    Pixels are normalised with the paper mode's pre-processor settings (``normalize``: its
-    ``mean`` and ``std`` per channel on 0-255 values), so both modes feed the encoder alike.
+    Pixels get the backbone's preprocessing (:func:`~benchmark.backbones.normalise`), as the
+    paper mode's frozen encoder does, so both modes feed the encoder alike.
     """
     levels: list[np.ndarray] = []
-    mean = torch.tensor(normalize["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(normalize["std"], dtype=torch.float32).view(1, -1, 1, 1)
     for start in range(0, len(images), batch_size):
         batch = torch.stack([images[index]["inputs"] for index in range(start, min(start + batch_size, len(images)))])
-        maps = encoder_outputs(backbone, ((batch.float() - mean) / std).to(device), outputs)
+        maps = encoder_outputs(backbone, normalise(batch.to(device), backbone.preprocessing), outputs)
         if not levels:
             levels = [np.lib.format.open_memmap(folder / f"level{k}.npy", mode="w+", dtype=STORE_DTYPE,
                                                 shape=(len(images), *level.shape[1:])) for k, level in enumerate(maps)]
@@ -84,9 +81,9 @@ def compute_levels(folder: Path, backbone: LoadedBackbone, images: SegmentationI
 
 
 def cached_levels(cache_dir: Path, backbone: LoadedBackbone, images: SegmentationImages, outputs: EncoderOutputs,
-                  normalize: Mapping, batch_size: int, device: torch.device) -> tuple[list[np.ndarray], dict]:
+                  batch_size: int, device: torch.device) -> tuple[list[np.ndarray], dict]:
     """The stored encoder outputs of ``images`` (computed now if absent) and what it cost."""
-    description = describe(backbone, images, outputs, normalize)
+    description = describe(backbone, images, outputs)
     folder = store_folder(cache_dir, description)
     started = time.perf_counter()
     hit = (folder / "description.json").is_file()
@@ -94,7 +91,7 @@ def cached_levels(cache_dir: Path, backbone: LoadedBackbone, images: Segmentatio
         folder.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            levels = compute_levels(scratch, backbone, images, outputs, normalize, batch_size, device)
+            levels = compute_levels(scratch, backbone, images, outputs, batch_size, device)
             (scratch / "description.json").write_text(json.dumps({**description, "levels": levels}, indent=2) + "\n")
             try:
                 os.replace(scratch, folder)

@@ -4,9 +4,11 @@ Everything here is registered in mmseg's ``MODELS`` registry and assembled by mm
 ``EncoderDecoder`` from the configs in ``configs/``:
 
 * :class:`FrozenEncoder`: any :class:`~benchmark.backbones.LoadedBackbone` (weights only ever
-  read by the suite's safe loader), frozen and in eval mode, as an mmseg backbone. Its outputs
-  are the five ResNet stages (``stages``, for the U-Net) or the patch-token grid (``tokens``,
-  for SETR).
+  read by the suite's safe loader), frozen and in eval mode, as an mmseg backbone. It turns
+  0-255 pixels into the encoder's input with the backbone's own preprocessing
+  (:func:`~benchmark.backbones.normalise`). Its outputs are the multi-scale stages (``stages``,
+  for the U-Net: a ResNet's five, a pyramid backbone's three maps) or the patch-token grid
+  (``tokens``, for SETR).
 * :class:`PrecomputedFeatures` and :class:`FeaturePreProcessor`: the ``cached`` mode's
   stand-ins for the encoder and the image pre-processor: the batch already holds the encoder's
   outputs, computed once on un-augmented images (``features.py``).
@@ -28,7 +30,7 @@ from mmseg.models.decode_heads.setr_up_head import SETRUPHead
 from mmseg.registry import MODELS
 from torch import nn
 
-from benchmark.backbones import LoadedBackbone
+from benchmark.backbones import LoadedBackbone, normalise
 from benchmark.backbones.encoder import ResNetBackbone
 
 EncoderOutputs = Literal["stages", "tokens"]
@@ -39,18 +41,23 @@ class HeadError(ValueError):
 
 
 def encoder_outputs(backbone: LoadedBackbone, images: torch.Tensor, outputs: EncoderOutputs) -> list[torch.Tensor]:
-    """What a decoder reads from the frozen encoder.
+    """What a decoder reads from the frozen encoder (``images``: already preprocessed).
 
-    ``stages``: the five ResNet stage outputs, strides 2 to 32 (:meth:`ResNetBackbone.stages`).
+    ``stages``: a torchvision-layout ResNet's five stage outputs, strides 2 to 32
+    (:meth:`ResNetBackbone.stages`, as the reference's U-Net); any other multi-scale encoder (a
+    ``pyramid`` or timm ResNet) gives its feature maps at strides 8, 16, 32, and the U-Net's two
+    finest blocks upsample without a skip.
     ``tokens``: the token features (ViT patch tokens after the final norm; ResNet layer3
     positions) as a ``[B, C, side, side]`` grid of the square input.
     """
     model = backbone.model
     if outputs == "stages":
-        if not isinstance(model, ResNetBackbone):
-            raise HeadError(f"the U-Net head needs the five stages of a ResNet encoder; {backbone.spec.name} is a "
-                            f"{model.arch.family} ({model.arch.name}): use the setr head")
-        return model.stages(images)
+        if isinstance(model, ResNetBackbone):
+            return model.stages(images)
+        if model.arch.family == "vit":
+            raise HeadError(f"the U-Net head needs the stages of a multi-scale encoder; {backbone.spec.name} is a "
+                            f"vit ({model.arch.name}): use the setr head")
+        return model.feature_maps(images)
     tokens = model.token_features(images)
     side = math.isqrt(tokens.shape[1])
     if side * side != tokens.shape[1]:
@@ -82,7 +89,8 @@ class FrozenEncoder(BaseModule):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(encoder_outputs(self.loaded, images, self.outputs))
+        """``images``: 0-255 pixels ``[B, 3, H, W]`` from the data pre-processor."""
+        return tuple(encoder_outputs(self.loaded, normalise(images, self.loaded.preprocessing), self.outputs))
 
 
 @MODELS.register_module()

@@ -240,8 +240,7 @@ def test_cached_mode_stores_tokens_once_and_trains_setr(segmentation_data, vit, 
     with np.load(result.predictions_file) as predictions:
         assert predictions["probs"].shape[1:] == (32, 32)
     images = SegmentationImages(cell.dataset, cell.dataset.split_ids("val", partition="detection"), 32)
-    normalize = load_config("setr", "rsna", 10).model.data_preprocessor
-    levels, again = cached_levels(cell.cache_dir, vit, images, "tokens", normalize, 8, CPU)
+    levels, again = cached_levels(cell.cache_dir, vit, images, "tokens", 8, CPU)
     assert again["cache_hit"] and again["folder"] == store["val"]["folder"]
     expected = encoder_outputs(vit, (images[0]["inputs"][None].float() - 127.5) / 127.5, "tokens")[0][0]
     assert torch.allclose(torch.from_numpy(np.array(levels[0][0])).float(), expected, atol=1e-2)  # float16 store

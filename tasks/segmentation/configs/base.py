@@ -14,8 +14,10 @@ augmentation = dict(type='ShiftScaleRotate', shift_limit=0.0, scale_limit=0.1, r
 
 model = dict(
     type='EncoderDecoder',
-    # Normalize(mean=0.5, std=0.5) on 0-255 pixels; images arrive at the input size (no padding).
-    data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3, bgr_to_rgb=False,
+    # Batches 0-255 pixels; images arrive at the input size (no padding). No normalisation here: the
+    # frozen encoder applies the backbone's own preprocessing (channels, range, mean/std; MGCA's is
+    # mean = std = 0.5), the same function as every task (benchmark.backbones.normalise).
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=None, std=None, bgr_to_rgb=False,
                            pad_val=0, seg_pad_val=0),
     backbone=dict(type='FrozenEncoder'),  # outputs: the head config's encoder_outputs; encoder: set by the adapter
     decode_head=dict(

@@ -15,13 +15,14 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 
+from benchmark.backbones import MGCA_PREPROCESSING, normalise
 from benchmark.data.prepared import DataError, PreparedDataset
 from benchmark.scoring import scorer
 from tasks.classification.features import EncodeStats, FeatureCacheError
 from tasks.detection.data import ImageSource, MapSource, SplitDataset, load_split, resize_images
 from tasks.detection.distributed import GlobalBatchNorm, global_batchnorm
 from tasks.detection.features import bytes_per_image, cached_maps, maps_description
-from tasks.detection.model import FrozenEncoder, build_detector, detector_config, encoder_maps, normalise
+from tasks.detection.model import FrozenEncoder, build_detector, detector_config, encoder_maps
 from tasks.detection.protocol import HEAD_NAMES, HEADS, PROTOCOL, SCHEDULES, resolve_geometry, with_overrides
 from tasks.detection.training import EarlyStopping, load_head_weights, mmengine_checkpoints
 from tasks.registry import get_task
@@ -93,7 +94,7 @@ def test_frozen_encoder_gives_three_strides_from_images_or_cached_maps(family, c
     encoder = resnet if family == "resnet" else vit
     detector = build_detector(detector_config(HEADS.get("yolov3"), encoder, resolve_geometry(64, PROTOCOL), PROTOCOL), seed=0)
     backbone = detector.backbone
-    images = normalise(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8), 127.5, 127.5)
+    images = normalise(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8), MGCA_PREPROCESSING)
     backbone.attach(encoder)
     from_images = backbone(images)
     from_maps = backbone(tuple(encoder_maps(encoder, images)))
@@ -164,7 +165,7 @@ def test_map_cache_is_written_once_and_matches_the_image_path(prepared, resnet, 
     assert (hit, hit_again, stats.images) == (False, True, 5)
     assert [level.dtype for level in again] == [np.float16] * 3 and bytes_per_image(again) == 2 * (128 * 64 + 256 * 16 + 512 * 4)
     source, images = MapSource(again), ImageSource(dataset, ids, 64)
-    direct = encoder_maps(resnet, normalise(images[3][None], 127.5, 127.5))
+    direct = encoder_maps(resnet, normalise(images[3][None], MGCA_PREPROCESSING))
     for cached, computed in zip(source[3], direct):
         assert torch.allclose(cached.float(), computed[0], rtol=2e-3, atol=2e-3)  # float16 rounding
     description = maps_description(resnet, dataset, ids, geometry, DEMO)
