@@ -79,15 +79,6 @@ class Preprocessing:
         names = {item.name for item in fields(cls)}
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items() if key in names})
 
-    def summary(self) -> str:
-        """One line for tables: ``224 px, 3 ch, [0, 1], mean 0.5/0.5/0.5, std 0.5/0.5/0.5 (model)``."""
-        def numbers(values: tuple[float, ...]) -> str:
-            return "/".join(f"{value:g}" for value in values)
-
-        low, high = self.value_range
-        return (f"{self.input_size} px, {self.channels} ch, [{low:g}, {high:g}], mean {numbers(self.mean)}, "
-                f"std {numbers(self.std)} ({self.mode})")
-
 
 def normalise(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
     """Pixels 0..255 ``[..., 3, H, W]`` (uint8, or float holding those values; the gray image

@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from benchmark.board.aggregate import CellAggregate, aggregate, shown_runs
 from benchmark.board.compare import Comparison, compare_entry, ties_with_best
@@ -104,6 +104,16 @@ def percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
+def preprocessing_text(values: dict[str, Any] | None) -> str:
+    """An entry's recorded preprocessing in one phrase: ``224 px, 3 ch, [0, 1], mean 0.5/0.5/0.5, std 0.5/0.5/0.5 (model)``."""
+    if not values:
+        return "not recorded (entry written before preprocessing was recorded)"
+    low, high = values["value_range"]
+    mean, std = ("/".join(f"{number:g}" for number in values[key]) for key in ("mean", "std"))
+    return (f"{values['input_size']} px, {values['channels']} ch, [{low:g}, {high:g}], mean {mean}, std {std} "
+            f"({values.get('mode', 'model')})")
+
+
 def build_table(view: BoardView, spec: TableSpec) -> TableModel:
     """Published rows, then one row per board entry, with bold/tie/overlap marks."""
     rows: list[TableRow] = []
@@ -124,10 +134,13 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
                 cells.append(TableCell(text=f"{value:.1f}", bold=value == published_best[index], sort_value=value))
         rows.append(TableRow(row.method, "published", cells, row.note))
     protocol = view.board.protocol
+    preprocessing_notes = []
     for key in view.entry_keys():
         if not any(view.cell(key, column) for column in spec.columns):
             continue
         entry = view.entries.get(key)
+        if entry:
+            preprocessing_notes.append(f"{entry.name}: {preprocessing_text(entry.preprocessing)}")
         cells = []
         for column in spec.columns:
             cell = view.cell(key, column)
@@ -143,7 +156,8 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
                        + (f", {cell.head}" if len(protocol.task(cell.task).heads) > 1 else ""), sort_value=cell.mean * 100,
             ))
         label = entry.name if entry else key
-        note = f"{entry.role}, {entry.arch}, weights {entry.weights_sha256[:12]}" if entry else ""
+        note = (f"{entry.role}, {entry.arch}, weights {entry.weights_sha256[:12]}, input "
+                f"{preprocessing_text(entry.preprocessing)}") if entry else ""
         rows.append(TableRow(label, "board", cells, note, key))
     notes = [
         f"Published rows: {spec.source}. Empty published cells are unverified numbers, left empty on purpose.",
@@ -154,6 +168,9 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
         f"{OVERLAP_MARK}: pretraining data shares images with this test set.",
         *spec.caveats,
     ]
+    if preprocessing_notes:
+        notes.append("Encoder input of each board row (size, channels, intensity range, mean/std; --preprocess model: "
+                     "the backbone's own, protocol: the MGCA protocol's mean = std = 0.5): " + "; ".join(preprocessing_notes) + ".")
     notes += [f"INVALID record, not shown: {reason}" for reason in view.invalid]
     if not any(row.kind == "board" and any(c.text for c in row.cells) for row in rows):
         notes.insert(0, "No board results for this table yet (its tasks have not been run on this board).")
