@@ -503,3 +503,17 @@ def test_linear_probe_runs_on_every_source_with_its_own_preprocessing(one_checkp
     assert result.predictions_file.is_file() and result.targets_file.is_file()
     assert result.config["preprocessing"] == loaded.preprocessing.to_dict()
     assert result.config["geometry"]["encoder_input_size"] == encoder_input
+
+
+@pytest.mark.parametrize("preprocess", ["model", "protocol"])
+@pytest.mark.parametrize("source", ["timm", "torchvision", "hf", "open_clip", "xrv"])
+def test_check_checkpoint_prints_the_resolved_preprocessing_of_every_source(one_checkpoint_per_source, capsys, source, preprocess):
+    from benchmark.backbones import resolve_preprocessing
+
+    arch, checkpoint = one_checkpoint_per_source[source]
+    assert main(["check-checkpoint", str(checkpoint), "--arch", arch, "--preprocess", preprocess]) == 0
+    printed = json.loads(capsys.readouterr().out)["preprocessing"]
+    declared = resolve_architecture(arch).preprocessing
+    assert printed == resolve_preprocessing(declared, preprocess).to_dict()
+    assert printed["mode"] == preprocess and printed["channels"] == declared.channels
+    assert printed["input_size"] == declared.input_size
