@@ -55,7 +55,9 @@ class Architecture:
     preprocessing: Preprocessing
     # Keys of a classifier or pooler that foreign checkpoints may carry; dropped on load and reported.
     classifier_prefixes: tuple[str, ...] = ()
-    # The reference's linear probe feeds this architecture at another size (B20: MGCA's ResNet-50 at 299).
+    # The reference's linear probe feeds this architecture at another size (B20: a ResNet-50 at 299):
+    # applied where the MGCA protocol's rules are in force (MGCA's short names; any source under
+    # --preprocess protocol), see tasks/classification/adapter.py.
     linear_probe_input_size: int | None = None
     # {checkpoint key: module key} of a freshly built module, for libraries whose files name the
     # weights otherwise than their modules do (transformers >= 5 renames on load); None: the same.

@@ -112,10 +112,18 @@ def _patch_size(backbone: LoadedBackbone) -> int | None:
     return arch.feature_map_strides[0] if arch.family == "vit" else None  # a ViT's one map is at its patch stride
 
 
+def follows_the_protocol(backbone: LoadedBackbone) -> bool:
+    """Whether the MGCA protocol's input rules apply: MGCA's architectures (short names, as the
+    reference evaluates them) and any backbone run with ``--preprocess protocol``. The rule follows
+    the architecture (``resnet50`` and ``torchvision:resnet50`` are one), never the entry's name."""
+    return backbone.model.arch.source == "mgca" or backbone.preprocessing.mode == "protocol"
+
+
 def _geometry(backbone: LoadedBackbone, cache_size: int) -> Geometry:
-    """The probe's crop and encoder input: the reference's B20 size where the architecture has one, else the model's."""
+    """The probe's crop and encoder input: the reference's B20 size where the architecture has one
+    and the protocol's rules apply, else the model's own input size."""
     arch, preprocessing = backbone.model.arch, backbone.preprocessing
-    if arch.linear_probe_input_size:
+    if arch.linear_probe_input_size and follows_the_protocol(backbone):
         return resolve_geometry(cache_size, _patch_size(backbone), arch.linear_probe_input_size,
                                 why="as the reference's ResNet-50 probe (defect B20)")
     return resolve_geometry(cache_size, _patch_size(backbone), preprocessing.input_size, preprocessing.fixed_size,

@@ -152,7 +152,8 @@ def test_short_names_are_the_timm_and_torchvision_modules_with_mgca_preprocessin
     resnet, tv_resnet = resolve_architecture("resnet50"), resolve_architecture("torchvision:resnet50")
     assert resnet.state_shapes == tv_resnet.state_shapes
     assert resnet.preprocessing.mean == (0.5, 0.5, 0.5) and tv_resnet.preprocessing.mean == (0.485, 0.456, 0.406)
-    assert (resnet.linear_probe_input_size, tv_resnet.linear_probe_input_size) == (299, None)
+    # B20's size belongs to the architecture; the probe applies it where the protocol's rules are in force
+    assert resnet.linear_probe_input_size == tv_resnet.linear_probe_input_size == 299
 
 
 # ----------------------------------------------------------------------------------- torchvision

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.backbones import BACKBONES, MGCA_PREPROCESSING, Preprocessing, build_backbone, user_backbone_spec
+from benchmark.backbones import BACKBONES, MGCA_PREPROCESSING, BackboneSpec, Preprocessing, build_backbone, user_backbone_spec
 from benchmark.cli import main
 from benchmark.data.prepared import DataError, PreparedDataset
 from benchmark.scoring.classification import SCHEMES, compute_metrics, read_predictions, read_targets
@@ -239,6 +239,23 @@ def test_resnet50_probe_input_follows_the_architecture_not_the_registry_entry(da
     assert (geometry["crop_size"], geometry["encoder_input_size"]) == (56, 75)  # 56 * 299 / 224
     assert any("B20" in note for note in geometry["notes"])
     assert tuple(result.config["preprocessing"]["mean"]) == (0.5, 0.5, 0.5)
+
+
+def test_the_protocols_resnet50_rule_follows_the_architecture_whatever_source_names_it():
+    """``--arch resnet50`` and ``--arch torchvision:resnet50 --preprocess protocol`` are one architecture under one
+    protocol: the same B20 input and the same encoder input pixels (so the same features); with its own
+    preprocessing (``--preprocess model``) torchvision's ResNet-50 takes its own 224 px, i.e. the 56 px crop as it is."""
+    from tasks.classification.adapter import _geometry
+
+    short = build_backbone(BackboneSpec(name="short", arch="resnet50", weights="random", description="test"))
+    tv = BackboneSpec(name="tv", arch="torchvision:resnet50", weights="random", description="test")
+    protocol, own = build_backbone(tv, preprocess="protocol"), build_backbone(tv)
+    geometry = {name: _geometry(backbone, 64) for name, backbone in [("short", short), ("protocol", protocol), ("own", own)]}
+    assert {name: (g.crop_size, g.encoder_input_size) for name, g in geometry.items()} == \
+        {"short": (56, 75), "protocol": (56, 75), "own": (56, 56)}
+    assert eval_transform_descriptor(short.preprocessing, geometry["short"]) == \
+        eval_transform_descriptor(protocol.preprocessing, geometry["protocol"])
+    assert protocol.preprocessing.mode == "protocol" and any("B20" in note for note in geometry["protocol"].notes)
 
 
 def test_eval_transform_applies_the_backbones_range_channels_and_normalisation():

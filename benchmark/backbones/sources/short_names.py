@@ -11,9 +11,7 @@ from __future__ import annotations
 from benchmark.backbones.preprocessing import MGCA_PREPROCESSING
 from benchmark.backbones.sources import ARCHITECTURES
 from benchmark.backbones.sources.timm import timm_architecture
-from benchmark.backbones.sources.torchvision import torchvision_architecture
-
-B20_LINEAR_PROBE_INPUT = 299
+from benchmark.backbones.sources.torchvision import B20_LINEAR_PROBE_INPUT, torchvision_architecture
 
 for _name in ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224"):
     ARCHITECTURES.add(_name, timm_architecture(
@@ -24,5 +22,5 @@ for _name in ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16
 for _name in ("resnet18", "resnet34", "resnet50"):
     ARCHITECTURES.add(_name, torchvision_architecture(
         _name, _name, MGCA_PREPROCESSING, source="mgca",
-        linear_probe_input_size=B20_LINEAR_PROBE_INPUT if _name == "resnet50" else None,
+        linear_probe_input_size=B20_LINEAR_PROBE_INPUT.get(_name),
     ))

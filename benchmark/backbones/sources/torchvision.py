@@ -24,6 +24,10 @@ from benchmark.backbones.preprocessing import Preprocessing
 from benchmark.backbones.sources import SOURCES, Source
 
 RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
+# The reference's linear probe upsamples the 224 crop to 299 for its (torchvision-layout) ResNet-50
+# (defect B20): the MGCA protocol's input rule for this architecture, applied where the protocol's
+# rules are in force (classification adapter), whatever the architecture is called.
+B20_LINEAR_PROBE_INPUT = {"resnet50": 299}
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -87,7 +91,8 @@ def resolve(model_name: str) -> Architecture:
         hint = f" Did you mean {', '.join(repr(f'torchvision:{c}') for c in close)}?" if close else ""
         raise ArchitectureError(f"unknown torchvision classification model {model_name!r}.{hint} Known: "
                                 "torchvision.models.list_models(module=torchvision.models)")
-    return torchvision_architecture(f"torchvision:{model_name}", model_name, imagenet_preprocessing(model_name))
+    return torchvision_architecture(f"torchvision:{model_name}", model_name, imagenet_preprocessing(model_name),
+                                    linear_probe_input_size=B20_LINEAR_PROBE_INPUT.get(model_name))
 
 
 SOURCES.add("torchvision", Source(
