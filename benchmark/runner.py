@@ -180,6 +180,28 @@ def _load_report_summary(report: Any) -> dict[str, Any]:
     return {key: (len(value) if isinstance(value, list) else value) for key, value in summary.items()}
 
 
+def require_training_images(prepared: PreparedDataset, partition: str, fraction: int, draws: Sequence[int]) -> None:
+    """A label-fraction draw without a training image (tiny demo data) would fail its cells at run
+    time: refuse it when the grid is planned, saying which size works."""
+    empty = [draw for draw in draws if fraction != 100 and not prepared.split_ids("train", fraction, draw, partition)]
+    if not empty:
+        return
+    n_train = len(prepared.split_ids("train", partition=partition))
+    needed = math.ceil(100 / fraction)  # int(fraction% of n) >= 1, the stricter of the reference's two rules
+    images = prepared.manifest.counts.get("images")
+    if prepared.manifest.demo and images:
+        estimate = math.ceil(images * needed / max(n_train, 1))
+        hint = f"generate the demo data with about {estimate} images (demo-data --images {estimate}) and prepare again"
+    else:
+        hint = "prepare a larger dataset"
+    others = f" (draws {empty[1:]} neither)" if len(empty) > 1 else ""
+    raise GridError(
+        f"{prepared.root}: {prepared.manifest.dataset} ({partition}) {fraction}% draw {empty[0]} holds no training image"
+        f"{others}: {n_train} training images, a {fraction}% draw needs at least {needed}; {hint}, or leave {fraction} "
+        f"out (--fractions)"
+    )
+
+
 def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summary: GridSummary) -> list[Cell]:
     """Resolve every cell of one backbone; datasets not prepared are skipped unless asked for."""
     protocol = board.protocol
@@ -234,6 +256,7 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                 missing = [draw for draw in draws if draw not in prepared_draws]
                 if missing:
                     raise GridError(f"{root}: {fraction}% draw(s) {missing} are not prepared (have {prepared_draws}); prepare more draws or pass --draws")
+                require_training_images(prepared, partition, fraction, draws)
                 for draw in draws:
                     for seed in request.seeds or protocol.seeds:
                         identity = CellIdentity(
@@ -474,9 +497,20 @@ def run_isolated(board: Board, cell: Cell, choice: BackboneChoice, spec: Backbon
     return f"{reason.rstrip()}\n\n--- last output of the cell ({work / LOG_FILE}) ---\n{output}"
 
 
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """This process's stdout and stderr into ``path`` (an in-process cell without progress, like an
+    isolated cell whose log is not followed: its bars and training logs stay in its log file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield
+
+
 def run_in_process(board: Board, cell: Cell, loaded: LoadedBackbone, request: GridRequest) -> str | None:
+    quiet = _output_to(cell_work_dir(request, board, cell.identity) / LOG_FILE)
     try:
-        evaluate_cell(board, cell, loaded, request)
+        with contextlib.nullcontext() if request.progress else quiet:
+            evaluate_cell(board, cell, loaded, request)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception:  # noqa: BLE001 - recorded with its traceback, the grid goes on
