@@ -7,10 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmark.cli import main
 from benchmark.data.demo import DEMO_WRITERS, generate
+from benchmark.data.imaging import letterbox
 
 DATASETS = ("rsna", "siim", "object_cxr", "chexpert")
 LABEL_FILES = {"rsna": "stage_2_train_labels.csv", "siim": "train-rle.csv", "object_cxr": "train.csv",
@@ -120,3 +122,13 @@ def test_every_demo_dataset_prepares_at_its_minimum_size(tmp_path, dataset: str)
     minimum = DEMO_WRITERS.get(dataset).minimum_images
     assert main(["demo-data", "--out", str(tmp_path / "raw"), "--datasets", dataset, "--images", str(minimum), "--size", "32"]) == 0
     assert prepare(tmp_path / "raw" / dataset, dataset, tmp_path) == 0
+
+
+@pytest.mark.parametrize(("height", "width", "content"), [(110, 55, 111), (80, 45, 125), (55, 110, 111)])
+def test_letterbox_truncates_as_the_reference_does(height: int, width: int, content: int) -> None:
+    """``resize_img`` computes ``int(short * (scale / long))``: scale/long first, which for these
+    sizes truncates one pixel below ``int(short * scale / long)`` (112, 126 and 112)."""
+    image = letterbox(np.full((height, width), 255, np.uint8), 224)
+    filled = (image > 0).any(axis=0 if height >= width else 1)
+    pad = 224 - content
+    assert filled.sum() == content and filled[: pad // 2].sum() == 0 and filled[pad // 2]
