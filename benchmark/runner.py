@@ -388,6 +388,7 @@ class _ChildJob:
     checkpoint: Path | None
     request: GridRequest
     environment: dict[str, str]  # the parent's environment at the time the cell starts
+    interactive: bool  # the runner's output is a terminal (else bars are logged as lines)
 
 
 def _child_main(job: _ChildJob) -> None:
@@ -401,6 +402,8 @@ def _child_main(job: _ChildJob) -> None:
         os.dup2(log.fileno(), 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    if not job.interactive:
+        _bars_as_lines()
     try:
         loaded = build_backbone(job.spec, job.checkpoint)
         if loaded.weights_sha256 != job.cell.identity.weights_sha256:
@@ -416,6 +419,34 @@ def _child_main(job: _ChildJob) -> None:
     sys.stderr.flush()
 
 
+class _RedrawsAsLines:
+    """A text stream that writes each redraw of a progress bar (text after a carriage return) as a
+    line of its own, so that a log file holds lines, not one line rewritten thousands of times."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if "\r" in text:
+            text = "".join(part.rstrip("\n") + "\n" for part in text.split("\r") if part.strip())
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _bars_as_lines() -> None:
+    """In a cell whose runner logs to a file (a batch job, a pipe): tqdm bars drawn every 30 s, each
+    as a line. tqdm's ``TQDM_*`` variables are read when tqdm is imported, which the fork server did
+    before this process existed, so the default is changed on the class."""
+    from functools import partialmethod
+
+    from tqdm import tqdm
+
+    tqdm.__init__ = partialmethod(tqdm.__init__, mininterval=30)  # a cell's own process: nothing else shares it
+    sys.stderr = _RedrawsAsLines(sys.stderr)
+
+
 def _die_with_parent() -> None:
     """Ask Linux to kill this process when its parent (the fork server, which exits with the runner)
     dies: a runner killed with ``kill -9`` leaves no orphan cell finishing behind its back."""
@@ -427,13 +458,10 @@ def _die_with_parent() -> None:
 
 
 def _cell_environment(progress: bool) -> dict[str, str]:
-    """The runner's environment for a cell; tqdm silenced without progress, and slowed to a line every
-    30 s when the output is not a terminal (a log file, a SLURM job), instead of redrawing bars."""
+    """The runner's environment for a cell (a cell without progress also has its log unfollowed)."""
     environment = dict(os.environ)
     if not progress:
         environment["TQDM_DISABLE"] = "1"
-    elif not sys.stderr.isatty():
-        environment.setdefault("TQDM_MININTERVAL", "30")
     return environment
 
 
@@ -468,7 +496,8 @@ def run_isolated(board: Board, cell: Cell, choice: BackboneChoice, spec: Backbon
     work.mkdir(parents=True, exist_ok=True)
     (work / ERROR_FILE).unlink(missing_ok=True)
     (work / LOG_FILE).write_bytes(b"")
-    job = _ChildJob(board.root, cell, spec, choice.checkpoint, request, _cell_environment(request.progress))
+    job = _ChildJob(board.root, cell, spec, choice.checkpoint, request, _cell_environment(request.progress),
+                    interactive=sys.stderr.isatty())
     process = context.Process(target=_child_main, args=(job,), name=f"cell {cell.identity.cell_key}")
     stop = threading.Event()
     follower = threading.Thread(target=_follow, args=(work / LOG_FILE, stop, sys.stderr), daemon=True)

@@ -77,3 +77,25 @@ def test_no_progress_silences_the_bars_of_every_cell(toy: tuple[Board, GridReque
         assert "toy bar" not in output.out + output.err and "\r" not in output.out + output.err, output
     assert main([*common, "--in-process", "--seeds", "2"]) == 0
     assert "toy bar" in capfd.readouterr().err  # the bars are the cell's, not dropped by accident
+
+
+def test_bars_of_a_non_interactive_run_are_logged_as_lines(toy: tuple[Board, GridRequest], tmp_path: Path, capfd,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    board, request = toy
+    monkeypatch.setenv("TOY_BAR", "1")
+    assert not sys.stderr.isatty()  # pytest captures the output: the runner sees a log, not a terminal
+    assert main(["run", "--backbone", "random_resnet18", "--board", str(board.root), "--data", str(request.data_dir),
+                 "--fractions", "100", "--work-dir", str(tmp_path / "w")]) == 0
+    output = capfd.readouterr().err
+    assert "toy bar: 100%" in output and "\r" not in output, output
+
+
+@pytest.mark.parametrize("verb", ["run", "submit"])
+def test_an_unknown_arch_is_the_registry_message_for_run_and_submit(toy, tmp_path, capsys, verb: str) -> None:
+    board, request = toy
+    (tmp_path / "mine.pth").write_bytes(b"")
+    extra = ["--name", "mine", "--pretraining-data", "none"] if verb == "submit" else ["--backbone", "mine"]
+    assert main([verb, *extra, "--checkpoint", str(tmp_path / "mine.pth"), "--arch", "resnet5O", "--board",
+                 str(board.root), "--data", str(request.data_dir), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: unknown architecture 'resnet5O'") and "resnet50" in error and "Traceback" not in error
