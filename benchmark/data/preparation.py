@@ -19,7 +19,8 @@ helper here, so that no preparer re-implements checking, sampling, verification 
 3. **Verify** the splits against the shipped ID lists in ``benchmark/splits/<dataset>/<partition>/``
    (:func:`verify_partitions`): same IDs, same counts, or a :class:`DataError` naming the split,
    the missing/extra counts and examples. Skipped with ``--no-verify`` or when the raw folder
-   holds the demo generator's marker file :data:`DEMO_MARKER`.
+   holds the demo generator's marker file :data:`DEMO_MARKER`. Then :func:`require_scorable`
+   refuses a test split that leaves a metric undefined (a class without positives).
 4. **Decode** the images once into the uint8 cache (:func:`cache_images`, wrapping
    :func:`benchmark.data.cache.write_image_cache`). Label-level problems (a box outside the image,
    an RLE that does not fit) go through :class:`Problems`: an error naming file and row, or a
