@@ -18,7 +18,7 @@ from pathlib import Path
 from unittest import mock
 
 import benchmark.data.datasets  # noqa: F401 - registers the preparers
-from benchmark.data.demo import DEMO_WRITERS, MIN_IMAGES, generate
+from benchmark.data.demo import DEMO_WRITERS, MAX_IMAGES, MIN_IMAGES, generate
 from benchmark.data.prepared import DataError
 from benchmark.data.registry import DATASETS, PrepareOptions
 
@@ -50,6 +50,8 @@ def minimum(dataset: str) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         folder, size, first_working = Path(scratch), MIN_IMAGES, None
         while first_working is None or size <= first_working + TAIL:
+            if size > MAX_IMAGES:
+                raise SystemExit(f"{dataset}: no demo size up to {MAX_IMAGES} images can be scored")
             if scorable(dataset, size, folder):
                 first_working = size if first_working is None else first_working
             else:
