@@ -91,10 +91,17 @@ def run_shard(argv: Sequence[str], job_index: int, jobs: int, tasks: int, device
     return code
 
 
-def _slurm(request: JobRequest) -> Any:
+def _slurm(request: JobRequest, preview: bool = False) -> Any:
     import submitit
 
-    executor = submitit.SlurmExecutor(folder=request.log_dir / "%j")
+    class Preview(submitit.SlurmExecutor):
+        """Builds the sbatch file off a cluster (submitit checks for srun when constructed)."""
+
+        @classmethod
+        def affinity(cls) -> int:
+            return 1
+
+    executor = (Preview if preview else submitit.SlurmExecutor)(folder=request.log_dir / "%j")
     parameters: dict[str, Any] = {"job_name": "mgca-bench", "array_parallelism": request.jobs,
                                   "additional_parameters": dict(request.slurm_args)}
     if request.time:
@@ -136,7 +143,7 @@ EXECUTORS.add("local", Executor(_local, array=False))
 def slurm_script(request: JobRequest) -> str:
     """The sbatch file ``--executor slurm`` submits for ``request`` (written without submitting:
     submitit's own template, as filled for a job array of ``request.jobs`` tasks)."""
-    executor = _slurm(request)
+    executor = _slurm(request, preview=True)
     executor.parameters["map_count"] = request.jobs
     return executor._make_submission_file_text(executor._submitit_command_str, "preview")  # noqa: SLF001
 

@@ -15,8 +15,9 @@ Two goals, in this order:
    and a subgroup still larger than a share into single cells. Each extra part re-encodes the
    group's validation and test images once;
 2. balance: the resulting units are assigned largest first to the least loaded shard (LPT
-   scheduling, at most 4/3 of the optimal maximum load), ties broken by shard number and by the
-   units' keys, never by dictionary or file-system order.
+   scheduling), ties broken by shard number and by the units' keys, never by dictionary or
+   file-system order. When a shard still carries more than 10 % above the mean, the split
+   threshold is halved and the assignment redone, down to single cells if need be.
 """
 
 from __future__ import annotations
@@ -47,12 +48,9 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> Shard:
         index, slash, count = text.partition("/")
-        try:
-            if not slash:
-                raise ValueError
-            return cls(int(index), int(count))
-        except ValueError:
-            raise ShardError(f"--shard {text!r}: expected K/N with integers 1 <= K <= N, e.g. 2/4") from None
+        if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+            raise ShardError(f"--shard {text!r}: expected K/N with integers 1 <= K <= N, e.g. 2/4")
+        return cls(int(index), int(count))
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -98,19 +96,38 @@ def _units(cells: Sequence[CellIdentity], cost: Callable[[CellIdentity], float],
     return units
 
 
+TOLERANCE = 0.10  # a shard may carry this much more than the mean before cache groups are split finer
+
+
+def _assign(units: list[tuple[float, str, list[CellIdentity]]], count: int) -> tuple[list[list[CellIdentity]], list[float]]:
+    """Largest unit first onto the least loaded shard (ties: lowest shard number, then unit key)."""
+    shards: list[list[CellIdentity]] = [[] for _ in range(count)]
+    loads = [0.0] * count
+    for weight, _, members in sorted(units, key=lambda unit: (-unit[0], unit[1])):
+        target = min(range(count), key=lambda k: (loads[k], k))
+        shards[target].extend(members)
+        loads[target] += weight
+    return shards, loads
+
+
 def partition(cells: Sequence[CellIdentity], count: int, cost: Callable[[CellIdentity], float]) -> list[list[CellIdentity]]:
-    """``count`` shards (lists of cells) covering every cell exactly once; deterministic."""
+    """``count`` shards (lists of cells) covering every cell exactly once; deterministic.
+
+    Cache groups are split only where needed: first those above one shard's share of the cost;
+    while the most loaded shard then carries more than ``1 + TOLERANCE`` times the mean, the
+    threshold is halved (down to single cells)."""
     if count < 1:
         raise ShardError(f"cannot split a grid into {count} shards")
     if len(set(cells)) != len(cells):
         raise ShardError("the planned grid holds the same cell twice")
-    total = sum(cost(cell) for cell in cells)
-    shards: list[list[CellIdentity]] = [[] for _ in range(count)]
-    loads = [0.0] * count
-    for weight, _, members in sorted(_units(cells, cost, total / count), key=lambda unit: (-unit[0], unit[1])):
-        target = min(range(count), key=lambda k: (loads[k], k))
-        shards[target].extend(members)
-        loads[target] += weight
+    mean = sum(cost(cell) for cell in cells) / count
+    threshold = mean
+    while True:
+        units = _units(cells, cost, threshold)
+        shards, loads = _assign(units, count)
+        if max(loads) <= (1 + TOLERANCE) * mean or all(len(members) == 1 for *_, members in units):
+            break
+        threshold /= 2
     return [sorted(shard, key=_sort_key) for shard in shards]
 
 
