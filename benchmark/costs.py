@@ -3,7 +3,8 @@
 
 A cell's work is (a) encoding images (in a cached mode once per cache entry: the validation
 and test images once per cache group, each fraction draw's training images once; in the
-reference mode every training image every epoch) and (b) training its head for at most
+reference mode every training image every epoch, and the validation images every epoch unless
+the task caches them there too) and (b) training its head for at most
 ``max_epochs`` epochs (early stopping usually ends sooner, so estimates are upper bounds). The
 head's cost per training sample is expressed relative to one encoder pass (a linear layer on
 cached features costs next to nothing; a detector or a decoder on cached maps about as much as
@@ -25,11 +26,15 @@ class TaskCost:
     head_cost: float  # one training sample through the head (forward + backward), in encoder passes
     features: str  # what the cached mode stores per image: "global" (a vector) or "maps" (the pyramid)
     cache_dtype_bytes: int  # bytes per stored number
+    # The reference mode still caches validation and test features (classification), or encodes the
+    # validation images every epoch and the test images once (detection, segmentation).
+    paper_caches_eval: bool = False
 
 
 TASK_COSTS: dict[str, TaskCost] = {
     # linear layer on cached [CLS]/pooled vectors, float32 (tasks/classification/features.py)
-    "classification": TaskCost(batch_size=48, max_epochs=50, head_cost=0.002, features="global", cache_dtype_bytes=4),
+    "classification": TaskCost(batch_size=48, max_epochs=50, head_cost=0.002, features="global", cache_dtype_bytes=4,
+                               paper_caches_eval=True),
     # YOLOv3 / Faster R-CNN on cached float16 maps; batch 8-16 by fraction (tasks/detection/protocol.py)
     "detection": TaskCost(batch_size=16, max_epochs=50, head_cost=1.0, features="maps", cache_dtype_bytes=2),
     # U-Net / SETR decoder on float16 maps; batch 8 (SIIM) / 16 (RSNA) (tasks/segmentation/configs)
@@ -74,11 +79,14 @@ def estimate(identity: CellIdentity, counts: SplitCounts, max_epochs: int | None
     epochs = max_epochs or model.max_epochs
     batches = max(1, math.floor(counts.train / model.batch_size)) if counts.train else 0  # drop_last, one partial batch at least
     group = (identity.entry_key, identity.task, identity.dataset, identity.partition)
-    entries = {(*group, "val"): counts.val, (*group, "test"): counts.test}
-    uncached = 0
+    entries, uncached = {}, 0
     if identity.mode in CACHED_MODES:
         entries[(*group, f"train-{identity.fraction}pct-draw{identity.draw}")] = counts.train
     else:
         uncached = epochs * counts.train
+    if identity.mode in CACHED_MODES or model.paper_caches_eval:
+        entries.update({(*group, "val"): counts.val, (*group, "test"): counts.test})
+    else:
+        uncached += epochs * counts.val + counts.test
     return CellEstimate(epochs=epochs, training_steps=epochs * batches, training_samples=epochs * counts.train,
                         uncached_passes=uncached, cache_entries=entries)

@@ -24,7 +24,7 @@ import torch
 
 from benchmark.backbones import CheckpointNotFound, LoadedBackbone, build_backbone
 from benchmark.board.store import Board
-from benchmark.costs import CACHED_MODES, estimate, task_cost
+from benchmark.costs import estimate, task_cost
 from benchmark.runner import BackboneChoice, GridRequest, GridSummary, PlannedCell, cell_costs, plan_grid, resolve_device
 from benchmark.sharding import partition
 
@@ -169,8 +169,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
             if entry not in written:
                 written.add(entry)
                 row.encoder_passes += images
-                if identity.mode in CACHED_MODES or entry[-1] in ("val", "test"):
-                    row.cache_bytes += images * _bytes_per_image(identity.task, speeds[identity.entry_key])
+                row.cache_bytes += images * _bytes_per_image(identity.task, speeds[identity.entry_key])
     costs = cell_costs(board, [item.cell for item in planned])
     by_identity = {item.cell.identity: item for item in todo}
     shard_seconds, shard_cells = [], []
