@@ -268,3 +268,26 @@ def test_the_feature_cache_key_ignores_the_device(data: Path, tmp_path: Path) ->
     first, hit = cached_features(tmp_path, backbone, dataset, ids, {"eval": 1}, prepare, 4, torch.device("cpu"), EncodeStats(), "test")
     again, hit_again = cached_features(tmp_path, backbone, dataset, ids, {"eval": 1}, prepare, 4, torch.device("cpu", 0), EncodeStats(), "test")
     assert (hit, hit_again) == (False, True) and torch.equal(first, again)
+
+
+@pytest.mark.slow
+def test_two_local_jobs_on_demo_data_give_the_records_of_the_plain_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """The real linear probe on demo RSNA (random ViT-Tiny, 64 px): 2 submitit jobs == one plain run."""
+    assert main(["demo-data", "--out", str(tmp_path / "raw"), "--datasets", "rsna", "--images", "120", "--size", "64"]) == 0
+    assert main(["prepare", "rsna", "--raw", str(tmp_path / "raw" / "rsna"), "--out", str(tmp_path / "prepared"), "--image-size", "64"]) == 0
+    boards = []
+    for name in ("plain", "sharded"):
+        folder = tmp_path / name / "demo-mgca-cxr-v1"
+        folder.mkdir(parents=True)
+        (folder / "protocol.json").write_text((ROOT / "leaderboards" / "demo-mgca-cxr-v1" / "protocol.json").read_text())
+        boards.append(Board(folder))
+    grid = ["run", "--backbone", "random_vit_tiny", "--tasks", "classification", "--datasets", "rsna", "--fractions", "1,100",
+            "--data", str(tmp_path / "prepared"), "--no-progress"]
+    assert main([*grid, "--board", str(boards[0].root), "--work-dir", str(tmp_path / "w0"), "--cache-dir", str(tmp_path / "c0"),
+                 "--in-process"]) == 0
+    monkeypatch.setattr(os, "environ", _env())
+    assert main([*grid, "--board", str(boards[1].root), "--work-dir", str(tmp_path / "w1"), "--cache-dir", str(tmp_path / "c1"), "--executor", "local",
+                 "--jobs", "2", "--log-dir", str(tmp_path / "jobs")]) == 0
+    capsys.readouterr()
+    assert len(_records(boards[0])) == 3 and _records(boards[1]) == _records(boards[0])
