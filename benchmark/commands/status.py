@@ -2,9 +2,11 @@
 
 Read from the board folder only (results, failures, cell claims), so it shows the same for one
 local run, N shards on one machine and a SLURM array writing to a shared folder. A cell counts
-as running while the process that claimed it holds its lock (the lock file names host and pid,
-read without taking the lock). With ``--backbone`` (and the grid
-options of ``run``) the grid is planned as ``run`` would, which adds the cells still to run.
+as running while the process that claimed it holds its claim: the lock file names host and pid
+(read without taking the lock); a process on this machine is checked to be alive, a claim from
+another machine counts until the file is emptied (a job killed there shows its cell as running
+until the cell is run again). With ``--backbone`` (and the grid options of ``run``) the grid is
+planned as ``run`` would, which adds the cells still to run.
 """
 
 from __future__ import annotations
