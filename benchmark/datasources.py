@@ -8,6 +8,7 @@ fraction draws exist, and how many images each split holds (the cost model's inp
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -87,7 +88,7 @@ class SizesSource:
         return SplitCounts(size("train", fraction, draw), size("val"), size("test"))
 
 
-def prepared_sources(data_dir: Path):
+def prepared_sources(data_dir: Path) -> Callable[[str], DatasetSource | None]:
     """The loader the runner uses: the prepared folder of a dataset, or None when it is not prepared."""
 
     def load(dataset: str) -> DatasetSource | None:
@@ -97,8 +98,8 @@ def prepared_sources(data_dir: Path):
     return load
 
 
-def size_sources(data_dir: Path, extra: Path | None = None):
-    """Sources from the shipped split sizes plus ``extra`` (a JSON file); None for a dataset with none."""
+def size_sources(data_dir: Path, extra: Path | None = None) -> Callable[[str], DatasetSource | None]:
+    """Sources from the shipped split sizes plus ``extra`` (a JSON file); a dataset with neither is an error."""
     given: dict[str, dict[str, int]] = {}
     if extra is not None:
         try:
@@ -112,6 +113,9 @@ def size_sources(data_dir: Path, extra: Path | None = None):
         shipped = SHIPPED_SPLITS / dataset / "source.json"
         sizes = dict(json.loads(shipped.read_text()).get("sizes", {})) if shipped.is_file() else {}
         sizes.update({key: int(value) for key, value in given.get(dataset, {}).items()})
-        return SizesSource(data_dir / dataset, sizes) if sizes else None
+        if not sizes:
+            raise FileNotFoundError(f"{dataset}: no split sizes ship with the package ({SHIPPED_SPLITS / dataset}) and "
+                                    f"none are given with --split-sizes FILE ({{\"{dataset}\": {{\"<partition>/train.txt\": N, ...}}}})")
+        return SizesSource(data_dir / dataset, sizes)
 
     return load

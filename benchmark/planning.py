@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -24,7 +25,8 @@ import torch
 
 from benchmark.backbones import CheckpointNotFound, LoadedBackbone, build_backbone
 from benchmark.board.store import Board
-from benchmark.costs import estimate, task_cost
+from benchmark.costs import CellEstimate, estimate, task_cost
+from benchmark.datasources import DatasetSource
 from benchmark.runner import BackboneChoice, GridRequest, GridSummary, PlannedCell, cell_costs, plan_grid, resolve_device
 from benchmark.sharding import partition
 
@@ -124,7 +126,7 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
 
-def _backbone_or_architecture(notes: list[str]):
+def _backbone_or_architecture(notes: list[str]) -> Callable[[BackboneChoice, Any], LoadedBackbone]:
     def load(choice: BackboneChoice, spec: Any) -> LoadedBackbone:
         try:
             return build_backbone(spec, choice.checkpoint)
@@ -136,7 +138,8 @@ def _backbone_or_architecture(notes: list[str]):
     return load
 
 
-def dry_run(board: Board, request: GridRequest, shards: int, throughput: float | None = None, sources=None) -> Plan:
+def dry_run(board: Board, request: GridRequest, shards: int, throughput: float | None = None,
+            sources: Callable[[str], DatasetSource | None] | None = None) -> Plan:
     """The plan of ``request`` on ``board`` split into ``shards`` shards; nothing is written or run."""
     notes: list[str] = []
     summary = GridSummary()
@@ -182,7 +185,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
                 {"images_per_second": round(first.images_per_second, 2), "measured": first.measured, "device": device}, notes)
 
 
-def _estimate(board: Board, item: PlannedCell):
+def _estimate(board: Board, item: PlannedCell) -> CellEstimate:
     identity = item.cell.identity
     return estimate(identity, item.cell.counts, board.protocol.task(identity.task).overrides.get("max_epochs"))
 

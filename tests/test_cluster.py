@@ -291,3 +291,28 @@ def test_two_local_jobs_on_demo_data_give_the_records_of_the_plain_run(tmp_path:
                  "--jobs", "2", "--log-dir", str(tmp_path / "jobs")]) == 0
     capsys.readouterr()
     assert len(_records(boards[0])) == 3 and _records(boards[1]) == _records(boards[0])
+
+
+def test_cell_costs_by_hand() -> None:
+    from benchmark.costs import SplitCounts, estimate
+
+    cell = CellIdentity("b", "n", "a" * 64, "classification", "rsna", "classification", "linear", 10, 1, 0, "cached")
+    work = estimate(cell, SplitCounts(train=100, val=30, test=20))
+    assert (work.epochs, work.training_steps, work.training_samples, work.uncached_passes) == (50, 50 * 2, 5000, 0)
+    assert sorted(work.cache_entries.values()) == [20, 30, 100] and work.cost(0.002) == 150 + 10.0
+    paper = estimate(CellIdentity("b", "n", "a" * 64, "segmentation", "siim", "segmentation", "unet", 100, 0, 0, "paper"),
+                     SplitCounts(train=16, val=4, test=5), max_epochs=3)
+    assert (paper.training_steps, paper.uncached_passes, paper.cache_entries) == (3 * 2, 3 * 16 + 3 * 4 + 5, {})
+
+
+def test_a_grid_is_planned_from_the_shipped_split_sizes(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    args = ["run", "--backbone", BACKBONE, "--board", "mgca-cxr-v1", "--tasks", "classification", "--datasets", "rsna",
+            "--data", str(tmp_path / "nothing"), "--dry-run", "--from-splits", "--throughput", "10", "--format", "json"]
+    assert main(args) == 0
+    plan = json.loads(capsys.readouterr().out)
+    row = plan["rows"]["classification/rsna"]
+    # benchmark/splits/rsna/source.json: val 4,003 + test 4,003 once, 1 % draws 3 × 187, 10 % 3 × 1,868, 100 % 18,678
+    assert (row["cells"], row["encoder_passes"]) == (21, 4003 + 4003 + 3 * 187 + 3 * 1868 + 18678)
+    assert row["cache_bytes"] == row["encoder_passes"] * 512 * 4  # ResNet-18: 512 float32 per image
+    assert main([*args[:-2], "--datasets", "covidx"]) == 2
+    assert "covidx" in capsys.readouterr().err
