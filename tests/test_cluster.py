@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -164,10 +163,9 @@ def test_a_shard_killed_mid_cell_completes_without_duplicates_when_run_again(dat
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = len(_records(board))
-    again = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    ran, done = map(int, re.search(r"(\d+) evaluated, (\d+) already done", again.stdout).groups())
-    assert ran + done == len(shards[0]) and 1 <= killed_at <= done < len(shards[0])
+    again = run_grid(board, _request(data, tmp_path, shard=Shard(1, 2)))  # the same shard started again
+    assert (again.failed, again.ran + again.done_before) == ([], len(shards[0]))
+    assert 1 <= killed_at <= again.done_before < len(shards[0])
     assert run_grid(board, _request(data, tmp_path, shard=Shard(2, 2))).ran == len(shards[1])
     assert _records(board) == _records(unsharded)  # every cell once, no duplicate file
     assert len(list((board.root / "results").rglob("*.json"))) == 10
