@@ -23,6 +23,7 @@ from benchmark.registry import Registry
 from benchmark.sharding import Shard
 
 DEFAULT_LOG_DIR = Path("runs/jobs")
+NO_LIMIT_MINUTES = 365 * 24 * 60  # a local job's time limit when --time is not given
 
 
 class ExecutorError(ValueError):
@@ -104,8 +105,10 @@ def _slurm(request: JobRequest, preview: bool = False) -> Any:
     executor = (Preview if preview else submitit.SlurmExecutor)(folder=request.log_dir / "%j")
     parameters: dict[str, Any] = {"job_name": "mgca-bench", "array_parallelism": request.jobs,
                                   "additional_parameters": dict(request.slurm_args)}
-    if request.time:
-        parameters["time"] = timeout_minutes(request.time)
+    if not request.time:  # submitit would write its own default of 5 minutes
+        raise ExecutorError("--executor slurm needs --time HH:MM:SS, the jobs' time limit (a shard that runs out of "
+                            "time is simply submitted again: finished cells are kept)")
+    parameters["time"] = timeout_minutes(request.time)
     if request.partition:
         parameters["partition"] = request.partition
     if request.gpus_per_job:
@@ -120,9 +123,8 @@ def _local(request: JobRequest) -> Any:
     import submitit
 
     executor = submitit.LocalExecutor(folder=request.log_dir / "%j")
-    parameters: dict[str, Any] = {}
-    if request.time:
-        parameters["timeout_min"] = timeout_minutes(request.time)
+    # submitit kills a local job after 2 minutes unless told otherwise: no limit without --time
+    parameters: dict[str, Any] = {"timeout_min": timeout_minutes(request.time) if request.time else NO_LIMIT_MINUTES}
     if request.gpus_per_job:
         parameters.update(gpus_per_node=request.gpus_per_job, tasks_per_node=request.tasks_per_job)
     executor.update_parameters(**parameters)

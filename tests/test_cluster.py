@@ -214,7 +214,8 @@ def test_status_counts_done_failed_and_to_run(data: Path, tmp_path: Path, monkey
     (["--executor", "local", "--jobs", "0"], "--jobs 0: expected at least 1 job"),
     (["--executor", "kubernetes"], "unknown executor"),
     (["--executor", "slurm", "--time", "90"], "--time '90'"),
-    (["--executor", "slurm", "--slurm-arg", "account"], "expected KEY=VALUE"),
+    (["--executor", "slurm", "--time", "1:00:00", "--slurm-arg", "account"], "expected KEY=VALUE"),
+    (["--executor", "slurm", "--jobs", "2"], "--executor slurm needs --time"),
 ])
 def test_bad_cluster_options_are_one_error_line(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                  extra: list[str], message: str) -> None:

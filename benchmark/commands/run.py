@@ -235,6 +235,9 @@ def check_cluster_arguments(args: argparse.Namespace) -> None:
             raise UsageError("--shard and --executor exclude each other: the executor gives each job its shard")
         if args.time:
             timeout_minutes(args.time)
+        if args.executor == "slurm" and not args.time:
+            raise UsageError("--executor slurm needs --time HH:MM:SS, the jobs' time limit (a shard that runs out of "
+                             "time is simply submitted again: finished cells are kept)")
         job_request(args)
         if not args.dry_run:
             root = Board(chosen_board(args)).root
