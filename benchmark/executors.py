@@ -24,6 +24,8 @@ from benchmark.sharding import Shard
 
 DEFAULT_LOG_DIR = Path("runs/jobs")
 NO_LIMIT_MINUTES = 365 * 24 * 60  # a local job's time limit when --time is not given
+SLURM_NEEDS_TIME = ("--executor slurm needs --time HH:MM:SS, the jobs' time limit (a shard that runs out of time is "
+                    "simply submitted again: finished cells are kept)")
 
 
 class ExecutorError(ValueError):
@@ -106,8 +108,7 @@ def _slurm(request: JobRequest, preview: bool = False) -> Any:
     parameters: dict[str, Any] = {"job_name": "mgca-bench", "array_parallelism": request.jobs,
                                   "additional_parameters": dict(request.slurm_args)}
     if not request.time:  # submitit would write its own default of 5 minutes
-        raise ExecutorError("--executor slurm needs --time HH:MM:SS, the jobs' time limit (a shard that runs out of "
-                            "time is simply submitted again: finished cells are kept)")
+        raise ExecutorError(SLURM_NEEDS_TIME)
     parameters["time"] = timeout_minutes(request.time)
     if request.partition:
         parameters["partition"] = request.partition

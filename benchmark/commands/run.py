@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmark.cli import command
+
+if TYPE_CHECKING:
+    from benchmark.executors import JobRequest
 
 DEFAULT_DATA = Path("data/prepared")
 
@@ -200,7 +204,7 @@ def shard_argv(argv: list[str]) -> list[str]:
     return kept
 
 
-def job_request(args: argparse.Namespace) -> "object":
+def job_request(args: argparse.Namespace) -> JobRequest:
     from benchmark.executors import DEFAULT_LOG_DIR, JobRequest
 
     extra = {}
@@ -218,7 +222,7 @@ def check_cluster_arguments(args: argparse.Namespace) -> None:
     import os
 
     from benchmark.board.store import Board, BoardError
-    from benchmark.executors import EXECUTORS, ExecutorError, timeout_minutes
+    from benchmark.executors import EXECUTORS, SLURM_NEEDS_TIME, ExecutorError, timeout_minutes
     from benchmark.sharding import Shard, ShardError
 
     try:
@@ -236,8 +240,7 @@ def check_cluster_arguments(args: argparse.Namespace) -> None:
         if args.time:
             timeout_minutes(args.time)
         if args.executor == "slurm" and not args.time:
-            raise UsageError("--executor slurm needs --time HH:MM:SS, the jobs' time limit (a shard that runs out of "
-                             "time is simply submitted again: finished cells are kept)")
+            raise UsageError(SLURM_NEEDS_TIME)
         job_request(args)
         if not args.dry_run:
             root = Board(chosen_board(args)).root
