@@ -315,3 +315,32 @@ def test_a_grid_is_planned_from_the_shipped_split_sizes(capsys: pytest.CaptureFi
     assert row["cache_bytes"] == row["encoder_passes"] * 512 * 4  # ResNet-18: 512 float32 per image
     assert main([*args[:-2], "--datasets", "covidx"]) == 2
     assert "covidx" in capsys.readouterr().err
+
+
+def test_local_jobs_get_their_own_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import submitit
+
+    from benchmark.executors import run_shard, submit
+
+    seen = []
+    monkeypatch.setattr(submitit.LocalExecutor, "submit",
+                        lambda self, function, *args: seen.append((function, args, dict(self.parameters))) or len(seen))
+    submit("local", ["run", "--backbone", "x"], JobRequest(jobs=3, log_dir=tmp_path, gpus_per_job=2))
+    assert [parameters["visible_gpus"] for *_, parameters in seen] == [[0, 1], [2, 3], [4, 5]]
+    assert all(p["gpus_per_node"] == 2 and p["tasks_per_node"] == 2 and p["timeout_min"] > 10**5 for *_, p in seen)
+    assert [(function, args) for function, args, _ in seen] == [
+        (run_shard, (["run", "--backbone", "x"], job, 3, 2, "auto")) for job in range(3)]  # job k: shards 2k+1, 2k+2 of 6
+
+
+def test_a_job_task_runs_its_shard_on_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import submitit
+
+    import benchmark.cli
+    from benchmark.executors import run_shard
+
+    calls = []
+    monkeypatch.setattr(benchmark.cli, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(submitit, "JobEnvironment", lambda: type("Env", (), {"local_rank": 1})())
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert run_shard(["run", "--backbone", "x"], 2, 3, 2, "auto") == 0  # job 3 of 3, its second task
+    assert calls == [["run", "--backbone", "x", "--shard", "6/6", "--device", "cuda:1"]]
