@@ -31,11 +31,12 @@ import multiprocessing
 import os
 import pkgutil
 import shutil
+import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,15 @@ from typing import Any
 from benchmark.backbones import LoadedBackbone, build_backbone, user_backbone_spec
 from benchmark.backbones.zoo import BACKBONES, BackboneSpec
 from benchmark.board.store import Board, BoardEntry, ComparisonSettings
+from benchmark.costs import SplitCounts, estimate, task_cost
 from benchmark.data.prepared import PreparedDataset
+from benchmark.datasources import DatasetSource, prepared_sources
 from benchmark.provenance import collect_provenance, utc_now
 from benchmark.records import CellIdentity, MetricValue, RunRecord
 from benchmark import scoring
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
+from benchmark.sharding import Shard, shard_cells
 from tasks.registry import TaskCell, TaskInfo, TaskResult, all_tasks, get_task
 
 Z_95 = 1.959963984540054
@@ -110,6 +114,7 @@ class GridRequest:
     cell_timeout: float | None = None  # seconds; a cell running longer is killed and recorded as failed
     progress: bool = True
     redo_invalid: bool = False  # re-evaluate cells whose record fails verification (else: reported, kept)
+    shard: Shard | None = None  # evaluate only this shard of the planned grid (benchmark/sharding.py)
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ class Cell:
     identity: CellIdentity
     dataset_root: Path
     task: TaskInfo
+    counts: SplitCounts  # image counts of its training subset, validation and test splits (cost model)
 
 
 @dataclass
@@ -129,9 +135,10 @@ class GridSummary:
     not_prepared: list[str] = field(default_factory=list)  # datasets skipped (not under data_dir)
     invalid: list[str] = field(default_factory=list)  # records that fail verification, left as they are
     seconds: float = 0.0
+    shard: str = ""  # "K/N" when the run evaluated one shard of the grid
 
     def lines(self) -> list[str]:
-        lines = [f"{self.cells} cells: {self.ran} evaluated, {self.done_before} already done, "
+        lines = [f"{self.cells} cells{f' in shard {self.shard}' if self.shard else ''}: {self.ran} evaluated, {self.done_before} already done, "
                  f"{len(self.failed)} failed, {self.busy} busy elsewhere ({self.seconds:.1f} s)"]
         if self.invalid:
             lines.append(f"{len(self.invalid)} record(s) fail verification and were not re-evaluated "
@@ -180,30 +187,32 @@ def _load_report_summary(report: Any) -> dict[str, Any]:
     return {key: (len(value) if isinstance(value, list) else value) for key, value in summary.items()}
 
 
-def require_training_images(prepared: PreparedDataset, partition: str, fraction: int, draws: Sequence[int]) -> None:
+def require_training_images(source: DatasetSource, dataset: str, partition: str, fraction: int, draws: Sequence[int]) -> None:
     """A label-fraction draw without a training image (tiny demo data) would fail its cells at run
     time: refuse it when the grid is planned, saying which size works."""
-    empty = [draw for draw in draws if fraction != 100 and not prepared.split_ids("train", fraction, draw, partition)]
+    empty = [draw for draw in draws if fraction != 100 and source.counts(partition, fraction, draw).train == 0]
     if not empty:
         return
-    n_train = len(prepared.split_ids("train", partition=partition))
+    full = source.counts(partition, 100, 0)
     needed = math.ceil(100 / fraction)  # int(fraction% of n) >= 1, the stricter of the reference's two rules
-    images = prepared.manifest.counts.get("images")
-    if prepared.manifest.demo and images:
-        estimate = math.ceil(images * needed / max(n_train, 1))
-        hint = f"generate the demo data with about {estimate} images (demo-data --images {estimate}) and prepare again"
+    if source.demo:
+        images = math.ceil((full.train + full.val + full.test) * needed / max(full.train, 1))
+        hint = f"generate the demo data with about {images} images (demo-data --images {images}) and prepare again"
     else:
         hint = "prepare a larger dataset"
     others = f" (draws {empty[1:]} neither)" if len(empty) > 1 else ""
     raise GridError(
-        f"{prepared.root}: {prepared.manifest.dataset} ({partition}) {fraction}% draw {empty[0]} holds no training image"
-        f"{others}: {n_train} training images, a {fraction}% draw needs at least {needed}; {hint}, or leave {fraction} "
+        f"{source.root}: {dataset} ({partition}) {fraction}% draw {empty[0]} holds no training image{others}: "
+        f"{full.train} training images, a {fraction}% draw needs at least {needed}; {hint}, or leave {fraction} "
         f"out (--fractions)"
     )
 
 
-def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summary: GridSummary) -> list[Cell]:
-    """Resolve every cell of one backbone; datasets not prepared are skipped unless asked for."""
+def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summary: GridSummary,
+               sources: Callable[[str], DatasetSource | None] | None = None) -> list[Cell]:
+    """Resolve every cell of one backbone; datasets not prepared are skipped unless asked for.
+    ``sources`` finds a dataset's splits (default: the prepared folders under ``request.data_dir``)."""
+    sources = sources or prepared_sources(request.data_dir)
     protocol = board.protocol
     available = set(task_names())
     tasks = list(request.tasks or [task for task in protocol.tasks if task in available])
@@ -232,31 +241,29 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                 if request.datasets and request.tasks is None:
                     continue  # --datasets filters across tasks: rsna exists for several
                 raise GridError(f"{task}/{dataset} is not on board {board.name!r}")
-            partition = info.dataset(dataset).partition
             root = request.data_dir / dataset
-            if not (root / "manifest.json").is_file():
+            source = sources(dataset)
+            if source is None:
                 if request.datasets:
                     raise GridError(f"{root}: dataset {dataset!r} is not prepared; run `python -m benchmark prepare {dataset} --raw RAW --out {request.data_dir}`")
                 summary.not_prepared.append(f"{task}/{dataset}")
                 continue
-            prepared = PreparedDataset(root)
-            if prepared.manifest.preparation_version != protocol.preparation_version:
-                raise GridError(f"{root}: prepared with data-preparation version {prepared.manifest.preparation_version}, "
+            if source.preparation_version not in (None, protocol.preparation_version):
+                raise GridError(f"{root}: prepared with data-preparation version {source.preparation_version}, "
                                 f"board {board.name!r} needs version {protocol.preparation_version}; re-prepare the dataset")
-            demo_data = prepared.manifest.demo
-            if demo_data != protocol.demo:
+            if source.demo != protocol.demo:
                 raise GridError(
-                    f"{root} holds {'demo (synthetic)' if demo_data else 'real'} data but board {board.name!r} is a "
+                    f"{root} holds {'demo (synthetic)' if source.demo else 'real'} data but board {board.name!r} is a "
                     f"{'demo' if protocol.demo else 'real-data'} board; demo results never go to a real board "
                     f"(use a demo board for demo data)")
-            partition = prepared.partition(partition)
+            partition = source.partition(info.dataset(dataset).partition)
             for fraction in request.fractions or board_task.fractions or protocol.fractions:
                 draws = (0,) if fraction == 100 else (request.draws or board_task.draws or protocol.draws)
-                prepared_draws = prepared.manifest.fractions.get(str(fraction), [0] if fraction == 100 else [])
+                prepared_draws = source.draws(fraction)
                 missing = [draw for draw in draws if draw not in prepared_draws]
                 if missing:
                     raise GridError(f"{root}: {fraction}% draw(s) {missing} are not prepared (have {prepared_draws}); prepare more draws or pass --draws")
-                require_training_images(prepared, partition, fraction, draws)
+                require_training_images(source, dataset, partition, fraction, draws)
                 for draw in draws:
                     for seed in request.seeds or protocol.seeds:
                         identity = CellIdentity(
@@ -265,7 +272,7 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                             seed=seed, mode=mode,
                         )
                         identity.validate()
-                        cells.append(Cell(identity, root, info))
+                        cells.append(Cell(identity, root, info, source.counts(partition, fraction, draw)))
     return cells
 
 
@@ -280,9 +287,13 @@ def claim(board: Board, identity: CellIdentity) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
+        handle.truncate(0)  # who holds it, for `status` (file systems that ignore flock still show it)
+        handle.write(f"{socket.gethostname()} {os.getpid()} {utc_now()}\n")
+        handle.flush()
         try:
             yield True
         finally:
+            handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -317,6 +328,23 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def placement(device: str, shard: Shard | None) -> dict[str, Any]:
+    """Where a cell ran: the resolved device (and its GPU's name), the shard, the SLURM job."""
+    import torch
+
+    where: dict[str, Any] = {"device": device}
+    if device.startswith("cuda"):
+        where["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        where["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if shard is not None:
+        where["shard"] = str(shard)
+    slurm = {key: os.environ[f"SLURM_{key.upper()}"] for key in ("job_id", "array_job_id", "array_task_id", "job_nodelist")
+             if f"SLURM_{key.upper()}" in os.environ}
+    if slurm:
+        where["slurm"] = slurm
+    return where
 
 
 def cell_work_dir(request: GridRequest, board: Board, identity: CellIdentity) -> Path:
@@ -354,7 +382,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     predictions = board.store_artifact(identity, "predictions", Path(result.predictions_file), info.large_artifacts)
     targets = board.store_artifact(identity, "targets", Path(result.targets_file), info.large_artifacts)
     provenance = collect_provenance(started)
-    provenance["device"] = device
+    provenance.update(placement(device, request.shard))
     record = RunRecord(
         identity=identity, protocol_version=board.protocol.protocol_version, metrics=metrics,
         headline_metric=headline, predictions=predictions, targets=targets,
@@ -547,31 +575,70 @@ def run_in_process(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gr
     return None
 
 
+@dataclass(frozen=True)
+class PlannedCell:
+    """A cell with the backbone that evaluates it."""
+
+    cell: Cell
+    choice: BackboneChoice
+    spec: BackboneSpec
+    loaded: LoadedBackbone
+
+
+def cell_costs(board: Board, cells: Sequence[Cell]) -> dict[CellIdentity, float]:
+    """Each cell's estimated work in encoder passes (``benchmark/costs.py``), for sharding."""
+    costs = {}
+    for cell in cells:
+        max_epochs = board.protocol.task(cell.identity.task).overrides.get("max_epochs")
+        costs[cell.identity] = estimate(cell.identity, cell.counts, max_epochs).cost(task_cost(cell.identity.task).head_cost)
+    return costs
+
+
+def plan_grid(board: Board, request: GridRequest, summary: GridSummary,
+              sources: Callable[[str], DatasetSource | None] | None = None,
+              backbones: Callable[[BackboneChoice, BackboneSpec], LoadedBackbone] | None = None,
+              register: bool = True) -> list[PlannedCell]:
+    """Every cell of ``request`` (of its shard, when it names one), whether done or not.
+
+    The shard is cut from the whole planned grid, so it never depends on what is done already.
+    ``register``: add the backbones to the board's entries (not for a dry run).
+    """
+    planned: list[PlannedCell] = []
+    for choice in request.backbones:
+        spec = choice.spec()
+        loaded = backbones(choice, spec) if backbones else build_backbone(spec, choice.checkpoint)
+        cells = plan_cells(board, request, loaded, summary, sources)
+        if cells and register:  # an entry appears on the board only with cells to its name
+            board.register_entry(board_entry(choice, loaded))
+        planned += [PlannedCell(cell, choice, spec, loaded) for cell in cells]
+    if not planned:
+        missing = f"; not prepared under {request.data_dir}: {', '.join(summary.not_prepared)}" if summary.not_prepared else ""
+        raise GridError(f"nothing to evaluate on board {board.name!r} for tasks {', '.join(request.tasks or ['all'])} and "
+                        f"datasets {', '.join(request.datasets or ['all'])} (tasks that exist: {', '.join(task_names())}){missing}")
+    if request.shard is not None:
+        costs = cell_costs(board, [item.cell for item in planned])
+        mine = set(shard_cells(list(costs), request.shard, costs.__getitem__))
+        planned = [item for item in planned if item.cell.identity in mine]
+    return planned
+
+
 def run_grid(board: Board, request: GridRequest) -> GridSummary:
     """Evaluate every cell of ``request`` that is not yet on ``board``."""
     summary, clock = GridSummary(), time.perf_counter()
     board.remove_stale_temps()
     board.rebuild_index()  # a crash after a record's write may have left the index behind
     todo: list[tuple[Cell, BackboneChoice, BackboneSpec, LoadedBackbone]] = []
-    for choice in request.backbones:
-        spec = choice.spec()
-        loaded = build_backbone(spec, choice.checkpoint)
-        cells = plan_cells(board, request, loaded, summary)
-        if cells:  # an entry appears on the board only with cells to its name
-            board.register_entry(board_entry(choice, loaded))
-        summary.cells += len(cells)
-        for cell in cells:
-            record, invalid = board.status(cell.identity)
-            if record is not None:
-                summary.done_before += 1
-            elif invalid is not None and not request.redo_invalid:
-                summary.invalid.append(invalid)
-            else:
-                todo.append((cell, choice, spec, loaded))
-    if summary.cells == 0:
-        missing = f"; not prepared under {request.data_dir}: {', '.join(summary.not_prepared)}" if summary.not_prepared else ""
-        raise GridError(f"nothing to evaluate on board {board.name!r} for tasks {', '.join(request.tasks or ['all'])} and "
-                        f"datasets {', '.join(request.datasets or ['all'])} (tasks that exist: {', '.join(task_names())}){missing}")
+    planned = plan_grid(board, request, summary)
+    summary.cells = len(planned)
+    summary.shard = str(request.shard or "")
+    for item in planned:
+        record, invalid = board.status(item.cell.identity)
+        if record is not None:
+            summary.done_before += 1
+        elif invalid is not None and not request.redo_invalid:
+            summary.invalid.append(invalid)
+        else:
+            todo.append((item.cell, item.choice, item.spec, item.loaded))
     context = _process_context([cell for cell, *_ in todo]) if request.isolate and todo else None
     for number, (cell, choice, spec, loaded) in enumerate(todo, 1):
         identity = cell.identity
