@@ -31,11 +31,12 @@ import multiprocessing
 import os
 import pkgutil
 import shutil
+import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,15 @@ from typing import Any
 from benchmark.backbones import LoadedBackbone, PreprocessMode, build_backbone, user_backbone_spec
 from benchmark.backbones.zoo import BACKBONES, BackboneSpec
 from benchmark.board.store import Board, BoardEntry, ComparisonSettings
+from benchmark.costs import SplitCounts, estimate, task_cost
 from benchmark.data.prepared import PreparedDataset
+from benchmark.datasources import DatasetSource, prepared_sources
 from benchmark.provenance import collect_provenance, utc_now
 from benchmark.records import CellIdentity, MetricValue, RunRecord
 from benchmark import scoring
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
+from benchmark.sharding import Shard, shard_cells
 from tasks.registry import TaskCell, TaskInfo, TaskResult, all_tasks, get_task
 
 Z_95 = 1.959963984540054
@@ -111,6 +115,7 @@ class GridRequest:
     progress: bool = True
     redo_invalid: bool = False  # re-evaluate cells whose record fails verification (else: reported, kept)
     preprocess: PreprocessMode = "model"  # the backbone's own preprocessing, or the protocol's for all (recorded)
+    shard: Shard | None = None  # evaluate only this shard of the planned grid (benchmark/sharding.py)
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class Cell:
     identity: CellIdentity
     dataset_root: Path
     task: TaskInfo
+    counts: SplitCounts  # image counts of its training subset, validation and test splits (cost model)
 
 
 @dataclass
@@ -130,9 +136,10 @@ class GridSummary:
     not_prepared: list[str] = field(default_factory=list)  # datasets skipped (not under data_dir)
     invalid: list[str] = field(default_factory=list)  # records that fail verification, left as they are
     seconds: float = 0.0
+    shard: str = ""  # "K/N" when the run evaluated one shard of the grid
 
     def lines(self) -> list[str]:
-        lines = [f"{self.cells} cells: {self.ran} evaluated, {self.done_before} already done, "
+        lines = [f"{self.cells} cells{f' in shard {self.shard}' if self.shard else ''}: {self.ran} evaluated, {self.done_before} already done, "
                  f"{len(self.failed)} failed, {self.busy} busy elsewhere ({self.seconds:.1f} s)"]
         if self.invalid:
             lines.append(f"{len(self.invalid)} record(s) fail verification and were not re-evaluated "
@@ -182,8 +189,32 @@ def _load_report_summary(report: Any) -> dict[str, Any]:
     return {key: (len(value) if isinstance(value, list) else value) for key, value in summary.items()}
 
 
-def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summary: GridSummary) -> list[Cell]:
-    """Resolve every cell of one backbone; datasets not prepared are skipped unless asked for."""
+def require_training_images(source: DatasetSource, dataset: str, partition: str, fraction: int, draws: Sequence[int]) -> None:
+    """A label-fraction draw without a training image (tiny demo data) would fail its cells at run
+    time: refuse it when the grid is planned, saying which size works."""
+    empty = [draw for draw in draws if fraction != 100 and source.counts(partition, fraction, draw).train == 0]
+    if not empty:
+        return
+    full = source.counts(partition, 100, 0)
+    needed = math.ceil(100 / fraction)  # int(fraction% of n) >= 1, the stricter of the reference's two rules
+    if source.demo:
+        images = math.ceil((full.train + full.val + full.test) * needed / max(full.train, 1))
+        hint = f"generate the demo data with about {images} images (demo-data --images {images}) and prepare again"
+    else:
+        hint = "prepare a larger dataset"
+    others = f" (draws {empty[1:]} neither)" if len(empty) > 1 else ""
+    raise GridError(
+        f"{source.root}: {dataset} ({partition}) {fraction}% draw {empty[0]} holds no training image{others}: "
+        f"{full.train} training images, a {fraction}% draw needs at least {needed}; {hint}, or leave {fraction} "
+        f"out (--fractions)"
+    )
+
+
+def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summary: GridSummary,
+               sources: Callable[[str], DatasetSource | None] | None = None) -> list[Cell]:
+    """Resolve every cell of one backbone; datasets not prepared are skipped unless asked for.
+    ``sources`` finds a dataset's splits (default: the prepared folders under ``request.data_dir``)."""
+    sources = sources or prepared_sources(request.data_dir)
     protocol = board.protocol
     available = set(task_names())
     tasks = list(request.tasks or [task for task in protocol.tasks if task in available])
@@ -212,30 +243,29 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                 if request.datasets and request.tasks is None:
                     continue  # --datasets filters across tasks: rsna exists for several
                 raise GridError(f"{task}/{dataset} is not on board {board.name!r}")
-            partition = info.dataset(dataset).partition
             root = request.data_dir / dataset
-            if not (root / "manifest.json").is_file():
+            source = sources(dataset)
+            if source is None:
                 if request.datasets:
                     raise GridError(f"{root}: dataset {dataset!r} is not prepared; run `python -m benchmark prepare {dataset} --raw RAW --out {request.data_dir}`")
                 summary.not_prepared.append(f"{task}/{dataset}")
                 continue
-            prepared = PreparedDataset(root)
-            if prepared.manifest.preparation_version != protocol.preparation_version:
-                raise GridError(f"{root}: prepared with data-preparation version {prepared.manifest.preparation_version}, "
+            if source.preparation_version not in (None, protocol.preparation_version):
+                raise GridError(f"{root}: prepared with data-preparation version {source.preparation_version}, "
                                 f"board {board.name!r} needs version {protocol.preparation_version}; re-prepare the dataset")
-            demo_data = prepared.manifest.demo
-            if demo_data != protocol.demo:
+            if source.demo != protocol.demo:
                 raise GridError(
-                    f"{root} holds {'demo (synthetic)' if demo_data else 'real'} data but board {board.name!r} is a "
+                    f"{root} holds {'demo (synthetic)' if source.demo else 'real'} data but board {board.name!r} is a "
                     f"{'demo' if protocol.demo else 'real-data'} board; demo results never go to a real board "
                     f"(use a demo board for demo data)")
-            partition = prepared.partition(partition)
+            partition = source.partition(info.dataset(dataset).partition)
             for fraction in request.fractions or board_task.fractions or protocol.fractions:
                 draws = (0,) if fraction == 100 else (request.draws or board_task.draws or protocol.draws)
-                prepared_draws = prepared.manifest.fractions.get(str(fraction), [0] if fraction == 100 else [])
+                prepared_draws = source.draws(fraction)
                 missing = [draw for draw in draws if draw not in prepared_draws]
                 if missing:
                     raise GridError(f"{root}: {fraction}% draw(s) {missing} are not prepared (have {prepared_draws}); prepare more draws or pass --draws")
+                require_training_images(source, dataset, partition, fraction, draws)
                 for draw in draws:
                     for seed in request.seeds or protocol.seeds:
                         identity = CellIdentity(
@@ -244,7 +274,7 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                             seed=seed, mode=mode,
                         )
                         identity.validate()
-                        cells.append(Cell(identity, root, info))
+                        cells.append(Cell(identity, root, info, source.counts(partition, fraction, draw)))
     return cells
 
 
@@ -259,9 +289,13 @@ def claim(board: Board, identity: CellIdentity) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
+        handle.truncate(0)  # who holds it, for `status` (file systems that ignore flock still show it)
+        handle.write(f"{socket.gethostname()} {os.getpid()} {utc_now()}\n")
+        handle.flush()
         try:
             yield True
         finally:
+            handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -296,6 +330,23 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def placement(device: str, shard: Shard | None) -> dict[str, Any]:
+    """Where a cell ran: the resolved device (and its GPU's name), the shard, the SLURM job."""
+    import torch
+
+    where: dict[str, Any] = {"device": device}
+    if device.startswith("cuda"):
+        where["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        where["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if shard is not None:
+        where["shard"] = str(shard)
+    slurm = {key: os.environ[f"SLURM_{key.upper()}"] for key in ("job_id", "array_job_id", "array_task_id", "job_nodelist")
+             if f"SLURM_{key.upper()}" in os.environ}
+    if slurm:
+        where["slurm"] = slurm
+    return where
 
 
 def cell_work_dir(request: GridRequest, board: Board, identity: CellIdentity) -> Path:
@@ -333,7 +384,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     predictions = board.store_artifact(identity, "predictions", Path(result.predictions_file), info.large_artifacts)
     targets = board.store_artifact(identity, "targets", Path(result.targets_file), info.large_artifacts)
     provenance = collect_provenance(started)
-    provenance["device"] = device
+    provenance.update(placement(device, request.shard))
     record = RunRecord(
         identity=identity, protocol_version=board.protocol.protocol_version, metrics=metrics,
         headline_metric=headline, predictions=predictions, targets=targets,
@@ -369,6 +420,7 @@ class _ChildJob:
     checkpoint: Path | None
     request: GridRequest
     environment: dict[str, str]  # the parent's environment at the time the cell starts
+    interactive: bool  # the runner's output is a terminal (else bars are logged as lines)
 
 
 def _child_main(job: _ChildJob) -> None:
@@ -382,6 +434,8 @@ def _child_main(job: _ChildJob) -> None:
         os.dup2(log.fileno(), 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    if not job.interactive:
+        _bars_as_lines()
     try:
         loaded = build_backbone(job.spec, job.checkpoint, preprocess=job.request.preprocess)
         if loaded.weights_sha256 != job.cell.identity.weights_sha256:
@@ -397,6 +451,34 @@ def _child_main(job: _ChildJob) -> None:
     sys.stderr.flush()
 
 
+class _RedrawsAsLines:
+    """A text stream that writes each redraw of a progress bar (text after a carriage return) as a
+    line of its own, so that a log file holds lines, not one line rewritten thousands of times."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if "\r" in text:
+            text = "".join(part.rstrip("\n") + "\n" for part in text.split("\r") if part.strip())
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _bars_as_lines() -> None:
+    """In a cell whose runner logs to a file (a batch job, a pipe): tqdm bars drawn every 30 s, each
+    as a line. tqdm's ``TQDM_*`` variables are read when tqdm is imported, which the fork server did
+    before this process existed, so the default is changed on the class."""
+    from functools import partialmethod
+
+    from tqdm import tqdm
+
+    tqdm.__init__ = partialmethod(tqdm.__init__, mininterval=30)  # a cell's own process: nothing else shares it
+    sys.stderr = _RedrawsAsLines(sys.stderr)
+
+
 def _die_with_parent() -> None:
     """Ask Linux to kill this process when its parent (the fork server, which exits with the runner)
     dies: a runner killed with ``kill -9`` leaves no orphan cell finishing behind its back."""
@@ -408,13 +490,10 @@ def _die_with_parent() -> None:
 
 
 def _cell_environment(progress: bool) -> dict[str, str]:
-    """The runner's environment for a cell; tqdm silenced without progress, and slowed to a line every
-    30 s when the output is not a terminal (a log file, a SLURM job), instead of redrawing bars."""
+    """The runner's environment for a cell (a cell without progress also has its log unfollowed)."""
     environment = dict(os.environ)
     if not progress:
         environment["TQDM_DISABLE"] = "1"
-    elif not sys.stderr.isatty():
-        environment.setdefault("TQDM_MININTERVAL", "30")
     return environment
 
 
@@ -449,7 +528,8 @@ def run_isolated(board: Board, cell: Cell, choice: BackboneChoice, spec: Backbon
     work.mkdir(parents=True, exist_ok=True)
     (work / ERROR_FILE).unlink(missing_ok=True)
     (work / LOG_FILE).write_bytes(b"")
-    job = _ChildJob(board.root, cell, spec, choice.checkpoint, request, _cell_environment(request.progress))
+    job = _ChildJob(board.root, cell, spec, choice.checkpoint, request, _cell_environment(request.progress),
+                    interactive=sys.stderr.isatty())
     process = context.Process(target=_child_main, args=(job,), name=f"cell {cell.identity.cell_key}")
     stop = threading.Event()
     follower = threading.Thread(target=_follow, args=(work / LOG_FILE, stop, sys.stderr), daemon=True)
@@ -478,14 +558,72 @@ def run_isolated(board: Board, cell: Cell, choice: BackboneChoice, spec: Backbon
     return f"{reason.rstrip()}\n\n--- last output of the cell ({work / LOG_FILE}) ---\n{output}"
 
 
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """This process's stdout and stderr into ``path`` (an in-process cell without progress, like an
+    isolated cell whose log is not followed: its bars and training logs stay in its log file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield
+
+
 def run_in_process(board: Board, cell: Cell, loaded: LoadedBackbone, request: GridRequest) -> str | None:
+    quiet = _output_to(cell_work_dir(request, board, cell.identity) / LOG_FILE)
     try:
-        evaluate_cell(board, cell, loaded, request)
+        with contextlib.nullcontext() if request.progress else quiet:
+            evaluate_cell(board, cell, loaded, request)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception:  # noqa: BLE001 - recorded with its traceback, the grid goes on
         return traceback.format_exc()
     return None
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """A cell with the backbone that evaluates it."""
+
+    cell: Cell
+    choice: BackboneChoice
+    spec: BackboneSpec
+    loaded: LoadedBackbone
+
+
+def cell_costs(board: Board, cells: Sequence[Cell]) -> dict[CellIdentity, float]:
+    """Each cell's estimated work in encoder passes (``benchmark/costs.py``), for sharding."""
+    costs = {}
+    for cell in cells:
+        max_epochs = board.protocol.task(cell.identity.task).overrides.get("max_epochs")
+        costs[cell.identity] = estimate(cell.identity, cell.counts, max_epochs).cost(task_cost(cell.identity.task).head_cost)
+    return costs
+
+
+def plan_grid(board: Board, request: GridRequest, summary: GridSummary,
+              sources: Callable[[str], DatasetSource | None] | None = None,
+              backbones: Callable[[BackboneChoice, BackboneSpec], LoadedBackbone] | None = None,
+              register: bool = True) -> list[PlannedCell]:
+    """Every cell of ``request`` (of its shard, when it names one), whether done or not.
+
+    The shard is cut from the whole planned grid, so it never depends on what is done already.
+    ``register``: add the backbones to the board's entries (not for a dry run).
+    """
+    planned: list[PlannedCell] = []
+    for choice in request.backbones:
+        spec = choice.spec()
+        loaded = backbones(choice, spec) if backbones else build_backbone(spec, choice.checkpoint, preprocess=request.preprocess)
+        cells = plan_cells(board, request, loaded, summary, sources)
+        if cells and register:  # an entry appears on the board only with cells to its name
+            board.register_entry(board_entry(choice, loaded))
+        planned += [PlannedCell(cell, choice, spec, loaded) for cell in cells]
+    if not planned:
+        missing = f"; not prepared under {request.data_dir}: {', '.join(summary.not_prepared)}" if summary.not_prepared else ""
+        raise GridError(f"nothing to evaluate on board {board.name!r} for tasks {', '.join(request.tasks or ['all'])} and "
+                        f"datasets {', '.join(request.datasets or ['all'])} (tasks that exist: {', '.join(task_names())}){missing}")
+    if request.shard is not None:
+        costs = cell_costs(board, [item.cell for item in planned])
+        mine = set(shard_cells(list(costs), request.shard, costs.__getitem__))
+        planned = [item for item in planned if item.cell.identity in mine]
+    return planned
 
 
 def run_grid(board: Board, request: GridRequest) -> GridSummary:
@@ -494,25 +632,17 @@ def run_grid(board: Board, request: GridRequest) -> GridSummary:
     board.remove_stale_temps()
     board.rebuild_index()  # a crash after a record's write may have left the index behind
     todo: list[tuple[Cell, BackboneChoice, BackboneSpec, LoadedBackbone]] = []
-    for choice in request.backbones:
-        spec = choice.spec()
-        loaded = build_backbone(spec, choice.checkpoint, preprocess=request.preprocess)
-        cells = plan_cells(board, request, loaded, summary)
-        if cells:  # an entry appears on the board only with cells to its name
-            board.register_entry(board_entry(choice, loaded))
-        summary.cells += len(cells)
-        for cell in cells:
-            record, invalid = board.status(cell.identity)
-            if record is not None:
-                summary.done_before += 1
-            elif invalid is not None and not request.redo_invalid:
-                summary.invalid.append(invalid)
-            else:
-                todo.append((cell, choice, spec, loaded))
-    if summary.cells == 0:
-        missing = f"; not prepared under {request.data_dir}: {', '.join(summary.not_prepared)}" if summary.not_prepared else ""
-        raise GridError(f"nothing to evaluate on board {board.name!r} for tasks {', '.join(request.tasks or ['all'])} and "
-                        f"datasets {', '.join(request.datasets or ['all'])} (tasks that exist: {', '.join(task_names())}){missing}")
+    planned = plan_grid(board, request, summary)
+    summary.cells = len(planned)
+    summary.shard = str(request.shard or "")
+    for item in planned:
+        record, invalid = board.status(item.cell.identity)
+        if record is not None:
+            summary.done_before += 1
+        elif invalid is not None and not request.redo_invalid:
+            summary.invalid.append(invalid)
+        else:
+            todo.append((item.cell, item.choice, item.spec, item.loaded))
     context = _process_context([cell for cell, *_ in todo]) if request.isolate and todo else None
     for number, (cell, choice, spec, loaded) in enumerate(todo, 1):
         identity = cell.identity

@@ -29,7 +29,8 @@ def _demo_data(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        summary = generate(args.out, args.datasets, images=args.images, size=args.size, seed=args.seed, overwrite=args.overwrite)
+        summary = generate(args.out, args.datasets, images=args.images, size=args.size, seed=args.seed, overwrite=args.overwrite,
+                           scorable=True)
     except DataError as error:  # bad options or an existing folder: the message says which and how to fix it
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -29,7 +29,7 @@ OnError = Literal["raise", "exclude"]
 class CacheResult:
     ids: list[str]  # IDs written, in cache order
     sizes: dict[str, tuple[int, int]]  # original (width, height) per ID
-    excluded: list[dict[str, str]]  # {"file", "id", "reason"}
+    excluded: list[dict[str, Any]]  # {"file", "id", "reason"}; preparation adds "label_file" and "row"
 
 
 def _load_one(job: tuple[str, str], decode: Callable[[str], np.ndarray], size: int, mode: ResizeMode):
@@ -62,7 +62,7 @@ def write_image_cache(
     images = np.lib.format.open_memmap(folder / "images.partial.npy", mode="w+", dtype=np.uint8, shape=(len(jobs), size, size))
     ids: list[str] = []
     sizes: dict[str, tuple[int, int]] = {}
-    excluded: list[dict[str, str]] = []
+    excluded: list[dict[str, Any]] = []
     work = partial(_load_one, decode=decode, size=size, mode=mode)
     chunk = max(1, min(64, len(jobs) // (workers * 8) or 1))
     with ProcessPoolExecutor(workers) as pool:

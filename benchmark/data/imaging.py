@@ -28,14 +28,16 @@ def read_gray(path: str | Path) -> np.ndarray:
 def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     """The reference's ``resize_img``: longest side to ``size`` (INTER_AREA), zero-pad to a square.
 
-    The short side becomes ``int(short * size / long)`` (truncated); padding is floor(pad/2)
-    before and ceil(pad/2) after (``mgca/datasets/utils.py`` L28-74).
+    The short side becomes ``int(short * (size / long))``, truncated and in that order of
+    operations, which for some sizes is one pixel less than ``int(short * size / long)`` (110 x 55
+    to 224: 111, not 112); padding is floor(pad/2) before and ceil(pad/2) after
+    (``mgca/datasets/utils.py`` L28-74). A square image counts as high, as there.
     """
     height, width = image.shape[:2]
     if height >= width:
-        new_h, new_w = size, int(width * size / height)
+        new_h, new_w = size, int(width * (size / height))
     else:
-        new_h, new_w = int(height * size / width), size
+        new_h, new_w = int(height * (size / width)), size
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
     pad_h, pad_w = size - new_h, size - new_w
     return cv2.copyMakeBorder(

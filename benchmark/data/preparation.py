@@ -19,7 +19,8 @@ helper here, so that no preparer re-implements checking, sampling, verification 
 3. **Verify** the splits against the shipped ID lists in ``benchmark/splits/<dataset>/<partition>/``
    (:func:`verify_partitions`): same IDs, same counts, or a :class:`DataError` naming the split,
    the missing/extra counts and examples. Skipped with ``--no-verify`` or when the raw folder
-   holds the demo generator's marker file :data:`DEMO_MARKER`.
+   holds the demo generator's marker file :data:`DEMO_MARKER`. Then :func:`require_scorable`
+   refuses a test split that leaves a metric undefined (a class without positives).
 4. **Decode** the images once into the uint8 cache (:func:`cache_images`, wrapping
    :func:`benchmark.data.cache.write_image_cache`). Label-level problems (a box outside the image,
    an RLE that does not fit) go through :class:`Problems`: an error naming file and row, or a
@@ -34,6 +35,7 @@ The layout itself is defined in :mod:`benchmark.data.prepared`.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import difflib
 import hashlib
@@ -50,6 +52,7 @@ from sklearn.model_selection import train_test_split
 
 import benchmark
 from benchmark.data.cache import CacheResult, OnError, write_image_cache
+from benchmark.data.csvfields import too_many_fields
 from benchmark.data.imaging import RESIZERS, ResizeMode
 from benchmark.data.prepared import (
     PREPARATION_VERSION,
@@ -118,9 +121,12 @@ def read_label_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     """
     require_file(path, f"a CSV with columns {', '.join(required)}")
     try:
+        ragged = too_many_fields(path)
+        if ragged:  # before pandas, which would shift columns or count lines its own way
+            raise DataError(f"{path} {ragged}. Use the official, unmodified file")
         # Blank lines are read as empty rows and dropped below, so that LINE stays the true line number.
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{path}: not a readable CSV ({error})") from None
     frame.columns = [str(column).strip() for column in frame.columns]
     missing = [column for column in required if column not in frame.columns]
@@ -137,6 +143,8 @@ def read_label_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
         frame[column] = frame[column].str.strip()
     frame[LINE] = np.arange(2, len(frame) + 2)
     blank = (frame.drop(columns=LINE) == "").all(axis=1)
+    if blank.all():
+        raise DataError(f"{path}: the file has no rows (only a header); use the official, complete file")
     return frame[~blank].reset_index(drop=True)
 
 
@@ -287,6 +295,36 @@ def fraction_subsets(
     return subsets
 
 
+def require_scorable(
+    dataset: str, partition: Partition, positives: Mapping[str, set[str]], metric: str, raw: Path,
+    needs_negatives: bool = False,
+) -> None:
+    """Refuse a partition whose test split leaves ``metric`` undefined for every run.
+
+    ``positives`` maps each scored class to the IDs that show it. A class without a positive
+    test image (or, when ``needs_negatives``, without a negative one, as per-class AUROC needs)
+    would fail every cell at scoring time, as the reference's torchmetrics would; tiny demo data
+    are the usual cause, so the message says how many demo images work.
+    """
+    test = partition.splits["test"]
+    for name, ids in positives.items():
+        count = sum(item in ids for item in test)
+        missing = "positive" if count == 0 else "negative" if needs_negatives and count == len(test) else None
+        if missing is None:
+            continue
+        if is_demo(raw):
+            from benchmark.data.demo import DEMO_WRITERS  # the demo package imports this module
+
+            minimum = DEMO_WRITERS.get(dataset).minimum_images
+            hint = f"generate the demo data with at least {minimum} images (demo-data --images {minimum}, seed 0)"
+        else:
+            hint = "use the complete official files"
+        raise DataError(
+            f"{dataset}: the {partition.name} test split ({len(test)} images) holds no {missing} {name!r} image, "
+            f"so {metric} is undefined for every run; {hint}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. Verification against the shipped ID lists
 
@@ -378,13 +416,21 @@ def prepare_output(options: PrepareOptions) -> Path:
 
 
 def cache_images(
-    options: PrepareOptions, jobs: list[tuple[str, str]], decode: Callable[[str], np.ndarray], mode: ResizeMode
+    options: PrepareOptions, jobs: list[tuple[str, str]], decode: Callable[[str], np.ndarray], mode: ResizeMode,
+    listed_at: Mapping[str, tuple[Path, int]],
 ) -> tuple[CacheResult, set[str]]:
-    """Decode ``(id, path)`` jobs into the image cache; returns the result and the excluded IDs."""
+    """Decode ``(id, path)`` jobs into the image cache; returns the result and the excluded IDs.
+
+    ``listed_at`` gives each ID's label file and line: an excluded image's manifest entry names
+    its image file, that label file and row, and the reason.
+    """
     result = write_image_cache(
         options.out, jobs, decode, options.image_size, mode, options.on_error, options.workers,
         description=f"decoding {options.out.name}",
     )
+    for entry in result.excluded:
+        label_file, row = listed_at[entry["id"]]
+        entry.update(label_file=str(label_file), row=int(row))
     written = set(result.ids)
     return result, {image_id for image_id, _ in jobs if image_id not in written}
 

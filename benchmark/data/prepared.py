@@ -33,8 +33,9 @@ from benchmark.hashing import file_sha256  # noqa: F401 - re-exported for the pr
 # Bumped whenever preparation changes in a way that can move a number (splits, labels, image
 # cache); a board names the preparation version its results were computed on. Version 1 was
 # written as ``protocol_version: "mgca-cxr-v1"`` by manifests before boards and data had
-# separate versions, and is read as such.
-PREPARATION_VERSION = 1
+# separate versions, and is read as such. Version 2: the letterbox truncates the short side in the
+# reference's order of operations (one pixel narrower for some image sizes).
+PREPARATION_VERSION = 2
 _LEGACY_PREPARATION_VERSIONS = {"mgca-cxr-v1": 1}
 SPLITS = ("train", "val", "test")
 

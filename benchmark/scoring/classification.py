@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from benchmark.data.csvfields import too_many_fields
 from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.data.datasets.covidx import CLASSES as COVIDX_CLASSES
 from benchmark.data.prepared import DataError
@@ -257,6 +258,9 @@ def _read_csv(path: Path, expected_columns: Sequence[str], what: str) -> pd.Data
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             columns = next(csv.reader(handle), [])
+        ragged = too_many_fields(path)
+        if ragged:  # before pandas, which would take the ids as an index and report "empty id"
+            raise PredictionFileError(f"{path} {ragged}; write one value per column")
         frame = pd.read_csv(path, dtype={ID_COLUMN: str}, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as error:
         raise PredictionFileError(f"{path}: not a readable CSV {what} file ({error})") from None

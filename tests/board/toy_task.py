@@ -6,7 +6,7 @@ class ``Target``), with scores that depend only on (weights, head, fraction, dra
 identities give equal files. It declares two heads (``linear``, ``mlp``) and two modes
 (``cached``, ``paper``). Environment switches: ``TOY_SLEEP`` (seconds per cell) slows it down;
 ``TOY_FAIL`` (a fraction, e.g. "10") makes cells of that fraction raise; ``TOY_CRASH`` (a
-fraction) makes them kill their interpreter.
+fraction) makes them kill their interpreter; ``TOY_BAR`` makes them draw a tqdm bar ("toy bar").
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from benchmark.data.prepared import PREPARATION_VERSION, Manifest, split_file_name, write_ids
 from tasks.registry import TASKS, TaskCell, TaskDataset, TaskInfo, TaskResult
@@ -34,6 +35,9 @@ def toy_task(cell: TaskCell) -> TaskResult:
         print("toy cell about to crash", flush=True)
         os.abort()
     time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
+    if os.environ.get("TOY_BAR"):
+        for _ in tqdm(range(3), desc="toy bar"):
+            pass
     dataset, weights = cell.dataset, cell.backbone.weights_sha256
     ids = dataset.split_ids("test", partition=cell.partition)
     labels = dataset.records.loc[ids, "Target"].to_numpy().astype(int)

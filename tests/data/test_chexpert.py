@@ -100,7 +100,8 @@ def write_jpg(path: Path, seed: int, size: tuple[int, int] = (40, 32)) -> None:
 
 
 def make_raw(root: Path, patients: int = 20) -> Path:
-    """CheXpert-v1.0-small layout: per patient two frontal and one lateral image; 3 valid patients."""
+    """CheXpert-v1.0-small layout: per patient two frontal and one lateral image; 3 valid patients,
+    each with one frontal image positive for every competition task."""
     raw = root / "CheXpert-v1.0-small"
     rows = {"train": [], "valid": []}
     for split, first, count in (("train", 1, patients), ("valid", 64541, 3)):
@@ -109,6 +110,8 @@ def make_raw(root: Path, patients: int = 20) -> Path:
                 relative = f"{split}/patient{number:05d}/study{study}/{view}.jpg"
                 write_jpg(raw / relative, number * 10 + study)
                 labels = dict(LABELS, **{"Atelectasis": "-1.0", "Cardiomegaly": "-1.0", "Edema": "1.0"} if number % 2 else {})
+                if split == "valid" and study == 1:  # every task positive and negative in the test split (scorable)
+                    labels.update({task: "1.0" for task in chexpert.COMPETITION_TASKS})
                 rows[split].append({"Path": f"CheXpert-v1.0-small/{relative}", "Sex": "Female", "Age": "50",
                                     "Frontal/Lateral": "Lateral" if "lateral" in view else "Frontal", "AP/PA": "AP", **labels})
     for split, frame in rows.items():

@@ -300,6 +300,18 @@ def test_an_undefined_metric_prints_as_null_with_the_reason(tmp_path, capsys):
     (tmp_path / "p.csv").write_text("id,Target\na,0.2\nb,0.4\n")
     assert main(["score", "classification", "--predictions", str(tmp_path / "p.csv"), "--targets",
                  str(tmp_path / "t.csv"), "--dataset", "rsna", "--n-resamples", "5"]) == 0
-    output = json.loads(capsys.readouterr().out)  # NaN would not parse as strict JSON
+    output = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} is not valid JSON"))
     assert output["metrics"]["auroc"]["value"] is None
     assert any("AUROC undefined for Target" in warning for warning in output["warnings"])
+
+
+@pytest.mark.parametrize("line", [2, 3])
+def test_a_row_with_too_many_fields_names_its_line_not_an_empty_id(tmp_path, capsys, line):
+    (tmp_path / "t.csv").write_text("id,Target\na,0\nb,1\n")
+    rows = ["id,Target", "a,0.2", "b,0.4"]
+    rows[line - 1] += ",0.9"  # in the first data row, pandas would silently take the ids as an index
+    (tmp_path / "p.csv").write_text("\n".join(rows) + "\n")
+    assert main(["score", "classification", "--predictions", str(tmp_path / "p.csv"), "--targets",
+                 str(tmp_path / "t.csv"), "--dataset", "rsna", "--n-resamples", "5"]) == 2
+    error = capsys.readouterr().err
+    assert f"p.csv line {line}: 3 fields, the header has 2" in error and "Traceback" not in error, error

@@ -56,6 +56,7 @@ from benchmark.data.preparation import (
     prepare_output,
     read_label_csv,
     reference_frac_sample,
+    require_scorable,
     verify_partitions,
 )
 from benchmark.data.registry import DATASETS, DatasetInfo, PrepareOptions
@@ -219,15 +220,19 @@ def prepare(options: PrepareOptions) -> Manifest:
     sizes = split_sizes(options, train_table)
     partition = training_partition(train_table, test["id"].tolist(), sizes)
     (partition,), verification = verify_partitions(NAME, [partition], options)
+    test_labels = competition_labels(test)
+    positives = {task: set(test["id"][test_labels[task] == 1]) for task in COMPETITION_TASKS}
+    require_scorable(NAME, partition, positives, "AUROC", options.raw, needs_negatives=True)
     out = prepare_output(options)
 
     used = set().union(*partition.splits.values())
-    rows = pd.concat([train_table, test])
+    rows = pd.concat([train_table.assign(label_file=train_csv), test.assign(label_file=valid_csv)])
     rows = rows[rows["id"].isin(used)]
     records = pd.concat([rows[["id", "path", "patient"]], competition_labels(rows)], axis=1)
     paths = [options.raw / path for path in records["path"]]
     jobs = [(image_id, str(path)) for image_id, path in zip(records["id"], paths)]
-    cache, excluded_ids = cache_images(options, jobs, read_gray, "letterbox")
+    listed_at = {item: (label_file, line) for item, label_file, line in zip(rows["id"], rows["label_file"], rows[LINE])}
+    cache, excluded_ids = cache_images(options, jobs, read_gray, "letterbox", listed_at)
     return finish(
         options, dataset=NAME, partitions=[partition], records=records,
         sources=describe_sources(options.raw, [train_csv, valid_csv]), cache=cache, image_mode="letterbox",

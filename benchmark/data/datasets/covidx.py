@@ -54,6 +54,7 @@ from benchmark.data.preparation import (
     listing_fingerprint,
     prepare_output,
     reference_frac_sample,
+    require_scorable,
     verify_partitions,
 )
 from benchmark.data.registry import DATASETS, DatasetInfo, PrepareOptions
@@ -172,11 +173,16 @@ def prepare(options: PrepareOptions) -> Manifest:
         for name, path in label_files.items():
             check_known_counts(path, lists[name])
     (partition,), verification = verify_partitions(NAME, [make_partition(lists["train"], lists["test"])], options)
+    test = lists["test"]
+    require_scorable(NAME, partition, {name: set(test["filename"][test["label"] == label]) for name, label in CLASSES.items()},
+                     "the one-vs-rest AUROC", options.raw)
     out = prepare_output(options)
 
-    rows = pd.concat([frame.assign(folder=IMAGE_FOLDERS[name]) for name, frame in lists.items()])
+    rows = pd.concat([frame.assign(folder=IMAGE_FOLDERS[name], label_file=label_files[name]) for name, frame in lists.items()])
     paths = [options.raw / folder / filename for folder, filename in zip(rows["folder"], rows["filename"])]
-    cache, excluded_ids = cache_images(options, [(item, str(path)) for item, path in zip(rows["filename"], paths)], read_gray, "letterbox")
+    listed_at = {item: (label_file, line) for item, label_file, line in zip(rows["filename"], rows["label_file"], rows["line"])}
+    cache, excluded_ids = cache_images(options, [(item, str(path)) for item, path in zip(rows["filename"], paths)], read_gray,
+                                       "letterbox", listed_at)
     records = pd.DataFrame({
         "id": rows["filename"], "path": [f"{folder}/{name}" for folder, name in zip(rows["folder"], rows["filename"])],
         "patient": rows["patient"], "source": rows["source"], "class": rows["class"], "label": rows["label"],

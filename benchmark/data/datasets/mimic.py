@@ -152,8 +152,9 @@ def prepare(options: PrepareOptions) -> Manifest:
 
     paths = [f"{study_folder(subject, study)}/{dicom}.jpg"
              for subject, study, dicom in zip(images["subject_id"], images["study_id"], images["dicom_id"])]
+    listed_at = {dicom: (metadata_csv, line) for dicom, line in zip(images["dicom_id"], images[LINE])}
     cache, dropped = cache_images(options, [(dicom, str(options.raw / path)) for dicom, path in zip(images["dicom_id"], paths)],
-                                  read_gray, "letterbox")
+                                  read_gray, "letterbox", listed_at)
     records = pd.DataFrame({
         "id": images["dicom_id"], "subject": images["subject_id"], "study": images["study_id"], "path": paths,
         "view": images["ViewPosition"], "text": images["study_id"].map(texts),

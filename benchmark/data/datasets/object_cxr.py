@@ -61,6 +61,7 @@ from benchmark.data.preparation import (
     prepare_output,
     read_label_csv,
     reference_numpy_choice,
+    require_scorable,
     verify_partitions,
     write_coco,
 )
@@ -194,6 +195,8 @@ def prepare(options: PrepareOptions) -> Manifest:
     label_files = {name: options.raw / file_name for name, file_name in LABEL_FILES.items()}
     lists = {name: read_list(path, problems) for name, path in label_files.items()}
     (partition,), verification = verify_partitions(NAME, [make_partition(lists["train"], lists["test"])], options)
+    test = lists["test"]
+    require_scorable(NAME, partition, {"foreign object": set(test["id"][test["annotation"] != ""])}, "mAP", options.raw)
     out = prepare_output(options)
 
     rows = pd.concat([frame.assign(folder=Path(LABEL_FILES[name]).stem, source=label_files[name])
@@ -201,7 +204,8 @@ def prepare(options: PrepareOptions) -> Manifest:
     rows["path"] = [f"{folder}/{name}" for folder, name in zip(rows["folder"], rows["image_name"])]
     readable = rows[~rows["id"].isin(problems.excluded_ids)]
     jobs = [(item, str(options.raw / path)) for item, path in zip(readable["id"], readable["path"])]
-    cache, dropped = cache_images(options, jobs, read_gray, IMAGE_MODE)
+    listed_at = {item: (source, line) for item, source, line in zip(readable["id"], readable["source"], readable[LINE])}
+    cache, dropped = cache_images(options, jobs, read_gray, IMAGE_MODE, listed_at)
     dropped |= problems.excluded_ids
 
     rows["boxes"] = [[tight_box(shape) for shape in shapes] for shapes in rows["shapes"]]

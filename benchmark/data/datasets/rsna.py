@@ -42,6 +42,7 @@ from benchmark.data.preparation import (
     reference_numpy_choice,
     reference_three_way_split,
     require_file,
+    require_scorable,
     verify_partitions,
     write_coco,
     write_mask,
@@ -153,9 +154,15 @@ def prepare(options: PrepareOptions) -> Manifest:
     patients = read_patients(labels_csv)
     demo = is_demo(options.raw)
     partitions, verification = verify_partitions("rsna", make_partitions(patients, demo), options)
+    positives = {"pneumonia": set(patients["id"][patients["target"] == 1])}
+    for partition in partitions:
+        classification = partition.name == "classification"
+        require_scorable("rsna", partition, positives, "AUROC" if classification else "mAP and Dice", options.raw,
+                         needs_negatives=classification)
     out = prepare_output(options)
     paths = {patient_id: options.raw / IMAGES_DIR / f"{patient_id}.dcm" for patient_id in patients["id"]}
-    cache, dropped = cache_images(options, [(key, str(path)) for key, path in paths.items()], read_dicom, IMAGE_MODE)
+    listed_at = {patient.id: (labels_csv, patient.lines[0]) for patient in patients.itertuples()}
+    cache, dropped = cache_images(options, [(key, str(path)) for key, path in paths.items()], read_dicom, IMAGE_MODE, listed_at)
 
     problems = Problems(options.on_error)
     for patient in patients.itertuples():

@@ -46,6 +46,7 @@ from benchmark.data.preparation import (
     read_label_csv,
     reference_three_way_split,
     require_file,
+    require_scorable,
     verify_partitions,
     write_mask,
 )
@@ -156,11 +157,13 @@ def rle_to_mask(rle: str, width: int, height: int) -> np.ndarray:
     ends beyond the image."""
     if rle == NEGATIVE:
         return np.zeros((height, width), dtype=bool)
-    values = np.array(rle.split(), dtype=np.int64)
+    tokens = rle.split()
+    last_end = sum(int(token) for token in tokens)  # runs are relative: the last one ends at the sum (Python ints, no overflow)
+    if last_end > width * height:
+        raise ValueError(f"RLE run ends at pixel {last_end}, beyond the {width}x{height} image")
+    values = np.array(tokens, dtype=np.int64)  # every number fits: none exceeds width * height
     starts = np.cumsum(values[0::2] + np.concatenate([[0], values[1::2][:-1]]))
     ends = starts + values[1::2]
-    if len(ends) and ends.max() > width * height:
-        raise ValueError(f"RLE run ends at pixel {int(ends.max())}, beyond the {width}x{height} image")
     flat = np.zeros(width * height + 1, dtype=np.int32)
     np.add.at(flat, starts, 1)
     np.add.at(flat, ends, -1)
@@ -172,11 +175,14 @@ def prepare(options: PrepareOptions) -> Manifest:
     labels_csv = require_file(options.raw / LABELS_FILE, "the SIIM stage 1 train-rle.csv")
     rows = read_rle_rows(labels_csv)
     [partition], verification = verify_partitions("siim", [make_partition(rows)], options)
+    positives = set(rows.loc[rows["EncodedPixels"] != NEGATIVE, "ImageId"])
+    require_scorable("siim", partition, {"pneumothorax": positives}, "Dice", options.raw)
     dicoms = find_dicoms(options.raw)
     out = prepare_output(options)
     image_ids = rows["ImageId"].unique().tolist()
     jobs = [(item, str(options.raw / dicoms.get(item, f"{IMAGES_DIR}/{item}.dcm"))) for item in image_ids]
-    cache, dropped = cache_images(options, jobs, read_dicom, IMAGE_MODE)
+    listed_at = {item: (labels_csv, line) for item, line in rows.groupby("ImageId", sort=False)[LINE].first().items()}
+    cache, dropped = cache_images(options, jobs, read_dicom, IMAGE_MODE, listed_at)
 
     problems = Problems(options.on_error)
     groups = rows[~rows["ImageId"].isin(dropped)].groupby("ImageId", sort=False)

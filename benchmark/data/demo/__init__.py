@@ -25,9 +25,23 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 
+def require_scorable_size(names: list[str], images: int) -> None:
+    """DataError when ``images`` is below the ``minimum_images`` of a dataset in ``names``: its
+    test split would lack a class and every cell on it would fail at scoring."""
+    short = [(name, minimum) for name in names
+             if (minimum := DEMO_WRITERS.get(name).minimum_images) and images < minimum]
+    if short:
+        sizes = ", ".join(f"{name} needs {minimum}" for name, minimum in short)
+        raise DataError(f"--images {images} is too few to score every test split ({sizes}); "
+                        f"choose --images {max(minimum for _, minimum in short)} or more")
+
+
 def generate(out: Path, datasets: list[str] | None = None, images: int = 300, size: int = 256, seed: int = 0,
-             overwrite: bool = False) -> dict[str, dict[str, int]]:
+             overwrite: bool = False, scorable: bool = False) -> dict[str, dict[str, int]]:
     """Write the demo datasets under ``out/<name>/``; returns the counts each writer reports.
+
+    With ``scorable`` (the ``demo-data`` verb), sizes too small to score every test split are
+    refused; without it any size is written (tests of the layout use a few images).
 
     An existing dataset folder is an error unless ``overwrite``, and even then only a folder that
     holds the demo marker is replaced: a real download is never deleted.
@@ -38,6 +52,8 @@ def generate(out: Path, datasets: list[str] | None = None, images: int = 300, si
     if size < MIN_SIZE:
         raise DataError(f"--size {size}: choose at least {MIN_SIZE} pixels")
     names = datasets or DEMO_WRITERS.names()
+    if scorable:
+        require_scorable_size(names, images)
     writers = [DEMO_WRITERS.get(name) for name in names]
     summary: dict[str, dict[str, int]] = {}
     for writer in writers:

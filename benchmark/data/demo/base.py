@@ -38,16 +38,22 @@ class DemoWriter:
     name: str  # the dataset name in benchmark.data.registry.DATASETS
     layout: str  # what the writer produces, in one line
     write: Callable[[DemoOptions], dict[str, int]]  # returns image counts per official file
+    # Fewest --images whose test splits can be scored (every class with the positives, and for AUROC the
+    # negatives, its metric needs; checked by preparation.require_scorable). Measured with seed 0 by
+    # tools/demo_minimums.py; None: nothing is scored on the dataset (pretraining data).
+    minimum_images: int | None
 
 
 DEMO_WRITERS: Registry[DemoWriter] = Registry("demo dataset")
 
 
-def demo_writer(name: str, layout: str) -> Callable[[Callable[[DemoOptions], dict[str, int]]], Callable[[DemoOptions], dict[str, int]]]:
+def demo_writer(
+    name: str, layout: str, minimum_images: int | None
+) -> Callable[[Callable[[DemoOptions], dict[str, int]]], Callable[[DemoOptions], dict[str, int]]]:
     """Register ``write(options) -> counts`` as the demo writer of dataset ``name``."""
 
     def decorator(write: Callable[[DemoOptions], dict[str, int]]) -> Callable[[DemoOptions], dict[str, int]]:
-        DEMO_WRITERS.add(name, DemoWriter(name, layout, write))
+        DEMO_WRITERS.add(name, DemoWriter(name, layout, write, minimum_images))
         return write
 
     return decorator

@@ -66,7 +66,7 @@ def render(options: DemoOptions, row: pd.Series) -> np.ndarray:
     return chest.render()
 
 
-@demo_writer(NAME, "train.csv, valid.csv (official columns; Path = CheXpert-v1.0-small/...), train/, valid/")
+@demo_writer(NAME, "train.csv, valid.csv (official columns; Path = CheXpert-v1.0-small/...), train/, valid/", minimum_images=96)
 def write_chexpert(options: DemoOptions) -> dict[str, int]:
     rng = dataset_rng(options.seed, NAME)
     table = sources.chexpert_rows()

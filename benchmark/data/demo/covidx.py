@@ -76,7 +76,7 @@ def _draw_lines(rng: np.random.Generator, counts: dict[str, int], taken: set[str
     return lines
 
 
-@demo_writer(NAME, "train_COVIDx9A.txt, test_COVIDx9A.txt (patient filename class source), train/, test/")
+@demo_writer(NAME, "train_COVIDx9A.txt, test_COVIDx9A.txt (patient filename class source), train/, test/", minimum_images=8)
 def write_covidx(options: DemoOptions) -> dict[str, int]:
     rng = dataset_rng(options.seed, NAME)
     n_train, n_test = split_counts(options.images, [1 - TEST_SHARE, TEST_SHARE], minimum=4)

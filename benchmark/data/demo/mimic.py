@@ -166,7 +166,7 @@ def plan_studies(options: DemoOptions, rng: np.random.Generator) -> list[Study]:
     return studies
 
 
-@demo_writer(NAME, "mimic-cxr-2.0.0-{metadata,split,chexpert}.csv, files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.jpg and sXXXXXXXX.txt")
+@demo_writer(NAME, "mimic-cxr-2.0.0-{metadata,split,chexpert}.csv, files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.jpg and sXXXXXXXX.txt", minimum_images=None)
 def write_mimic(options: DemoOptions) -> dict[str, int]:
     rng = dataset_rng(options.seed, NAME)
     bank = sentence_bank()

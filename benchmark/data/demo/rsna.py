@@ -30,7 +30,7 @@ def sample_patients(labels, images: int, rng: np.random.Generator) -> list[str]:
     return [patient for patient in targets.index if patient in chosen]
 
 
-@demo_writer(NAME, "stage_2_train_labels.csv (patientId,x,y,width,height,Target), stage_2_train_images/<patientId>.dcm")
+@demo_writer(NAME, "stage_2_train_labels.csv (patientId,x,y,width,height,Target), stage_2_train_images/<patientId>.dcm", minimum_images=20)
 def write_rsna(options: DemoOptions) -> dict[str, int]:
     rng = dataset_rng(options.seed, NAME)
     labels = sources.rsna_labels()

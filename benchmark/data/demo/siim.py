@@ -62,7 +62,7 @@ def sample_images(table, images: int, rng: np.random.Generator) -> list[str]:
     return [image_id for image_id in positive.index if image_id in chosen]
 
 
-@demo_writer(NAME, "train-rle.csv (ImageId, EncodedPixels), dicom-images-train/<study>/<series>/<ImageId>.dcm")
+@demo_writer(NAME, "train-rle.csv (ImageId, EncodedPixels), dicom-images-train/<study>/<series>/<ImageId>.dcm", minimum_images=28)
 def write_siim(options: DemoOptions) -> dict[str, int]:
     rng = dataset_rng(options.seed, NAME)
     table = sources.siim_rle()
