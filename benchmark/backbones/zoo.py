@@ -63,10 +63,10 @@ _add(BackboneSpec(
     description="ResNet-50, random initialisation (torchvision), seed 0",
 ))
 _add(BackboneSpec(
-    name="mgca_demo", arch="vit_tiny_patch16_224", weights="checkpoint", checkpoint_file="mgca_demo.ckpt",
+    name="mgca_demo", arch="resnet18", weights="checkpoint", checkpoint_file="mgca_demo.ckpt",
     prefix="img_encoder_q.model.", paper=MGCA_PAPER, pretraining_data=("mimic-cxr-demo",), tags=("tiny", "demo"),
     build_command="make checkpoints/mgca_demo.ckpt",
-    description="MGCA ViT-Tiny pretrained on the synthetic demo MIMIC corpus (pretrain/configs/demo.toml): demo only",
+    description="MGCA ResNet-18 pretrained on the synthetic demo MIMIC corpus (pretrain/configs/demo.toml): demo only",
 ))
 _add(BackboneSpec(
     name="random_vit_tiny", arch="vit_tiny_patch16_224", weights="random", seed=0, tags=("tiny",),

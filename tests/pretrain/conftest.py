@@ -12,6 +12,7 @@ from benchmark.data.registry import DATASETS, PrepareOptions
 from pretrain.config import PretrainConfig, load_config
 
 TINY_OVERRIDES = (
+    "arch=vit_tiny_patch16_224",  # the ViT path (patch attention) is the one with more to test; the demo is a ResNet-18
     "text_layers=1", "text_hidden_size=32", "text_heads=2", "text_intermediate_size=64", "vocab_size=300",
     "projection_hidden=64", "emb_dim=16", "num_prototypes=8", "batch_size=16", "epochs=2", "lr=1e-3",
     "num_workers=0", "progress=false", "max_words=48",

@@ -13,7 +13,7 @@ from pretrain.config import PretrainConfig, load_config
 from pretrain.model import MGCA, aggregate_words
 from pretrain.text import encode, pretrained_tokenizer, prepare_for_encoding
 
-SMALL = ("text_layers=1", "text_hidden_size=32", "text_heads=2", "text_intermediate_size=64", "projection_hidden=64",
+SMALL = ("arch=vit_tiny_patch16_224", "text_layers=1", "text_hidden_size=32", "text_heads=2", "text_intermediate_size=64", "projection_hidden=64",
          "emb_dim=16", "num_prototypes=8", "max_words=12")
 
 
