@@ -282,7 +282,7 @@ def test_two_local_jobs_on_demo_data_give_the_records_of_the_plain_run(tmp_path:
         (folder / "protocol.json").write_text((ROOT / "leaderboards" / "demo-mgca-cxr-v1" / "protocol.json").read_text())
         boards.append(Board(folder))
     grid = ["run", "--backbone", "random_vit_tiny", "--tasks", "classification", "--datasets", "rsna", "--fractions", "1,100",
-            "--data", str(tmp_path / "prepared"), "--no-progress"]
+            "--draws", "0,1", "--data", str(tmp_path / "prepared"), "--no-progress"]
     assert main([*grid, "--board", str(boards[0].root), "--work-dir", str(tmp_path / "w0"), "--cache-dir", str(tmp_path / "c0"),
                  "--in-process"]) == 0
     monkeypatch.setattr(os, "environ", _env())
