@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.backbones import BackboneSpec, LoadedBackbone, build_backbone, normalise
+from benchmark.backbones import LoadedBackbone, normalise
 from benchmark.data.prepared import PreparedDataset
 from tasks.registry import TaskCell, get_task
 from tasks.segmentation.adapter import build_model, run_cell
@@ -20,21 +20,6 @@ from tasks.segmentation.protocol import load_config
 
 CPU = torch.device("cpu")
 ONE_EPOCH = {"train_cfg.max_epochs": 1, "train_dataloader.batch_size": 4, "val_dataloader.batch_size": 4}
-
-
-def random(arch: str) -> LoadedBackbone:
-    return build_backbone(BackboneSpec(name="random", arch=arch, weights="random", description="test"))
-
-
-@pytest.fixture(scope="module")
-def convnext() -> LoadedBackbone:
-    return random("timm:test_convnext")
-
-
-@pytest.fixture(scope="module")
-def xrv_resnet() -> LoadedBackbone:
-    """torchxrayvision's ResNet-50: the five ResNet stages, 1 channel, [-1024, 1024]."""
-    return random("xrv:resnet50-res512-all")
 
 
 def cell(backbone: LoadedBackbone, data: Path, work: Path, mode: str = "paper") -> TaskCell:

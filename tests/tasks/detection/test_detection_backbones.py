@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.backbones import BackboneSpec, LoadedBackbone, build_backbone, normalise
+from benchmark.backbones import LoadedBackbone, normalise
 from benchmark.scoring.detection import read_predictions, read_targets
 from tasks.detection.adapter import run_detection
 from tasks.detection.features import maps_description
@@ -18,22 +18,6 @@ from tasks.registry import get_task
 TINY = with_overrides(batch_size=2, max_epochs=1, eval_batch_size=16, encode_batch_size=16, min_score=1e-6)
 SMALL_YOLO = {"model.neck.out_channels": [64, 32, 16], "model.bbox_head.in_channels": [64, 32, 16],
               "model.bbox_head.out_channels": [128, 64, 32]}
-
-
-def random(arch: str) -> LoadedBackbone:
-    return build_backbone(BackboneSpec(name="random", arch=arch, weights="random", description="test"))
-
-
-@pytest.fixture(scope="module")
-def convnext() -> LoadedBackbone:
-    """timm's own tiny ConvNeXt: a pyramid, ImageNet mean/std."""
-    return random("timm:test_convnext")
-
-
-@pytest.fixture(scope="module")
-def xrv_densenet() -> LoadedBackbone:
-    """torchxrayvision's DenseNet-121: a pyramid, 1 channel, [-1024, 1024]."""
-    return random("xrv:densenet121-res224-all")
 
 
 def test_pyramid_backbones_get_the_yolov3_head_by_default():
