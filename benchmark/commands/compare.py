@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from benchmark.cli import command
 from benchmark.commands.run import _names, _numbers, task_choices
+
+if TYPE_CHECKING:
+    from benchmark.board.aggregate import CellAggregate
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +36,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="exit 1 unless A's mean is above B's on every column shown")
 
 
-def _spread(cell) -> str:
+def _spread(cell: CellAggregate) -> str:
     std = "" if cell.std is None else f" ± {100 * cell.std:.1f}"
     return f"{100 * cell.mean:6.1f}{std:<7} (n={cell.n})"
 
@@ -59,7 +63,7 @@ def _compare(args: argparse.Namespace) -> int:
             return 2
         keys[label] = matches[0]
 
-    def selected(cell) -> bool:
+    def selected(cell: CellAggregate) -> bool:
         return ((args.tasks is None or cell.task in args.tasks) and (args.datasets is None or cell.dataset in args.datasets)
                 and (args.fractions is None or cell.fraction in args.fractions))
 
