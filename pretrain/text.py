@@ -46,18 +46,28 @@ def caption(text: str) -> str | None:
 
 
 def train_tokenizer(captions: Iterable[str], vocab_size: int) -> Tokenizer:
-    """A BERT-style uncased WordPiece tokenizer trained on ``captions``.
+    """A BERT-style uncased WordPiece tokenizer trained on ``captions``, the same on every run.
 
-    The trainer breaks ties between equally frequent merges in hash order, so two trainings on
-    the same captions can give slightly different vocabularies: a run trains it once and keeps
-    it beside its checkpoints (``tokenizer.json``), which every resume and export reuses.
+    The trainer numbers the ``##`` continuation pieces in hash-map order and breaks ties between
+    equally frequent merges by those numbers, so two trainings on the same captions give different
+    vocabularies (huggingface/tokenizers#1794). Declaring every continuation piece of the corpus
+    up front, sorted, fixes their numbers; they are then plain vocabulary entries again.
     """
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    captions = list(captions)
+    trainee = _bert_uncased(Tokenizer(models.WordPiece(unk_token="[UNK]")))
+    pieces = sorted({"##" + letter for text in captions for word, _ in
+                     trainee.pre_tokenizer.pre_tokenize_str(trainee.normalizer.normalize_str(text)) for letter in word[1:]})
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *pieces], show_progress=False)
+    trainee.train_from_iterator(captions, trainer)
+    tokenizer = _bert_uncased(Tokenizer(models.WordPiece(vocab=trainee.get_vocab(), unk_token="[UNK]")))
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    return tokenizer
+
+
+def _bert_uncased(tokenizer: Tokenizer) -> Tokenizer:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    tokenizer.train_from_iterator(captions, trainer)
     return tokenizer
 
 

@@ -53,3 +53,20 @@ def test_trained_vocabulary_covers_the_reports() -> None:
     slots = encoded.word_slots[0][encoded.attention_mask[0] == 1].tolist()
     assert sorted(set(slots)) == [0, 1, 2, 3, 4, 5] and slots == sorted(slots)  # 4 words between [CLS] and [SEP]
 
+
+
+def test_the_trained_vocabulary_is_the_same_every_time() -> None:
+    # Many equally frequent merges: the library's trainer alone gave a different vocabulary on
+    # nearly every training of this corpus (hash order, huggingface/tokenizers#1794).
+    captions = [f"small opacity in the left lower lobe number {i % 37} and effusion {i % 11}" for i in range(400)]
+    captions += ["no acute cardiopulmonary process", "heart size is normal mild cardiomegaly pleural"] * 60
+    vocabularies = {train_tokenizer(captions, vocab_size=150).to_str() for _ in range(4)}
+    assert len(vocabularies) == 1
+
+
+def test_special_tokens_stay_special_and_pieces_are_plain_entries() -> None:
+    tokenizer = train_tokenizer(["small left pleural effusion", "no pneumothorax"] * 5, vocab_size=60)
+    special = {token.content for token in tokenizer.get_added_tokens_decoder().values()}
+    assert special == {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
+    assert tokenizer.token_to_id("##l") is not None
+    assert tokenizer.decode(tokenizer.encode("small effusion").ids) == "small effusion"
