@@ -20,6 +20,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=256, help="image height in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing demo data (folders holding the demo marker only)")
+    parser.add_argument("--refresh", action="store_true",
+                        help="keep demo data written with these same options, replace demo data written with others")
 
 
 @command("demo-data", "write small synthetic datasets in the official layouts (for tests and trying the pipeline)", _configure)
@@ -30,11 +32,12 @@ def _demo_data(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         summary = generate(args.out, args.datasets, images=args.images, size=args.size, seed=args.seed, overwrite=args.overwrite,
-                           scorable=True)
+                           scorable=True, refresh=args.refresh)
     except DataError as error:  # bad options or an existing folder: the message says which and how to fix it
         print(f"error: {error}", file=sys.stderr)
         return 2
     for name, counts in summary.items():
-        print(f"{name}: {args.out / name} {counts}")
-    print(f"demo data written in {time.perf_counter() - start:.1f} s (seed {args.seed}, size {args.size})")
+        print(f"{name}: {args.out / name} {counts or 'is up to date'}")
+    if any(summary.values()):
+        print(f"demo data written in {time.perf_counter() - start:.1f} s (seed {args.seed}, size {args.size})")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,18 +34,30 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="unreadable images: stop (default) or exclude and list them in the manifest")
     parser.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     parser.add_argument("--no-verify", action="store_true", help="do not compare the splits with the shipped ID lists")
+    parser.add_argument("--refresh", action="store_true",
+                        help="keep an existing preparation that is current (same preparation version, image size and "
+                             "label files), replace one that is not (default: an existing preparation is an error)")
 
 
 @command("prepare", "prepare a dataset from its official download (splits, labels, image cache)", _configure)
 def _prepare(args: argparse.Namespace) -> int:
+    from benchmark.data.preparation import stale_reason
     from benchmark.data.prepared import DataError
     from benchmark.data.registry import DATASETS, PrepareOptions
     from benchmark.registry import RegistryError
 
     try:
         info = DATASETS.get(args.dataset)
+        out = args.out / info.name
+        if args.refresh and (out / "manifest.json").is_file():
+            reason = stale_reason(out, args.raw, args.image_size)
+            if reason is None:
+                print(f"{info.name}: {out} is up to date")
+                return 0
+            print(f"{info.name}: re-preparing {out} ({reason})")
+            shutil.rmtree(out)
         manifest = info.prepare(PrepareOptions(
-            raw=args.raw, out=args.out / info.name, image_size=args.image_size, on_error=args.on_error,
+            raw=args.raw, out=out, image_size=args.image_size, on_error=args.on_error,
             workers=args.workers, verify_shipped=not args.no_verify,
         ))
     except (DataError, RegistryError) as error:  # bad input: the message names the file or name and the fix

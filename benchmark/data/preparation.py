@@ -407,6 +407,21 @@ class Problems:
         self.excluded_ids.add(image_id)
 
 
+def stale_reason(out: Path, raw: Path, image_size: int) -> str | None:
+    """Why the preparation in ``out`` no longer matches ``raw`` at ``image_size`` (None: it does):
+    another preparation version, another image size, or label files that changed or went missing."""
+    manifest = Manifest.read(out)
+    if manifest.preparation_version != PREPARATION_VERSION:
+        return f"preparation version {manifest.preparation_version}, this code writes {PREPARATION_VERSION}"
+    if manifest.image_size != image_size:
+        return f"image size {manifest.image_size}, asked for {image_size}"
+    for source in manifest.source_files:
+        path = Path(raw) / source.path
+        if not path.is_file() or path.stat().st_size != source.size or file_sha256(path) != source.sha256:
+            return f"{path} is not the file it was prepared from"
+    return None
+
+
 def prepare_output(options: PrepareOptions) -> Path:
     """Create the output folder; refuse to overwrite a completed preparation."""
     if (options.out / "manifest.json").exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -225,6 +226,45 @@ def test_existing_data_is_never_overwritten_silently(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="may be real data"):
         generate(tmp_path, ["rsna"], images=8, size=32, overwrite=True)
     assert (real / "stage_2_train_labels.csv").read_text() == "real data\n"
+
+
+def test_refresh_keeps_demo_data_of_the_same_options_and_replaces_others(tmp_path: Path) -> None:
+    generate(tmp_path, ["covidx"], images=8, size=32)
+    labels = tmp_path / "covidx" / "train_COVIDx9A.txt"
+    written = labels.stat().st_mtime_ns
+    assert generate(tmp_path, ["covidx"], images=8, size=32, refresh=True) == {"covidx": {}}
+    assert labels.stat().st_mtime_ns == written
+    assert generate(tmp_path, ["covidx"], images=12, size=32, refresh=True)["covidx"]
+    assert "images=12 size=32" in (tmp_path / "covidx" / DEMO_MARKER).read_text()
+    real = tmp_path / "rsna"
+    real.mkdir()
+    (real / "stage_2_train_labels.csv").write_text("real data\n")
+    with pytest.raises(DataError, match="may be real data"):
+        generate(tmp_path, ["rsna"], images=20, size=32, refresh=True)
+
+
+def test_prepare_refresh_keeps_a_current_preparation_and_redoes_a_stale_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "prepared"
+    generate(raw, ["covidx"], images=8, size=32)
+    command = ["prepare", "covidx", "--raw", str(raw / "covidx"), "--out", str(out), "--workers", "1", "--refresh"]
+    manifest = out / "covidx" / "manifest.json"
+    assert main([*command, "--image-size", "32"]) == 0
+    created = PreparedDataset(out / "covidx").manifest.created
+    assert main([*command, "--image-size", "32"]) == 0
+    assert "is up to date" in capsys.readouterr().out and PreparedDataset(out / "covidx").manifest.created == created
+    assert main([*command, "--image-size", "24"]) == 0
+    assert "image size 32, asked for 24" in capsys.readouterr().out and PreparedDataset(out / "covidx").manifest.image_size == 24
+    generate(raw, ["covidx"], images=12, size=32, overwrite=True)
+    assert main([*command, "--image-size", "24"]) == 0
+    assert "is not the file it was prepared from" in capsys.readouterr().out
+    assert PreparedDataset(out / "covidx").manifest.counts["images"] == 12
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "preparation_version": 0}))
+    assert main([*command, "--image-size", "24"]) == 0
+    assert "preparation version 0" in capsys.readouterr().out
+    assert main(command[:-1]) == 2  # without --refresh an existing preparation stays an error
+    assert "already prepared" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("images", "size"), [(4, 64), (100_000, 64), (40, 8)])

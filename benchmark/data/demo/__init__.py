@@ -14,7 +14,7 @@ import pkgutil
 import shutil
 from pathlib import Path
 
-from benchmark.data.demo.base import DEMO_WRITERS, DemoOptions
+from benchmark.data.demo.base import DEMO_WRITERS, DemoOptions, marker_text
 from benchmark.data.preparation import DEMO_MARKER
 from benchmark.data.prepared import DataError
 
@@ -37,14 +37,16 @@ def require_scorable_size(names: list[str], images: int) -> None:
 
 
 def generate(out: Path, datasets: list[str] | None = None, images: int = 300, size: int = 256, seed: int = 0,
-             overwrite: bool = False, scorable: bool = False) -> dict[str, dict[str, int]]:
+             overwrite: bool = False, scorable: bool = False, refresh: bool = False) -> dict[str, dict[str, int]]:
     """Write the demo datasets under ``out/<name>/``; returns the counts each writer reports.
 
     With ``scorable`` (the ``demo-data`` verb), sizes too small to score every test split are
     refused; without it any size is written (tests of the layout use a few images).
 
     An existing dataset folder is an error unless ``overwrite``, and even then only a folder that
-    holds the demo marker is replaced: a real download is never deleted.
+    holds the demo marker is replaced: a real download is never deleted. With ``refresh``, demo data
+    written with these same options and generator version are kept (reported as ``{}``) and other
+    demo data are replaced.
     """
     if not MIN_IMAGES <= images <= MAX_IMAGES:
         raise DataError(f"--images {images}: choose {MIN_IMAGES} to {MAX_IMAGES} (the demo samples real label rows, "
@@ -58,12 +60,17 @@ def generate(out: Path, datasets: list[str] | None = None, images: int = 300, si
     summary: dict[str, dict[str, int]] = {}
     for writer in writers:
         folder = out / writer.name
+        options = DemoOptions(out=folder, images=images, size=size, seed=seed)
         if folder.exists() and any(folder.iterdir()):
-            if not overwrite:
+            marker = folder / DEMO_MARKER
+            if refresh and marker.is_file() and marker.read_text() == marker_text(options, writer.name):
+                summary[writer.name] = {}
+                continue
+            if not (overwrite or refresh):
                 raise DataError(f"{folder} exists and is not empty; pass --overwrite to replace demo data there")
             if not (folder / DEMO_MARKER).is_file():
                 raise DataError(f"{folder} has no {DEMO_MARKER} marker, so it may be real data; remove it by hand")
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        summary[writer.name] = writer.write(DemoOptions(out=folder, images=images, size=size, seed=seed))
+        summary[writer.name] = writer.write(options)
     return summary

@@ -94,16 +94,19 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
     path.write_text(buffer.getvalue())
 
 
-def write_marker(options: DemoOptions, dataset: str) -> None:
-    """``DEMO_DATASET`` in the raw folder: says the data are synthetic and how to regenerate them."""
-    text = (
+def marker_text(options: DemoOptions, dataset: str) -> str:
+    """The ``DEMO_DATASET`` marker: says the data are synthetic and how they were generated."""
+    return (
         f"Synthetic demo data for {dataset}, written by `python -m benchmark demo-data` "
         f"(benchmark.data.demo, generator version {GENERATOR_VERSION}).\n"
         f"seed={options.seed} images={options.images} size={options.size}\n"
         "Images are synthetic. Label rows, IDs, boxes, masks and report sentences are sampled from the\n"
         "public copies of the official label files shipped with torchxrayvision. Not for evaluation.\n"
     )
-    (options.out / DEMO_MARKER).write_text(text)
+
+
+def write_marker(options: DemoOptions, dataset: str) -> None:
+    (options.out / DEMO_MARKER).write_text(marker_text(options, dataset))
 
 
 def split_counts(total: int, fractions: Sequence[float], minimum: int = 1) -> list[int]:
