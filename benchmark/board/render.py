@@ -100,6 +100,20 @@ class BoardView:
         return sorted(present, key=lambda key: (self.entries[key].role != "reference" if key in self.entries else True, key))
 
 
+def fed_input_sizes(records: list[RunRecord], entry_key: str, tasks: set[str]) -> list[int]:
+    """Image sides the encoder was fed in an entry's runs of ``tasks``, from each record's geometry
+    (classification: ``encoder_input_size``, detection and segmentation: ``input_size``). They differ
+    from the declared input size where the prepared images are smaller (the demo's 128 px)."""
+    sizes = set()
+    for record in records:
+        if record.identity.entry_key == entry_key and record.identity.task in tasks:
+            geometry = record.config.get("geometry") or {}
+            size = geometry.get("encoder_input_size", geometry.get("input_size"))
+            if size:
+                sizes.add(int(size))
+    return sorted(sizes)
+
+
 def percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -140,7 +154,9 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
             continue
         entry = view.entries.get(key)
         if entry:
-            preprocessing_notes.append(f"{entry.name}: {preprocessing_text(entry.preprocessing)}")
+            sizes = fed_input_sizes(view.records, key, {column.task for column in spec.columns})
+            preprocessing_notes.append(f"{entry.name}: {preprocessing_text(entry.preprocessing)}"
+                                       + (f", fed {'/'.join(map(str, sizes))} px in these runs" if sizes else ""))
         cells = []
         for column in spec.columns:
             cell = view.cell(key, column)
@@ -169,8 +185,9 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
         *spec.caveats,
     ]
     if preprocessing_notes:
-        notes.append("Encoder input of each board row (size, channels, intensity range, mean/std; --preprocess model: "
-                     "the backbone's own, protocol: the MGCA protocol's mean = std = 0.5): " + "; ".join(preprocessing_notes) + ".")
+        notes.append("Encoder input of each board row (declared size, channels, intensity range, mean/std; --preprocess "
+                     "model: the backbone's own, protocol: the MGCA protocol's mean = std = 0.5; then the image sizes its "
+                     "runs in this table actually fed the encoder): " + "; ".join(preprocessing_notes) + ".")
     notes += [f"INVALID record, not shown: {reason}" for reason in view.invalid]
     if not any(row.kind == "board" and any(c.text for c in row.cells) for row in rows):
         notes.insert(0, "No board results for this table yet (its tasks have not been run on this board).")

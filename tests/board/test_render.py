@@ -20,9 +20,14 @@ DEMO_BOARD = default_board(demo=True)
 N_TEST = 120
 
 
-def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list[str], role: str = "reference") -> None:
+PREPROCESSING = {"input_size": 224, "channels": 3, "value_range": [0.0, 1.0], "mean": [0.5] * 3, "std": [0.5] * 3, "mode": "model"}
+
+
+def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list[str], role: str = "reference",
+              geometry: dict | None = None) -> None:
     """Three fractions × two draws of RSNA classification with scores of a given skill."""
-    board.register_entry(BoardEntry(name, sha, "resnet18", role, pretraining, "test entry", "random", "2026-01-01"))
+    board.register_entry(BoardEntry(name, sha, "resnet18", role, pretraining, "test entry", "random", "2026-01-01",
+                                    preprocessing=PREPROCESSING if geometry else None))
     y = np.tile([0, 1], N_TEST // 2)
     ids = [f"p{k:03d}" for k in range(N_TEST)]
     for fraction in (1, 10, 100):
@@ -40,7 +45,7 @@ def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list
                 metrics={"auroc": MetricValue(value, bootstrap_se=0.03)}, headline_metric="auroc",
                 predictions=board.store_artifact(identity, "predictions", work / "p.csv"),
                 targets=board.store_artifact(identity, "targets", work / "t.csv"),
-                timings={"total": 1.0}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={},
+                timings={"total": 1.0}, config={"geometry": geometry} if geometry else {}, training={}, split_fingerprints={"test": "0" * 64}, backbone={},
                 provenance={"code": {"commit": "abc", "dirty": False}}, created="2026-01-01T00:00:00+00:00",
             ))
 
@@ -49,7 +54,7 @@ def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list
 def board(tmp_path_factory: pytest.TempPathFactory) -> Board:
     folder = tmp_path_factory.mktemp("boards") / "render-test"
     board = copy_board_protocol(Board(DEMO_BOARD), folder, "render-test")
-    add_entry(board, "strong", "a" * 64, 3.0, ["mimic-cxr"])
+    add_entry(board, "strong", "a" * 64, 3.0, ["mimic-cxr"], geometry={"cache_size": 128, "encoder_input_size": 112})
     add_entry(board, "twin", "b" * 64, 3.0, ["mimic-cxr"])
     add_entry(board, "weak", "c" * 64, 0.3, ["NIH"], role="submission")
     return board
@@ -81,6 +86,12 @@ def test_board_rows_bold_best_mark_ties_and_flag_overlaps(board: Board) -> None:
     assert rows["weak"].cells[rsna_1].overlap and not rows["strong"].cells[rsna_1].overlap  # NIH ⊃ RSNA images
     assert rows["strong"].cells[rsna_1].text.count("±") == 1 and "n=2" in rows["strong"].cells[rsna_1].detail
     assert rows["strong"].cells[0].text == ""  # no CheXpert results: empty, not zero
+
+
+def test_the_note_gives_the_declared_input_and_the_size_the_runs_fed(board: Board) -> None:
+    notes = " ".join(build_table(BoardView.load(board), TABLE_1).notes)
+    assert "strong: 224 px, 3 ch, [0, 1], mean 0.5/0.5/0.5, std 0.5/0.5/0.5 (model), fed 112 px in these runs" in notes
+    assert "twin: not recorded" in notes and "twin: not recorded (entry written before preprocessing was recorded), fed" not in notes
 
 
 def test_table_2_is_published_only_until_detection_and_segmentation_run(board: Board) -> None:
