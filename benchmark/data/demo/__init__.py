@@ -68,7 +68,7 @@ def generate(out: Path, datasets: list[str] | None = None, images: int = 300, si
                 continue
             if not (overwrite or refresh):
                 raise DataError(f"{folder} exists and is not empty; pass --overwrite to replace demo data there")
-            if not (folder / DEMO_MARKER).is_file():
+            if not marker.is_file():
                 raise DataError(f"{folder} has no {DEMO_MARKER} marker, so it may be real data; remove it by hand")
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
