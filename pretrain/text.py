@@ -55,8 +55,8 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int) -> Tokenizer:
     """
     captions = list(captions)
     trainee = _bert_uncased(Tokenizer(models.WordPiece(unk_token="[UNK]")))
-    pieces = sorted({"##" + letter for text in captions for word, _ in
-                     trainee.pre_tokenizer.pre_tokenize_str(trainee.normalizer.normalize_str(text)) for letter in word[1:]})
+    words = {word for text in captions for word, _ in trainee.pre_tokenizer.pre_tokenize_str(trainee.normalizer.normalize_str(text))}
+    pieces = sorted({"##" + letter for word in words for letter in word[1:]})
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *pieces], show_progress=False)
     trainee.train_from_iterator(captions, trainer)
     tokenizer = _bert_uncased(Tokenizer(models.WordPiece(vocab=trainee.get_vocab(), unk_token="[UNK]")))
