@@ -36,6 +36,30 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
     return decorator
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """Argument type of ``--tasks a,b``-style options: the non-empty items, stripped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def comma_integers(text: str) -> tuple[int, ...]:
+    """Argument type of ``--fractions 1,10``-style options."""
+    try:
+        return tuple(int(item) for item in comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def task_choices(text: str) -> dict[str | None, str]:
+    """``paper`` (every task that declares it) or ``detection=paper,classification=cached``."""
+    choices: dict[str | None, str] = {}
+    for item in comma_list(text):
+        task, _, value = item.rpartition("=")
+        if not value or (task == "" and "=" in item):
+            raise argparse.ArgumentTypeError(f"expected VALUE or TASK=VALUE items, got {item!r}")
+        choices[task or None] = value
+    return choices
+
+
 def print_json(value: object) -> None:
     """Valid JSON: NaN and infinities (undefined metrics; the output's warnings say why) become null."""
     json.dump(_finite(value), sys.stdout, indent=2, default=str, allow_nan=False)

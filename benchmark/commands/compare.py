@@ -13,8 +13,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from benchmark.cli import command
-from benchmark.commands.run import _names, _numbers, task_choices
+from benchmark.cli import comma_integers, comma_list, command, task_choices
 
 if TYPE_CHECKING:
     from benchmark.board.aggregate import CellAggregate
@@ -25,9 +24,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("against", help="backbone name or entry key of B")
     parser.add_argument("--board", default=None, help="board name or folder (default: the default real-data board)")
     parser.add_argument("--demo", action="store_true", help="the default demo board (instead of naming it with --board)")
-    parser.add_argument("--tasks", type=_names, default=None, help="comma list (default: every task both have)")
-    parser.add_argument("--datasets", type=_names, default=None, help="comma list (default: every dataset both have)")
-    parser.add_argument("--fractions", type=_numbers, default=None, help="label percentages, e.g. 1,100 (default: all)")
+    parser.add_argument("--tasks", type=comma_list, default=None, help="comma list (default: every task both have)")
+    parser.add_argument("--datasets", type=comma_list, default=None, help="comma list (default: every dataset both have)")
+    parser.add_argument("--fractions", type=comma_integers, default=None, help="label percentages, e.g. 1,100 (default: all)")
     parser.add_argument("--mode", type=task_choices, default=None,
                         help="which runs: MODE or TASK=MODE,... (default: each task's default mode on the board)")
     parser.add_argument("--correction", choices=["holm", "bh", "none"], default=None,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.cli import command
+from benchmark.cli import comma_integers, comma_list, command, task_choices
 
 if TYPE_CHECKING:
     from benchmark.executors import JobRequest
@@ -31,35 +31,13 @@ def chosen_board(args: argparse.Namespace) -> str:
     return default_board(demo=args.demo or (bool(manifests) and all(m.get("demo") for m in manifests)))
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in text.split(",") if item.strip())
-
-
-def task_choices(text: str) -> dict[str | None, str]:
-    """``paper`` (every task that declares it) or ``detection=paper,classification=cached``."""
-    choices: dict[str | None, str] = {}
-    for item in _names(text):
-        task, _, value = item.rpartition("=")
-        if not value or (task == "" and "=" in item):
-            raise argparse.ArgumentTypeError(f"expected VALUE or TASK=VALUE items, got {item!r}")
-        choices[task or None] = value
-    return choices
-
-
-def _numbers(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(item) for item in _names(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by ``run`` and ``submit``: which part of the grid, where data and board are."""
-    parser.add_argument("--tasks", type=_names, default=None, help="comma list (default: every task on the board that exists)")
-    parser.add_argument("--datasets", type=_names, default=None, help="comma list (default: every prepared dataset of the board)")
-    parser.add_argument("--fractions", type=_numbers, default=None, help="label percentages, e.g. 1,10,100 (default: the board's)")
-    parser.add_argument("--seeds", type=_numbers, default=None, help="head training seeds (default: the board's)")
-    parser.add_argument("--draws", type=_numbers, default=None, help="label-fraction draws for 1%%/10%% (default: the board's)")
+    parser.add_argument("--tasks", type=comma_list, default=None, help="comma list (default: every task on the board that exists)")
+    parser.add_argument("--datasets", type=comma_list, default=None, help="comma list (default: every prepared dataset of the board)")
+    parser.add_argument("--fractions", type=comma_integers, default=None, help="label percentages, e.g. 1,10,100 (default: the board's)")
+    parser.add_argument("--seeds", type=comma_integers, default=None, help="head training seeds (default: the board's)")
+    parser.add_argument("--draws", type=comma_integers, default=None, help="label-fraction draws for 1%%/10%% (default: the board's)")
     parser.add_argument("--mode", type=task_choices, default=None,
                         help="execution mode: MODE for every task declaring it, or TASK=MODE,... (default: each task's "
                              "default on the board)")
@@ -84,19 +62,19 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("runs/work"), help="scratch space per cell (default runs/work)")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="feature cache (default runs/cache)")
     parser.add_argument("--keep-work", action="store_true", help="keep each cell's work folder after success")
-    parser.add_argument("--plugins", type=_names, default=(), help="modules to import first (they register extra tasks/backbones)")
+    parser.add_argument("--plugins", type=comma_list, default=(), help="modules to import first (they register extra tasks/backbones)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars, in the runner and in every cell")
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-datasets", action="store_true",
                         help="print the datasets the board needs for the tasks that exist, then exit")
-    parser.add_argument("--backbone", type=_names, default=None,
+    parser.add_argument("--backbone", type=comma_list, default=None,
                         help="registered backbone name(s), comma-separated; or a new name with --checkpoint and --arch")
     parser.add_argument("--checkpoint", type=Path, default=None, help="weights file (one backbone only)")
     parser.add_argument("--arch", default=None, help="architecture of --checkpoint (see `python -m benchmark backbones`)")
     parser.add_argument("--prefix", default=None, help="key prefix of the encoder in --checkpoint (default: detected)")
-    parser.add_argument("--pretraining-data", type=_names, default=(), help="datasets the weights were pretrained on")
+    parser.add_argument("--pretraining-data", type=comma_list, default=(), help="datasets the weights were pretrained on")
     add_grid_arguments(parser)
     cluster = parser.add_argument_group("sharding and cluster jobs (README: Running on a cluster)")
     cluster.add_argument("--shard", default=None, metavar="K/N",

@@ -22,8 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.cli import command, print_json
-from benchmark.commands.run import _names, add_grid_arguments, chosen_board, grid_request
+from benchmark.cli import comma_list, command, print_json
+from benchmark.commands.run import add_grid_arguments, chosen_board, grid_request
 
 _LOG = re.compile(r"--- last output of the cell \((.+?)\) ---")
 
@@ -133,7 +133,7 @@ def progress(board, cells=None) -> Progress:
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", type=_names, default=None,
+    parser.add_argument("--backbone", type=comma_list, default=None,
                         help="plan this grid (registered backbone names) to also count the cells still to run")
     parser.add_argument("--checkpoint", type=Path, default=None, help="weights file (one backbone only)")
     parser.add_argument("--arch", default=None, help="architecture of --checkpoint")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.cli import command
-from benchmark.commands.run import UsageError, _names, add_grid_arguments, execute
+from benchmark.cli import comma_list, command
+from benchmark.commands.run import UsageError, add_grid_arguments, execute
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", required=True, help="architecture (see `python -m benchmark backbones`)")
     parser.add_argument("--name", required=True, help="entry name on the board (letters, digits, . _ + -)")
     parser.add_argument("--prefix", default=None, help="key prefix of the encoder (default: detected)")
-    parser.add_argument("--pretraining-data", type=_names, required=True,
+    parser.add_argument("--pretraining-data", type=comma_list, required=True,
                         help="datasets the weights saw, comma-separated (e.g. mimic-cxr,chestx-ray14); "
                              "overlaps with test sets are flagged; 'none' for none")
     parser.add_argument("--correction", choices=["holm", "bh", "none"], default=None,

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.cli import command
-from benchmark.commands.run import task_choices
+from benchmark.cli import command, task_choices
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
