@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from mmengine.hooks import Hook
 
+from benchmark.backbones.dense import grid_notes
 from benchmark.data.prepared import SPLITS, DataError, ids_fingerprint
 from benchmark.scoring.detection import write_predictions, write_targets
 from tasks.classification.features import EncodeStats
@@ -132,7 +133,8 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
         "fraction": cell.fraction, "draw": cell.draw, "seed": cell.seed, "device": str(device), "processes": processes,
         "n_images": {name: len(ids[name]) for name in SPLITS}, "n_boxes": {name: splits[name].n_boxes for name in SPLITS},
         "train_batches_per_epoch": len(train_loader), "cache": cache,
-        "deviations": deviations(protocol, geometry, head, cell.mode, n_train, schedule.batch_size),
+        "deviations": [*grid_notes(cell.backbone.model.arch, cell.backbone.preprocessing, geometry.input_size),
+                       *deviations(protocol, geometry, head, cell.mode, n_train, schedule.batch_size)],
     }
     epoch_seconds = [item.seconds for item in outcome.history]
     return TaskResult(

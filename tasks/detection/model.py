@@ -12,7 +12,8 @@ runs every step) or the encoder's maps read from the cache (``cached`` mode, no 
 Both go through the same pyramid, keyed by backbone family: a ResNet's stages 2-4 are the
 multi-scale maps (strides 8/16/32); a ViT's single stride-16 map becomes a simple feature
 pyramid, ViTDet style (a stride-2 deconvolution to 8, the map itself at 16, max pooling to 32),
-trained with the head.
+trained with the head. A ViT of another patch size, or a fixed-size model, has its map
+resampled onto that grid first (``benchmark/backbones/dense.py``).
 
 A pyramid backbone (ConvNeXt, Swin, DenseNet, EfficientNet, ... through timm's
 ``forward_intermediates`` or a torchvision model's stages) gives its own maps at strides 8/16/32,
@@ -36,6 +37,7 @@ from mmengine.model import BaseDataPreprocessor, BaseModel, BaseModule
 from torch import nn
 
 from benchmark.backbones import LoadedBackbone, Preprocessing, normalise
+from benchmark.backbones.dense import fit_input, on_task_grid, task_strides
 from benchmark.registry import Registry
 from tasks.detection.protocol import CONFIG_DIR, DetectionProtocol, DetectorHead, InputGeometry
 
@@ -44,9 +46,11 @@ PYRAMID_STRIDES = (8, 16, 32)
 
 @torch.no_grad()
 def encoder_maps(encoder: LoadedBackbone, images: torch.Tensor) -> list[torch.Tensor]:
-    """The frozen encoder's multi-scale maps (``feature_maps()``) of normalised images."""
+    """The frozen encoder's maps (``feature_maps()``) of normalised images, on the input's grid at
+    :func:`~benchmark.backbones.dense.task_strides` (a fixed-size model sees its own size)."""
     encoder.model.eval()
-    return encoder.model.feature_maps(images)
+    maps = encoder.model.feature_maps(fit_input(images, encoder.preprocessing))
+    return on_task_grid(maps, task_strides(encoder.model.arch), images.shape[-1])
 
 
 class IdentityPyramid(nn.Module):
@@ -166,7 +170,7 @@ def detector_config(head: DetectorHead, encoder: LoadedBackbone, geometry: Input
         cfg.merge_from_dict(dict(options))
     arch = encoder.model.arch
     model = cfg.model
-    model.backbone.update(family=arch.family, in_channels=list(arch.feature_map_dims), in_strides=list(arch.feature_map_strides))
+    model.backbone.update(family=arch.family, in_channels=list(arch.feature_map_dims), in_strides=list(task_strides(arch)))
     model.data_preprocessor.update(preprocessing=encoder.preprocessing.to_dict())
     channels = list(PYRAMIDS.get(arch.family).output_channels(arch.feature_map_dims))
     model.neck.in_channels = channels[::-1] if head.neck_order == "deepest_first" else channels

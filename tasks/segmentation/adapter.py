@@ -50,6 +50,7 @@ from mmseg.utils import register_all_modules
 from torch import nn
 
 from benchmark.backbones import LoadedBackbone, normalise
+from benchmark.backbones.dense import grid_notes
 from benchmark.data.prepared import SPLITS, DataError, PreparedDataset, ids_fingerprint
 from benchmark.provenance import utc_now
 from benchmark.scoring.segmentation import write_predictions, write_targets
@@ -178,7 +179,8 @@ def run_cell(cell: TaskCell, overrides: Mapping[str, Any] | None = None) -> Task
     history = outcome.history
     best = next(entry for entry in history if entry["epoch"] == outcome.best_epoch)
     best_dice = max(history, key=lambda entry: entry["val_dice"])
-    notes = sampler_notes + deviations(cfg, geometry, cell.mode, len(train_ids), batch_size)
+    notes = [*sampler_notes, *grid_notes(cell.backbone.model.arch, cell.backbone.preprocessing, size),
+             *deviations(cfg, geometry, cell.mode, len(train_ids), batch_size)]
     config = {
         "task_version": TASK_VERSION, "head": cell.head, "mode": cell.mode, "backbone": cell.backbone.spec.name,
         "weights_sha256": cell.backbone.weights_sha256, "dataset": dataset.name, "partition": cell.partition,

@@ -31,6 +31,7 @@ from mmseg.registry import MODELS
 from torch import nn
 
 from benchmark.backbones import LoadedBackbone, normalise
+from benchmark.backbones.dense import SINGLE_MAP_STRIDE, fit_input, on_task_grid, task_strides
 from benchmark.backbones.encoder import ResNetBackbone
 
 EncoderOutputs = Literal["stages", "tokens"]
@@ -48,21 +49,25 @@ def encoder_outputs(backbone: LoadedBackbone, images: torch.Tensor, outputs: Enc
     ``pyramid`` or timm ResNet) gives its feature maps at strides 8, 16, 32, and the U-Net's two
     finest blocks upsample without a skip.
     ``tokens``: the token features (ViT patch tokens after the final norm; ResNet layer3
-    positions) as a ``[B, C, side, side]`` grid of the square input.
+    positions) as a ``[B, C, side, side]`` grid of the square input, at stride 16 of it.
+
+    A fixed-size model sees its own input size, and maps or grids off the input's grid at those
+    strides are resampled onto it (``benchmark/backbones/dense.py``).
     """
-    model = backbone.model
+    model, size = backbone.model, images.shape[-1]
+    images = fit_input(images, backbone.preprocessing)
     if outputs == "stages":
         if isinstance(model, ResNetBackbone):
             return model.stages(images)
         if model.arch.family == "vit":
             raise HeadError(f"the U-Net head needs the stages of a multi-scale encoder; {backbone.spec.name} is a "
                             f"vit ({model.arch.name}): use the setr head")
-        return model.feature_maps(images)
+        return on_task_grid(model.feature_maps(images), task_strides(model.arch), size)
     tokens = model.token_features(images)
     side = math.isqrt(tokens.shape[1])
     if side * side != tokens.shape[1]:
         raise HeadError(f"{tokens.shape[1]} tokens do not form a square grid")
-    return [tokens.transpose(1, 2).reshape(len(tokens), -1, side, side)]
+    return on_task_grid([tokens.transpose(1, 2).reshape(len(tokens), -1, side, side)], [SINGLE_MAP_STRIDE], size)
 
 
 @MODELS.register_module()

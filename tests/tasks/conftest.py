@@ -44,3 +44,28 @@ def xrv_densenet() -> LoadedBackbone:
 def xrv_resnet() -> LoadedBackbone:
     """torchxrayvision's ResNet-50: the five ResNet stages, 1 channel, [-1024, 1024]."""
     return random_backbone("xrv:resnet50-res512-all")
+
+
+@pytest.fixture(scope="session")
+def open_clip_fixed_vit(tmp_path_factory: pytest.TempPathFactory) -> LoadedBackbone:
+    """An open_clip ViT as open_clip publishes one (config folder), patch 8, position embeddings for 48 px only."""
+    import json
+
+    folder = tmp_path_factory.mktemp("open_clip_vit")
+    vision = {"image_size": 48, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}
+    text = {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 16, "vision_cfg": vision,
+                                                                            "text_cfg": text}}))
+    return random_backbone(f"open_clip:{folder}")
+
+
+@pytest.fixture(scope="session")
+def dinov2_patch14(tmp_path_factory: pytest.TempPathFactory) -> LoadedBackbone:
+    """A transformers DINOv2 folder (RAD-DINO's layout), patch 14, any input size."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    folder = tmp_path_factory.mktemp("dinov2")
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             image_size=28, patch_size=14)).save_pretrained(folder)
+    BitImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(folder)
+    return random_backbone(f"hf:{folder}")

@@ -71,3 +71,17 @@ def test_a_pyramid_backbone_runs_a_segmentation_cell_end_to_end(segmentation_dat
     maps = encoder_outputs(convnext, normalise(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), convnext.preprocessing), "stages")
     assert [32 // level.shape[-1] for level in maps] == [8, 16, 32]
     assert result.config["mmengine_config"]["model"]["decode_head"]["in_channels"] == [level.shape[1] for level in maps]
+
+
+@pytest.mark.parametrize("mode", ["paper", "cached"])
+def test_a_fixed_size_model_with_another_patch_size_runs_a_segmentation_cell(segmentation_data, open_clip_fixed_vit, tmp_path, mode):
+    """open_clip's patch-8 ViT takes 48 px only: the 32 px input is resized to 48 for it, and its 6x6 grid resampled
+    to the input's stride-16 grid (2x2), which SETR's four x2 stages bring back to 32 px."""
+    one = cell(open_clip_fixed_vit, segmentation_data, tmp_path / "work", mode=mode)
+    assert one.head == "setr"
+    result = run_cell(one, ONE_EPOCH)
+    with np.load(result.predictions_file) as predictions:
+        assert predictions["probs"].shape[1:] == (32, 32)
+    (grid,) = encoder_outputs(open_clip_fixed_vit, torch.zeros(1, 3, 32, 32), "tokens")
+    assert grid.shape[-2:] == (2, 2)
+    assert any("resized to 48 px" in note for note in result.config["deviations"])
