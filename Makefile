@@ -96,7 +96,8 @@ demo-check: $(STAMP)
 	$(PYTHON) -m benchmark $(DEMO_COMPARISON) --expect-better
 
 ## pretrain: MGCA pretraining (pretrain/). No arguments: the demo MGCA (ResNet-18) on the demo MIMIC corpus, generated
-##           and prepared under data/demo/ if missing, exported to checkpoints/mgca_demo.ckpt (a few minutes on 2 cores).
+##           and prepared under data/demo/ if missing, exported to checkpoints/mgca_demo.ckpt (a few minutes on 2 cores;
+##           remade by make bench when pretrain/configs/demo.toml changes).
 ##           Real data: make pretrain PRETRAIN_CONFIG=mimic_vit_base PRETRAIN_ARGS="data=DATA/mimic text_model=PATH"
 ##           (several GPUs: torchrun --nproc_per_node N -m pretrain --config mimic_vit_base ...)
 PRETRAIN_CONFIG      ?= demo
@@ -107,10 +108,14 @@ demo-mimic: $(STAMP)
 	$(PYTHON) -m benchmark demo-data --out $(DEMO_DIR) --datasets mimic --images $(DEMO_PRETRAIN_IMAGES) --size $(DEMO_SIZE) --refresh
 	$(PYTHON) -m benchmark prepare mimic --raw $(DEMO_DIR)/mimic --out $(DEMO_PREPARED) --image-size $(DEMO_SIZE) --refresh
 
+# The demo checkpoint is remade when its config changes; each version of the config trains in its own run
+# folder (a run folder resumes only the settings it was started with).
+DEMO_PRETRAIN_CONFIG := pretrain/configs/demo.toml
+DEMO_PRETRAIN_OUT     = runs/pretrain/demo-$(shell cksum < $(DEMO_PRETRAIN_CONFIG) | cut -d" " -f1)
 pretrain: $(STAMP) $(if $(filter demo,$(PRETRAIN_CONFIG)),demo-mimic)
-	$(PYTHON) -m pretrain --config $(PRETRAIN_CONFIG) $(if $(filter demo,$(PRETRAIN_CONFIG)),data=$(DEMO_PREPARED)/mimic export=$(DEMO_MGCA_CKPT)) $(PRETRAIN_ARGS)
+	$(PYTHON) -m pretrain --config $(PRETRAIN_CONFIG) $(if $(filter demo,$(PRETRAIN_CONFIG)),data=$(DEMO_PREPARED)/mimic out=$(DEMO_PRETRAIN_OUT) export=$(DEMO_MGCA_CKPT)) $(PRETRAIN_ARGS)
 
-$(DEMO_MGCA_CKPT):
+$(DEMO_MGCA_CKPT): $(DEMO_PRETRAIN_CONFIG)
 	$(MAKE) pretrain PRETRAIN_CONFIG=demo
 
 ## tables: Tables 1-2 (md, tex, html), plots and the static page of a board (BOARD, default: the default real-data board)
