@@ -1,5 +1,40 @@
-"""Shared fixtures: small threads budget so tests behave the same on 2-core CI machines."""
+"""Shared fixtures: small threads budget so tests behave the same on 2-core CI machines, and model
+folders written as their libraries publish them, for the backbone and the task tests."""
 
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 import torch
 
 torch.set_num_threads(2)
+
+OpenClipFolder = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def write_open_clip_folder() -> OpenClipFolder:
+    """``write(folder, width, image_size=32, trunk=None)``: a tiny open_clip model written as open_clip
+    publishes one (open_clip_config.json + state dict), patch 8, or a timm ``trunk`` (BiomedCLIP's layout)."""
+
+    def write(folder: Path, width: int, image_size: int = 32, trunk: str | None = None) -> Path:
+        import open_clip
+
+        vision = {"image_size": image_size, "layers": 2, "width": width, "patch_size": 8, "head_width": 16}
+        if trunk:
+            vision = {"timm_model_name": trunk, "timm_model_pretrained": False, "timm_pool": "", "timm_proj": "linear",
+                      "image_size": image_size}
+        text = {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}
+        folder.mkdir(parents=True)
+        config = {"model_cfg": {"embed_dim": 24, "vision_cfg": vision, "text_cfg": text},
+                  "preprocess_cfg": {"mean": [0.39, 0.39, 0.39], "std": [0.33, 0.33, 0.33]}}
+        (folder / "open_clip_config.json").write_text(json.dumps(config))
+        torch.manual_seed(3)
+        model = open_clip.create_model(f"local-dir:{folder}").eval()
+        torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+        return folder
+
+    return write

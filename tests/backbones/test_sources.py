@@ -315,30 +315,11 @@ def test_biovil_layout_resnet_trunk_under_encoder_encoder(tmp_path):
 # ------------------------------------------------------------------------------------- open_clip
 
 
-def _open_clip_folder(folder: Path, width: int, trunk: str | None = None) -> Path:
-    """A tiny open_clip model written as open_clip publishes one: open_clip_config.json + state dict."""
-    import open_clip
-
-    vision = {"image_size": 32, "layers": 2, "width": width, "patch_size": 8, "head_width": 16}
-    if trunk:
-        vision = {"timm_model_name": trunk, "timm_model_pretrained": False, "timm_pool": "", "timm_proj": "linear",
-                  "image_size": 32}
-    text = {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}
-    folder.mkdir(parents=True)
-    config = {"model_cfg": {"embed_dim": 24, "vision_cfg": vision, "text_cfg": text},
-              "preprocess_cfg": {"mean": [0.39, 0.39, 0.39], "std": [0.33, 0.33, 0.33]}}
-    (folder / "open_clip_config.json").write_text(json.dumps(config))
-    torch.manual_seed(3)
-    model = open_clip.create_model(f"local-dir:{folder}").eval()
-    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
-    return folder
-
-
 @pytest.fixture(scope="module")
-def open_clip_folders(tmp_path_factory):
+def open_clip_folders(tmp_path_factory, write_open_clip_folder):
     root = tmp_path_factory.mktemp("open_clip")
-    return {"vit": _open_clip_folder(root / "vit", 32), "wide": _open_clip_folder(root / "wide", 48),
-            "timm": _open_clip_folder(root / "biomedclip_like", 0, trunk="test_vit")}
+    return {"vit": write_open_clip_folder(root / "vit", 32), "wide": write_open_clip_folder(root / "wide", 48),
+            "timm": write_open_clip_folder(root / "biomedclip_like", 0, trunk="test_vit")}
 
 
 @pytest.mark.parametrize("kind", ["vit", "timm"])

@@ -47,15 +47,9 @@ def xrv_resnet() -> LoadedBackbone:
 
 
 @pytest.fixture(scope="session")
-def open_clip_fixed_vit(tmp_path_factory: pytest.TempPathFactory) -> LoadedBackbone:
+def open_clip_fixed_vit(tmp_path_factory: pytest.TempPathFactory, write_open_clip_folder) -> LoadedBackbone:
     """An open_clip ViT as open_clip publishes one (config folder), patch 8, position embeddings for 48 px only."""
-    import json
-
-    folder = tmp_path_factory.mktemp("open_clip_vit")
-    vision = {"image_size": 48, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}
-    text = {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 16, "vision_cfg": vision,
-                                                                            "text_cfg": text}}))
+    folder = write_open_clip_folder(tmp_path_factory.mktemp("open_clip") / "vit", 32, image_size=48)
     return random_backbone(f"open_clip:{folder}")
 
 
