@@ -197,7 +197,7 @@ def test_malformed_and_mixed_rle_rows_name_the_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"train-rle.csv line 6 \(1.2.276.0.3\): EncodedPixels is neither"):
         siim.prepare(options_for(tmp_path, raw))
     labels.write_text(original + "1.2.276.0.1, 10 2\n")
-    with pytest.raises(DataError, match=r"lines \[4, 37\]: image 1.2.276.0.1 has both '-1' and RLE rows"):
+    with pytest.raises(DataError, match=r"lines \[4, 37\]: image 1.2.276.0.1 has both empty \('-1'\) and non-empty RLE rows"):
         siim.prepare(options_for(tmp_path, raw))
 
 
@@ -277,3 +277,20 @@ def test_make_splits_tool_keeps_the_shipped_lists_when_the_label_file_is_bad(tmp
     with pytest.raises(DataError, match="missing column"):
         tool.write_shipped("siim", tmp_path / "bad.csv", root=tmp_path)
     assert shipped.read_text() == "kept\n"
+
+
+def test_an_rle_of_zero_length_runs_is_a_negative(tmp_path: Path) -> None:
+    """``"5 0"`` encodes an empty mask, like ``-1``: the image is negative (records, sampler,
+    scorability), not a positive whose mask has no pixel."""
+    raw = make_raw(tmp_path / "raw")
+    labels = raw / siim.LABELS_FILE
+    labels.write_text(labels.read_text().replace("1.2.276.0.1, -1", "1.2.276.0.1, 5 0").replace("1.2.276.0.2, -1", "1.2.276.0.2, 7 0 9 0"))
+    rows = siim.read_rle_rows(labels)
+    assert siim.encodes_pixels(rows).tolist() == [value not in ("-1", "5 0", "7 0 9 0") for value in rows["EncodedPixels"]]
+    siim.prepare(options_for(tmp_path, raw))
+    records = PreparedDataset(tmp_path / "data" / "siim").records
+    assert records.loc[["1.2.276.0.1", "1.2.276.0.2"], ["positive", "instances"]].to_numpy().tolist() == [[0, 0], [0, 0]]
+    assert int(records["positive"].sum()) == 10  # every third image, as without the empty rows
+    labels.write_text(labels.read_text() + "1.2.276.0.3, 5 0\n")  # an empty row beside an instance
+    with pytest.raises(DataError, match=r"image 1.2.276.0.3 has both empty \('-1'\) and non-empty RLE rows"):
+        siim.read_rle_rows(labels)

@@ -63,6 +63,7 @@ NOTES = [
     "one split; train_test_split(0.3, random_state=0) then 0.5 (first = test) on the unique "
     "ImageIds in file order.",
     "Column names and values are whitespace-stripped and '-1' is the only negative marker (B3); "
+    "a row whose runs all have length 0 encodes an empty mask and counts as negative, as '-1' does; "
     "DICOM paths come from a recursive walk, relative to the raw folder (B4).",
     "train.txt holds all training images; at 100% the task trains on the balanced set of "
     f"{SAMPLER} (all positives + as many negatives, seeded by the run), as the reference does.",
@@ -80,7 +81,8 @@ NOTES = [
 
 def read_rle_rows(labels_csv: Path) -> pd.DataFrame:
     """``train-rle.csv`` with stripped names/values; each value is ``-1`` or an even-length list
-    of non-negative integers, and an image is either negative or positive on all its rows."""
+    of non-negative integers, and an image is either negative (every row encodes an empty mask,
+    :func:`encodes_pixels`) or positive on all its rows."""
     rows = read_label_csv(labels_csv, ("ImageId", "EncodedPixels"))
     for image_id, value, line in zip(rows["ImageId"], rows["EncodedPixels"], rows[LINE]):
         if value == NEGATIVE:
@@ -91,13 +93,19 @@ def read_rle_rows(labels_csv: Path) -> pd.DataFrame:
                 f"{labels_csv} line {line} ({image_id}): EncodedPixels is neither "
                 f"{NEGATIVE!r} nor pairs of non-negative integers: {value[:40]!r}"
             )
-    positive = rows["EncodedPixels"] != NEGATIVE
+    positive = encodes_pixels(rows)
     mixed = positive.groupby(rows["ImageId"]).nunique() > 1
     if mixed.any():
         image_id = mixed[mixed].index[0]
         lines = rows.loc[rows["ImageId"] == image_id, LINE].tolist()
-        raise DataError(f"{labels_csv} lines {lines}: image {image_id} has both {NEGATIVE!r} and RLE rows")
+        raise DataError(f"{labels_csv} lines {lines}: image {image_id} has both empty ({NEGATIVE!r}) and non-empty RLE rows")
     return rows
+
+
+def encodes_pixels(rows: pd.DataFrame) -> pd.Series:
+    """Per row: does its RLE cover at least one pixel? ``-1`` and runs that all have length 0
+    (``"5 0"``) encode an empty mask, so both mark a negative image."""
+    return rows["EncodedPixels"].map(lambda value: value != NEGATIVE and any(int(length) for length in value.split()[1::2]))
 
 
 def find_dicoms(raw: Path) -> dict[str, str]:
@@ -143,7 +151,7 @@ def reference_subset(train_ids: Sequence[str], percent: int, positives: set[str]
 
 def make_partition(rows: pd.DataFrame) -> Partition:
     image_ids = rows["ImageId"].unique().tolist()
-    positives = set(rows.loc[rows["EncodedPixels"] != NEGATIVE, "ImageId"])
+    positives = set(rows.loc[encodes_pixels(rows), "ImageId"])
     splits = split_images(image_ids)
     subsets = fraction_subsets(
         splits["train"], lambda ids, percent: reference_subset(ids, percent, positives),
@@ -175,7 +183,7 @@ def prepare(options: PrepareOptions) -> Manifest:
     labels_csv = require_file(options.raw / LABELS_FILE, "the SIIM stage 1 train-rle.csv")
     rows = read_rle_rows(labels_csv)
     [partition], verification = verify_partitions("siim", [make_partition(rows)], options)
-    positives = set(rows.loc[rows["EncodedPixels"] != NEGATIVE, "ImageId"])
+    positives = set(rows.loc[encodes_pixels(rows), "ImageId"])
     require_scorable("siim", partition, {"pneumothorax": positives}, "Dice", options.raw)
     dicoms = find_dicoms(options.raw)
     out = prepare_output(options)
@@ -197,7 +205,7 @@ def prepare(options: PrepareOptions) -> Manifest:
             continue
         write_mask(out, image_id, mask, options.image_size, IMAGE_MODE)
 
-    positive_rows = rows[rows["EncodedPixels"] != NEGATIVE]
+    positive_rows = rows[encodes_pixels(rows)]
     positives, instances = set(positive_rows["ImageId"]), positive_rows.groupby("ImageId").size()
     records = pd.DataFrame({
         "id": image_ids,
