@@ -297,32 +297,38 @@ def fraction_subsets(
 
 def require_scorable(
     dataset: str, partition: Partition, positives: Mapping[str, set[str]], metric: str, raw: Path,
-    needs_negatives: bool = False,
+    needs_negatives: bool = False, splits: Sequence[str] = ("test",),
 ) -> None:
-    """Refuse a partition whose test split leaves ``metric`` undefined for every run.
+    """Refuse a partition whose splits leave ``metric`` undefined for every run.
 
     ``positives`` maps each scored class to the IDs that show it. A class without a positive
     test image (or, when ``needs_negatives``, without a negative one, as per-class AUROC needs)
-    would fail every cell at scoring time, as the reference's torchmetrics would; tiny demo data
-    are the usual cause, so the message says how many demo images work.
+    would fail every cell at scoring time, as the reference's torchmetrics would; detection also
+    passes ``splits=("train", "val", "test")``: a validation split without a box selects no epoch
+    and a training split without one teaches nothing, so every cell would fail at run time. Tiny
+    demo data are the usual cause, so the message says how many demo images work.
     """
-    test = partition.splits["test"]
-    for name, ids in positives.items():
-        count = sum(item in ids for item in test)
-        missing = "positive" if count == 0 else "negative" if needs_negatives and count == len(test) else None
-        if missing is None:
-            continue
-        if is_demo(raw):
-            from benchmark.data.demo import DEMO_WRITERS  # the demo package imports this module
+    consequence = {"test": f"{metric} is undefined for every run",
+                   "val": f"validation {metric} selects no epoch and every cell fails",
+                   "train": "no cell has anything to learn"}
+    for split in splits:
+        ids_in_split = partition.splits[split]
+        for name, ids in positives.items():
+            count = sum(item in ids for item in ids_in_split)
+            missing = "positive" if count == 0 else "negative" if needs_negatives and count == len(ids_in_split) else None
+            if missing is None:
+                continue
+            if is_demo(raw):
+                from benchmark.data.demo import DEMO_WRITERS  # the demo package imports this module
 
-            minimum = DEMO_WRITERS.get(dataset).minimum_images
-            hint = f"generate the demo data with at least {minimum} images (demo-data --images {minimum}, seed 0)"
-        else:
-            hint = "use the complete official files"
-        raise DataError(
-            f"{dataset}: the {partition.name} test split ({len(test)} images) holds no {missing} {name!r} image, "
-            f"so {metric} is undefined for every run; {hint}"
-        )
+                minimum = DEMO_WRITERS.get(dataset).minimum_images
+                hint = f"generate the demo data with at least {minimum} images (demo-data --images {minimum}, seed 0)"
+            else:
+                hint = "use the complete official files"
+            raise DataError(
+                f"{dataset}: the {partition.name} {split} split ({len(ids_in_split)} images) holds no {missing} {name!r} image, "
+                f"so {consequence[split]}; {hint}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

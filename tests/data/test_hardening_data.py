@@ -117,6 +117,17 @@ def test_a_demo_dataset_too_small_to_score_is_refused_at_preparation(demo_raw, t
     assert not (tmp_path / "prepared" / "chexpert").exists()
 
 
+def test_a_detection_split_without_a_box_is_refused_at_preparation(tmp_path, capsys) -> None:
+    """Object-CXR at 24 demo images (seed 0) has boxes in train and test but none in validation:
+    every detection cell would fail at run time, so preparation refuses it and names the size."""
+    generate(tmp_path / "raw", ["object_cxr"], images=24, size=32, seed=0)
+    assert prepare(tmp_path / "raw" / "object_cxr", "object_cxr", tmp_path) == 2
+    error = one_error_line(capsys)
+    assert error.startswith("error: object_cxr: the detection val split (2 images) holds no positive 'foreign object' image")
+    assert "selects no epoch" in error and "at least 97 images (demo-data --images 97" in error
+    assert not (tmp_path / "prepared" / "object_cxr").exists()
+
+
 @pytest.mark.parametrize("dataset", ["chexpert", "covidx", "object_cxr", "rsna", "siim"])
 def test_every_demo_dataset_prepares_at_its_minimum_size(tmp_path, dataset: str) -> None:
     minimum = DEMO_WRITERS.get(dataset).minimum_images

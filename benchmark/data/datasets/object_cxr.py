@@ -195,8 +195,8 @@ def prepare(options: PrepareOptions) -> Manifest:
     label_files = {name: options.raw / file_name for name, file_name in LABEL_FILES.items()}
     lists = {name: read_list(path, problems) for name, path in label_files.items()}
     (partition,), verification = verify_partitions(NAME, [make_partition(lists["train"], lists["test"])], options)
-    test = lists["test"]
-    require_scorable(NAME, partition, {"foreign object": set(test["id"][test["annotation"] != ""])}, "mAP", options.raw)
+    with_objects = {item for frame in lists.values() for item in frame["id"][frame["annotation"] != ""]}
+    require_scorable(NAME, partition, {"foreign object": with_objects}, "mAP", options.raw, splits=("train", "val", "test"))
     out = prepare_output(options)
 
     rows = pd.concat([frame.assign(folder=Path(LABEL_FILES[name]).stem, source=label_files[name])

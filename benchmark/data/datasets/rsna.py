@@ -158,7 +158,7 @@ def prepare(options: PrepareOptions) -> Manifest:
     for partition in partitions:
         classification = partition.name == "classification"
         require_scorable("rsna", partition, positives, "AUROC" if classification else "mAP and Dice", options.raw,
-                         needs_negatives=classification)
+                         needs_negatives=classification, splits=("test",) if classification else ("train", "val", "test"))
     out = prepare_output(options)
     paths = {patient_id: options.raw / IMAGES_DIR / f"{patient_id}.dcm" for patient_id in patients["id"]}
     listed_at = {patient.id: (labels_csv, patient.lines[0]) for patient in patients.itertuples()}

@@ -27,12 +27,13 @@ for _module in pkgutil.iter_modules(__path__):
 
 def require_scorable_size(names: list[str], images: int) -> None:
     """DataError when ``images`` is below the ``minimum_images`` of a dataset in ``names``: its
-    test split would lack a class and every cell on it would fail at scoring."""
+    test (or, for detection, validation or training) split would lack a class and every cell on
+    it would fail."""
     short = [(name, minimum) for name in names
              if (minimum := DEMO_WRITERS.get(name).minimum_images) and images < minimum]
     if short:
         sizes = ", ".join(f"{name} needs {minimum}" for name, minimum in short)
-        raise DataError(f"--images {images} is too few to score every test split ({sizes}); "
+        raise DataError(f"--images {images} is too few to score every split ({sizes}); "
                         f"choose --images {max(minimum for _, minimum in short)} or more")
 
 
@@ -40,7 +41,7 @@ def generate(out: Path, datasets: list[str] | None = None, images: int = 300, si
              overwrite: bool = False, scorable: bool = False, refresh: bool = False) -> dict[str, dict[str, int]]:
     """Write the demo datasets under ``out/<name>/``; returns the counts each writer reports.
 
-    With ``scorable`` (the ``demo-data`` verb), sizes too small to score every test split are
+    With ``scorable`` (the ``demo-data`` verb), sizes too small to score every split are
     refused; without it any size is written (tests of the layout use a few images).
 
     An existing dataset folder is an error unless ``overwrite``, and even then only a folder that
