@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import pkgutil
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -38,6 +39,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -423,9 +425,9 @@ class _ChildJob:
     interactive: bool  # the runner's output is a terminal (else bars are logged as lines)
 
 
-def _child_main(job: _ChildJob) -> None:
+def _child_main(job: _ChildJob, lifeline: Connection) -> None:
     """Entry point of a cell's process: output to the cell log, rebuild the backbone, run, record."""
-    _die_with_parent()
+    _die_with_runner(lifeline)
     work = cell_work_dir(job.request, Board(job.board_root), job.cell.identity)
     os.environ.clear()
     os.environ.update(job.environment)
@@ -479,14 +481,20 @@ def _bars_as_lines() -> None:
     sys.stderr = _RedrawsAsLines(sys.stderr)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent (the fork server, which exits with the runner)
-    dies: a runner killed with ``kill -9`` leaves no orphan cell finishing behind its back."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+def _die_with_runner(lifeline: Connection) -> None:
+    """Kill this process the moment its runner is gone, however it went (``kill -9`` included).
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    The cell's parent is the fork server, not the runner, and the fork server may still be
+    importing when the runner dies and then fork the cell anyway; so neither ``PR_SET_PDEATHSIG``
+    nor the parent's liveness says enough. ``lifeline`` is the read end of a pipe whose only write
+    end the runner holds and never writes to: reading it returns exactly when the runner's end is
+    closed, which the kernel does when the runner exits for any reason."""
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv_bytes()
+        os.kill(os.getpid(), signal.SIGKILL)  # no record, no cleanup: the runner that would read them is gone
+
+    threading.Thread(target=watch, name="runner lifeline", daemon=True).start()
 
 
 def _cell_environment(progress: bool) -> dict[str, str]:
@@ -530,17 +538,20 @@ def run_isolated(board: Board, cell: Cell, choice: BackboneChoice, spec: Backbon
     (work / LOG_FILE).write_bytes(b"")
     job = _ChildJob(board.root, cell, spec, choice.checkpoint, request, _cell_environment(request.progress),
                     interactive=sys.stderr.isatty())
-    process = context.Process(target=_child_main, args=(job,), name=f"cell {cell.identity.cell_key}")
+    lifeline, runner_end = context.Pipe(duplex=False)  # the child reads, the runner holds the only write end
+    process = context.Process(target=_child_main, args=(job, lifeline), name=f"cell {cell.identity.cell_key}")
     stop = threading.Event()
     follower = threading.Thread(target=_follow, args=(work / LOG_FILE, stop, sys.stderr), daemon=True)
     if request.progress:
         follower.start()
     process.start()
+    lifeline.close()  # the child has its own copy
     process.join(request.cell_timeout)
     timed_out = process.is_alive()
     if timed_out:
         process.kill()
         process.join()
+    runner_end.close()
     stop.set()
     if request.progress:
         follower.join()

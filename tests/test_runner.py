@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -200,3 +201,51 @@ def test_a_checkpoint_record_says_which_encoder_of_the_file_was_evaluated(tmp_pa
     report = record.backbone["load_report"]
     assert report["prefix"] == "encoder." and report["ok"]
     assert report["sha256"] == file_sha256(checkpoint)  # the file; the identity hashes the loaded tensors
+
+
+
+def _processes_with(token: str) -> dict[int, int]:
+    """Live processes (pid -> parent pid) whose environment holds ``token``: the runner's fork
+    server, resource tracker and cells, still found after the runner's death re-parents them."""
+    found = {}
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if token.encode() in environ.read_bytes():
+                state, parent = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+                if state != "Z":
+                    found[int(environ.parent.name)] = int(parent)
+    return found
+
+
+def _command_line(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_cell_dies_within_seconds_of_its_killed_runner(setup: tuple[Board, GridRequest], tmp_path: Path) -> None:
+    """``kill -9`` of the runner while it starts its first cell. The fork server may still be
+    importing and fork the cell afterwards (the probe's case: the cell ran on and wrote its record
+    5 s later); the cell, a child of the fork server, must die within seconds and write nothing."""
+    board, request = setup
+    token, sleep = f"cell-kill-{os.getpid()}-{time.time_ns()}", 8.0
+    process = _cli(tmp_path, board, request.data_dir, {"TOY_SLEEP": str(sleep), "RUNNER_KILL_TEST": token})
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(b"forkserver" in _command_line(pid) for pid in _processes_with(token)):
+        time.sleep(0.02)
+    time.sleep(0.5)  # the runner has asked the (still importing) fork server for the cell's process
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first_seen: dict[int, float] = {}
+    deadline = time.time() + 120  # the fork server ends once its imports are done
+    while (alive := _processes_with(token)) and time.time() < deadline:
+        cells = {pid for pid, parent in alive.items() if parent in alive}  # children of the fork server
+        for pid in cells:
+            first_seen.setdefault(pid, time.time())
+            assert time.time() - first_seen[pid] < 5, f"cell {pid} still alive 5 s after the runner was killed"
+        time.sleep(0.05)
+    assert not alive, f"processes of the killed runner still alive: {alive}"
+    time.sleep(sleep + 1)  # past the moment a surviving cell would have written its record
+    assert result_files(board) == []
