@@ -45,7 +45,7 @@ from typing import Any
 
 from benchmark.backbones import LoadedBackbone, PreprocessMode, build_backbone, user_backbone_spec
 from benchmark.backbones.zoo import BACKBONES, BackboneSpec
-from benchmark.board.store import Board, BoardEntry, ComparisonSettings
+from benchmark.board.store import Board, BoardEntry, ComparisonSettings, failure_message
 from benchmark.costs import SplitCounts, estimate, task_cost
 from benchmark.data.prepared import PreparedDataset
 from benchmark.datasources import DatasetSource, prepared_sources
@@ -133,7 +133,7 @@ class GridSummary:
     cells: int = 0
     done_before: int = 0
     ran: int = 0
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "cell: reason (failure file)", one line each
     busy: int = 0  # claimed by another process at the time
     not_prepared: list[str] = field(default_factory=list)  # datasets skipped (not under data_dir)
     invalid: list[str] = field(default_factory=list)  # records that fail verification, left as they are
@@ -674,7 +674,7 @@ def run_grid(board: Board, request: GridRequest) -> GridSummary:
             if error is None:
                 summary.ran += 1
             else:
-                board.record_failure(identity, error)
-                summary.failed.append(f"{identity.entry_key}/{identity.cell_key}")
+                path = board.record_failure(identity, error)
+                summary.failed.append(f"{identity.entry_key}/{identity.cell_key}: {failure_message(error)} (traceback: {path})")
     summary.seconds = time.perf_counter() - clock
     return summary

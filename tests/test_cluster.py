@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).parent / "board"))
 import toy_task  # noqa: E402 - registers the toy task
 
 from benchmark.backbones import build_backbone  # noqa: E402
-from benchmark.board.store import Board  # noqa: E402
+from benchmark.board.store import Board, failure_message  # noqa: E402
 from benchmark.cli import main  # noqa: E402
 from benchmark.commands.run import shard_argv  # noqa: E402
-from benchmark.commands.status import error_line, progress  # noqa: E402
+from benchmark.commands.status import progress  # noqa: E402
 from benchmark.data.prepared import PreparedDataset  # noqa: E402
 from benchmark.executors import JobRequest, shard_device, slurm_script  # noqa: E402
 from benchmark.records import CellIdentity, RunRecord  # noqa: E402
@@ -203,7 +203,7 @@ def test_status_counts_done_failed_and_to_run(data: Path, tmp_path: Path, monkey
     assert main(["status", "--board", str(board.root), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert rows["toy/rsna"] == {"done": 4, "failed": 4, "running": 0, "to_run": None}
-    assert error_line("Traceback (most recent call last):\n  File x\nValueError: bad\n\n--- last output of the cell (p) ---\n...") == "ValueError: bad"
+    assert failure_message("Traceback (most recent call last):\n  File x\nValueError: bad\n\n--- last output of the cell (p) ---\n...") == "ValueError: bad"
 
 
 # ----------------------------------------------------------------------------- bad input, SLURM script

@@ -71,6 +71,9 @@ def test_a_failing_cell_is_recorded_and_retried(setup: tuple[Board, GridRequest]
     summary = run_grid(board, request)
     assert summary.ran == 6 and len(summary.failed) == 4
     assert len(board.failures()) == 4 and "toy failure at 10%" in board.failures()[0]["error"]
+    failed_lines = [line for line in summary.lines() if line.startswith("failed: ")]  # one line per cell, with its reason
+    assert len(failed_lines) == 4 and all("\n" not in line for line in failed_lines)
+    assert all(": RuntimeError: toy failure at 10%" in line and str(board.root / "failures") in line for line in failed_lines)
     monkeypatch.delenv("TOY_FAIL")
     retry = run_grid(board, request)
     assert (retry.ran, retry.done_before, retry.failed) == (4, 6, [])

@@ -516,6 +516,14 @@ class Board:
         return path
 
 
+def failure_message(error: str, limit: int = 300) -> str:
+    """One line for a recorded failure: the last line of its traceback (or its only line),
+    shortened to ``limit`` characters (the full text stays in the failure file)."""
+    head = error.split("\n\n--- last output", 1)[0].strip().splitlines()
+    line = head[-1].strip() if head else "(no message)"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def copy_board_protocol(source: Board, target_folder: Path, board_name: str) -> Board:
     """Start a new board folder from an existing protocol (tests, forks of a board)."""
     target_folder.mkdir(parents=True, exist_ok=True)

@@ -68,12 +68,6 @@ def _slot_of(cell_key: str, slots: list[str]) -> str:
     return "?"
 
 
-def error_line(error: str) -> str:
-    """The message of a recorded failure: the last line of its traceback (or its only line)."""
-    head = error.split("\n\n--- last output", 1)[0].strip().splitlines()
-    return head[-1].strip() if head else "(no message)"
-
-
 def _holder(lock: Path) -> str | None:
     """Who holds a cell's claim, or None. The runner writes "host pid time" into the lock file while
     it holds it and empties it on release; a process on this host is checked to be alive (a run
@@ -95,6 +89,8 @@ def _holder(lock: Path) -> str | None:
 
 def progress(board, cells=None) -> Progress:
     """The state of every cell on ``board`` (of ``cells``, identities of a planned grid, when given)."""
+    from benchmark.board.store import failure_message
+
     slots = [f"{task}/{dataset}" for task, item in board.protocol.tasks.items() for dataset in item.datasets]
     wanted = None if cells is None else {(c.entry_key, c.cell_key): c for c in cells}
     state = Progress()
@@ -122,7 +118,7 @@ def progress(board, cells=None) -> Progress:
         error = json.loads(path.read_text()).get("error", "")
         log = _LOG.search(error)
         failed.add(key)
-        state.failed.append({"slot": _slot_of(path.stem, slots), "cell": f"{key[0]}/{key[1]}", "error": error_line(error),
+        state.failed.append({"slot": _slot_of(path.stem, slots), "cell": f"{key[0]}/{key[1]}", "error": failure_message(error),
                              "failure": str(path), "log": log.group(1) if log else ""})
     if wanted is not None:
         state.to_run = defaultdict(int)
