@@ -76,7 +76,9 @@ def _finite(value: object) -> object:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb; with ``verb``, only that verb's options are configured (some
+    configurations import heavy modules to list choices, which another verb never needs)."""
     import benchmark.commands  # noqa: F401 - registers every verb
 
     parser = argparse.ArgumentParser(
@@ -86,13 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, cmd in COMMANDS.items():
         sub = verbs.add_parser(name, help=cmd.help, description=cmd.help)
-        cmd.configure(sub)
+        if verb is None or name == verb:
+            cmd.configure(sub)
         sub.set_defaults(run=cmd.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else "").parse_args(argv)
     args.argv = argv  # the command line as given (jobs of `run --executor` repeat it)
     return args.run(args)

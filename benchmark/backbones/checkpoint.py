@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from benchmark.backbones.safe_pickle import CheckpointError, UnsafeCheckpointError, reason, torch_load_safely
+from benchmark.checkpoint_files import weights_file
 from benchmark.hashing import file_sha256
 
 if TYPE_CHECKING:
@@ -33,13 +33,7 @@ __all__ = ["CheckpointError", "CheckpointMismatchError", "LoadReport", "UnsafeCh
 
 # Where a checkpoint may keep its weights, tried in this order.
 STATE_DICT_CONTAINERS = ("state_dict", "model", "module", "model_state_dict", "teacher", "net")
-PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".tar")
-# The weights of a model folder, looked for in this order: transformers' save_pretrained (sharded
-# or single, safetensors first), then open_clip's Hugging Face layout.
-FOLDER_WEIGHTS = (
-    "model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin",
-    "open_clip_model.safetensors", "open_clip_pytorch_model.bin",
-)
+
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -66,22 +60,9 @@ def sha256_of_state_dict(state: Mapping[str, torch.Tensor]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def folder_weights(folder: Path) -> Path:
-    """The weight file (or shard index) of a model folder; the error lists what was looked for."""
-    for name in FOLDER_WEIGHTS:
-        if (folder / name).is_file():
-            return folder / name
-    raise CheckpointError(
-        f"{folder}: no weights in this folder (looked for {', '.join(FOLDER_WEIGHTS)}); "
-        "save the model with save_pretrained(), or pass the weight file itself"
-    )
-
-
 def weight_files(path: str | Path) -> list[Path]:
     """The files that hold the weights of ``path``: itself, a folder's weight file, an index's shards."""
-    path = Path(path)
-    if path.is_dir():
-        path = folder_weights(path)
+    path = weights_file(path)
     if path.name.endswith(".index.json"):
         return [path, *(path.parent / name for name in sorted(set(_weight_map(path).values())))]
     return [path]
@@ -100,20 +81,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """Return the flat tensor mapping stored in ``path`` and the container key it came from.
 
     ``path`` is a file (pickled PyTorch, ``.safetensors``, a shard index ``*.index.json``) or a
-    model folder (``save_pretrained`` layout, see :data:`FOLDER_WEIGHTS`).
+    model folder (``save_pretrained`` layout, see :data:`benchmark.checkpoint_files.FOLDER_WEIGHTS`).
     """
-    path = Path(path)
-    if path.is_dir():
-        path = folder_weights(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+    path = weights_file(path)
     if path.name.endswith(".index.json"):
         return _read_shards(path), ""
     if path.suffix == ".safetensors":
         return _read_safetensors(path), ""
-    if path.suffix not in PICKLE_SUFFIXES and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: unknown checkpoint format; expected .safetensors, a shard index *.index.json, "
-                              f"a model folder, or one of {PICKLE_SUFFIXES}")
     return _find_state_dict(torch_load_safely(path), path)
 
 

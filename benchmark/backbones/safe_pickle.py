@@ -28,14 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.checkpoint_files import CheckpointError
+
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
 except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _multiarray
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names the file and what to do."""
 
 
 class UnsafeCheckpointError(CheckpointError):

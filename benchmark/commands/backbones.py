@@ -63,7 +63,14 @@ def _configure_check(parser: argparse.ArgumentParser) -> None:
          _configure_check)
 def _check_checkpoint(args: argparse.Namespace) -> int:
     """Exit 0: the encoder loads completely (or partially with --allow-partial); 2: it cannot be used as given."""
-    from benchmark.backbones import CheckpointError, CheckpointMismatchError, resolve_architecture, resolve_preprocessing
+    from benchmark.checkpoint_files import CheckpointError, weights_file
+
+    try:  # a path that holds no weights is refused before torch and the model libraries are imported
+        weights_file(args.checkpoint)
+    except CheckpointError as failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return 2
+    from benchmark.backbones import CheckpointMismatchError, resolve_architecture, resolve_preprocessing
     from benchmark.backbones.checkpoint import load_encoder_weights
     from benchmark.registry import RegistryError
 
