@@ -235,6 +235,9 @@ def read_ids(path: Path, what: str) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise SegmentationFileError(f"{path}: {what} file not found")
+    if not zipfile.is_zipfile(path):  # np.load would read on as a .npy or a pickle and say so
+        raise SegmentationFileError(f"{path}: not an NPZ {what} file (the zip of .npy arrays that numpy.savez_compressed "
+                                    f"writes, with 'ids' and the maps)")
     try:
         with np.load(path, allow_pickle=False) as data:
             if "ids" not in data.files:

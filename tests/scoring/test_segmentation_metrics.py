@@ -165,6 +165,8 @@ def test_scorer_json_and_per_image_metric(files):
     ("duplicate", "duplicated id"),
     ("mask", "masks must hold 0 and 1 only"),
     ("no-probs", "no array 'probs'"),
+    ("json", "not an NPZ predictions file"),  # not np.load's advice to set allow_pickle
+    ("npy", "not an NPZ predictions file"),
 ])
 def test_bad_files_fail_with_one_clear_line(tmp_path, files, problem, message):
     predictions, targets = files
@@ -187,10 +189,15 @@ def test_bad_files_fail_with_one_clear_line(tmp_path, files, problem, message):
         np.savez_compressed(targets, ids=np.array(ids), masks=np.full((3, 2, 2), 2, np.uint8))
     elif problem == "no-probs":
         np.savez_compressed(predictions, ids=np.array(ids), scores=probs)
+    elif problem == "json":
+        predictions.write_text('{"ids": ["a", "b", "c"]}')
+    elif problem == "npy":
+        with open(predictions, "wb") as handle:
+            np.save(handle, probs)
     with pytest.raises(SegmentationFileError, match=None) as error:
         score_images(predictions, targets)
     text = str(error.value)
-    assert message in text and "\n" not in text
+    assert message in text and "\n" not in text and "pickle" not in text
     assert str(predictions) in text or str(targets) in text
 
 
