@@ -7,10 +7,16 @@ one decorator next to its definition and every registry-driven test picks it up.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` Did you mean 'a', 'b'?`` for the close names in ``known`` (difflib), or ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 class RegistryError(KeyError):
@@ -41,10 +47,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise RegistryError(
-                f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self._entries))}"
+                f"unknown {self.kind} {name!r}.{did_you_mean(name, self._entries)} Known: {', '.join(sorted(self._entries))}"
             ) from None
 
     def names(self) -> list[str]:

@@ -51,6 +51,7 @@ from benchmark.data.prepared import PreparedDataset
 from benchmark.datasources import DatasetSource, prepared_sources
 from benchmark.provenance import collect_provenance, utc_now
 from benchmark.records import CellIdentity, MetricValue, RunRecord
+from benchmark.registry import did_you_mean
 from benchmark import scoring
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
@@ -85,8 +86,8 @@ class BackboneChoice:
             return spec
         if not (self.checkpoint and self.arch):
             raise GridError(
-                f"{self.name!r} is not a registered backbone (see `python -m benchmark backbones`); "
-                f"for your own weights pass --checkpoint PATH --arch ARCH"
+                f"{self.name!r} is not a registered backbone.{did_you_mean(self.name, BACKBONES.names())} "
+                f"See `python -m benchmark backbones`; for your own weights pass --checkpoint PATH --arch ARCH"
             )
         return user_backbone_spec(self.name, self.arch, self.prefix, self.pretraining_data)
 
@@ -216,12 +217,24 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                sources: Callable[[str], DatasetSource | None] | None = None) -> list[Cell]:
     """Resolve every cell of one backbone; datasets not prepared are skipped unless asked for.
     ``sources`` finds a dataset's splits (default: the prepared folders under ``request.data_dir``)."""
+    if sources is None and not request.data_dir.is_dir():
+        raise GridError(f"{request.data_dir}: no such folder; --data names the folder of prepared datasets "
+                        f"(`python -m benchmark prepare DATASET --raw RAW --out {request.data_dir}` writes them)")
     sources = sources or prepared_sources(request.data_dir)
     protocol = board.protocol
     available = set(task_names())
     tasks = list(request.tasks or [task for task in protocol.tasks if task in available])
     for task in tasks:
         protocol.task(task)  # a task that is not on the board fails here
+    wrong = [fraction for fraction in request.fractions or () if not 1 <= fraction <= 100]
+    if wrong:
+        raise GridError(f"--fractions {wrong[0]}: a label fraction is a percentage from 1 to 100 "
+                        f"(board {board.name!r} takes {', '.join(map(str, protocol.fractions))})")
+    on_board = sorted({dataset for task in tasks for dataset in protocol.task(task).datasets})
+    for dataset in request.datasets or ():
+        if dataset not in on_board:
+            raise GridError(f"--datasets {dataset!r}: not on board {board.name!r} for tasks {', '.join(tasks)}."
+                            f"{did_you_mean(dataset, on_board)} Its datasets: {', '.join(on_board)}")
     modes = protocol.select("modes", request.modes, tasks)
     heads = protocol.select("heads", request.heads, tasks)
     cells = []

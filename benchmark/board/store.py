@@ -45,6 +45,7 @@ from benchmark.board.integrity import (
 from benchmark.data.prepared import file_sha256
 from benchmark.provenance import utc_now
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
+from benchmark.registry import did_you_mean
 
 BOARDS_DIR_ENV = "MGCA_BENCH_BOARDS"
 DEFAULT_BOARDS_DIR = Path("leaderboards")
@@ -289,8 +290,14 @@ def resolve_board_path(board: str | Path) -> Path:
     if (candidate / PROTOCOL_FILE).is_file():
         return candidate
     known = sorted(p.parent.name for p in boards_dir().glob(f"*/{PROTOCOL_FILE}"))
+    if path.is_file():
+        problem = f"{path} is a file; a board is a folder holding {PROTOCOL_FILE}"
+    else:
+        tried = list(dict.fromkeys([path / PROTOCOL_FILE, candidate / PROTOCOL_FILE]))  # one path when --board is absolute
+        problem = " nor ".join(map(str, tried)) + (" exists" if len(tried) > 1 else " does not exist")
+        problem = ("neither " if len(tried) > 1 else "") + problem
     raise BoardError(
-        f"no board {board!r}: neither {path / PROTOCOL_FILE} nor {candidate / PROTOCOL_FILE} exists. "
+        f"no board {board!r}: {problem}.{did_you_mean(str(board), known)} "
         f"Known boards under {boards_dir()}: {known}. A new board needs a protocol.json (copy one of these)."
     )
 
