@@ -1,5 +1,6 @@
 """Measure each demo dataset's ``minimum_images``: the fewest ``--images`` whose test splits can
-be scored (``benchmark.data.preparation.require_scorable``), with seed 0.
+be scored and whose detection splits hold a box (``benchmark.data.preparation.require_scorable``),
+with seed 0.
 
     python tools/demo_minimums.py [DATASET ...]
 
@@ -19,7 +20,7 @@ from unittest import mock
 
 import benchmark.data.datasets  # noqa: F401 - registers the preparers
 from benchmark.data.demo import DEMO_WRITERS, MAX_IMAGES, MIN_IMAGES, generate
-from benchmark.data.prepared import DataError
+from benchmark.data.preparation import UnscorableSplit
 from benchmark.data.registry import DATASETS, PrepareOptions
 
 STEP = 4  # sizes scanned: 8, 12, 16, ...
@@ -39,10 +40,8 @@ def scorable(dataset: str, images: int, folder: Path) -> bool:
             preparer(options)
         except Scorable:
             return True
-        except DataError as error:
-            if "undefined for every run" in str(error):
-                return False
-            raise
+        except UnscorableSplit:
+            return False
     raise AssertionError("the preparer finished without calling prepare_output")
 
 

@@ -295,6 +295,10 @@ def fraction_subsets(
     return subsets
 
 
+class UnscorableSplit(DataError):
+    """A split leaves its metric undefined (or its cells without anything to learn) for every run."""
+
+
 def require_scorable(
     dataset: str, partition: Partition, positives: Mapping[str, set[str]], metric: str, raw: Path,
     needs_negatives: bool = False, splits: Sequence[str] = ("test",),
@@ -325,7 +329,7 @@ def require_scorable(
                 hint = f"generate the demo data with at least {minimum} images (demo-data --images {minimum}, seed 0)"
             else:
                 hint = "use the complete official files"
-            raise DataError(
+            raise UnscorableSplit(
                 f"{dataset}: the {partition.name} {split} split ({len(ids_in_split)} images) holds no {missing} {name!r} image, "
                 f"so {consequence[split]}; {hint}"
             )
