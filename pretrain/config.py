@@ -123,7 +123,9 @@ class PretrainConfig:
     early_stopping_patience: int = 5  # epochs without a lower validation loss; 0 = never stop early
     seed: int = 42
     num_workers: int = 4
-    precision: Precision = "auto"  # auto: bf16 on a GPU that has it, else fp16; fp32 on CPU
+    # fp32, as the reference trains (Lightning's default precision 32); auto: bf16 autocast on a GPU
+    # that has it, else fp16 with loss scaling (faster, not the reference's arithmetic); fp32 on CPU.
+    precision: Precision = "fp32"
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:

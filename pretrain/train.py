@@ -1,7 +1,8 @@
 """MGCA pretraining: one process per device, DistributedDataParallel when started by torchrun.
 
 Per epoch: training with AdamW under the warm-up + cosine schedule (stepped every optimizer
-step, gradient accumulation), prototypes frozen during the first epochs, autocast on GPU only;
+step, gradient accumulation), prototypes frozen during the first epochs, fp32 unless the config
+asks for autocast (GPU only);
 then validation (the three losses and image ↔ report retrieval over the whole validation split);
 a log line and a ``log.jsonl`` record (after one ``start`` record per start or resume, with the
 initial weights: source, path, sha256, load report; also in ``config.json``); ``last.ckpt`` (for resuming) and ``best.ckpt`` (lowest

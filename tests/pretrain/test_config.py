@@ -34,6 +34,7 @@ def test_reference_defaults() -> None:
         assert (config.ita_temperature, config.cta_temperature, config.cpa_temperature) == (0.07, 0.1, 0.2)
         assert (config.lambda_ita, config.lambda_cta, config.lambda_cpa) == (1.0, 1.0, 1.0)
         assert (config.warmup_fraction, config.freeze_prototypes_epochs, config.early_stopping_patience) == (0.4, 1, 5)
+        assert config.precision == "fp32"  # the reference trains in fp32 (issue 18 §3)
 
 
 def test_overrides_are_read_with_the_field_types() -> None:
