@@ -7,7 +7,7 @@ shares with the released checkpoints (PROTOCOL.md 12.2)::
                                      ResNet names, no classifier), what the reference's downstream
                                      loaders and the backbone registry read
     img_encoder_q.{global,local}_embed.head.{0,1,3,4}.*   the released keys and shapes
-    text_encoder_q.{global,local}_embed.head.{0,1,3,4}.*  the released keys and shapes
+    text_encoder_q.{global,local}_embed.head.{0,1,3,4}.*  the released keys (and shapes, with Bio_ClinicalBERT)
     prototype_layer.weight           [num_prototypes, emb_dim], as released
     text_encoder_q.model.*           BERT under transformers' names (embeddings.*, encoder.layer.{i}.*):
                                      the released BERT's names, without its unused cross-attention
