@@ -121,6 +121,7 @@ def load_data(config: PretrainConfig, processes: Processes, patch_size: int | No
     if not train.image_ids or not val.image_ids:
         raise ConfigError(f"{config.data}: the pretraining partition needs training and validation pairs "
                           f"(found {len(train.image_ids)} and {len(val.image_ids)})")
+    dataset.image(train.image_ids[0])  # a damaged image cache is one error here, not one per loader worker
     tokenizer = text.prepare_for_encoding(tokenizer_for(config, train, processes), config.max_words)
     crop, encoder_input = crop_geometry(dataset.manifest.image_size, patch_size, config.encoder_input_size or None)
 

@@ -155,6 +155,21 @@ def test_resume_continues_exactly_and_prototypes_wait_one_epoch(straight: Path, 
         training.train(tiny_config(f"out={tmp_path / 'interrupted'}", "lr=2e-3"))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_a_damaged_image_cache_is_one_line(damage: str, demo_mimic: Path, tiny_overrides: tuple[str, ...], tmp_path: Path,
+                                          capsys) -> None:
+    # Regression (issue 19 §2): np.load's errors escaped as tracebacks.
+    data = tmp_path / "mimic"
+    shutil.copytree(demo_mimic, data)
+    cache = data / "images.npy"
+    content = cache.read_bytes()
+    cache.write_bytes(content[: len(content) // 2] if damage == "truncated" else content[:10] + b"#" * 40 + content[50:])
+    args = ["--config", "demo", f"data={data}", f"out={tmp_path / 'run'}", "export=", *tiny_overrides, "num_workers=2"]
+    assert pretrain_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {cache}: not a readable image cache")
+
+
 def test_command_line_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert pretrain_main(["--config", "demo", f"data={tmp_path / 'missing'}", f"out={tmp_path / 'run'}"]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing'}/manifest.json: not a prepared dataset")
