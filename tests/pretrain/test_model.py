@@ -251,3 +251,14 @@ def test_the_image_side_has_the_released_key_layout(config_name: str, backbone, 
     expected |= _reference_head_keys("img_encoder_q", global_dim, local_dim)
     assert image_side == expected
     assert state["prototype_layer.weight"] == (500, 128)
+
+
+@pytest.mark.parametrize("arch, img_encoder", [
+    ("vit_base_patch16_224", "vit_base"), ("resnet50", "resnet_50"), ("resnet18", "resnet_18"), ("resnet34", "resnet_34"),
+    ("vit_tiny_patch16_224", "vit_tiny"),  # the reference's create_vit refuses it: its loaders fail instead of building a ViT-B
+])
+def test_img_encoder_is_written_as_the_reference_names_it(arch: str, img_encoder: str) -> None:
+    # mgca_module.py --img_encoder: "vit_base" (create_vit(model_name[4:])) or "resnet_50" (cnn_backbones.resnet_50).
+    from pretrain.checkpoints import reference_img_encoder
+
+    assert reference_img_encoder(arch) == img_encoder
