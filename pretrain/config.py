@@ -50,7 +50,7 @@ REFERENCE_IMAGE_WEIGHTS = {
     "deit_base_patch16_224": ReferenceWeights(
         "vit_base_patch16_224", "DeiT-B (timm deit_base_patch16_224, ImageNet-1k)",
         "https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth",
-        "mgca/models/backbones/encoder.py L81-85 (key 'model', head dropped)",
+        "mgca/models/backbones/encoder.py L82-86 (key 'model', strict=False: the head is left out)",
     ),
     "resnet50.IMAGENET1K_V2": ReferenceWeights(
         "resnet50", "torchvision resnet50 IMAGENET1K_V2 (ResNet50_Weights.DEFAULT)",
@@ -60,9 +60,8 @@ REFERENCE_IMAGE_WEIGHTS = {
 }
 REFERENCE_TEXT_WEIGHTS = ReferenceWeights(
     "bert", "Bio_ClinicalBERT (its first 6 layers)", "https://huggingface.co/emilyalsentzer/Bio_ClinicalBERT",
-    "mgca/models/backbones/encoder.py BertEncoder (BertModel.from_pretrained)",
+    "mgca/models/backbones/encoder.py L154-169 (BertModel.from_pretrained)",
 )
-ReferenceWeightsName = Literal["", "deit_base_patch16_224", "resnet50.IMAGENET1K_V2"]
 RANDOM_INIT, SMALL_BERT = "random", "small"
 
 
@@ -85,7 +84,7 @@ class PretrainConfig:
     # The reference's initial weights that this recipe needs (REFERENCE_IMAGE_WEIGHTS; also
     # Bio_ClinicalBERT): when set, image_init and text_model must be given; when empty, an empty
     # image_init means "random" and an empty text_model "small".
-    reference_weights: ReferenceWeightsName = ""
+    reference_weights: str = ""
 
     # Text encoder: a local Bio_ClinicalBERT folder (first ``text_layers`` layers are used), or
     # "small" for a small BERT with a WordPiece vocabulary trained on the training reports.
@@ -145,7 +144,7 @@ def _above(low: float, high: float) -> Rule:
     return (lambda value: low < value <= high), f"above {low} and at most {high}"
 
 
-# The range of every number (float fields must also be finite). Upper bounds keep a typo from
+# The range of every number (float fields must also be finite) and the closed vocabularies. Upper bounds keep a typo from
 # allocating the machine away: far above any real setting, far below what would not fit.
 RANGES: dict[str, Rule] = {
     "max_words": _between(3, 512),  # [CLS] word [SEP]; BERT has 512 positions
@@ -179,6 +178,7 @@ RANGES: dict[str, Rule] = {
     "early_stopping_patience": _between(0, 100_000),
     "seed": _between(0, 2**32 - 1),
     "num_workers": _between(0, 256),
+    "reference_weights": (lambda value: value in ("", *REFERENCE_IMAGE_WEIGHTS), f"'' or one of {sorted(REFERENCE_IMAGE_WEIGHTS)}"),
 }
 
 

@@ -87,6 +87,7 @@ def test_an_empty_file_is_the_reference(tmp_path: Path) -> None:
     ("min_lr=1", "min_lr = 1 is above lr = 0.0005"),
     ("max_words=100000", "max_words = 100000 is out of range"),
     ("reference_weights=resnet50.IMAGENET1K_V2", "reference_weights = 'resnet50.IMAGENET1K_V2' initialise resnet50, not arch = 'resnet18'"),
+    ("reference_weights=deit", "reference_weights = 'deit' is out of range: it must be '' or one of ['deit_base_patch16_224', "),
     ("image_init=/nonexistent.pth", "image_init = '/nonexistent.pth': no such file"),
     ("text_model=/nonexistent", "text_model = '/nonexistent': no such folder"),
     ("export=model.pt", "export = 'model.pt': name a .ckpt file"),
