@@ -47,18 +47,20 @@ def save_atomic(content: dict[str, Any], path: Path) -> None:
     os.replace(partial, path)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, required: tuple[str, ...] = ("state_dict", "hyper_parameters")) -> dict[str, Any]:
     """A checkpoint written by this package, read without executing anything (torch's
     ``weights_only`` unpickler: plain data only). The error never repeats torch's advice to load
-    the file with ``weights_only=False``, which would run whatever code it holds."""
+    the file with ``weights_only=False``, which would run whatever code it holds. ``required``: the
+    keys it must hold (a run's ``last.ckpt`` also holds the optimizer and early-stopping state)."""
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file is one clear error
         raise CheckpointError(f"{path}: not a readable pretraining checkpoint (truncated, corrupt or not written by "
                               f"python -m pretrain: {type(error).__name__}: {reason(error)})") from None
-    missing = [key for key in ("state_dict", "hyper_parameters") if not isinstance(content, dict) or key not in content]
-    if missing:
-        raise CheckpointError(f"{path}: not a pretraining checkpoint (no {' or '.join(missing)})")
+    missing = [key for key in required if not isinstance(content, dict) or key not in content]
+    if missing or not isinstance(content["hyper_parameters"], dict) or "config" not in content["hyper_parameters"]:
+        raise CheckpointError(f"{path}: not a {'run' if len(required) > 2 else 'pretraining'} checkpoint of python -m "
+                              f"pretrain (it lacks {', '.join(missing) or 'hyper_parameters.config'})")
     return content
 
 

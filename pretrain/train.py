@@ -5,9 +5,9 @@ step, gradient accumulation), prototypes frozen during the first epochs, fp32 un
 asks for autocast (GPU only);
 then validation (the three losses and image ↔ report retrieval over the whole validation split);
 a log line and a ``log.jsonl`` record (after one ``start`` record per start or resume, with the
-initial weights: source, path, sha256, load report; also in ``config.json``); ``last.ckpt`` (for resuming) and ``best.ckpt`` (lowest
-validation loss, what the reference's ModelCheckpoint keeps); early stopping on the validation
-loss. At the end ``best.ckpt`` is exported (:func:`pretrain.checkpoints.export_checkpoint`).
+initial weights: source, path, sha256, load report; also in ``config.json``); ``last.ckpt`` (for
+resuming) and ``best.ckpt`` (lowest validation loss, what the reference's ModelCheckpoint keeps);
+early stopping on the validation loss. At the end ``best.ckpt`` is exported (:func:`pretrain.checkpoints.export_checkpoint`).
 
 A run folder that holds a ``last.ckpt`` of the same config and data is resumed; one of another
 config is an error.
@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from benchmark.data.prepared import PreparedDataset, ids_fingerprint
-from pretrain import text
 from benchmark.records import write_atomically
-from pretrain.checkpoints import export_checkpoint, load_checkpoint, reference_img_encoder, save_atomic
+from pretrain import text
+from pretrain.checkpoints import RESUME_KEYS, export_checkpoint, load_checkpoint, reference_img_encoder, save_atomic
 from pretrain.config import SMALL_BERT, ConfigError, PretrainConfig, config_from_dict, require_initialisation, text_model_source
 from pretrain.data import PairDataset, Pairs, crop_geometry, read_pairs, to_encoder_input
 from pretrain.model import MGCA, Losses
@@ -362,7 +362,7 @@ def _train(config: PretrainConfig, processes: Processes) -> Path:
     params = hyper_parameters(config, data.facts, precision, processes, initialisation)
     last, best = out / "last.ckpt", out / "best.ckpt"
     if last.is_file():
-        stored = load_checkpoint(last)
+        stored = load_checkpoint(last, required=("state_dict", "hyper_parameters", *RESUME_KEYS))
         check_resumable(stored["hyper_parameters"], config, data.facts, last, initialisation)
         core.load_state_dict(stored["state_dict"])
         optimizer.load_state_dict(stored["optimizer_states"][0])

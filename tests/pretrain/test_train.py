@@ -99,7 +99,7 @@ def test_a_run_from_a_file_records_it_everywhere(demo_mimic: Path, tiny_override
     assert "started from other image weights" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign pickle"])
+@pytest.mark.parametrize("damage", ["truncated", "foreign pickle", "an export"])
 def test_a_damaged_last_checkpoint_is_one_line_without_unsafe_advice(damage: str, straight: Path, tmp_path: Path,
                                                                     tiny_overrides: tuple[str, ...], demo_mimic: Path, capsys) -> None:
     # Regression (issue 19 §2): a truncated last.ckpt gave a traceback; torch's message advises
@@ -109,11 +109,15 @@ def test_a_damaged_last_checkpoint_is_one_line_without_unsafe_advice(damage: str
     last = run / "last.ckpt"
     if damage == "truncated":
         last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    else:
+    elif damage == "foreign pickle":
         torch.save({"state_dict": {}, "hyper_parameters": argparse.Namespace(lr=1)}, last)
+    else:
+        shutil.copy(straight / "export" / "mgca_tiny.ckpt", last)  # no optimizer state: cannot be resumed
     assert pretrain_main(["--config", "demo", f"data={demo_mimic}", f"out={run}", "export=", *tiny_overrides]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {last}: not a readable pretraining checkpoint")
+    expected = "not a run checkpoint of python -m pretrain (it lacks optimizer_states" if damage == "an export" else \
+        "not a readable pretraining checkpoint"
+    assert err.count("\n") == 1 and err.startswith(f"error: {last}: {expected}")
     assert "weights_only" not in err
 
 
