@@ -148,7 +148,7 @@ def _above(low: float, high: float) -> Rule:
 # allocating the machine away: far above any real setting, far below what would not fit.
 RANGES: dict[str, Rule] = {
     "max_words": _between(3, 512),  # [CLS] word [SEP]; BERT has 512 positions
-    "encoder_input_size": _between(0, 2048),
+    "encoder_input_size": (lambda value: value == 0 or 32 <= value <= 2048, "0 (no upsampling) or between 32 and 2048"),
     "text_layers": _between(1, 48),
     "text_hidden_size": _between(2, 8192),
     "text_heads": _between(1, 128),
@@ -225,6 +225,9 @@ def _check_together(config: PretrainConfig, where: str) -> None:
     if reference and reference.arch != config.arch:
         raise ConfigError(f"{where}: reference_weights = {config.reference_weights!r} initialise {reference.arch}, "
                           f"not arch = {config.arch!r}")
+    for key in ("data", "out"):
+        if not getattr(config, key).strip():
+            raise ConfigError(f"{where}: {key} is empty; name a folder")
     if Path(config.out).exists() and not Path(config.out).is_dir():
         raise ConfigError(f"{where}: out = {config.out!r} is a file; name a folder (the run folder)")
     if config.export and (Path(config.export).suffix != ".ckpt" or Path(config.export).is_dir()):

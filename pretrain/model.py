@@ -176,10 +176,14 @@ def build_bert(config: PretrainConfig, vocab_size: int) -> tuple[nn.Module, dict
 
     folder = text_model_source(config)
     if folder != SMALL_BERT:
-        model, info = BertModel.from_pretrained(
-            folder, num_hidden_layers=config.text_layers, add_pooling_layer=False, local_files_only=True,
-            output_loading_info=True,
-        )
+        try:
+            model, info = BertModel.from_pretrained(
+                folder, num_hidden_layers=config.text_layers, add_pooling_layer=False, local_files_only=True,
+                output_loading_info=True,
+            )
+        except Exception as error:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ... for a bad folder
+            raise ConfigError(f"text_model = {folder!r}: not a loadable BERT folder ({type(error).__name__}: "
+                              f"{' '.join(str(error).split())[:200]})") from None
         report = {key: sorted(map(str, info.get(key, ()))) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")}
         if report["missing_keys"] or report["mismatched_keys"]:
             raise ConfigError(f"text_model = {folder!r}: the folder's weights do not cover the first {config.text_layers} "

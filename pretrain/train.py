@@ -107,7 +107,10 @@ def tokenizer_for(config: PretrainConfig, train: Pairs, processes: Processes) ->
     """Bio_ClinicalBERT's tokenizer, or the run's WordPiece vocabulary (trained by rank 0 on the
     training captions at the start of the run, saved as ``tokenizer.json`` beside the checkpoints)."""
     if text_model_source(config) != SMALL_BERT:
-        return text.pretrained_tokenizer(config.text_model)
+        try:
+            return text.pretrained_tokenizer(config.text_model)
+        except ValueError as error:
+            raise ConfigError(f"text_model = {config.text_model!r}: {error}") from None
     path = Path(config.out) / "tokenizer.json"
     if processes.main and not path.is_file():
         text.save_tokenizer(text.train_tokenizer(train.captions, config.vocab_size), path)

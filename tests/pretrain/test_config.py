@@ -91,6 +91,8 @@ def test_an_empty_file_is_the_reference(tmp_path: Path) -> None:
     ("image_init=/nonexistent.pth", "image_init = '/nonexistent.pth': no such file"),
     ("text_model=/nonexistent", "text_model = '/nonexistent': no such folder"),
     ("export=model.pt", "export = 'model.pt': name a .ckpt file"),
+    ("out=", "out is empty; name a folder"),  # it wrote the run into the current folder
+    ("encoder_input_size=1", "encoder_input_size = 1 is out of range: it must be 0 (no upsampling) or between 32 and 2048"),
 ])
 def test_every_setting_is_range_checked_at_load_time(override: str, message: str, capsys) -> None:
     # Regression (issue 19 §2): these gave tracebacks, a Rust abort (vocab_size) or trained anyway.

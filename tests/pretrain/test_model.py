@@ -262,3 +262,12 @@ def test_img_encoder_is_written_as_the_reference_names_it(arch: str, img_encoder
     from pretrain.checkpoints import reference_img_encoder
 
     assert reference_img_encoder(arch) == img_encoder
+
+
+def test_a_text_folder_without_bert_is_one_error(tmp_path: Path) -> None:
+    # Regression (issue 19 §2): transformers' ValueError / OSError escaped as tracebacks.
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=f"{tmp_path}: no usable BERT tokenizer there"):
+        pretrained_tokenizer(tmp_path)
+    with pytest.raises(ConfigError, match=f"text_model = '{tmp_path}': not a loadable BERT folder"):
+        MGCA(small_config(f"text_model={tmp_path}"), vocab_size=50)
