@@ -191,6 +191,10 @@ def check_resumable(stored: dict[str, Any], config: PretrainConfig, facts: dict[
             raise ConfigError(f"{path}: the run there was trained on other pairs ({key} differs); choose another out=...")
 
 
+def precision_name(precision: torch.dtype | None) -> str:
+    return str(precision).removeprefix("torch.") if precision else "fp32"
+
+
 def hyper_parameters(config: PretrainConfig, facts: dict[str, Any], precision: torch.dtype | None, processes: Processes,
                      initialisation: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's ``hyper_parameters``: the run's facts, and the reference's own names for
@@ -200,13 +204,15 @@ def hyper_parameters(config: PretrainConfig, facts: dict[str, Any], precision: t
         "config": config.to_dict(), "data": facts, "arch": config.arch, "world_size": processes.world,
         "img_encoder": reference_img_encoder(config.arch), "emb_dim": config.emb_dim,
         "num_prototypes": config.num_prototypes, "initialisation": initialisation,
-        "precision": str(precision).removeprefix("torch.") if precision else "fp32", "tokenizer": "tokenizer.json",
+        "precision": precision_name(precision), "tokenizer": "tokenizer.json",
         "deviations": [
             "BERT inputs passed by keyword: positions 0..L-1 (the reference passes token types as position ids, B10)",
             "word attention of a word = its own tokens' attention (the reference shifts it by one token, B11)",
             "Sinkhorn sums all-reduced across processes (the reference runs Sinkhorn per GPU, B13)",
             "validation = the official validate split, every image counted (the reference merges validate and test "
             "and drops the last partial batch, B7)",
+            "transformers' BERT adds its token-type-0 embedding to every token (BLIP's med.py has none)",
+            *([] if precision is None else [f"{precision_name(precision)} autocast (the reference trains in fp32)"]),
         ],
     }
 
