@@ -233,10 +233,10 @@ def _check_together(config: PretrainConfig, where: str) -> None:
     if config.export and (Path(config.export).suffix != ".ckpt" or Path(config.export).is_dir()):
         raise ConfigError(f"{where}: export = {config.export!r}: name a .ckpt file (or \"\" for no export)")
     if config.image_init not in ("", RANDOM_INIT) and not Path(config.image_init).is_file():
-        raise ConfigError(f"{where}: image_init = {config.image_init!r}: no such file; name a checkpoint file "
+        raise ConfigError(f"{where}: image_init = {config.image_init!r} is not a file; name a checkpoint file "
                           f"(state dict, timm / torchvision checkpoint, .safetensors) or {RANDOM_INIT!r}")
     if config.text_model not in ("", SMALL_BERT) and not Path(config.text_model).is_dir():
-        raise ConfigError(f"{where}: text_model = {config.text_model!r}: no such folder; name a local BERT folder "
+        raise ConfigError(f"{where}: text_model = {config.text_model!r} is not a folder; name a local BERT folder "
                           f"(Bio_ClinicalBERT: config.json, vocab.txt, weights) or {SMALL_BERT!r}")
 
 

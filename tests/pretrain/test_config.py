@@ -88,8 +88,9 @@ def test_an_empty_file_is_the_reference(tmp_path: Path) -> None:
     ("max_words=100000", "max_words = 100000 is out of range"),
     ("reference_weights=resnet50.IMAGENET1K_V2", "reference_weights = 'resnet50.IMAGENET1K_V2' initialise resnet50, not arch = 'resnet18'"),
     ("reference_weights=deit", "reference_weights = 'deit' is out of range: it must be '' or one of ['deit_base_patch16_224', "),
-    ("image_init=/nonexistent.pth", "image_init = '/nonexistent.pth': no such file"),
-    ("text_model=/nonexistent", "text_model = '/nonexistent': no such folder"),
+    ("image_init=/nonexistent.pth", "image_init = '/nonexistent.pth' is not a file"),
+    ("image_init=/dev/zero", "image_init = '/dev/zero' is not a file"),
+    ("text_model=/nonexistent", "text_model = '/nonexistent' is not a folder"),
     ("export=model.pt", "export = 'model.pt': name a .ckpt file"),
     ("out=", "out is empty; name a folder"),  # it wrote the run into the current folder
     ("encoder_input_size=1", "encoder_input_size = 1 is out of range: it must be 0 (no upsampling) or between 32 and 2048"),
