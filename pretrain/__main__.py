@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from benchmark.backbones.safe_pickle import CheckpointError
 from benchmark.data.prepared import DataError
 from pretrain.config import ConfigError, load_config
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         from pretrain.train import train
 
         train(config)
-    except (ConfigError, DataError, FileNotFoundError) as error:
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -13,14 +13,30 @@ image encoder alone under its native (timm / torchvision) names.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
+from benchmark.backbones.safe_pickle import CheckpointError, reason
+
 IMAGE_ENCODER_PREFIX = "img_encoder_q.model."
 RESUME_KEYS = ("optimizer_states", "lr_schedulers", "grad_scaler", "early_stopping")
+# The reference's --img_encoder names (mgca_module.py L415): "vit_base" (vits.py create_vit takes
+# base / large), "resnet_50" (cnn_backbones.resnet_18/34/50). Its loaders build the architecture
+# from this hyper-parameter; a name it lacks ("vit_tiny") makes them fail rather than build another.
+_REFERENCE_IMG_ENCODER = ((re.compile(r"vit_(\w+?)_patch16_224"), "vit_{}"), (re.compile(r"resnet(\d+)"), "resnet_{}"))
+
+
+def reference_img_encoder(arch: str) -> str:
+    """``img_encoder`` as the reference writes it for the backbone-registry short name ``arch``."""
+    for pattern, template in _REFERENCE_IMG_ENCODER:
+        match = pattern.fullmatch(arch)
+        if match:
+            return template.format(match.group(1))
+    return arch
 
 
 def save_atomic(content: dict[str, Any], path: Path) -> None:
@@ -31,12 +47,21 @@ def save_atomic(content: dict[str, Any], path: Path) -> None:
     os.replace(partial, path)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by this package, read without executing anything."""
+def load_checkpoint(path: Path, required: tuple[str, ...] = ("state_dict", "hyper_parameters")) -> dict[str, Any]:
+    """A checkpoint written by this package, read without executing anything (torch's
+    ``weights_only`` unpickler: plain data only). The error never repeats torch's advice to load
+    the file with ``weights_only=False``, which would run whatever code it holds. ``required``: the
+    keys it must hold (a run's ``last.ckpt`` also holds the optimizer and early-stopping state)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file is one clear error
-        raise ValueError(f"{path}: not a readable pretraining checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{path}: not a readable pretraining checkpoint (truncated, corrupt or not written by "
+                              f"python -m pretrain: {type(error).__name__}: {reason(error)})") from None
+    missing = [key for key in required if not isinstance(content, dict) or key not in content]
+    if missing or not isinstance(content["hyper_parameters"], dict) or "config" not in content["hyper_parameters"]:
+        raise CheckpointError(f"{path}: not a {'run' if len(required) > 2 else 'pretraining'} checkpoint of python -m "
+                              f"pretrain (it lacks {', '.join(missing) or 'hyper_parameters.config'})")
+    return content
 
 
 def image_encoder_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -52,6 +77,9 @@ def export_checkpoint(source: Path, target: Path) -> tuple[Path, Path]:
     tensors = target.with_suffix(".safetensors")
     encoder = {key: value.contiguous() for key, value in image_encoder_state(checkpoint["state_dict"]).items()}
     partial = tensors.with_name(tensors.name + ".partial")
-    save_file(encoder, str(partial), metadata={"arch": checkpoint["hyper_parameters"]["arch"], "source": str(source)})
+    params = checkpoint["hyper_parameters"]
+    image_init = params.get("initialisation", {}).get("image", {})
+    save_file(encoder, str(partial), metadata={"arch": params["arch"], "source": str(source),
+                                               "image_init": str(image_init.get("path") or image_init.get("source"))})
     os.replace(partial, tensors)
     return target, tensors

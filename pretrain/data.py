@@ -34,7 +34,11 @@ def crop_geometry(cache_size: int, patch_size: int | None, input_size_at_224: in
         crop -= crop % patch_size
     if crop < 1:
         raise DataError(f"cache size {cache_size} is too small for a {patch_size}-pixel patch")
-    return crop, round(crop * input_size_at_224 / REFERENCE_CROP) if input_size_at_224 else crop
+    encoder_input = round(crop * input_size_at_224 / REFERENCE_CROP) if input_size_at_224 else crop
+    if encoder_input < (patch_size or 8):
+        raise DataError(f"a {crop}-pixel crop at encoder_input_size = {input_size_at_224} gives {encoder_input}-pixel "
+                        f"encoder inputs, too small for the encoder ({patch_size or 8} at least)")
+    return crop, encoder_input
 
 
 @dataclass

@@ -135,11 +135,12 @@ def prototype_alignment_loss(
 ) -> torch.Tensor:
     """CPA: swapped prediction of Sinkhorn codes over shared prototypes, mean of both directions.
 
-    ``img_emb``, ``txt_emb``: (B, D); ``prototypes``: (K, D), L2-normalised here. The image's
-    codes are the targets of the report's prototype distribution (softmax of scores /
-    temperature) and vice versa; codes carry no gradient.
+    ``img_emb``, ``txt_emb``: (B, D); ``prototypes``: (K, D), used as given: the model
+    re-normalises their rows in place before the loss, outside autograd, as the reference does
+    (mgca_module.py L229-237), so their gradient keeps its radial part. The image's codes are the
+    targets of the report's prototype distribution (softmax of scores / temperature) and vice
+    versa; codes carry no gradient.
     """
-    prototypes = F.normalize(prototypes, dim=1)
     img_scores, txt_scores = img_emb @ prototypes.t(), txt_emb @ prototypes.t()
     img_codes = sinkhorn_codes(img_scores, epsilon, sinkhorn_iterations)
     txt_codes = sinkhorn_codes(txt_scores, epsilon, sinkhorn_iterations)

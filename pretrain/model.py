@@ -1,13 +1,23 @@
 """The MGCA model: image and text encoders with projection heads and shared prototypes.
 
-The module tree mirrors the reference's (``mgca/models/mgca/mgca_module.py``), so a state dict
-has the released checkpoints' key layout (PROTOCOL.md 12.2)::
+The module tree follows the reference's (``mgca/models/mgca/mgca_module.py``). What a state dict
+shares with the released checkpoints (PROTOCOL.md 12.2)::
 
-    img_encoder_q.model.*            image encoder, timm / torchvision names (the backbone registry's)
-    img_encoder_q.{global,local}_embed.head.{0,1,3,4}.*
-    text_encoder_q.model.*           BERT (transformers names: embeddings.*, encoder.layer.{i}.*)
-    text_encoder_q.{global,local}_embed.head.*
-    prototype_layer.weight           [num_prototypes, emb_dim]
+    img_encoder_q.model.*            image encoder: the released keys exactly (timm ViT / torchvision
+                                     ResNet names, no classifier), what the reference's downstream
+                                     loaders and the backbone registry read
+    img_encoder_q.{global,local}_embed.head.{0,1,3,4}.*   the released keys and shapes
+    text_encoder_q.{global,local}_embed.head.{0,1,3,4}.*  the released keys (and shapes, with Bio_ClinicalBERT)
+    prototype_layer.weight           [num_prototypes, emb_dim], as released
+    text_encoder_q.model.*           BERT under transformers' names (embeddings.*, encoder.layer.{i}.*):
+                                     the released BERT's names, without its unused cross-attention
+                                     layers (``crossattention.*``) and with HF's token-type embedding,
+                                     which BLIP's med.py lacks
+
+The released files also hold ``patch_local_atten_layer.*`` and ``word_local_atten_layer.*``
+(unused MultiheadAttention layers), which this module does not have. So the image side loads
+strictly into the reference's encoder; the whole module loads into the reference's MGCA only with
+``strict=False``, which is how the reference loads its own checkpoints.
 
 Departures from the reference, both bug fixes (DEVIATIONS.md): BERT receives its inputs by
 keyword, so positions run 0..L-1 (the reference passes token types as position ids, B10); and
@@ -17,14 +27,17 @@ each word's attention is the attention of its own tokens (the reference shifts i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmark.backbones import ARCHITECTURES
+from benchmark.backbones.checkpoint import checkpoint_sha256, load_encoder_weights
 from benchmark.backbones.encoder import FEATURES
-from pretrain.config import PretrainConfig
+from pretrain.config import RANDOM_INIT, SMALL_BERT, ConfigError, PretrainConfig, image_init_source, text_model_source
 from pretrain.losses import instance_alignment_loss, prototype_alignment_loss, token_alignment_loss
 
 
@@ -93,14 +106,29 @@ class Encoded:
     pad_mask: torch.Tensor | None = None  # (B, N) True at padding word slots (text only)
 
 
-class ImageEncoder(nn.Module):
-    """A backbone-registry encoder, trainable, with the [CLS] attention of a ViT's last block."""
+def initialisation_record(source: str, path: str | None = None, report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run records about an encoder's initial weights (run folder, log, checkpoints)."""
+    return {"source": source, "path": path, "sha256": checkpoint_sha256(path) if path else None, "load_report": report}
 
-    def __init__(self, arch_name: str, hidden_dim: int, emb_dim: int) -> None:
+
+class ImageEncoder(nn.Module):
+    """A backbone-registry encoder, trainable, with the [CLS] attention of a ViT's last block.
+
+    ``init``: ``random``, or a file whose encoder weights are loaded by the suite's safe loader
+    (complete encoder required; a classifier is dropped and reported); ``self.initialisation``
+    records which.
+    """
+
+    def __init__(self, arch_name: str, hidden_dim: int, emb_dim: int, init: str = RANDOM_INIT) -> None:
         super().__init__()
         arch = ARCHITECTURES.get(arch_name)
         self.family = arch.family
         self.model = arch.build()
+        if init == RANDOM_INIT:
+            self.initialisation = initialisation_record(RANDOM_INIT)
+        else:
+            report = load_encoder_weights(self.model, init, arch)
+            self.initialisation = initialisation_record("file", str(Path(init).resolve()), report.to_dict())
         self.global_embed = GlobalEmbedding(arch.global_dim, hidden_dim, emb_dim)
         self.local_embed = LocalEmbedding(arch.token_dim, hidden_dim, emb_dim)
         # The ViT's last-block q and k, from which the [CLS] attention is recomputed (the reference
@@ -140,21 +168,33 @@ def aggregate_words(tokens: torch.Tensor, attention: torch.Tensor, word_slots: t
     return words[:, 1:length], word_attention[:, 1:length], pad_mask
 
 
-def build_bert(config: PretrainConfig, vocab_size: int) -> nn.Module:
-    """Bio_ClinicalBERT's first ``text_layers`` layers from a local folder, or a small BERT."""
+def build_bert(config: PretrainConfig, vocab_size: int) -> tuple[nn.Module, dict[str, Any]]:
+    """Bio_ClinicalBERT's first ``text_layers`` layers from a local folder, or a small BERT; and
+    the record of its initialisation (the folder's load report: keys it lacks are an error, keys
+    left unused, such as the later layers and the pre-training heads, are listed)."""
     from transformers import BertConfig, BertModel
 
-    if config.text_model:
-        return BertModel.from_pretrained(
-            config.text_model, num_hidden_layers=config.text_layers, add_pooling_layer=False,
-            local_files_only=True,
-        )
+    folder = text_model_source(config)
+    if folder != SMALL_BERT:
+        try:
+            model, info = BertModel.from_pretrained(
+                folder, num_hidden_layers=config.text_layers, add_pooling_layer=False, local_files_only=True,
+                output_loading_info=True,
+            )
+        except Exception as error:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ... for a bad folder
+            raise ConfigError(f"text_model = {folder!r}: not a loadable BERT folder ({type(error).__name__}: "
+                              f"{' '.join(str(error).split())[:200]})") from None
+        report = {key: sorted(map(str, info.get(key, ()))) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        if report["missing_keys"] or report["mismatched_keys"]:
+            raise ConfigError(f"text_model = {folder!r}: the folder's weights do not cover the first {config.text_layers} "
+                              f"BERT layers: missing {report['missing_keys'][:3]}, mismatched {report['mismatched_keys'][:3]}")
+        return model, initialisation_record("folder", str(Path(folder).resolve()), report)
     bert_config = BertConfig(
         vocab_size=vocab_size, hidden_size=config.text_hidden_size, num_hidden_layers=config.text_layers,
         num_attention_heads=config.text_heads, intermediate_size=config.text_intermediate_size,
         max_position_embeddings=max(512, config.max_words),
     )
-    return BertModel(bert_config, add_pooling_layer=False)
+    return BertModel(bert_config, add_pooling_layer=False), initialisation_record(SMALL_BERT)
 
 
 class TextEncoder(nn.Module):
@@ -162,7 +202,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, config: PretrainConfig, vocab_size: int) -> None:
         super().__init__()
-        self.model = build_bert(config, vocab_size)
+        self.model, self.initialisation = build_bert(config, vocab_size)
         hidden = self.model.config.hidden_size
         self.global_embed = GlobalEmbedding(hidden, config.projection_hidden, config.emb_dim)
         self.local_embed = LocalEmbedding(hidden, config.projection_hidden, config.emb_dim)
@@ -199,9 +239,14 @@ class MGCA(nn.Module):
     def __init__(self, config: PretrainConfig, vocab_size: int) -> None:
         super().__init__()
         self.config = config
-        self.img_encoder_q = ImageEncoder(config.arch, config.projection_hidden, config.emb_dim)
+        self.img_encoder_q = ImageEncoder(config.arch, config.projection_hidden, config.emb_dim, image_init_source(config))
         self.text_encoder_q = TextEncoder(config, vocab_size)
         self.prototype_layer = nn.Linear(config.emb_dim, config.num_prototypes, bias=False)
+
+    @property
+    def initialisation(self) -> dict[str, dict[str, Any]]:
+        """Where each encoder's initial weights came from: source, path, sha256, load report."""
+        return {"image": self.img_encoder_q.initialisation, "text": self.text_encoder_q.initialisation}
 
     def embed(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
               word_slots: torch.Tensor) -> tuple[Encoded, Encoded]:

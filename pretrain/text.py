@@ -72,10 +72,15 @@ def _bert_uncased(tokenizer: Tokenizer) -> Tokenizer:
 
 
 def pretrained_tokenizer(folder: str | Path) -> Tokenizer:
-    """The fast tokenizer of a local BERT folder (Bio_ClinicalBERT: ``vocab.txt`` + config)."""
+    """The fast tokenizer of a local BERT folder (Bio_ClinicalBERT: ``vocab.txt`` + config); a
+    folder without one is a ValueError naming it."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True).backend_tokenizer
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True).backend_tokenizer
+    except Exception as error:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ... for a bad folder
+        raise ValueError(f"{folder}: no usable BERT tokenizer there ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]}); the folder needs vocab.txt or tokenizer.json") from None
 
 
 def prepare_for_encoding(tokenizer: Tokenizer, max_words: int) -> Tokenizer:

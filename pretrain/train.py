@@ -1,11 +1,13 @@
 """MGCA pretraining: one process per device, DistributedDataParallel when started by torchrun.
 
 Per epoch: training with AdamW under the warm-up + cosine schedule (stepped every optimizer
-step, gradient accumulation), prototypes frozen during the first epochs, autocast on GPU only;
+step, gradient accumulation), prototypes frozen during the first epochs, fp32 unless the config
+asks for autocast (GPU only);
 then validation (the three losses and image ↔ report retrieval over the whole validation split);
-a log line and a ``log.jsonl`` record; ``last.ckpt`` (for resuming) and ``best.ckpt`` (lowest
-validation loss, what the reference's ModelCheckpoint keeps); early stopping on the validation
-loss. At the end ``best.ckpt`` is exported (:func:`pretrain.checkpoints.export_checkpoint`).
+a log line and a ``log.jsonl`` record (after one ``start`` record per start or resume, with the
+initial weights: source, path, sha256, load report; also in ``config.json``); ``last.ckpt`` (for
+resuming) and ``best.ckpt`` (lowest validation loss, what the reference's ModelCheckpoint keeps);
+early stopping on the validation loss. At the end ``best.ckpt`` is exported (:func:`pretrain.checkpoints.export_checkpoint`).
 
 A run folder that holds a ``last.ckpt`` of the same config and data is resumed; one of another
 config is an error.
@@ -30,9 +32,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from benchmark.data.prepared import PreparedDataset, ids_fingerprint
+from benchmark.records import write_atomically
 from pretrain import text
-from pretrain.checkpoints import export_checkpoint, load_checkpoint, save_atomic
-from pretrain.config import ConfigError, PretrainConfig, config_from_dict
+from pretrain.checkpoints import RESUME_KEYS, export_checkpoint, load_checkpoint, reference_img_encoder, save_atomic
+from pretrain.config import SMALL_BERT, ConfigError, PretrainConfig, config_from_dict, require_initialisation, text_model_source
 from pretrain.data import PairDataset, Pairs, crop_geometry, read_pairs, to_encoder_input
 from pretrain.model import MGCA, Losses
 from pretrain.retrieval import retrieval_accuracy
@@ -103,8 +106,11 @@ class RunData:
 def tokenizer_for(config: PretrainConfig, train: Pairs, processes: Processes) -> Any:
     """Bio_ClinicalBERT's tokenizer, or the run's WordPiece vocabulary (trained by rank 0 on the
     training captions at the start of the run, saved as ``tokenizer.json`` beside the checkpoints)."""
-    if config.text_model:
-        return text.pretrained_tokenizer(config.text_model)
+    if text_model_source(config) != SMALL_BERT:
+        try:
+            return text.pretrained_tokenizer(config.text_model)
+        except ValueError as error:
+            raise ConfigError(f"text_model = {config.text_model!r}: {error}") from None
     path = Path(config.out) / "tokenizer.json"
     if processes.main and not path.is_file():
         text.save_tokenizer(text.train_tokenizer(train.captions, config.vocab_size), path)
@@ -118,6 +124,7 @@ def load_data(config: PretrainConfig, processes: Processes, patch_size: int | No
     if not train.image_ids or not val.image_ids:
         raise ConfigError(f"{config.data}: the pretraining partition needs training and validation pairs "
                           f"(found {len(train.image_ids)} and {len(val.image_ids)})")
+    dataset.image(train.image_ids[0])  # a damaged image cache is one error here, not one per loader worker
     tokenizer = text.prepare_for_encoding(tokenizer_for(config, train, processes), config.max_words)
     crop, encoder_input = crop_geometry(dataset.manifest.image_size, patch_size, config.encoder_input_size or None)
 
@@ -164,8 +171,9 @@ def run_defining(config: PretrainConfig) -> dict[str, Any]:
     return {key: value for key, value in config.to_dict().items() if key not in NOT_RUN_DEFINING}
 
 
-def check_resumable(stored: dict[str, Any], config: PretrainConfig, facts: dict[str, Any], path: Path) -> None:
-    """A resume continues the same run: same settings, same training and validation pairs."""
+def check_resumable(stored: dict[str, Any], config: PretrainConfig, facts: dict[str, Any], path: Path,
+                    initialisation: dict[str, Any]) -> None:
+    """A resume continues the same run: same settings, same initial weights, same training and validation pairs."""
     before = run_defining(config_from_dict(stored["config"], str(path)))
     now = run_defining(config)
     changed = sorted(key for key in now if before.get(key) != now[key])
@@ -173,21 +181,38 @@ def check_resumable(stored: dict[str, Any], config: PretrainConfig, facts: dict[
         detail = ", ".join(f"{key}: {before.get(key)!r} -> {now[key]!r}" for key in changed)
         raise ConfigError(f"{path}: the run there was started with other settings ({detail}); choose another out=... "
                           "or delete the folder to start again")
+    for side, record in initialisation.items():
+        before_sha = stored.get("initialisation", {}).get(side, {}).get("sha256")
+        if before_sha != record["sha256"]:
+            raise ConfigError(f"{path}: the run there started from other {side} weights (sha256 {before_sha} -> "
+                              f"{record['sha256']}); choose another out=...")
     for key in ("train_fingerprint", "val_fingerprint"):
         if stored["data"][key] != facts[key]:
             raise ConfigError(f"{path}: the run there was trained on other pairs ({key} differs); choose another out=...")
 
 
-def hyper_parameters(config: PretrainConfig, facts: dict[str, Any], precision: torch.dtype | None, processes: Processes) -> dict[str, Any]:
+def precision_name(precision: torch.dtype | None) -> str:
+    return str(precision).removeprefix("torch.") if precision else "fp32"
+
+
+def hyper_parameters(config: PretrainConfig, facts: dict[str, Any], precision: torch.dtype | None, processes: Processes,
+                     initialisation: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's ``hyper_parameters``: the run's facts, and the reference's own names for
+    the architecture and head sizes (``img_encoder``, ``emb_dim``, ``num_prototypes``), which its
+    ``MGCA.load_from_checkpoint`` builds the module from."""
     return {
         "config": config.to_dict(), "data": facts, "arch": config.arch, "world_size": processes.world,
-        "precision": str(precision).removeprefix("torch.") if precision else "fp32", "tokenizer": "tokenizer.json",
+        "img_encoder": reference_img_encoder(config.arch), "emb_dim": config.emb_dim,
+        "num_prototypes": config.num_prototypes, "initialisation": initialisation,
+        "precision": precision_name(precision), "tokenizer": "tokenizer.json",
         "deviations": [
             "BERT inputs passed by keyword: positions 0..L-1 (the reference passes token types as position ids, B10)",
             "word attention of a word = its own tokens' attention (the reference shifts it by one token, B11)",
             "Sinkhorn sums all-reduced across processes (the reference runs Sinkhorn per GPU, B13)",
             "validation = the official validate split, every image counted (the reference merges validate and test "
             "and drops the last partial batch, B7)",
+            "transformers' BERT adds its token-type-0 embedding to every token (BLIP's med.py has none)",
+            *([] if precision is None else [f"{precision_name(precision)} autocast (the reference trains in fp32)"]),
         ],
     }
 
@@ -315,12 +340,25 @@ def train(config: PretrainConfig) -> Path:
             dist.destroy_process_group()
 
 
+def describe_initialisation(side: str, record: dict[str, Any]) -> str:
+    """One log line: where an encoder's initial weights came from."""
+    if record["path"] is None:
+        what = "random initialisation (trained from scratch)" if record["source"] == "random" else \
+            "a small BERT from random initialisation (trained from scratch)"
+        return f"{side} encoder: {what}"
+    report = record["load_report"]
+    counts = f", {report['matched']}/{report['expected']} keys" if "matched" in report else ""
+    return f"{side} encoder: initial weights {record['path']} (sha256 {record['sha256'][:12]}{counts})"
+
+
 def _train(config: PretrainConfig, processes: Processes) -> Path:
+    require_initialisation(config)  # before any data is read or anything is written
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     precision = autocast_dtype(config.precision, processes.device)
     data = load_data(config, processes, _patch_size(config.arch))
     core = build_model(config, data.vocab_size).to(processes.device)
+    initialisation = core.initialisation
     model = DistributedDataParallel(core) if processes.world > 1 else core
     optimizer = make_optimizer(core, config)
     steps_per_epoch = len(data.train) // config.accumulate
@@ -330,11 +368,11 @@ def _train(config: PretrainConfig, processes: Processes) -> Path:
         optimizer, lambda step: learning_rate(step, total_steps, warmup, config.lr, config.min_lr) / config.lr)
     scaler = torch.amp.GradScaler(processes.device.type, enabled=precision == torch.float16)
     progress = Progress()
-    params = hyper_parameters(config, data.facts, precision, processes)
+    params = hyper_parameters(config, data.facts, precision, processes, initialisation)
     last, best = out / "last.ckpt", out / "best.ckpt"
     if last.is_file():
-        stored = load_checkpoint(last)
-        check_resumable(stored["hyper_parameters"], config, data.facts, last)
+        stored = load_checkpoint(last, required=("state_dict", "hyper_parameters", *RESUME_KEYS))
+        check_resumable(stored["hyper_parameters"], config, data.facts, last, initialisation)
         core.load_state_dict(stored["state_dict"])
         optimizer.load_state_dict(stored["optimizer_states"][0])
         scheduler.load_state_dict(stored["lr_schedulers"][0])
@@ -342,6 +380,13 @@ def _train(config: PretrainConfig, processes: Processes) -> Path:
         progress = Progress(**stored["early_stopping"])
         if processes.main:
             print(f"resuming {last}: {progress.epoch} of {config.epochs} epochs done", file=sys.stderr)
+    if processes.main:
+        start = {"config": config.to_dict(), "initialisation": initialisation, "img_encoder": params["img_encoder"]}
+        write_atomically(out / "config.json", json.dumps(start, indent=1) + "\n")
+        with open(out / "log.jsonl", "a") as log:
+            log.write(json.dumps({"start": {"resumed_at_epoch": progress.epoch, "initialisation": initialisation}}) + "\n")
+        for side in ("image", "text"):
+            print(describe_initialisation(side, initialisation[side]), file=sys.stderr, flush=True)
 
     while progress.epoch < config.epochs and not _stopped(progress, config):
         started = time.perf_counter()

@@ -156,7 +156,15 @@ class PreparedDataset:
             path = self.root / "images.npy"
             if not path.is_file():
                 raise DataError(f"{path}: image cache missing; re-run `python -m benchmark prepare {self.name}`")
-            images = np.load(path, mmap_mode="r")
+            try:
+                images = np.load(path, mmap_mode="r")
+            except Exception as error:  # noqa: BLE001 - a truncated file or a garbled header raises anything (ValueError, SyntaxError, TokenError)
+                raise DataError(f"{path}: not a readable image cache ({error}); re-run "
+                                f"`python -m benchmark prepare {self.name}`") from None
+            size = self.manifest.image_size
+            if images.dtype != np.uint8 or images.shape[1:] != (size, size):
+                raise DataError(f"{path}: holds {images.dtype} {list(images.shape)}, not uint8 [N, {size}, {size}] as "
+                                f"manifest.json says; re-run `python -m benchmark prepare {self.name}`")
             ids = read_ids(self.root / "images.ids.txt")
             if len(ids) != len(images):
                 raise DataError(f"{path} has {len(images)} rows but images.ids.txt lists {len(ids)}")

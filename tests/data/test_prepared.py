@@ -44,3 +44,18 @@ def test_cache_row_mismatch_is_reported_on_every_read(tmp_path: Path) -> None:
     for _ in range(2):
         with pytest.raises(DataError, match="has 2 rows but images.ids.txt lists 1"):
             prepared.images(["a"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled header", "wrong shape"])
+def test_a_damaged_image_cache_is_a_data_error(tmp_path: Path, damage: str) -> None:
+    # Regression (issue 19 §2): np.load's ValueError (mmap length, header) escaped as a traceback.
+    cache = _prepared_folder(tmp_path) / "images.npy"
+    np.save(cache, np.zeros((2, 8, 8) if damage == "wrong shape" else (2, 4, 4), np.uint8))
+    (tmp_path / "images.ids.txt").write_text("a\nb\n")
+    content = cache.read_bytes()
+    if damage == "truncated":
+        cache.write_bytes(content[:-7])
+    elif damage == "garbled header":
+        cache.write_bytes(content[:10] + b"\x00garbage!" + content[19:])
+    with pytest.raises(DataError, match=r"images.npy: (not a readable image cache|holds uint8 \[2, 8, 8\], not uint8 \[N, 4, 4\])"):
+        PreparedDataset(tmp_path).image("a")

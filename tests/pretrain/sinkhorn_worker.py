@@ -18,7 +18,7 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     img = F.normalize(torch.randn(8, 16, generator=generator), dim=1)
     txt = F.normalize(torch.randn(8, 16, generator=generator), dim=1)
-    prototypes = torch.randn(12, 16, generator=generator)
+    prototypes = F.normalize(torch.randn(12, 16, generator=generator), dim=1)  # the model keeps them normalised
     return img, txt, prototypes
 
 
@@ -27,7 +27,7 @@ def main(out: str) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     img, txt, prototypes = global_batch()
     local = slice(rank * len(img) // world, (rank + 1) * len(img) // world)
-    scores = img[local] @ F.normalize(prototypes, dim=1).t()
+    scores = img[local] @ prototypes.t()
     codes = sinkhorn_codes(scores)
     loss = prototype_alignment_loss(img[local], txt[local], prototypes)
     gathered_codes = [torch.empty_like(codes) for _ in range(world)]

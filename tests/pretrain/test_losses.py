@@ -168,8 +168,20 @@ def test_prototype_alignment_hand_value() -> None:
     eps, tau = 0.5, 0.25
     q, p = sigmoid(1 / eps), sigmoid(1 / tau)
     expected = -(q * math.log(p) + (1 - q) * math.log(1 - p))
-    loss = prototype_alignment_loss(emb, emb, 3 * emb, epsilon=eps, sinkhorn_iterations=3, temperature=tau)  # prototypes rescaled: normalised inside
+    loss = prototype_alignment_loss(emb, emb, emb, epsilon=eps, sinkhorn_iterations=3, temperature=tau)
     assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_prototype_gradient_keeps_its_radial_part() -> None:
+    # The reference normalises the prototypes in place, outside autograd: the loss sees the weight
+    # itself, so its gradient is not projected onto the sphere's tangent (as F.normalize's would be).
+    img, txt = _leaf(4, 8), _leaf(4, 8)
+    prototypes = F.normalize(torch.randn(10, 8, generator=torch.Generator().manual_seed(1)), dim=1).requires_grad_()
+    prototype_alignment_loss(img, txt, prototypes).backward()
+    radial = (prototypes.grad * prototypes.detach()).sum(dim=1)
+    assert radial.abs().max() > 1e-3  # projected gradients would give 0 up to float32 rounding (~1e-7)
+    scaled = (2 * prototypes.detach()).requires_grad_()
+    assert prototype_alignment_loss(img, txt, scaled).item() != pytest.approx(prototype_alignment_loss(img, txt, prototypes).item())
 
 
 def _reference_sinkhorn(q: torch.Tensor, iterations: int) -> torch.Tensor:
