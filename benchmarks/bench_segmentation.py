@@ -21,7 +21,7 @@ its mean Dice lies within the seed-to-seed spread of ``paper`` (the larger of th
 standard deviations over seeds) for both heads.
 
     python benchmarks/bench_segmentation.py [--images 120] [--size 64] [--epochs 8]
-        [--seeds 0 1 2] [--skip-reference-scale] [--json OUT.json]
+        [--seeds 0 1 2] [--skip-reference-scale] [--json OUT.json] [--smoke]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.backbones import build_backbone
+from benchmark.backbones import LoadedBackbone, build_backbone
 from benchmark.data import datasets  # noqa: F401 - registers the preparers
 from benchmark.data.demo import generate
 from benchmark.data.prepared import PreparedDataset
@@ -48,6 +48,8 @@ from tasks.segmentation.adapter import build_model, run_cell
 from tasks.segmentation.models import encoder_outputs
 from tasks.segmentation.protocol import DEFAULT_MODE, load_config
 
+from smoke import add_smoke_option, exit_status, parse_args
+
 PAIRS = {"unet": "random_resnet18", "setr": "random_vit_tiny"}
 REFERENCE_PAIRS = {"unet": "random_resnet50", "setr": "random_vit"}
 # images per split the store would hold (PROTOCOL.md 6.3, 4.3); SIIM trains on 2 x 2,002 balanced
@@ -55,17 +57,17 @@ DATASET_IMAGES = {"siim": {"train": 4004, "val": 1808, "test": 1807}, "rsna": {"
 STORE_BYTES = 2  # float16
 
 
-def stored_bytes_per_image(backbone_name: str, outputs: str, size: int) -> int:
-    backbone = build_backbone(backbone_name)
+def stored_bytes_per_image(backbone: LoadedBackbone, outputs: str, size: int) -> int:
     with torch.no_grad():
         levels = encoder_outputs(backbone, torch.zeros(1, 3, size, size), outputs)
     return int(sum(level[0].numel() for level in levels)) * STORE_BYTES
 
 
-def measure_bytes() -> dict:
+def measure_bytes(backbones: dict[str, LoadedBackbone]) -> dict:
+    """The cached mode's store per image at 224 px, for the reference's backbone of each head (``backbones``)."""
     rows = {}
     for head, outputs in (("unet", "stages"), ("setr", "tokens")):
-        reference = stored_bytes_per_image(REFERENCE_PAIRS[head], outputs, 224)
+        reference = stored_bytes_per_image(backbones[head], outputs, 224)
         rows[head] = {
             "reference_backbone": REFERENCE_PAIRS[head], "bytes_per_image_224": reference,
             "store_gb": {name: reference * sum(counts.values()) / 1e9 for name, counts in DATASET_IMAGES.items()},
@@ -73,17 +75,16 @@ def measure_bytes() -> dict:
     return rows
 
 
-def measure_reference_steps(steps: int) -> dict:
-    """Seconds per training step of each mode at 224 px, batch 8 (random weights, random pixels)."""
+def measure_reference_steps(backbones: dict[str, LoadedBackbone], steps: int, batch: int = 8, size: int = 224) -> dict:
+    """Seconds per training step of each mode at ``size`` px, batch ``batch`` (random weights, random pixels)."""
     rows = {}
     generator = torch.Generator().manual_seed(0)
     for head, backbone_name in REFERENCE_PAIRS.items():
-        backbone = build_backbone(backbone_name)
         cfg = load_config(head, "siim", 100)
-        model = build_model(cfg, backbone, 224, "paper", torch.device("cpu")).train()
+        model = build_model(cfg, backbones[head], size, "paper", torch.device("cpu")).train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4, weight_decay=0.05)
-        images = torch.randn(8, 3, 224, 224, generator=generator)
-        target = (torch.rand(8, 224, 224, generator=generator) > 0.9).float()
+        images = torch.randn(batch, 3, size, size, generator=generator)
+        target = (torch.rand(batch, size, size, generator=generator) > 0.9).float()
         loss_module = model.decode_head.loss_decode
 
         def step(features: tuple[torch.Tensor, ...]) -> None:
@@ -159,21 +160,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="demo image side (default 64)")
     parser.add_argument("--epochs", type=int, default=8, help="epochs per demo cell (default 8)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--reference-steps", type=int, default=2, help="timed steps per mode at 224 px (default 2)")
-    parser.add_argument("--skip-reference-scale", action="store_true", help="skip the 224-px step timing")
+    parser.add_argument("--reference-steps", type=int, default=2, help="timed steps per mode at the reference scale (default 2)")
+    parser.add_argument("--reference-batch", type=int, default=8, help="batch of the step timing (default 8, the protocol's)")
+    parser.add_argument("--reference-size", type=int, default=224, help="image side of the step timing (default 224, the protocol's)")
+    parser.add_argument("--skip-reference-scale", action="store_true", help="skip the reference-scale step timing")
     parser.add_argument("--json", type=Path, help="write every number to this file")
-    args = parser.parse_args(argv)
+    add_smoke_option(parser, images=28, size=32, epochs=1, seeds=[0], reference_steps=1, reference_batch=1,
+                     reference_size=32)
+    args = parse_args(parser, argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    report: dict = {"started": utc_now(), "bytes": measure_bytes()}
+    reference = {head: build_backbone(name) for head, name in REFERENCE_PAIRS.items()}
+    report: dict = {"started": utc_now(), "bytes": measure_bytes(reference)}
     for head, row in report["bytes"].items():
         print(f"{head}: {row['bytes_per_image_224'] / 1e6:.2f} MB per image ({row['reference_backbone']}, 224 px, float16); "
               + ", ".join(f"{name} store {gb:.1f} GB" for name, gb in row["store_gb"].items()))
     if not args.skip_reference_scale:
-        report["reference_steps"] = measure_reference_steps(args.reference_steps)
+        report["reference_steps"] = measure_reference_steps(reference, args.reference_steps, args.reference_batch,
+                                                            args.reference_size)
         for head, row in report["reference_steps"].items():
             seconds = row["seconds_per_step"]
-            print(f"{head} ({row['backbone']}, batch 8, 224 px): paper {seconds['paper']:.2f} s/step, cached "
+            print(f"{head} ({row['backbone']}, batch {args.reference_batch}, {args.reference_size} px): paper {seconds['paper']:.2f} s/step, cached "
                   f"{seconds['cached']:.2f} s/step (ratio {row['ratio_cached_paper']:.2f})")
     with tempfile.TemporaryDirectory(prefix="bench-segmentation-") as scratch:
         folder = Path(scratch)
@@ -189,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"decision: {decision} (the task's default mode: {DEFAULT_MODE})")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return 0 if decision == DEFAULT_MODE else 1
+    missed = [] if decision == DEFAULT_MODE else [f"the measurements decide {decision}, the task's default mode is {DEFAULT_MODE}"]
+    return exit_status(missed, args.smoke)
 
 
 if __name__ == "__main__":

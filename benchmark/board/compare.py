@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.board.aggregate import CellAggregate
-from benchmark.board.store import Board
+from benchmark.board.store import Board, BoardError, Protocol
 from benchmark.records import RunRecord, write_atomically
 from benchmark.scoring import PerImageRun, scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
@@ -68,6 +68,32 @@ class Comparison:
     result: PairedResult
     p_adjusted: float
     significant: bool
+
+
+Column = tuple[str, str, int, str]  # (task, dataset, fraction, mode), as CellAggregate.column
+
+
+def grid_columns(protocol: Protocol, modes: dict[str, str], tasks: tuple[str, ...] | None = None,
+                 datasets: tuple[str, ...] | None = None, fractions: tuple[int, ...] | None = None) -> list[Column]:
+    """The board's columns that a selection names (``None``: all), each task in its mode of ``modes``.
+
+    A check over "every column selected" must know the columns that should be there, not only the
+    ones that happen to have runs: a task, dataset or fraction named here that the board's grid
+    does not have is a :class:`BoardError` listing what it has.
+    """
+    for task in tasks or ():
+        protocol.task(task)  # not on the board: BoardError naming the board's tasks
+    chosen = {task: item for task, item in protocol.tasks.items() if tasks is None or task in tasks}
+    offered = {"dataset": {ds for item in chosen.values() for ds in item.datasets},
+               "fraction": {fr for item in chosen.values() for fr in item.fractions or protocol.fractions}}
+    for kind, named in (("dataset", datasets), ("fraction", fractions)):
+        unknown = sorted(set(named or ()) - offered[kind])
+        if unknown:
+            raise BoardError(f"{kind}(s) {unknown} not on board {protocol.board!r} for task(s) {sorted(chosen)}; "
+                             f"it has {sorted(offered[kind])}")
+    return sorted((task, dataset, fraction, modes[task]) for task, item in chosen.items()
+                  for dataset in item.datasets if datasets is None or dataset in datasets
+                  for fraction in item.fractions or protocol.fractions if fractions is None or fraction in fractions)
 
 
 def _runs_of(board: Board, records: list[RunRecord], cell: CellAggregate) -> list[RunRecord]:

@@ -10,6 +10,8 @@ Task version changelog (bump on any change that can move a number):
      AdamW lr 5e-4 wd 0.05, batch 8 (SIIM) / 16 (RSNA), ≤ 50 epochs, early stopping on the
      validation loss (patience 10), lowest-validation-loss epoch tested; Dice per image over
      the test set.
+  2: early stopping counts a tie (a validation loss equal to the best) as no improvement, as the
+     reference's Lightning ``EarlyStopping`` does; mmengine's hook reset the count on a tie.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # importing the task package registers it without importing mmengine
     from mmengine.config import Config
 
-TASK_VERSION = 1
+TASK_VERSION = 2
 CONFIG_DIR = Path(__file__).parent / "configs"
 HEAD_CONFIGS = {"unet": "unet.py", "setr": "setr.py"}
 # Input side must be a multiple of this: the U-Net upsamples stride-32 stages five times, SETR a

@@ -154,7 +154,29 @@ class ValidationLossDice(BaseMetric):
 
 @HOOKS.register_module()
 class ResumableEarlyStoppingHook(EarlyStoppingHook):
-    """mmengine's early stopping, whose counter survives a resume (it is saved in each checkpoint)."""
+    """The reference's early stopping (Lightning's ``EarlyStopping``): an epoch improves only when
+    strictly better than the best by more than ``min_delta``. mmengine's hook counts a tie as an
+    improvement and resets the count; here a tie counts as a validation without improvement, as in
+    the detection task's hook. The count survives a resume (it is saved in each checkpoint)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.stopping_threshold is not None:
+            raise ValueError("ResumableEarlyStoppingHook: stopping_threshold is not part of the reference's rule")
+
+    def _check_stop_condition(self, current_score: float) -> tuple[bool, str]:
+        if self.check_finite and not math.isfinite(current_score):
+            return super()._check_stop_condition(current_score)  # stops at once, as Lightning's check_finite
+        margin = abs(self.min_delta)  # mmengine stores it negated for rule="less"
+        better = (current_score < self.best_score - margin) if self.rule == "less" else (current_score > self.best_score + margin)
+        if better:
+            self.best_score, self.wait_count = current_score, 0
+            return False, ""
+        self.wait_count += 1
+        if self.wait_count < self.patience:
+            return False, ""
+        return True, (f"{self.monitor} not strictly better than its best, {self.best_score:.6g}, "
+                      f"in the last {self.wait_count} validations")
 
     def before_train(self, runner: Runner) -> None:
         if self.wait_count >= self.patience:  # resumed after it had already stopped

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import HOOKS
 
 from benchmark.backbones import build_backbone
 from benchmark.cli import main as cli_main
@@ -196,6 +199,53 @@ def test_selection_by_validation_loss_with_dice_recorded(unet_cell):
     assert all(0 <= entry["val_dice"] <= 1 for entry in history)
     assert json.loads((work / "history.json").read_text())["epochs"] == history
     assert result.timings["seconds_per_iteration"] > 0
+
+
+def early_stopping_hook(**changes):
+    """The early-stopping hook exactly as the config builds it (``changes`` replace its settings)."""
+    import tasks.segmentation.training  # noqa: F401  registers the hook
+
+    [entry] = [hook for hook in load_config("unet", "siim", 100).custom_hooks if "EarlyStopping" in hook["type"]]
+    return HOOKS.build({**entry, **changes})
+
+
+def validate(hook, losses: list[float]) -> list[bool]:
+    """Whether training is stopped after each validation loss in turn."""
+    runner = SimpleNamespace(train_loop=SimpleNamespace(stop_training=False), logger=SimpleNamespace(info=lambda message: None))
+    stopped = []
+    for loss in losses:
+        hook.after_val_epoch(runner, {"val/loss": loss})
+        stopped.append(runner.train_loop.stop_training)
+    return stopped
+
+
+def test_early_stopping_counts_a_tie_as_no_improvement():
+    # the reference's EarlyStopping(val_loss, patience=10, min_delta=0): only a strictly lower loss resets the count
+    hook = early_stopping_hook()
+    assert hook.patience == 10 and hook.min_delta == 0
+    stopped = validate(hook, [1.0, 0.5, *[0.5] * 9, 0.25, *[0.25] * 9, 0.5])
+    assert stopped == [False] * 21 + [True]  # stops at the tenth validation after 0.25 (nine ties and a worse loss)
+    assert hook.best_score == 0.25 and hook.wait_count == 10
+
+
+def test_early_stopping_needs_more_than_min_delta_and_stops_at_a_non_finite_loss():
+    hook = early_stopping_hook(patience=2, min_delta=0.25)  # exact in binary: the comparisons below are exact
+    # 0.75 is only min_delta below 1.0 (no improvement); 0.5 improves; 0.375 twice does not (more than 0.25 needed)
+    assert validate(hook, [1.0, 0.75, 0.5, 0.375, 0.375]) == [False, False, False, False, True]
+    assert hook.best_score == 0.5
+    assert validate(early_stopping_hook(), [1.0, math.nan]) == [False, True]
+    with pytest.raises(ValueError, match="stopping_threshold"):
+        early_stopping_hook(stopping_threshold=0.1)
+
+
+def test_the_early_stopping_count_survives_a_checkpoint():
+    hook = early_stopping_hook(patience=3)
+    validate(hook, [1.0, 1.0, 1.0])
+    checkpoint: dict = {}
+    hook.before_save_checkpoint(None, checkpoint)
+    resumed = early_stopping_hook(patience=3)
+    resumed.after_load_checkpoint(None, checkpoint)
+    assert validate(resumed, [1.0]) == [True]
 
 
 def test_checkpoints_hold_tensors_and_plain_python_only(unet_cell):
