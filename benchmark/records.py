@@ -36,11 +36,28 @@ ArtifactStore = Literal["board", "artifacts"]
 ARTIFACT_STORES: tuple[str, ...] = get_args(ArtifactStore)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # safe in file names, no path separators
+# Names that become file names and manifest lines (board entries, cell keys): matched in full (``$`` would
+# also match before a final newline), no control characters or path separators, no "..", and short enough
+# that a record's longest file name (cell key, suffix, temporary marker) stays under the usual 255 bytes.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+MAX_NAME_LENGTH = 64
+MAX_CELL_KEY_LENGTH = 200  # + ".predictions.npz" + write_atomically's ".tmp-<pid>-<random>" < 255
 
 
 class RecordError(ValueError):
     """A run record is malformed; the message names the file or field and what is expected."""
+
+
+def check_name(value: object, what: str) -> str:
+    """``value`` if it is a safe name (see :data:`NAME_PATTERN`); else a :class:`RecordError` naming ``what``.
+
+    The one check for every name that becomes part of a path or a manifest line."""
+    if (not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value
+            or len(value) > MAX_NAME_LENGTH):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise RecordError(f"{what}={shown}: expected a name of at most {MAX_NAME_LENGTH} letters, digits, '.', '_', "
+                          f"'+', '-', starting with a letter or digit, without '..'")
+    return value
 
 
 @dataclass(frozen=True)
@@ -61,9 +78,7 @@ class CellIdentity:
 
     def validate(self) -> None:
         for name in ("board", "backbone", "task", "dataset", "partition", "head", "mode"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not NAME_PATTERN.match(value):
-                raise RecordError(f"identity.{name}={value!r}: expected a name of letters, digits, '.', '_', '+', '-'")
+            check_name(getattr(self, name), f"identity.{name}")
         if not isinstance(self.weights_sha256, str) or not _SHA256.match(self.weights_sha256):
             raise RecordError(f"identity.weights_sha256={self.weights_sha256!r}: expected 64 lowercase hex digits")
         for name in ("fraction", "draw", "seed"):
@@ -74,6 +89,9 @@ class CellIdentity:
             raise RecordError(f"identity.fraction={self.fraction}: expected a percentage in (0, 100]")
         if self.fraction == 100 and self.draw != 0:
             raise RecordError("identity.draw must be 0 at fraction 100: the full training split has a single draw")
+        if len(self.cell_key) > MAX_CELL_KEY_LENGTH:
+            raise RecordError(f"identity: its file name {self.cell_key[:40]}... is longer than {MAX_CELL_KEY_LENGTH} "
+                              f"characters; use shorter names")
 
     @property
     def entry_key(self) -> str:

@@ -48,7 +48,7 @@ from benchmark.costs import SplitCounts, estimate, task_cost
 from benchmark.data.prepared import PreparedDataset
 from benchmark.datasources import DatasetSource, prepared_sources
 from benchmark.provenance import collect_provenance, utc_now
-from benchmark.records import CellIdentity, MetricValue, RunRecord
+from benchmark.records import CellIdentity, MetricValue, RecordError, RunRecord, check_name
 from benchmark import scoring
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
@@ -76,6 +76,10 @@ class BackboneChoice:
     pretraining_data: tuple[str, ...] = ()
 
     def spec(self) -> BackboneSpec:
+        try:
+            check_name(self.name, "backbone")  # it becomes the board entry's file name
+        except RecordError as error:
+            raise GridError(str(error)) from None
         if self.name in BACKBONES:
             spec = BACKBONES.get(self.name)
             if self.arch and self.arch != spec.arch:

@@ -55,6 +55,9 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     (lambda d: d["identity"].pop("head"), "missing field"),
     (lambda d: d["targets"].update(store="cloud"), "targets.store"),
     (lambda d: d["identity"].update(backbone="../evil"), "identity.backbone"),
+    (lambda d: d["identity"].update(backbone="evil\n"), "identity.backbone"),  # `$` matched before a final newline
+    (lambda d: d["identity"].update(dataset="a" * 65), "identity.dataset"),
+    (lambda d: d["identity"].update(mode="a..b"), "identity.mode"),
     (lambda d: d.update(headline_metric="dice"), "not among metrics"),
     (lambda d: d["metrics"]["auroc"].update(value=float("nan")), "finite number"),
     (lambda d: d["predictions"].update(path="/abs/path.csv"), "relative path"),
