@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from benchmark.board.integrity import (
-    HASH_MEMO_FILE,
     MANIFEST_FILE,
     FileHashes,
+    hash_memo_path,
     read_manifest,
     record_digest,
     relative,
@@ -301,7 +301,7 @@ class Board:
     def __init__(self, board: str | Path) -> None:
         self.root = resolve_board_path(board)
         self.protocol = Protocol.read(self.root / PROTOCOL_FILE)
-        self.hashes = FileHashes(self.root / HASH_MEMO_FILE)
+        self.hashes = FileHashes(hash_memo_path(self.root))
         self._manifest: dict[str, str] | None = None
         self._manifest_stamp: tuple[int, int] | None = None
         if self.protocol.board != self.root.name:

@@ -84,3 +84,66 @@ def test_a_replaced_prediction_file_invalidates_its_record(board: tuple[Board, G
     assert len(Board(board.root).records(invalid)) == 1
     assert "predictions file" in invalid[0] and "does not match the record's sha256" in invalid[0]
     assert Board(board.root).status(record.identity)[0] is None
+
+
+def _same_size_edit(path: Path) -> None:
+    """Change one digit of ``path`` and restore its times: only the inode's ctime shows the edit."""
+    import os
+    import re
+    import time
+
+    before = path.stat()
+    text = path.read_text()
+    match = re.search(r"\.(\d)", text)
+    digit = match.group(1)
+    edited = text[:match.start(1)] + ("1" if digit != "1" else "2") + text[match.end(1):]
+    time.sleep(0.05)  # past the file system's coarse timestamp tick, so the edit gets another ctime
+    path.write_text(edited)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("kind", ["record", "predictions"])
+def test_a_same_size_edit_with_its_mtime_restored_is_caught_by_tables_run_and_verify(
+        board: tuple[Board, GridRequest], kind: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from benchmark.board import integrity
+
+    board, request = board
+    monkeypatch.setattr(integrity, "RACY_SECONDS", 0.0, raising=False)  # memoise the fresh files at once
+    record = Board(board.root).records()[0]  # reads every file: the memo now holds their hashes
+    path = board.result_path(record.identity) if kind == "record" else board.artifact_file(record.predictions)
+    _same_size_edit(path)
+    invalid: list[str] = []
+    assert len(BoardView.load(Board(board.root)).records) == 1
+    assert len(Board(board.root).records(invalid)) == 1 and len(invalid) == 1
+    assert Board(board.root).status(record.identity)[0] is None  # run: not "already done"
+    summary = run_grid(Board(board.root), request)
+    assert (summary.ran, len(summary.invalid)) == (0, 1)
+    assert main(["verify", "--board", str(board.root)]) == 1 and "MISMATCH" in capsys.readouterr().out
+
+
+def test_a_hash_memo_shipped_inside_a_board_vouches_for_nothing(board: tuple[Board, GridRequest], capsys) -> None:
+    """A board copied with a poisoned memo (the old ``.cache/file-hashes.json``, here claiming the edited
+    record still has its original hash) is not believed: the memo is per machine, outside the board."""
+    board, _ = board
+    record = board.records()[0]
+    path = board.result_path(record.identity)
+    original = board.manifest()[str(path.relative_to(board.root))]
+    _same_size_edit(path)
+    stat = path.stat()
+    poisoned = {str(path.resolve()): [stat.st_size, stat.st_mtime_ns, original]}
+    (board.root / ".cache").mkdir(exist_ok=True)
+    (board.root / ".cache" / "file-hashes.json").write_text(json.dumps(poisoned))
+    invalid: list[str] = []
+    assert len(Board(board.root).records(invalid)) == 1 and "differs from the hash" in invalid[0]
+    assert Board(board.root).status(record.identity)[0] is None
+    assert main(["verify", "--board", str(board.root)]) == 1
+
+
+def test_the_hash_memo_lives_outside_the_board(board: tuple[Board, GridRequest]) -> None:
+    from benchmark.board.integrity import hash_memo_path
+
+    board, _ = board
+    memo = hash_memo_path(board.root)
+    assert board.root.resolve() not in memo.resolve().parents
+    assert not list(board.root.rglob("*hash*"))
