@@ -2,7 +2,7 @@
 ``--rescore``, the metrics its files give (``benchmark/board/integrity.py``).
 
 ``python -m benchmark verify --board B [--rescore]`` prints one line per record and exits 1 when
-anything does not match. Hashes are computed in full here (no size/mtime memo).
+anything does not match, or a record the manifest lists is missing. Hashes are computed in full here (no size/mtime memo).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def _verify(args: argparse.Namespace) -> int:
             problems = [str(error)]
         bad += bool(problems)
         print(f"{'MISMATCH' if problems else 'ok':9} {name}" + "".join(f"\n          {item}" for item in problems))
-    for name in sorted(set(manifest) - {relative(path, board.root) for path in paths}):
-        print(f"{'missing':9} {name}: listed in the manifest, no such record")
-    print(f"{len(paths) - bad} valid, {bad} mismatched")
-    return 1 if bad else 0
+    missing = sorted(set(manifest) - {relative(path, board.root) for path in paths})
+    for name in missing:  # a deleted record hides a result: as wrong as an edited one
+        print(f"{'MISSING':9} {name}: listed in the manifest, no such record")
+    print(f"{len(paths) - bad} valid, {bad} mismatched, {len(missing)} missing")
+    return 1 if bad or missing else 0

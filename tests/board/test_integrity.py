@@ -40,7 +40,7 @@ def tamper_metric(board: Board) -> Path:
 
 def test_an_untouched_board_verifies_with_rescoring(board: tuple[Board, GridRequest], capsys) -> None:
     assert main(["verify", "--board", str(board[0].root), "--rescore"]) == 0
-    assert "2 valid, 0 mismatched" in capsys.readouterr().out
+    assert "2 valid, 0 mismatched, 0 missing" in capsys.readouterr().out
     assert len((board[0].root / MANIFEST_FILE).read_text().splitlines()) == 2
 
 
@@ -147,3 +147,13 @@ def test_the_hash_memo_lives_outside_the_board(board: tuple[Board, GridRequest])
     memo = hash_memo_path(board.root)
     assert board.root.resolve() not in memo.resolve().parents
     assert not list(board.root.rglob("*hash*"))
+
+
+def test_a_deleted_record_fails_verify(board: tuple[Board, GridRequest], capsys) -> None:
+    board, _ = board
+    path = sorted((board.root / "results").rglob("*.json"))[0]
+    path.unlink()
+    assert main(["verify", "--board", str(board.root)]) == 1
+    output = capsys.readouterr().out
+    assert f"MISSING   {path.relative_to(board.root)}: listed in the manifest" in output
+    assert "1 valid, 0 mismatched, 1 missing" in output
