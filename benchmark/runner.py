@@ -385,6 +385,8 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     if headline not in metrics:
         raise GridError(f"{identity.task} on {identity.dataset}: the scorer gave no usable {headline!r} "
                         f"({'; '.join(scored.get('warnings', [])) or 'metrics: ' + ', '.join(sorted(metrics))})")
+    # the test split's ground truth, which the board checks against its pin
+    truth = scoring.record_target_set(info.scorer, Path(result.targets_file), identity.dataset, identity.partition)
     predictions = board.store_artifact(identity, "predictions", Path(result.predictions_file), info.large_artifacts)
     targets = board.store_artifact(identity, "targets", Path(result.targets_file), info.large_artifacts)
     provenance = collect_provenance(started)
@@ -392,6 +394,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     record = RunRecord(
         identity=identity, protocol_version=board.protocol.protocol_version, metrics=metrics,
         headline_metric=headline, predictions=predictions, targets=targets,
+        target_set=truth,
         timings={**{k: float(v) for k, v in result.timings.items()}, "total": total},
         config={**result.config, "task_version": info.version,
                 "board_overrides": dict(board.protocol.task(identity.task).overrides)},

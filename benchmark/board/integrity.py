@@ -23,8 +23,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmark.hashing import file_sha256
 from benchmark.records import write_atomically
@@ -66,25 +68,41 @@ class FileHashes:
         """The file's sha256, or None when it does not exist."""
         if not self.trust_memo:
             return file_sha256(path) if path.is_file() else None
-        if self.memo is None:
-            try:
-                self.memo = json.loads(self.memo_path.read_text())
-            except (OSError, ValueError):
-                self.memo = {}
+        memo = self._loaded()
         try:
             stat = path.stat()
         except OSError:
             return None
         key = str(path.resolve())
         stamp = [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
-        known = self.memo.get(key)
+        known = memo.get(key)
         if isinstance(known, list) and known[:-1] == stamp:
             return known[-1]
         digest = file_sha256(path)
         if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) >= RACY_SECONDS * 1e9:
-            self.memo[key] = [*stamp, digest]
+            memo[key] = [*stamp, digest]
             self.changed = True
         return digest
+
+    def derived(self, key: str, compute: Callable[[], Any]) -> Any:
+        """A value computed from content that ``key`` names by its sha256 (the ground-truth digest of a
+        targets file whose hash was just checked), memoised like the hashes; ``verify`` recomputes it."""
+        if not self.trust_memo:
+            return compute()
+        memo = self._loaded()
+        if key not in memo:
+            memo[key], self.changed = compute(), True
+        return memo[key]
+
+    def _loaded(self) -> dict[str, Any]:
+        if self.memo is None:
+            try:
+                self.memo = json.loads(self.memo_path.read_text())
+            except (OSError, ValueError):
+                self.memo = {}
+            if not isinstance(self.memo, dict):
+                self.memo = {}
+        return self.memo
 
     def save(self) -> None:
         if self.changed and self.memo is not None:

@@ -2,7 +2,8 @@
 ``--rescore``, the metrics its files give (``benchmark/board/integrity.py``).
 
 ``python -m benchmark verify --board B [--rescore]`` prints one line per record and exits 1 when
-anything does not match, or a record the manifest lists is missing. Hashes are computed in full here (no size/mtime memo).
+anything does not match (the manifest, the files, the pinned ground truth: ``Board.verify_record``),
+or a record the manifest lists is missing. Hashes are computed in full here (no size/mtime memo).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def rescore_problems(board: object, record: object) -> list[str]:
 @command("verify", "check every record of a board against its manifest, files and (--rescore) metrics", _configure)
 def _verify(args: argparse.Namespace) -> int:
     from benchmark.board.integrity import FileHashes, read_manifest, relative
-    from benchmark.board.store import Board, BoardError, default_board
+    from benchmark.board.store import PINS_FILE, PROTOCOL_FILE, Board, BoardError, default_board
     from benchmark.data.prepared import DataError
     from benchmark.records import RecordError, RunRecord
 
@@ -67,6 +68,14 @@ def _verify(args: argparse.Namespace) -> int:
     bad = 0
     print(f"board {board.name}: {len(paths)} record(s), {len(manifest)} in the manifest"
           + (", rescoring every record" if args.rescore else ""))
+    try:
+        pins = board.target_pins()
+    except BoardError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    by_protocol = sum(key in board.protocol.target_pins for key in pins)
+    print(f"ground truth pinned for {len(pins)} test split(s): {by_protocol} by {PROTOCOL_FILE}, "
+          f"{len(pins) - by_protocol} by their first record ({PINS_FILE})")
     for path in paths:
         name = relative(path, board.root)
         try:

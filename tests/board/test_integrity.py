@@ -157,3 +157,92 @@ def test_a_deleted_record_fails_verify(board: tuple[Board, GridRequest], capsys)
     output = capsys.readouterr().out
     assert f"MISSING   {path.relative_to(board.root)}: listed in the manifest" in output
     assert "1 valid, 0 mismatched, 1 missing" in output
+
+
+def _forge_targets(board: Board, update_target_set: bool) -> Path:
+    """The attack of issue 19: relabel a record's test targets (the toy task's AUROC is 1.0 already, so the
+    forgery here moves it down), re-score it and update the record's hashes (and, with ``update_target_set``,
+    its target digest) and the manifest."""
+    import pandas as pd
+
+    from benchmark.board.integrity import read_manifest, record_digest, write_manifest
+    from benchmark.commands.verify import rescore_problems
+    from benchmark.hashing import file_sha256
+    from benchmark.records import MetricValue, RunRecord
+    from benchmark.scoring import record_target_set
+
+    path = sorted((board.root / "results").rglob("*.json"))[0]
+    record = RunRecord.read(path)
+    targets, predictions = board.artifact_file(record.targets), board.artifact_file(record.predictions)
+    forged = pd.read_csv(targets, index_col="id")
+    forged.iloc[:4, 0] = 1 - forged.iloc[:4, 0]
+    forged.to_csv(targets)
+    before = record.headline.value
+    record.targets.sha256 = file_sha256(targets)
+    if update_target_set:
+        record.target_set = record_target_set("classification", targets, "rsna", "classification")
+    for problem in rescore_problems(board, record):  # "auroc.value: record 0.6, files give 1.0"
+        name, _, rest = problem.partition(".value: record ")
+        if rest:
+            record.metrics[name] = MetricValue(float(rest.split("files give ")[1]))
+    assert record.headline.value != before
+    text = record.to_json()
+    path.write_text(text)
+    write_manifest(board.root, {**read_manifest(board.root), str(path.relative_to(board.root)): record_digest(text)})
+    return path
+
+
+@pytest.mark.parametrize("update_target_set", [False, True])
+def test_forged_ground_truth_is_caught_by_verify_tables_and_run(
+        board: tuple[Board, GridRequest], update_target_set: bool, capsys) -> None:
+    board, request = board
+    path = _forge_targets(board, update_target_set)
+    assert main(["verify", "--board", str(board.root), "--rescore"]) == 1
+    output = capsys.readouterr().out
+    assert f"MISMATCH  {path.relative_to(board.root)}" in output
+    assert ("the board pins" if update_target_set else "its targets file holds ground truth") in output
+    view = BoardView.load(Board(board.root))
+    assert len(view.records) == 1 and path.name in view.invalid[0]
+    assert board.result_path(view.records[0].identity) != path  # the forged number is not shown
+    summary = run_grid(Board(board.root), request)
+    assert (summary.ran, len(summary.invalid)) == (0, 1)
+
+
+def test_every_record_carries_the_pinned_ground_truth(board: tuple[Board, GridRequest]) -> None:
+    board, _ = board
+    records = board.records()
+    pins = board.target_pins()
+    assert list(pins) == ["rsna/classification/test"]
+    assert {record.target_set["digest"] for record in records} == {pins["rsna/classification/test"]}
+    assert json.loads((board.root / "target-pins.json").read_text()) == pins
+
+
+def _toy_test_targets_digest(data: Path) -> str:
+    """The pin of the toy board, computed from the prepared dataset (its records.csv), not from a run."""
+    import pandas as pd
+
+    from benchmark.scoring import record_target_set
+
+    rows = pd.read_csv(data / "rsna" / "records.csv")
+    test = rows[rows["split"] == "test"][["id", "Target"]]
+    test.to_csv(data / "truth.csv", index=False)
+    return record_target_set("classification", data / "truth.csv", "rsna", "classification")["digest"]
+
+
+@pytest.mark.parametrize("pinned", ["data", "other"])
+def test_a_protocol_pin_is_the_ground_truth_runs_must_match(tmp_path: Path, pinned: str, capsys) -> None:
+    data = toy_task.write_toy_dataset(tmp_path / "data")
+    folder = toy_task.write_toy_board(tmp_path / "boards")
+    digest = _toy_test_targets_digest(data) if pinned == "data" else "0" * 64
+    protocol = json.loads((folder / "protocol.json").read_text())
+    (folder / "protocol.json").write_text(json.dumps({**protocol, "target_pins": {"rsna/classification/test": digest}}))
+    board = Board(folder)
+    request = GridRequest(backbones=(BackboneChoice("random_resnet18"),), data_dir=data, work_dir=tmp_path / "work",
+                          cache_dir=tmp_path / "cache", progress=False, fractions=(100,), isolate=False)
+    summary = run_grid(board, request)
+    if pinned == "data":
+        assert summary.ran == 1 and not (folder / "target-pins.json").exists()
+        assert main(["verify", "--board", str(folder)]) == 0
+    else:
+        assert summary.ran == 0 and len(summary.failed) == 1 and not list((folder / "results").rglob("*.json"))
+        assert "not those the board pins in protocol.json" in json.dumps(board.failures())
