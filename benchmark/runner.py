@@ -387,6 +387,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
                         f"({'; '.join(scored.get('warnings', [])) or 'metrics: ' + ', '.join(sorted(metrics))})")
     # the test split's ground truth, which the board checks against its pin
     truth = scoring.record_target_set(info.scorer, Path(result.targets_file), identity.dataset, identity.partition)
+    board.check_pin(truth)  # before anything is stored
     predictions = board.store_artifact(identity, "predictions", Path(result.predictions_file), info.large_artifacts)
     targets = board.store_artifact(identity, "targets", Path(result.targets_file), info.large_artifacts)
     provenance = collect_provenance(started)

@@ -447,22 +447,28 @@ class Board:
                     f"pinned {digest[:12]} its record names (relabelled targets)")
         return None
 
+    def check_pin(self, target_set: dict[str, str]) -> None:
+        """Refuse ground truth other than the board's pin for its split (a split without a pin passes)."""
+        key, digest = target_set["key"], target_set["digest"]
+        pin = self.target_pins().get(key)
+        if pin is not None and pin != digest:
+            where = PROTOCOL_FILE if key in self.protocol.target_pins else PINS_FILE
+            raise BoardError(
+                f"the targets of this cell ({key}, ground truth {digest[:12]}) are not those the board pins in {where} "
+                f"({pin[:12]}): the prepared data differs from the data the board was pinned on (another "
+                f"preparation version, other label files or demo sizes); prepare it as the board's protocol says")
+
     def _pin_targets(self, record: RunRecord) -> None:
         """Check ``record``'s ground truth against its targets file and the pin; pin a split seen first (under the lock)."""
         found = self.target_set(record)
         if found != record.target_set:
             raise BoardError(f"record names ground truth {record.target_set}, its targets file gives {found}")
+        self.check_pin(found)
         pins = self.target_pins()
-        key, digest = found["key"], found["digest"]
-        if key not in pins:
+        if found["key"] not in pins:
             learnt = {k: v for k, v in pins.items() if k not in self.protocol.target_pins}
-            write_atomically(self.root / PINS_FILE, json.dumps({**learnt, key: digest}, indent=2, sort_keys=True) + "\n")
-        elif pins[key] != digest:
-            where = PROTOCOL_FILE if key in self.protocol.target_pins else PINS_FILE
-            raise BoardError(
-                f"the targets of this cell ({key}, ground truth {digest[:12]}) are not those the board pins in {where} "
-                f"({pins[key][:12]}): the prepared data differs from the data the board was pinned on (another "
-                f"preparation version, other label files or demo sizes); prepare it as the board's protocol says")
+            write_atomically(self.root / PINS_FILE,
+                             json.dumps({**learnt, found["key"]: found["digest"]}, indent=2, sort_keys=True) + "\n")
 
     def manifest(self) -> dict[str, str]:
         """The board manifest, read again whenever the file changed (other processes add records)."""
