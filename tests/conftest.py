@@ -14,9 +14,9 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
-def _hash_memo_in_the_test_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Boards' hash memos (benchmark/board/integrity.py) go to the tests' temporary folders, not the user's cache."""
-    monkeypatch.setenv("MGCA_BENCH_HASH_MEMO", str(tmp_path_factory.getbasetemp() / "hash-memo"))
+def _board_caches_in_the_test_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Boards' local caches (benchmark/board/integrity.py) go to the tests' temporary folders, not the user's cache."""
+    monkeypatch.setenv("MGCA_BENCH_LOCAL_CACHE", str(tmp_path_factory.getbasetemp() / "local-cache"))
 
 OpenClipFolder = Callable[..., Path]
 

@@ -32,21 +32,25 @@ from benchmark.hashing import file_sha256
 from benchmark.records import write_atomically
 
 MANIFEST_FILE = "records.sha256"
-HASH_MEMO_ENV = "MGCA_BENCH_HASH_MEMO"  # folder of the per-board hash memos (default: the user's cache)
+LOCAL_CACHE_ENV = "MGCA_BENCH_LOCAL_CACHE"  # this machine's caches about boards (default: the user's cache)
 # A file changed less than this long ago is hashed but not memoised: file systems stamp times with
 # a coarse clock (a few ms), so a later write within the same tick could keep every stamp (git's
 # "racily clean" entries).
 RACY_SECONDS = 2.0
 
 
+def local_cache_dir() -> Path:
+    """This machine's caches about boards (hash memos, paired-test results): ``$MGCA_BENCH_LOCAL_CACHE`` or
+    ``$XDG_CACHE_HOME/mgca-bench`` (``~/.cache/mgca-bench``). Never inside a board: a cache published or
+    copied with a board would vouch for files it never saw, or for test results never computed."""
+    folder = os.environ.get(LOCAL_CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mgca-bench"
+    return Path(folder)
+
+
 def hash_memo_path(board_root: Path) -> Path:
-    """Where the hash memo of ``board_root`` lives: ``$MGCA_BENCH_HASH_MEMO`` or
-    ``$XDG_CACHE_HOME/mgca-bench/file-hashes`` (``~/.cache/...``), one file per board folder, never
-    inside the board: a memo published or copied with a board would vouch for files it never saw."""
-    folder = os.environ.get(HASH_MEMO_ENV) or (
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mgca-bench" / "file-hashes")
+    """Where the hash memo of ``board_root`` lives: one file per board folder under :func:`local_cache_dir`."""
     key = hashlib.sha256(str(Path(board_root).resolve()).encode()).hexdigest()[:16]
-    return Path(folder) / f"{key}.json"
+    return local_cache_dir() / "file-hashes" / f"{key}.json"
 
 
 @dataclass

@@ -149,6 +149,28 @@ def test_the_hash_memo_lives_outside_the_board(board: tuple[Board, GridRequest])
     assert not list(board.root.rglob("*hash*"))
 
 
+def test_paired_test_results_shipped_inside_a_board_are_not_believed(board: tuple[Board, GridRequest]) -> None:
+    """A board copied with forged comparison results (where the cache of paired tests used to live, under the
+    key its records' files give) still shows the test computed here."""
+    from benchmark.board.aggregate import aggregate
+    from benchmark.board.compare import _cache_path, compare_cells
+    from benchmark.scoring.compare import PairedResult
+
+    board, request = board
+    run_grid(board, replace(request, backbones=(BackboneChoice("random_vit_tiny"),), fractions=(100,)))
+    records = board.records()
+    cell_a, cell_b = [cell for cell in aggregate(records) if cell.fraction == 100]
+    truth = compare_cells(board, records, cell_a, cell_b)
+    key = _cache_path(board, cell_a, [r for r in records if r.identity.cell_key in {run.record for run in cell_a.runs}],
+                      [r for r in records if r.identity.cell_key in {run.record for run in cell_b.runs}]).name
+    forged = {**truth.as_dict(), "p_value": 1e-12, "delta": 0.5}
+    (board.root / ".cache" / "comparisons").mkdir(parents=True)
+    (board.root / ".cache" / "comparisons" / key).write_text(json.dumps(forged))
+    again = compare_cells(board, records, cell_a, cell_b)
+    assert (again.p_value, again.delta) == (truth.p_value, truth.delta) != (1e-12, 0.5)
+    assert isinstance(again, PairedResult)
+
+
 def test_a_deleted_record_fails_verify(board: tuple[Board, GridRequest], capsys) -> None:
     board, _ = board
     path = sorted((board.root / "results").rglob("*.json"))[0]

@@ -146,8 +146,11 @@ def test_page_renders_in_headless_chromium(board: Board, tmp_path: Path) -> None
 
 
 def test_paired_results_are_cached_by_file_content(board: Board) -> None:
+    from benchmark.board.integrity import local_cache_dir
+
     first = render_board(board, formats=("md",)).comparisons
-    cached = sorted((board.root / ".cache" / "comparisons").glob("*.json"))
+    cached = sorted((local_cache_dir() / "comparisons").glob("*.json"))
     assert cached
     assert render_board(board, formats=("md",)).comparisons == first
-    assert sorted((board.root / ".cache" / "comparisons").glob("*.json")) == cached
+    assert sorted((local_cache_dir() / "comparisons").glob("*.json")) == cached
+    assert not (board.root / ".cache").exists()  # nothing a copied board could bring along
