@@ -125,3 +125,20 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
     alive.write_text("{")
     assert remove_stale_temps(tmp_path) == [dead]
     assert alive.exists() and (tmp_path / "a.json").read_text() == "{}"
+
+
+def test_every_registered_name_that_becomes_part_of_a_record_path_is_a_safe_name() -> None:
+    """Registry-driven: a backbone, task, dataset, partition, head or mode registered under a name the record
+    check refuses would only fail when its first cell is stored."""
+    import benchmark.backbones  # noqa: F401 - registers the backbones
+    from benchmark.backbones.zoo import BACKBONES
+    from benchmark.records import check_name
+    from tasks.registry import all_tasks
+
+    names = {("backbone", name) for name in BACKBONES.names()}
+    for info in all_tasks():
+        names |= {("task", info.name)} | {("head", head) for head in info.heads} | {("mode", mode) for mode in info.modes}
+        names |= {("dataset", dataset) for dataset in info.datasets}
+        names |= {("partition", declared.partition) for declared in info.datasets.values()}
+    for what, name in sorted(names):
+        check_name(name, what)
