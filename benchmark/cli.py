@@ -37,8 +37,9 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
 
 
 def comma_list(text: str) -> tuple[str, ...]:
-    """Argument type of ``--tasks a,b``-style options: the non-empty items, stripped."""
-    return tuple(item.strip() for item in text.split(",") if item.strip())
+    """Argument type of ``--tasks a,b``-style options: the non-empty items, stripped of spaces (only: a
+    newline or another control character stays, for the name checks to refuse)."""
+    return tuple(item.strip(" ") for item in text.split(",") if item.strip(" "))
 
 
 def comma_integers(text: str) -> tuple[int, ...]:

@@ -15,6 +15,10 @@ of guessing (HELM's unreadable-old-results problem). Changelog:
   cells), ``mode`` is any mode the task declares, ``training`` holds what the head's training
   reported, and an artifact says whether it lives in the board folder or the artifact store.
   Version-1 records are refused with the command that re-creates them (:data:`UPGRADE_HINT`).
+- 3: ``target_set`` names the test split's ground truth the record was scored on (the board's pin
+  key ``dataset/partition/test[@geometry]`` and the scorer's digest of the targets), which the
+  board checks against its pin (``benchmark/board/store.py``). Older records are refused with the
+  command that re-creates them.
 """
 
 from __future__ import annotations
@@ -29,18 +33,45 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-RECORD_SCHEMA_VERSION = 2
-UPGRADE_HINT = ("version-1 records predate task heads in the cell identity and are not read any more: delete the "
-                "board's results/ folder and re-create them with `make bench` (demo board) or `python -m benchmark run`")
+RECORD_SCHEMA_VERSION = 3
+UPGRADE_HINT = ("version-{version} records predate {change} and are not read any more: delete the board's results/ "
+                "folder and re-create them with `make bench` (demo board) or `python -m benchmark run`")
+OLD_VERSIONS = {1: "task heads in the cell identity", 2: "the pinned test ground truth (target_set)"}
 ArtifactStore = Literal["board", "artifacts"]
 ARTIFACT_STORES: tuple[str, ...] = get_args(ArtifactStore)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # safe in file names, no path separators
+# Names that become file names and manifest lines (board entries, cell keys): matched in full (``$`` would
+# also match before a final newline), no control characters or path separators, no "..", and short enough
+# that a record's longest file name (cell key, suffix, temporary marker) stays under the usual 255 bytes.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+MAX_NAME_LENGTH = 64
+MAX_CELL_KEY_LENGTH = 200  # + ".predictions.npz" + write_atomically's ".tmp-<pid>-<random>" < 255
+
+
+TARGET_GEOMETRY = re.compile(r"[0-9]+x[0-9]+")
+
+
+def target_pin_key(dataset: str, partition: str, geometry: str = "") -> str:
+    """The key under which a board pins the ground truth of a dataset's test split (per geometry: masks
+    have the model's input size)."""
+    return f"{dataset}/{partition}/test" + (f"@{geometry}" if geometry else "")
 
 
 class RecordError(ValueError):
     """A run record is malformed; the message names the file or field and what is expected."""
+
+
+def check_name(value: object, what: str) -> str:
+    """``value`` if it is a safe name (see :data:`NAME_PATTERN`); else a :class:`RecordError` naming ``what``.
+
+    The one check for every name that becomes part of a path or a manifest line."""
+    if (not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value
+            or len(value) > MAX_NAME_LENGTH):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise RecordError(f"{what}={shown}: expected a name of at most {MAX_NAME_LENGTH} letters, digits, '.', '_', "
+                          f"'+', '-', starting with a letter or digit, without '..'")
+    return value
 
 
 @dataclass(frozen=True)
@@ -61,9 +92,7 @@ class CellIdentity:
 
     def validate(self) -> None:
         for name in ("board", "backbone", "task", "dataset", "partition", "head", "mode"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not NAME_PATTERN.match(value):
-                raise RecordError(f"identity.{name}={value!r}: expected a name of letters, digits, '.', '_', '+', '-'")
+            check_name(getattr(self, name), f"identity.{name}")
         if not isinstance(self.weights_sha256, str) or not _SHA256.match(self.weights_sha256):
             raise RecordError(f"identity.weights_sha256={self.weights_sha256!r}: expected 64 lowercase hex digits")
         for name in ("fraction", "draw", "seed"):
@@ -74,6 +103,9 @@ class CellIdentity:
             raise RecordError(f"identity.fraction={self.fraction}: expected a percentage in (0, 100]")
         if self.fraction == 100 and self.draw != 0:
             raise RecordError("identity.draw must be 0 at fraction 100: the full training split has a single draw")
+        if len(self.cell_key) > MAX_CELL_KEY_LENGTH:
+            raise RecordError(f"identity: its file name {self.cell_key[:40]}... is longer than {MAX_CELL_KEY_LENGTH} "
+                              f"characters; use shorter names")
 
     @property
     def entry_key(self) -> str:
@@ -147,6 +179,8 @@ class RunRecord:
     headline_metric: str  # the metric the paper's table reports for this task and dataset
     predictions: Artifact  # per-image scores or outputs on the test split
     targets: Artifact  # ground truth of the same test images (the scorer's target format)
+    # {"key": target_pin_key(...), "digest": the scorer's TargetSet.digest of ``targets``}: the board's pin
+    target_set: dict[str, str]
     timings: dict[str, float]  # seconds per step ("features", "fit", "predict", "total", ...)
     config: dict[str, Any]  # resolved task configuration (head, optimiser, epochs, image size)
     training: dict[str, Any]  # what the head's training reported (best epoch, epochs run, curves)
@@ -173,6 +207,15 @@ class RunRecord:
             raise RecordError(f"headline_metric={self.headline_metric!r} is not among metrics {sorted(self.metrics)}")
         self.predictions.validate("predictions")
         self.targets.validate("targets")
+        if not isinstance(self.target_set, dict) or set(self.target_set) != {"key", "digest"}:
+            raise RecordError(f"target_set={self.target_set!r}: expected {{'key': ..., 'digest': ...}}")
+        key, digest = self.target_set["key"], self.target_set["digest"]
+        base = target_pin_key(self.identity.dataset, self.identity.partition)
+        if not isinstance(key, str) or not (key == base or (key.startswith(base + "@")
+                                                            and TARGET_GEOMETRY.fullmatch(key[len(base) + 1:]))):
+            raise RecordError(f"target_set.key={key!r}: expected {base!r} or {base + '@HxW'!r}")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise RecordError(f"target_set.digest={digest!r}: expected 64 lowercase hex digits")
         for name, seconds in self.timings.items():
             if not isinstance(seconds, (int, float)) or seconds < 0:
                 raise RecordError(f"timings.{name}={seconds!r}: expected non-negative seconds")
@@ -192,8 +235,9 @@ class RunRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<record>") -> RunRecord:
         """Strict parse: unknown or missing fields are errors that name ``source``."""
-        if data.get("schema_version", 1) == 1:
-            raise RecordError(f"{source}: {UPGRADE_HINT}")
+        version = data.get("schema_version", 1)
+        if version in OLD_VERSIONS:
+            raise RecordError(f"{source}: {UPGRADE_HINT.format(version=version, change=OLD_VERSIONS[version])}")
         try:
             _check_keys(data, cls, source)
             _check_keys(data["identity"], CellIdentity, f"{source}: identity")

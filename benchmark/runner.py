@@ -50,7 +50,7 @@ from benchmark.costs import SplitCounts, estimate, task_cost
 from benchmark.data.prepared import PreparedDataset
 from benchmark.datasources import DatasetSource, prepared_sources
 from benchmark.provenance import collect_provenance, utc_now
-from benchmark.records import CellIdentity, MetricValue, RunRecord
+from benchmark.records import CellIdentity, MetricValue, RecordError, RunRecord, check_name
 from benchmark.registry import did_you_mean
 from benchmark import scoring
 from benchmark.scoring import scorer
@@ -79,6 +79,10 @@ class BackboneChoice:
     pretraining_data: tuple[str, ...] = ()
 
     def spec(self) -> BackboneSpec:
+        try:
+            check_name(self.name, "backbone")  # it becomes the board entry's file name
+        except RecordError as error:
+            raise GridError(str(error)) from None
         if self.name in BACKBONES:
             spec = BACKBONES.get(self.name)
             if self.arch and self.arch != spec.arch:
@@ -396,6 +400,9 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     if headline not in metrics:
         raise GridError(f"{identity.task} on {identity.dataset}: the scorer gave no usable {headline!r} "
                         f"({'; '.join(scored.get('warnings', [])) or 'metrics: ' + ', '.join(sorted(metrics))})")
+    # the test split's ground truth, which the board checks against its pin
+    truth = scoring.record_target_set(info.scorer, Path(result.targets_file), identity.dataset, identity.partition)
+    board.check_pin(truth)  # before anything is stored
     predictions = board.store_artifact(identity, "predictions", Path(result.predictions_file), info.large_artifacts)
     targets = board.store_artifact(identity, "targets", Path(result.targets_file), info.large_artifacts)
     provenance = collect_provenance(started)
@@ -403,6 +410,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     record = RunRecord(
         identity=identity, protocol_version=board.protocol.protocol_version, metrics=metrics,
         headline_metric=headline, predictions=predictions, targets=targets,
+        target_set=truth,
         timings={**{k: float(v) for k, v in result.timings.items()}, "total": total},
         config={**result.config, "task_version": info.version,
                 "board_overrides": dict(board.protocol.task(identity.task).overrides)},

@@ -4,13 +4,23 @@ folders written as their libraries publish them, for the backbone and the task t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _board_caches_in_the_test_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Boards' local caches (benchmark/board/integrity.py) go to the tests' temporary folders, not the user's
+    cache; session-wide, so that module fixtures building boards use them too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MGCA_BENCH_LOCAL_CACHE", str(tmp_path_factory.getbasetemp() / "local-cache"))
+        yield
+
 
 OpenClipFolder = Callable[..., Path]
 

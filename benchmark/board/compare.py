@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.board.aggregate import CellAggregate
+from benchmark.board.integrity import local_cache_dir
 from benchmark.board.store import Board, BoardError, Protocol
 from benchmark.records import RunRecord, write_atomically
 from benchmark.scoring import PerImageRun, scorer
@@ -109,14 +110,15 @@ def _cache_path(board: Board, a: CellAggregate, runs_a: list[RunRecord], runs_b:
     payload = {"version": CACHE_VERSION, "task": a.task, "dataset": a.dataset, "metric": a.metric,
                "a": files(runs_a), "b": files(runs_b), "settings": asdict(board.protocol.comparison)}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    return board.root / ".cache" / "comparisons" / f"{key}.json"
+    return local_cache_dir() / "comparisons" / f"{key}.json"
 
 
 def compare_cells(board: Board, records: list[RunRecord], a: CellAggregate, b: CellAggregate) -> PairedResult:
     """Paired test of ``a``'s mean-over-runs metric against ``b``'s on the same test images.
 
-    Results are cached under the board's ``.cache/`` by the hashes of the files they read, so
-    re-rendering a board only tests the pairs whose runs changed.
+    Results are cached on this machine (``local_cache_dir()``, never in the board: a result shipped
+    with a board would be believed) by the hashes of the files they read, so re-rendering a board
+    only tests the pairs whose runs changed.
     """
     if a.column != b.column or a.metric != b.metric:
         raise ComparisonError(f"cannot compare {a.entry} {a.column} with {b.entry} {b.column}")

@@ -10,30 +10,60 @@ done", paired comparisons) and in full by ``python -m benchmark verify``:
 - each record holds the sha256 of its prediction and target files, so a replaced file no
   longer matches its record.
 
-Hashing is cheap on re-reads: the hash of a file is memoised by (size, mtime) in the board's
-``.cache/file-hashes.json`` and recomputed only when either changes. A copied or downloaded board
-verifies offline: ``sha256sum -c records.sha256`` from the board folder, or ``verify``.
+Hashing is cheap on re-reads: :class:`FileHashes` memoises a file's hash under a key that no
+change of its content can restore (see there), in a per-machine memo outside the board
+(:func:`hash_memo_path`: the user's cache), so nothing published or copied with a board can vouch
+for its files. ``verify`` trusts no memo and hashes every file in full. A copied or downloaded
+board verifies offline: ``sha256sum -c records.sha256`` from the board folder, or ``verify``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmark.hashing import file_sha256
 from benchmark.records import write_atomically
 
 MANIFEST_FILE = "records.sha256"
-HASH_MEMO_FILE = Path(".cache") / "file-hashes.json"
+LOCAL_CACHE_ENV = "MGCA_BENCH_LOCAL_CACHE"  # this machine's caches about boards (default: the user's cache)
+# A file changed less than this long ago is hashed but not memoised: file systems stamp times with
+# a coarse clock (a few ms), so a later write within the same tick could keep every stamp (git's
+# "racily clean" entries).
+RACY_SECONDS = 2.0
+
+
+def local_cache_dir() -> Path:
+    """This machine's caches about boards (hash memos, paired-test results): ``$MGCA_BENCH_LOCAL_CACHE`` or
+    ``$XDG_CACHE_HOME/mgca-bench`` (``~/.cache/mgca-bench``). Never inside a board: a cache published or
+    copied with a board would vouch for files it never saw, or for test results never computed."""
+    folder = os.environ.get(LOCAL_CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mgca-bench"
+    return Path(folder)
+
+
+def hash_memo_path(board_root: Path) -> Path:
+    """Where the hash memo of ``board_root`` lives: one file per board folder under :func:`local_cache_dir`."""
+    key = hashlib.sha256(str(Path(board_root).resolve()).encode()).hexdigest()[:16]
+    return local_cache_dir() / "file-hashes" / f"{key}.json"
 
 
 @dataclass
 class FileHashes:
-    """sha256 of files, memoised by (size, mtime_ns); ``save`` persists what was learnt."""
+    """sha256 of files, memoised by what a content change cannot restore; ``save`` persists what was learnt.
 
-    memo_path: Path
+    The key is (device, inode, size, mtime_ns, ctime_ns). Writing a file, replacing it by a rename,
+    ``touch`` and ``chmod`` all set its ctime to the current time, which no user can set back (only
+    a change of the system clock can), so a memo entry is trusted only for the very file it was
+    computed from, unchanged since; files changed within :data:`RACY_SECONDS` are never memoised.
+    """
+
+    memo_path: Path  # hash_memo_path(board root)
     trust_memo: bool = True  # False: hash every file in full (``verify``)
     memo: dict[str, list] | None = None
     changed: bool = False
@@ -42,23 +72,41 @@ class FileHashes:
         """The file's sha256, or None when it does not exist."""
         if not self.trust_memo:
             return file_sha256(path) if path.is_file() else None
-        if self.memo is None:
-            try:
-                self.memo = json.loads(self.memo_path.read_text())
-            except (OSError, ValueError):
-                self.memo = {}
+        memo = self._loaded()
         try:
             stat = path.stat()
         except OSError:
             return None
         key = str(path.resolve())
-        known = self.memo.get(key)
-        if known is not None and known[:2] == [stat.st_size, stat.st_mtime_ns]:
-            return known[2]
+        stamp = [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+        known = memo.get(key)
+        if isinstance(known, list) and known[:-1] == stamp:
+            return known[-1]
         digest = file_sha256(path)
-        self.memo[key] = [stat.st_size, stat.st_mtime_ns, digest]
-        self.changed = True
+        if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) >= RACY_SECONDS * 1e9:
+            memo[key] = [*stamp, digest]
+            self.changed = True
         return digest
+
+    def derived(self, key: str, compute: Callable[[], Any]) -> Any:
+        """A value computed from content that ``key`` names by its sha256 (the ground-truth digest of a
+        targets file whose hash was just checked), memoised like the hashes; ``verify`` recomputes it."""
+        if not self.trust_memo:
+            return compute()
+        memo = self._loaded()
+        if key not in memo:
+            memo[key], self.changed = compute(), True
+        return memo[key]
+
+    def _loaded(self) -> dict[str, Any]:
+        if self.memo is None:
+            try:
+                self.memo = json.loads(self.memo_path.read_text())
+            except (OSError, ValueError):
+                self.memo = {}
+            if not isinstance(self.memo, dict):
+                self.memo = {}
+        return self.memo
 
     def save(self) -> None:
         if self.changed and self.memo is not None:

@@ -9,6 +9,8 @@ Layout of ``leaderboards/<board>/``::
     predictions/<name>@<sha12>/<cell>.{predictions,targets}.<ext>  per-image files of that record
     failures/<name>@<sha12>/<cell>.json  the last failure of a cell (retried on the next run)
     records.sha256                    the hash of every record as written (``benchmark/board/integrity.py``)
+    target-pins.json                  ground-truth digests pinned by the first record of each test split
+                                      that protocol.json does not pin (see :meth:`Board.target_pins`)
     index.json                        derived from results/ (rebuilt under a file lock)
     rendered/                         tables, plots, the static page (``python -m benchmark tables``)
 
@@ -34,9 +36,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from benchmark.board.integrity import (
-    HASH_MEMO_FILE,
     MANIFEST_FILE,
     FileHashes,
+    hash_memo_path,
     read_manifest,
     record_digest,
     relative,
@@ -52,6 +54,7 @@ DEFAULT_BOARDS_DIR = Path("leaderboards")
 ARTIFACTS_DIR_ENV = "MGCA_BENCH_ARTIFACTS"
 DEFAULT_ARTIFACTS_DIR = Path("runs/artifacts")
 PROTOCOL_FILE = "protocol.json"
+PINS_FILE = "target-pins.json"
 
 EntryRole = Literal["reference", "submission"]
 
@@ -113,7 +116,7 @@ class ComparisonSettings:
 
 _PROTOCOL_REQUIRED = {"board", "protocol_version", "preparation_version", "title", "description", "demo", "fractions",
                       "seeds", "draws", "tasks", "comparison"}
-_PROTOCOL_OPTIONAL = {"default", "test_set_sources", "source_aliases", "changelog"}
+_PROTOCOL_OPTIONAL = {"default", "test_set_sources", "source_aliases", "changelog", "target_pins"}
 
 
 def _strict_keys(data: Any, required: set[str], optional: set[str], where: str) -> None:
@@ -124,6 +127,19 @@ def _strict_keys(data: Any, required: set[str], optional: set[str], where: str) 
         raise BoardError(f"{where}: " + "; ".join(
             part for part in (f"missing key(s) {missing}" if missing else "",
                               f"unknown key(s) {unknown}" if unknown else "") if part))
+
+
+def _read_pins(data: Any, where: str) -> dict[str, str]:
+    """``{pin key: sha256}`` (``benchmark.records.target_pin_key``), checked."""
+    if not isinstance(data, dict):
+        raise BoardError(f"{where}: expected an object {{\"dataset/partition/test\": sha256}}")
+    for key, digest in data.items():
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise BoardError(f"{where}.{key}={digest!r}: expected 64 lowercase hex digits")
+        dataset, partition, rest = (key.split("/", 2) + ["", ""])[:3]
+        if not dataset or not partition or not (rest == "test" or rest.startswith("test@")):
+            raise BoardError(f"{where}: key {key!r}: expected dataset/partition/test or dataset/partition/test@HxW")
+    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,9 @@ class Protocol:
     # alias -> canonical source name, for --pretraining-data
     source_aliases: dict[str, str] = field(default_factory=dict)
     changelog: tuple[dict[str, str], ...] = ()
+    # "dataset/partition/test[@HxW]" -> the scorer's digest of that test split's ground truth
+    # (benchmark.scoring.TargetSet); a record scored on other targets is invalid on this board
+    target_pins: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: Path) -> Protocol:
@@ -163,6 +182,7 @@ class Protocol:
                 test_set_sources={ds: tuple(sources) for ds, sources in data.get("test_set_sources", {}).items()},
                 source_aliases=dict(data.get("source_aliases", {})),
                 changelog=tuple(data.get("changelog", ())),
+                target_pins=_read_pins(data.get("target_pins", {}), f"{path}: target_pins"),
             )
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
             raise BoardError(f"{path}: not a valid board protocol ({type(error).__name__}: {error})") from None
@@ -308,7 +328,7 @@ class Board:
     def __init__(self, board: str | Path) -> None:
         self.root = resolve_board_path(board)
         self.protocol = Protocol.read(self.root / PROTOCOL_FILE)
-        self.hashes = FileHashes(self.root / HASH_MEMO_FILE)
+        self.hashes = FileHashes(hash_memo_path(self.root))
         self._manifest: dict[str, str] | None = None
         self._manifest_stamp: tuple[int, int] | None = None
         if self.protocol.board != self.root.name:
@@ -384,7 +404,78 @@ class Board:
                 return f"{name}: its {kind} file {self.artifact_file(artifact)} is missing"
             if digest != artifact.sha256:
                 return f"{name}: its {kind} file {self.artifact_file(artifact)} does not match the record's sha256"
+        return self.target_problem(record, name)
+
+    # ---------------------------------------------------------------- pinned ground truth
+
+    def target_pins(self) -> dict[str, str]:
+        """The ground truth this board accepts, per test split: protocol.json's ``target_pins`` (the
+        protocol's commitment), and for the splits it does not pin, the digest of the first record
+        written for them (``target-pins.json``)."""
+        path = self.root / PINS_FILE
+        learnt: dict[str, str] = {}
+        if path.is_file():
+            try:
+                learnt = _read_pins(json.loads(path.read_text()), str(path))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise BoardError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
+        return {**learnt, **self.protocol.target_pins}
+
+    def target_set(self, record: RunRecord) -> dict[str, str]:
+        """``record``'s target_set as its targets file gives it (the task's scorer reads the file)."""
+        from benchmark.scoring import record_target_set
+        from tasks.registry import get_task
+
+        return record_target_set(get_task(record.identity.task).scorer, self.artifact_file(record.targets),
+                                 record.identity.dataset, record.identity.partition)
+
+    def target_problem(self, record: RunRecord, name: str) -> str | None:
+        """Why ``record``'s ground truth is not the board's (its targets file checked against the record's
+        ``target_set``, which must equal the pin), or None."""
+        from benchmark.data.prepared import DataError
+
+        key, digest = record.target_set["key"], record.target_set["digest"]
+        try:
+            pin = self.target_pins().get(key)
+        except BoardError as error:
+            return f"{name}: {error}"
+        if pin is None:
+            return (f"{name}: the board pins no ground truth for {key} (protocol.json target_pins, {PINS_FILE}); "
+                    f"the record cannot be checked")
+        if digest != pin:
+            return (f"{name}: scored on ground truth {digest[:12]} of {key}, but the board pins {pin[:12]} "
+                    f"(other or relabelled targets)")
+        try:
+            found = self.hashes.derived(f"target-set:{record.targets.sha256}", lambda: self.target_set(record))
+        except DataError as error:
+            return f"{name}: its targets file cannot be read ({error})"
+        if found != record.target_set:
+            return (f"{name}: its targets file holds ground truth {found['digest'][:12]} of {found['key']}, not the "
+                    f"pinned {digest[:12]} its record names (relabelled targets)")
         return None
+
+    def check_pin(self, target_set: dict[str, str]) -> None:
+        """Refuse ground truth other than the board's pin for its split (a split without a pin passes)."""
+        key, digest = target_set["key"], target_set["digest"]
+        pin = self.target_pins().get(key)
+        if pin is not None and pin != digest:
+            where = PROTOCOL_FILE if key in self.protocol.target_pins else PINS_FILE
+            raise BoardError(
+                f"the targets of this cell ({key}, ground truth {digest[:12]}) are not those the board pins in {where} "
+                f"({pin[:12]}): the prepared data differs from the data the board was pinned on (another "
+                f"preparation version, other label files or demo sizes); prepare it as the board's protocol says")
+
+    def _pin_targets(self, record: RunRecord) -> None:
+        """Check ``record``'s ground truth against its targets file and the pin; pin a split seen first (under the lock)."""
+        found = self.target_set(record)
+        if found != record.target_set:
+            raise BoardError(f"record names ground truth {record.target_set}, its targets file gives {found}")
+        self.check_pin(found)
+        pins = self.target_pins()
+        if found["key"] not in pins:
+            learnt = {k: v for k, v in pins.items() if k not in self.protocol.target_pins}
+            write_atomically(self.root / PINS_FILE,
+                             json.dumps({**learnt, found["key"]: found["digest"]}, indent=2, sort_keys=True) + "\n")
 
     def manifest(self) -> dict[str, str]:
         """The board manifest, read again whenever the file changed (other processes add records)."""
@@ -429,6 +520,7 @@ class Board:
         path = self.result_path(record.identity)
         text = record.to_json()
         with self.lock():  # the manifest first: a record never exists unlisted, except by hand
+            self._pin_targets(record)
             write_manifest(self.root, {**read_manifest(self.root), relative(path, self.root): record_digest(text)})
         write_atomically(path, text)
         self.failure_path(record.identity).unlink(missing_ok=True)

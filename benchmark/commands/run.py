@@ -141,6 +141,7 @@ def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
 @command("run", "evaluate backbones on a board's grid (task × dataset × fraction × draw × seed), resumable", _configure)
 def _run(args: argparse.Namespace) -> int:
     from benchmark.board.store import Board
+    from benchmark.records import RecordError, check_name
     from benchmark.runner import BackboneChoice, datasets_to_evaluate, import_plugins
 
     if args.print_datasets:
@@ -152,6 +153,12 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.checkpoint and len(args.backbone) != 1:
         print("error: --checkpoint goes with exactly one --backbone", file=sys.stderr)
+        return 2
+    try:
+        for name in args.backbone:
+            check_name(name, "--backbone")
+    except RecordError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     backbones = tuple(BackboneChoice(name, args.checkpoint, args.arch, args.prefix, args.pretraining_data)
                       for name in args.backbone)

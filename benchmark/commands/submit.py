@@ -29,13 +29,13 @@ def _submit(args: argparse.Namespace) -> int:
     from benchmark.board.aggregate import aggregate
     from benchmark.board.compare import compare_entry
     from benchmark.board.render import BoardView, render_board
+    from benchmark.records import RecordError, check_name
     from benchmark.runner import BackboneChoice
 
-    from benchmark.records import NAME_PATTERN
-
-    if not NAME_PATTERN.match(args.name):
-        print(f"error: --name {args.name!r}: use letters, digits, '.', '_', '+', '-' (no spaces or slashes), "
-              f"starting with a letter or digit", file=sys.stderr)
+    try:
+        check_name(args.name, "--name")
+    except RecordError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     declared = tuple(name for name in args.pretraining_data if name.lower() != "none")
     choice = BackboneChoice(args.name, Path(args.checkpoint), args.arch, args.prefix, declared)

@@ -2,7 +2,8 @@
 ``--rescore``, the metrics its files give (``benchmark/board/integrity.py``).
 
 ``python -m benchmark verify --board B [--rescore]`` prints one line per record and exits 1 when
-anything does not match. Hashes are computed in full here (no size/mtime memo).
+anything does not match (the manifest, the files, the pinned ground truth: ``Board.verify_record``),
+or a record the manifest lists is missing. Hashes are computed in full here (no size/mtime memo).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def rescore_problems(board: object, record: object) -> list[str]:
 @command("verify", "check every record of a board against its manifest, files and (--rescore) metrics", _configure)
 def _verify(args: argparse.Namespace) -> int:
     from benchmark.board.integrity import FileHashes, read_manifest, relative
-    from benchmark.board.store import Board, BoardError, default_board
+    from benchmark.board.store import PINS_FILE, PROTOCOL_FILE, Board, BoardError, default_board
     from benchmark.data.prepared import DataError
     from benchmark.records import RecordError, RunRecord
 
@@ -67,6 +68,14 @@ def _verify(args: argparse.Namespace) -> int:
     bad = 0
     print(f"board {board.name}: {len(paths)} record(s), {len(manifest)} in the manifest"
           + (", rescoring every record" if args.rescore else ""))
+    try:
+        pins = board.target_pins()
+    except BoardError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    by_protocol = sum(key in board.protocol.target_pins for key in pins)
+    print(f"ground truth pinned for {len(pins)} test split(s): {by_protocol} by {PROTOCOL_FILE}, "
+          f"{len(pins) - by_protocol} by their first record ({PINS_FILE})")
     for path in paths:
         name = relative(path, board.root)
         try:
@@ -77,7 +86,8 @@ def _verify(args: argparse.Namespace) -> int:
             problems = [str(error)]
         bad += bool(problems)
         print(f"{'MISMATCH' if problems else 'ok':9} {name}" + "".join(f"\n          {item}" for item in problems))
-    for name in sorted(set(manifest) - {relative(path, board.root) for path in paths}):
-        print(f"{'missing':9} {name}: listed in the manifest, no such record")
-    print(f"{len(paths) - bad} valid, {bad} mismatched")
-    return 1 if bad else 0
+    missing = sorted(set(manifest) - {relative(path, board.root) for path in paths})
+    for name in missing:  # a deleted record hides a result: as wrong as an edited one
+        print(f"{'MISSING':9} {name}: listed in the manifest, no such record")
+    print(f"{len(paths) - bad} valid, {bad} mismatched, {len(missing)} missing")
+    return 1 if bad or missing else 0

@@ -14,6 +14,8 @@ package) does two things from a run's saved files:
 - ``per_image``: the per-image statistics of one run, computed once (:class:`PerImageRun`),
   from which the paired comparison evaluates the headline metric on thousands of resampled
   image sets, vectorised (``benchmark/scoring/compare.py``).
+- ``target_set``: the digest of a targets file's ground truth alone (:class:`TargetSet`), which
+  a board pins per (dataset, partition, test split) so that no record is scored on other labels.
 
 :func:`scorer` imports this package's modules on demand, so ``score detection`` does not
 need the detection task package.
@@ -52,6 +54,14 @@ class PerImageRun:
     binary_auroc: tuple[np.ndarray, np.ndarray] | None = None
 
 
+@dataclass(frozen=True)
+class TargetSet:
+    """A test split's ground truth as a scorer reads it, reduced to what a board pins."""
+
+    digest: str  # equals PerImageRun.labels_digest of every run scored on these targets
+    geometry: str = ""  # "" when the targets do not depend on the model; "HxW" for masks at its input size
+
+
 class TaskScorer(Protocol):
     def score_files(self, predictions: Path, targets: Path, dataset: str, options: BootstrapOptions) -> dict:
         """Every metric of the prediction file against the targets file (JSON-ready)."""
@@ -59,8 +69,19 @@ class TaskScorer(Protocol):
     def per_image(self, predictions: Path, targets: Path, dataset: str, metric: str) -> PerImageRun:
         """Per-image statistics of ``metric`` for paired resampling."""
 
+    def target_set(self, targets: Path, dataset: str) -> TargetSet:
+        """The digest (and geometry) of the ground truth in ``targets``, validated as for scoring."""
+
 
 SCORERS: Registry[TaskScorer] = Registry("scorer")
+
+
+def record_target_set(scorer_name: str, targets: Path, dataset: str, partition: str) -> dict[str, str]:
+    """A run record's ``target_set``: the board's pin key of ``targets`` and the scorer's digest of them."""
+    from benchmark.records import target_pin_key
+
+    found = scorer(scorer_name).target_set(Path(targets), dataset)
+    return {"key": target_pin_key(dataset, partition, found.geometry), "digest": found.digest}
 
 
 def scorer(name: str) -> TaskScorer:

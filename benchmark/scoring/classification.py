@@ -54,7 +54,7 @@ from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.data.datasets.covidx import CLASSES as COVIDX_CLASSES
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS, PerImageRun
+from benchmark.scoring import SCORERS, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
 
 TargetFormat = Literal["multilabel", "multiclass"]
@@ -384,10 +384,21 @@ class ClassificationScorer:
         target_frame, prediction_frame = read_scored_files(predictions, targets, scheme)
         labels, scores = target_frame.to_numpy(), prediction_frame.to_numpy()
         function = WEIGHTED_METRICS.get(metric)
-        ordered = target_frame.sort_index()
-        digest = hashlib.sha256(("\n".join(ordered.index) + "\n").encode() + ordered.to_numpy().tobytes()).hexdigest()
         binary = (labels[:, 0], scores[:, 0]) if metric == "auroc" and len(scheme.classes) == 1 else None
-        return PerImageRun(tuple(target_frame.index), digest, lambda weights: function(labels, scores, weights), binary)
+        return PerImageRun(tuple(target_frame.index), labels_digest(target_frame),
+                           lambda weights: function(labels, scores, weights), binary)
+
+    def target_set(self, targets: Path, dataset: str | None) -> TargetSet:
+        frame = read_targets(targets, scheme_of(dataset))
+        if frame.empty:
+            raise PredictionFileError(f"{targets}: the targets file has no rows (a header only)")
+        return TargetSet(labels_digest(frame))
+
+
+def labels_digest(target_frame: pd.DataFrame) -> str:
+    """sha256 of the label matrix in sorted-id order: runs scored on other labels never pair."""
+    ordered = target_frame.sort_index()
+    return hashlib.sha256(("\n".join(ordered.index) + "\n").encode() + ordered.to_numpy().tobytes()).hexdigest()
 
 
 SCORERS.add("classification", ClassificationScorer())

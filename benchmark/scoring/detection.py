@@ -54,7 +54,7 @@ from scipy import sparse
 
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS, PerImageRun
+from benchmark.scoring import SCORERS, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
 
 MAX_DETECTIONS = 100  # per image (pycocotools maxDets)
@@ -463,6 +463,11 @@ class DetectionScorer:
         names = truth.names
         return PerImageRun(ids=tuple(names[image] for image in truth.image_ids), labels_digest=labels_digest(truth),
                            metric=scored.matches[metric].metric)
+
+    def target_set(self, targets: Path, dataset: str) -> TargetSet:
+        """Boxes in the original images' pixels: the same for every model."""
+        del dataset
+        return TargetSet(labels_digest(read_targets(targets)))
 
 
 SCORERS.add("detection", DetectionScorer())

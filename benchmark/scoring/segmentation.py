@@ -51,7 +51,7 @@ import numpy as np
 
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS, PerImageRun
+from benchmark.scoring import SCORERS, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, ConfidenceInterval, percentile_interval, resample_weights
 
 THRESHOLD = 0.5
@@ -445,6 +445,22 @@ class SegmentationScorer:
         counts = scored.counts
         return PerImageRun(ids=scored.ids, labels_digest=scored.labels_digest,
                            metric=lambda weights: function(counts, np.atleast_2d(np.asarray(weights, dtype=np.float64))))
+
+    def target_set(self, targets: Path, dataset: str | None = None) -> TargetSet:
+        """The masks of an NPZ targets file; they have the model's input size, which is their geometry."""
+        del dataset
+        targets = Path(targets)
+        ids = read_ids(targets, "targets")
+        shape = array_shape(targets, "masks", "targets")
+        if len(shape) != 3 or shape[0] != len(ids):
+            raise SegmentationFileError(f"{targets}: masks must be [N, H, W] with N = {len(ids)} ids, got {shape}")
+        digests: dict[str, bytes] = {}
+        start = 0
+        for chunk in iter_rows(targets, "masks", "targets"):
+            masks = check_masks(chunk, targets, ids, start)
+            digests.update((item, _digest(item, mask)) for item, mask in zip(ids[start:start + len(masks)], masks))
+            start += len(masks)
+        return TargetSet(_combined_digest(digests), f"{shape[1]}x{shape[2]}")
 
 
 SCORERS.add("segmentation", SegmentationScorer())

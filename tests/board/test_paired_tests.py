@@ -138,32 +138,36 @@ def test_run_variance_widens_a_gap_made_by_one_label_draw() -> None:
 
 
 def test_runs_scored_against_different_labels_are_not_compared(tmp_path) -> None:
-    from pathlib import Path
-
+    """The board refuses a record whose ground truth is not its pin; the comparison refuses such runs on its own too."""
     from benchmark.board.aggregate import aggregate
     from benchmark.board.compare import compare_cells
-    from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
+    from benchmark.board.store import Board, BoardEntry, BoardError, copy_board_protocol, default_board
     from benchmark.records import CellIdentity, MetricValue, RunRecord
+    from benchmark.scoring import record_target_set
 
     demo = Board(default_board(demo=True))
     board = copy_board_protocol(demo, tmp_path / "labels-test", "labels-test")
     y = np.tile([0, 1], 20)
     ids = [f"p{k:02d}" for k in range(y.size)]
     scores = np.linspace(0.1, 0.9, y.size)
+    records = []
     for name, sha, labels in [("a", "a" * 64, y), ("b", "b" * 64, np.r_[1 - y[:2], y[2:]])]:
         board.register_entry(BoardEntry(name, sha, "resnet18", "reference", [], "test", "random", "2026-01-01"))
         identity = CellIdentity(board.name, name, sha, "classification", "rsna", "classification", "linear", 100, 0, 0, "cached")
         (tmp_path / "p.csv").write_text("id,Target\n" + "".join(f"{i},{s}\n" for i, s in zip(ids, scores)))
         (tmp_path / "t.csv").write_text("id,Target\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, labels)))
-        board.add(RunRecord(
+        records.append(RunRecord(
             identity=identity, protocol_version=board.protocol.protocol_version,
             metrics={"auroc": MetricValue(float(roc_auc_score(labels, scores)))}, headline_metric="auroc",
             predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
             targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
+            target_set=record_target_set("classification", tmp_path / "t.csv", "rsna", "classification"),
             timings={}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
             created="2026-01-01T00:00:00+00:00",
         ))
-    records = board.records()
+    board.add(records[0])  # pins rsna/classification/test
+    with pytest.raises(BoardError, match="not those the board pins"):
+        board.add(records[1])
     cell_a, cell_b = aggregate(records)
     with pytest.raises(ComparisonError, match="different labels"):
         compare_cells(board, records, cell_a, cell_b)
@@ -175,6 +179,7 @@ def test_a_rewritten_prediction_file_is_read_again(tmp_path) -> None:
     from benchmark.board.compare import per_image_run
     from benchmark.board.store import Board, copy_board_protocol, default_board
     from benchmark.records import CellIdentity, MetricValue, RunRecord
+    from benchmark.scoring import record_target_set
 
     demo = Board(default_board(demo=True))
     board = copy_board_protocol(demo, tmp_path / "reload-test", "reload-test")
@@ -188,6 +193,7 @@ def test_a_rewritten_prediction_file_is_read_again(tmp_path) -> None:
             metrics={"auroc": MetricValue(1.0)}, headline_metric="auroc",
             predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
             targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
+            target_set=record_target_set("classification", tmp_path / "t.csv", "rsna", "classification"),
             timings={}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
             created="2026-01-01T00:00:00+00:00",
         )
@@ -207,6 +213,7 @@ def test_generic_paired_path_aligns_runs_written_in_different_row_orders(tmp_pat
     from benchmark.board.compare import compare_cells
     from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
     from benchmark.records import CellIdentity, MetricValue, RunRecord
+    from benchmark.scoring import record_target_set
 
     demo = Board(default_board(demo=True))
     board = copy_board_protocol(demo, tmp_path / "order-test", "order-test")
@@ -229,6 +236,7 @@ def test_generic_paired_path_aligns_runs_written_in_different_row_orders(tmp_pat
                 metrics={metric: MetricValue(0.5)}, headline_metric=metric,
                 predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
                 targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
+                target_set=record_target_set("classification", tmp_path / "t.csv", dataset, "classification"),
                 timings={}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={}, provenance={},
                 created="2026-01-01T00:00:00+00:00",
             ))

@@ -15,6 +15,7 @@ from benchmark.board.render import BoardView, build_table, render_board, to_late
 from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
 from benchmark.published import TABLE_1, TABLE_2, TABLES
 from benchmark.records import CellIdentity, MetricValue, RunRecord
+from benchmark.scoring import record_target_set
 
 DEMO_BOARD = default_board(demo=True)
 N_TEST = 120
@@ -45,6 +46,7 @@ def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list
                 metrics={"auroc": MetricValue(value, bootstrap_se=0.03)}, headline_metric="auroc",
                 predictions=board.store_artifact(identity, "predictions", work / "p.csv"),
                 targets=board.store_artifact(identity, "targets", work / "t.csv"),
+                target_set=record_target_set("classification", work / "t.csv", "rsna", "classification"),
                 timings={"total": 1.0}, config={"geometry": geometry} if geometry else {}, training={}, split_fingerprints={"test": "0" * 64}, backbone={},
                 provenance={"code": {"commit": "abc", "dirty": False}}, created="2026-01-01T00:00:00+00:00",
             ))
@@ -144,8 +146,11 @@ def test_page_renders_in_headless_chromium(board: Board, tmp_path: Path) -> None
 
 
 def test_paired_results_are_cached_by_file_content(board: Board) -> None:
+    from benchmark.board.integrity import local_cache_dir
+
     first = render_board(board, formats=("md",)).comparisons
-    cached = sorted((board.root / ".cache" / "comparisons").glob("*.json"))
+    cached = sorted((local_cache_dir() / "comparisons").glob("*.json"))
     assert cached
     assert render_board(board, formats=("md",)).comparisons == first
-    assert sorted((board.root / ".cache" / "comparisons").glob("*.json")) == cached
+    assert sorted((local_cache_dir() / "comparisons").glob("*.json")) == cached
+    assert not (board.root / ".cache").exists()  # nothing a copied board could bring along

@@ -39,14 +39,29 @@ def test_submit_compares_with_references_and_flags_overlap(tmp_path: Path, capsy
     assert again == 2  # a registered name cannot be taken by a submission
 
 
-@pytest.mark.parametrize("name", ["../../evil", "has space", "", "a/b"])
-def test_a_submission_name_that_is_not_a_safe_file_name_is_one_error_line(name, tmp_path, capsys):
-    from benchmark.cli import main
+UNSAFE_NAMES = ["../../evil", "has space", "", "a/b", "evil\n", "x\n", "tab\there", "a" * 300, "a..b", "nul\0"]
 
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_a_submission_name_that_is_not_a_safe_file_name_is_one_error_line(name, tmp_path, capsys):
+    board = toy_task.write_toy_board(tmp_path / "boards", draws=(0,))
+    before = sorted(board.rglob("*"))
     code = main(["submit", "--checkpoint", str(tmp_path / "x.ckpt"), "--arch", "resnet18", "--name", name,
-                 "--pretraining-data", "none", "--data", str(tmp_path)])
-    assert code == 2 and "--name" in capsys.readouterr().err
-    assert not (tmp_path / "x.ckpt").exists()
+                 "--pretraining-data", "none", "--data", str(tmp_path), "--board", str(board)])
+    error = capsys.readouterr().err
+    assert code == 2 and "--name" in error and error.count("\n") == 1
+    assert not (tmp_path / "x.ckpt").exists() and sorted(board.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_a_backbone_name_that_is_not_a_safe_file_name_is_refused_even_in_a_dry_run(name, tmp_path, capsys):
+    board = toy_task.write_toy_board(tmp_path / "boards", draws=(0,))
+    before = sorted(board.rglob("*"))
+    code = main(["run", "--backbone", name, "--checkpoint", str(tmp_path / "x.ckpt"), "--arch", "resnet18",
+                 "--data", str(tmp_path), "--board", str(board), "--dry-run"])
+    error = capsys.readouterr().err
+    assert code == 2 and "--backbone" in error and error.count("\n") == 1
+    assert sorted(board.rglob("*")) == before
 
 
 def test_tables_of_a_board_that_does_not_exist_is_one_error_line(tmp_path, capsys):

@@ -315,3 +315,16 @@ def test_a_row_with_too_many_fields_names_its_line_not_an_empty_id(tmp_path, cap
                  str(tmp_path / "t.csv"), "--dataset", "rsna", "--n-resamples", "5"]) == 2
     error = capsys.readouterr().err
     assert f"p.csv line {line}: 3 fields, the header has 2" in error and "Traceback" not in error, error
+
+
+@pytest.mark.parametrize("dataset", SCHEMES.names())
+def test_the_target_set_is_the_ground_truth_digest_paired_runs_compare(tmp_path, dataset):
+    scheme = SCHEMES.get(dataset)
+    predictions, targets_path, targets, _ = write_pair(tmp_path, scheme)
+    found = scorer("classification").target_set(targets_path, dataset)
+    assert found.geometry == ""
+    assert found.digest == scorer("classification").per_image(predictions, targets_path, dataset, scheme.primary).labels_digest
+    relabelled = targets.copy()
+    relabelled[[0, 1]] = relabelled[[1, 0]]  # two images swap their labels
+    other = write_targets(tmp_path / "other.csv", [f"img{index}" for index in range(len(targets))], relabelled, scheme)
+    assert scorer("classification").target_set(other, dataset).digest != found.digest

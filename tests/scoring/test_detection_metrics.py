@@ -262,3 +262,13 @@ def test_missing_and_unreadable_files(tmp_path, write):
         read_targets(bad)
     truth = read_targets(write("gt.json", coco_targets([[BOX]])))
     assert read_predictions(write("empty.json", []), truth) == []
+
+
+def test_the_target_set_is_the_ground_truth_digest_paired_runs_compare(write):
+    targets, detections = synthetic(10, seed=2)
+    found = scorer("detection").target_set(write("gt.json", targets), "object_cxr")
+    assert found.geometry == ""  # boxes in the original images' pixels, whatever the model
+    assert found.digest == scorer("detection").per_image(write("dets.json", detections), write("gt.json", targets), "rsna", "map").labels_digest
+    moved = json.loads(json.dumps(targets))
+    moved["annotations"][0]["bbox"][0] += 1
+    assert scorer("detection").target_set(write("gt2.json", moved), "object_cxr").digest != found.digest

@@ -212,3 +212,12 @@ def test_score_verb_prints_the_scorer_json_and_exits_2_on_bad_files(files, capsy
     np.savez_compressed(predictions, ids=np.array(["a", "b", "c"]), probs=np.full((3, 2, 2), -1.0))
     assert main(argv) == 2
     assert "must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_the_target_set_is_the_ground_truth_digest_per_mask_size(tmp_path, files):
+    predictions, targets = files
+    found = scorer("segmentation").target_set(targets, "siim")
+    assert (found.digest, found.geometry) == (score_images(predictions, targets).labels_digest, "2x2")
+    flipped = MASKS.copy()
+    flipped[1, 0, 0] = True
+    assert scorer("segmentation").target_set(write_targets(tmp_path / "t2.npz", ["a", "b", "c"], flipped), "siim").digest != found.digest

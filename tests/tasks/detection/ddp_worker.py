@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_detection_distributed import PROTOCOL_2x2, SMALL_YOLO, LossWatcher, cell_of  # noqa: E402
+from test_detection_distributed import PROTOCOL_2x2_DDP, SMALL_YOLO, LinearSteps, LossWatcher, cell_of  # noqa: E402
 
 from tasks.detection.adapter import run_detection  # noqa: E402
 
@@ -24,6 +24,6 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     watcher = LossWatcher()
-    run_detection(cell_of(prepared, work_dir, cache_dir), PROTOCOL_2x2, options=SMALL_YOLO, hooks=[watcher])
+    run_detection(cell_of(prepared, work_dir, cache_dir), PROTOCOL_2x2_DDP, options=SMALL_YOLO, hooks=[watcher, LinearSteps()])
     Path(f"{out}.rank{os.environ['RANK']}").write_text(json.dumps(watcher.losses))
     dist.destroy_process_group()
