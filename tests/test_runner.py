@@ -181,6 +181,7 @@ def test_concurrent_runs_on_one_board_lose_nothing(setup: tuple[Board, GridReque
 
 def test_an_empty_grid_is_an_error_naming_what_is_missing(tmp_path: Path) -> None:
     board = Board(toy_task.write_toy_board(tmp_path / "boards"))
+    (tmp_path / "nothing").mkdir()  # a --data folder that does not exist is its own message (test_grid_messages.py)
     request = GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=tmp_path / "nothing")
     with pytest.raises(GridError, match="not prepared under .*nothing: toy/rsna"):
         run_grid(board, request)
