@@ -24,6 +24,7 @@ import torch
 
 from benchmark.backbones.safe_pickle import CheckpointError, UnsafeCheckpointError, reason, torch_load_safely
 from benchmark.hashing import file_sha256
+from benchmark.quoting import quote_some
 
 if TYPE_CHECKING:
     from benchmark.backbones.architectures import Architecture
@@ -209,7 +210,7 @@ def _find_state_dict(content: Any, path: Path) -> tuple[dict[str, torch.Tensor],
         tensors = _module_tensors(candidate)
         if tensors:
             return tensors, f"{key} (pickled nn.Module)" if key else "pickled nn.Module"
-    found = sorted(map(str, content))[:20] if isinstance(content, Mapping) else type(content).__name__
+    found = quote_some(content) if isinstance(content, Mapping) else type(content).__name__
     raise CheckpointError(f"{path}: no state dict found (looked for a tensor mapping, a pickled nn.Module, or keys "
                           f"{STATE_DICT_CONTAINERS}; found {found})")
 
@@ -321,14 +322,14 @@ def load_encoder_weights(
     if report.matched == 0 and not report.mismatched:
         raise CheckpointMismatchError(
             f"{path}: no key matches {arch.name} (prefix {report.prefix!r}); is --arch {arch.name} the checkpoint's "
-            f"architecture? first checkpoint keys: {sorted(state)[:5]}; first expected keys: {sorted(arch.state_shapes)[:3]}",
+            f"architecture? first checkpoint keys: {quote_some(sorted(state), 5)}; first expected keys: {sorted(arch.state_shapes)[:3]}",
             report,
         )
     if not report.complete and (report.matched == 0 or not allow_partial):
         raise CheckpointMismatchError(
             f"{path}: incomplete load into {arch.name}: matched {report.matched}/{report.expected}, "
             f"missing {len(report.missing)} {report.missing[:3]}, unexpected {len(report.unexpected)} "
-            f"{report.unexpected[:3]}, mismatched {len(report.mismatched)} {report.mismatched[:3]}. "
+            f"{quote_some(report.unexpected, 3)}, mismatched {len(report.mismatched)} {quote_some(report.mismatched, 3, 120)}. "
             f"Is --arch {arch.name} the checkpoint's architecture? To accept an incomplete encoder, pass allow_partial "
             "(--allow-partial)",
             report,
