@@ -14,3 +14,7 @@ MAX_IMAGE_SIDE = 4096
 # Bootstrap resamples (``score --n-resamples``): the resample indices are [resamples, test images]
 # integers, 480 MB for 10,000 resamples of a 6,000-image test set; intervals do not move beyond that.
 MAX_RESAMPLES = 10_000
+
+# Layers (blocks) of a model config: the deepest vision transformers have 80. A config asking for
+# 100,000 would spend minutes and gigabytes building Python modules, even on the meta device.
+MAX_LAYERS = 1024

@@ -31,3 +31,9 @@ def quote_some(values: Iterable[object], count: int = COUNT, limit: int = LIMIT)
     shown = sorted(quote(value, limit) for value in values[:count])
     more = f", ... (+{len(values) - count})" if len(values) > count else ""
     return f"[{', '.join(shown)}{more}]"
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """A library's message on one line (whitespace runs become one space), cut at ``limit`` characters."""
+    text = " ".join(text[: 4 * limit].split())
+    return text if len(text) <= limit else f"{text[:limit]}..."

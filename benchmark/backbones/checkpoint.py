@@ -29,8 +29,8 @@ from benchmark.quoting import quote_some
 if TYPE_CHECKING:
     from benchmark.backbones.architectures import Architecture
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "LoadReport", "UnsafeCheckpointError", "load_encoder_weights",
-           "read_checkpoint", "sha256_of_state_dict"]
+__all__ = ["apply_encoder_weights", "CheckpointError", "CheckpointMismatchError", "LoadReport", "UnsafeCheckpointError", "load_encoder_weights",
+           "read_checkpoint", "read_encoder_weights", "sha256_of_state_dict"]
 
 # Where a checkpoint may keep its weights, tried in this order.
 STATE_DICT_CONTAINERS = ("state_dict", "model", "module", "model_state_dict", "teacher", "net")
@@ -311,6 +311,21 @@ def load_encoder_weights(
     allow_partial: bool = False,
 ) -> LoadReport:
     """Load the encoder part of the checkpoint at ``path`` into ``model`` and return the report."""
+    weights, report = read_encoder_weights(path, arch, prefix, allow_partial)
+    apply_encoder_weights(model, weights, arch)
+    return report
+
+
+def apply_encoder_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], arch: Architecture) -> None:
+    """Copy ``weights`` (checkpoint keys, from :func:`read_encoder_weights`) into the built ``model``."""
+    model.load_state_dict({arch.module_keys[key]: value for key, value in weights.items()}, strict=False)
+
+
+def read_encoder_weights(
+    path: str | Path, arch: Architecture, prefix: str | None = None, allow_partial: bool = False
+) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """The encoder's tensors in ``path`` (checkpoint keys) and the report, matched against the shapes
+    ``arch`` implies (on the meta device): a model the weights do not describe is refused before it is built."""
     state, container = read_checkpoint(path)
     try:
         weights, report = match_state_dict(state, arch, prefix)
@@ -334,5 +349,4 @@ def load_encoder_weights(
             "(--allow-partial)",
             report,
         )
-    model.load_state_dict({arch.module_keys[key]: value for key, value in weights.items()}, strict=False)
-    return report
+    return weights, report

@@ -64,12 +64,12 @@ def _configure_check(parser: argparse.ArgumentParser) -> None:
 def _check_checkpoint(args: argparse.Namespace) -> int:
     """Exit 0: the encoder loads completely (or partially with --allow-partial); 2: it cannot be used as given."""
     from benchmark.backbones import CheckpointError, CheckpointMismatchError, resolve_architecture, resolve_preprocessing
-    from benchmark.backbones.checkpoint import load_encoder_weights
+    from benchmark.backbones.checkpoint import read_encoder_weights
     from benchmark.registry import RegistryError
 
     try:
         arch = resolve_architecture(args.arch)
-        report = load_encoder_weights(arch.build(), args.checkpoint, arch, args.prefix, args.allow_partial)
+        report = read_encoder_weights(args.checkpoint, arch, args.prefix, args.allow_partial)[1]  # nothing is built
         error = None
     except CheckpointMismatchError as mismatch:
         report, error = mismatch.report, mismatch
