@@ -344,10 +344,19 @@ def metric_values(scored: dict[str, Any]) -> tuple[dict[str, MetricValue], list[
 
 
 def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu; a GPU this machine lacks is a :class:`GridError`."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= count:
+            raise GridError(f"--device {device}: this machine has {count} CUDA device(s)"
+                            + (f" (cuda:0 to cuda:{count - 1})" if count else "; use --device cpu"))
+    elif device != "cpu":
+        raise GridError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -660,6 +669,7 @@ def plan_grid(board: Board, request: GridRequest, summary: GridSummary,
 
 def run_grid(board: Board, request: GridRequest) -> GridSummary:
     """Evaluate every cell of ``request`` that is not yet on ``board``."""
+    resolve_device(request.device)  # once, before the grid: a missing GPU is one error, not one failure per cell
     summary, clock = GridSummary(), time.perf_counter()
     board.remove_stale_temps()
     board.rebuild_index()  # a crash after a record's write may have left the index behind

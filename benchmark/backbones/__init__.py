@@ -13,7 +13,8 @@ from benchmark.backbones.checkpoint import (
     CheckpointMismatchError,
     LoadReport,
     UnsafeCheckpointError,
-    load_encoder_weights,
+    apply_encoder_weights,
+    read_encoder_weights,
     sha256_of_state_dict,
 )
 from benchmark.backbones.encoder import Backbone, BackboneOutput
@@ -87,6 +88,7 @@ def build_backbone(
         path = Path(checkpoint)
     else:
         raise CheckpointNotFound(f"backbone {spec.name!r} needs --checkpoint PATH")
-    module = arch.build()
-    report = load_encoder_weights(module, path, arch, prefix=spec.prefix, allow_partial=allow_partial)
+    weights, report = read_encoder_weights(path, arch, prefix=spec.prefix, allow_partial=allow_partial)
+    module = arch.build()  # only once the checkpoint describes it
+    apply_encoder_weights(module, weights, arch)
     return LoadedBackbone(spec, arch.wrap(module), sha256_of_state_dict(module.state_dict()), report, preprocessing)

@@ -14,6 +14,7 @@ strides 8, 16, 32).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from benchmark.backbones.encoder import Backbone
 
 Family = Literal["vit", "resnet", "pyramid"]
+
+
+def _physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class ArchitectureError(RegistryError):
@@ -64,7 +69,20 @@ class Architecture:
     checkpoint_names: Callable[[nn.Module], dict[str, str]] | None = None
 
     def build(self) -> nn.Module:
+        """A fresh module; one whose tensors would not fit this machine's memory is refused before it is allocated."""
+        if torch.empty(0).device.type != "meta":  # under torch.device("meta") nothing is allocated
+            needed, available = self.tensor_bytes, _physical_memory()
+            if needed > available:
+                raise ArchitectureError(f"{self.name}: its tensors take {needed / 2**30:.1f} GiB, more than this machine's "
+                                        f"{available / 2**30:.1f} GiB of memory; check the sizes in its config")
         return self.build_module()
+
+    @cached_property
+    def tensor_bytes(self) -> int:
+        """Bytes of the module's parameters and buffers (non-persistent ones too), counted on the meta device."""
+        with torch.device("meta"):
+            module = self.build_module()
+        return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
     def wrap(self, module: nn.Module) -> Backbone:
         return self.backbone(self, module)

@@ -24,12 +24,13 @@ import torch
 from benchmark.backbones.safe_pickle import CheckpointError, UnsafeCheckpointError, reason, torch_load_safely
 from benchmark.checkpoint_files import weights_file
 from benchmark.hashing import file_sha256
+from benchmark.quoting import quote_some
 
 if TYPE_CHECKING:
     from benchmark.backbones.architectures import Architecture
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "LoadReport", "UnsafeCheckpointError", "load_encoder_weights",
-           "read_checkpoint", "sha256_of_state_dict"]
+__all__ = ["apply_encoder_weights", "CheckpointError", "CheckpointMismatchError", "LoadReport", "UnsafeCheckpointError", "load_encoder_weights",
+           "read_checkpoint", "read_encoder_weights", "sha256_of_state_dict"]
 
 # Where a checkpoint may keep its weights, tried in this order.
 STATE_DICT_CONTAINERS = ("state_dict", "model", "module", "model_state_dict", "teacher", "net")
@@ -183,7 +184,7 @@ def _find_state_dict(content: Any, path: Path) -> tuple[dict[str, torch.Tensor],
         tensors = _module_tensors(candidate)
         if tensors:
             return tensors, f"{key} (pickled nn.Module)" if key else "pickled nn.Module"
-    found = sorted(map(str, content))[:20] if isinstance(content, Mapping) else type(content).__name__
+    found = quote_some(content) if isinstance(content, Mapping) else type(content).__name__
     raise CheckpointError(f"{path}: no state dict found (looked for a tensor mapping, a pickled nn.Module, or keys "
                           f"{STATE_DICT_CONTAINERS}; found {found})")
 
@@ -284,6 +285,21 @@ def load_encoder_weights(
     allow_partial: bool = False,
 ) -> LoadReport:
     """Load the encoder part of the checkpoint at ``path`` into ``model`` and return the report."""
+    weights, report = read_encoder_weights(path, arch, prefix, allow_partial)
+    apply_encoder_weights(model, weights, arch)
+    return report
+
+
+def apply_encoder_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], arch: Architecture) -> None:
+    """Copy ``weights`` (checkpoint keys, from :func:`read_encoder_weights`) into the built ``model``."""
+    model.load_state_dict({arch.module_keys[key]: value for key, value in weights.items()}, strict=False)
+
+
+def read_encoder_weights(
+    path: str | Path, arch: Architecture, prefix: str | None = None, allow_partial: bool = False
+) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """The encoder's tensors in ``path`` (checkpoint keys) and the report, matched against the shapes
+    ``arch`` implies (on the meta device): a model the weights do not describe is refused before it is built."""
     state, container = read_checkpoint(path)
     try:
         weights, report = match_state_dict(state, arch, prefix)
@@ -295,17 +311,16 @@ def load_encoder_weights(
     if report.matched == 0 and not report.mismatched:
         raise CheckpointMismatchError(
             f"{path}: no key matches {arch.name} (prefix {report.prefix!r}); is --arch {arch.name} the checkpoint's "
-            f"architecture? first checkpoint keys: {sorted(state)[:5]}; first expected keys: {sorted(arch.state_shapes)[:3]}",
+            f"architecture? first checkpoint keys: {quote_some(sorted(state), 5)}; first expected keys: {sorted(arch.state_shapes)[:3]}",
             report,
         )
     if not report.complete and (report.matched == 0 or not allow_partial):
         raise CheckpointMismatchError(
             f"{path}: incomplete load into {arch.name}: matched {report.matched}/{report.expected}, "
             f"missing {len(report.missing)} {report.missing[:3]}, unexpected {len(report.unexpected)} "
-            f"{report.unexpected[:3]}, mismatched {len(report.mismatched)} {report.mismatched[:3]}. "
+            f"{quote_some(report.unexpected, 3)}, mismatched {len(report.mismatched)} {quote_some(report.mismatched, 3, 120)}. "
             f"Is --arch {arch.name} the checkpoint's architecture? To accept an incomplete encoder, pass allow_partial "
             "(--allow-partial)",
             report,
         )
-    model.load_state_dict({arch.module_keys[key]: value for key, value in weights.items()}, strict=False)
-    return report
+    return weights, report

@@ -10,10 +10,14 @@ protocol (the linear probe's 224-of-256 centre crop, say).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, get_args
 
 import torch
+
+from benchmark.limits import MAX_IMAGE_SIDE
+from benchmark.quoting import quote, quote_some
 
 # Who chose the normalisation: "model" (the backbone's own, the default) or "protocol" (the MGCA
 # protocol's mean = std = 0.5 for every backbone, ``--preprocess protocol``).
@@ -41,15 +45,22 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.input_size < 1:
-            problems.append(f"input size {self.input_size}")
-        if self.channels not in (1, 3):
-            problems.append(f"{self.channels} channels (1 or 3 are supported)")
+        if not _is_whole(self.input_size) or not 1 <= self.input_size <= MAX_IMAGE_SIDE:
+            problems.append(f"input size {quote(self.input_size)} (a whole number from 1 to {MAX_IMAGE_SIDE})")
+        if not _is_whole(self.channels) or self.channels not in (1, 3):
+            problems.append(f"{quote(self.channels)} channels (1 or 3 are supported)")
+        numbers = {"mean": self.mean, "std": self.std, "value range": self.value_range}
+        for name, value in numbers.items():  # a string mean ("abc") would otherwise pass as three "channels"
+            if not (isinstance(value, tuple) and all(_is_finite_number(v) for v in value)):
+                problems.append(f"{name} {quote_some(value) if isinstance(value, tuple) else quote(value)} "
+                                "is not a list of finite numbers")
+        if problems:
+            raise PreprocessingError(f"invalid preprocessing ({self.source or 'no source'}): {'; '.join(problems)}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             problems.append(f"mean {self.mean} / std {self.std} for {self.channels} channel(s)")
         if any(s <= 0 for s in self.std):
             problems.append(f"std {self.std} not positive")
-        if not self.value_range[0] < self.value_range[1]:
+        if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
             problems.append(f"value range {self.value_range}")
         if self.mode not in PREPROCESS_MODES:
             problems.append(f"mode {self.mode!r} (one of {PREPROCESS_MODES})")
@@ -78,6 +89,14 @@ class Preprocessing:
         """Inverse of :meth:`to_dict` (configs carry it as data, e.g. mmengine's model config)."""
         names = {item.name for item in fields(cls)}
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items() if key in names})
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def normalise(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:

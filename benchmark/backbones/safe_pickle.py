@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from benchmark.checkpoint_files import CheckpointError
+from benchmark.quoting import quote
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -49,8 +50,7 @@ class _RefusesCalls(type):
 
 def _short(args: tuple) -> str:
     """The call's arguments for the message: plain values shown, anything else by type (a storage's repr is huge)."""
-    shown = [" ".join(repr(a).split())[:60] if isinstance(a, (str, bytes, int, float, bool, type(None))) else f"<{type(a).__name__}>"
-             for a in args[:4]]
+    shown = [quote(a) for a in args[:4]]
     return f"({', '.join(shown)}{', ...' if len(args) > 4 else ''})"
 
 

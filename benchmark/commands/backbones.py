@@ -71,12 +71,12 @@ def _check_checkpoint(args: argparse.Namespace) -> int:
         print(f"error: {failure}", file=sys.stderr)
         return 2
     from benchmark.backbones import CheckpointMismatchError, resolve_architecture, resolve_preprocessing
-    from benchmark.backbones.checkpoint import load_encoder_weights
+    from benchmark.backbones.checkpoint import read_encoder_weights
     from benchmark.registry import RegistryError
 
     try:
         arch = resolve_architecture(args.arch)
-        report = load_encoder_weights(arch.build(), args.checkpoint, arch, args.prefix, args.allow_partial)
+        report = read_encoder_weights(args.checkpoint, arch, args.prefix, args.allow_partial)[1]  # nothing is built
         error = None
     except CheckpointMismatchError as mismatch:
         report, error = mismatch.report, mismatch

@@ -7,7 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from benchmark.cli import command
+from benchmark.cli import command, int_between
+from benchmark.limits import MAX_IMAGE_SIDE
 
 
 def positive_int(text: str) -> int:
@@ -29,7 +30,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help=f"one of {', '.join(DATASETS.names())}")
     parser.add_argument("--raw", type=Path, required=True, help=f"folder of the official download ({layouts})")
     parser.add_argument("--out", type=Path, required=True, help="DATA_DIR; the dataset goes to DATA_DIR/<dataset>")
-    parser.add_argument("--image-size", type=positive_int, default=256, help="side of the cached square images (default 256)")
+    parser.add_argument("--image-size", type=int_between(1, MAX_IMAGE_SIDE), default=256,
+                        help=f"side of the cached square images, at most {MAX_IMAGE_SIDE} (default 256)")
     parser.add_argument("--on-error", choices=["raise", "exclude"], default="raise",
                         help="unreadable images: stop (default) or exclude and list them in the manifest")
     parser.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")

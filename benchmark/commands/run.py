@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.cli import comma_integers, comma_list, command, task_choices
+from benchmark.cli import (
+    SEED_RANGE, comma_integers, comma_integers_between, comma_list, command, device_name, importable_modules,
+    positive_number, task_choices,
+)
 
 if TYPE_CHECKING:
     from benchmark.executors import JobRequest
@@ -36,7 +39,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=comma_list, default=None, help="comma list (default: every task on the board that exists)")
     parser.add_argument("--datasets", type=comma_list, default=None, help="comma list (default: every prepared dataset of the board)")
     parser.add_argument("--fractions", type=comma_integers, default=None, help="label percentages, e.g. 1,10,100 (default: the board's)")
-    parser.add_argument("--seeds", type=comma_integers, default=None, help="head training seeds (default: the board's)")
+    parser.add_argument("--seeds", type=comma_integers_between(*SEED_RANGE), default=None, help="head training seeds (default: the board's)")
     parser.add_argument("--draws", type=comma_integers, default=None, help="label-fraction draws for 1%%/10%% (default: the board's)")
     parser.add_argument("--mode", type=task_choices, default=None,
                         help="execution mode: MODE for every task declaring it, or TASK=MODE,... (default: each task's "
@@ -52,8 +55,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", default=None, help="board name under leaderboards/ or a folder (default: the default "
                         "real-data board, or the default demo board when --data holds only demo datasets)")
     parser.add_argument("--demo", action="store_true", help="use the default demo board (instead of naming it with --board)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
-    parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--device", type=device_name, default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    parser.add_argument("--cell-timeout", type=positive_number, default=None, metavar="SECONDS",
                         help="kill a cell running longer and record it as failed (default: no limit)")
     parser.add_argument("--redo-invalid", action="store_true",
                         help="re-evaluate cells whose record fails verification (default: report them and keep them)")
@@ -62,7 +65,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("runs/work"), help="scratch space per cell (default runs/work)")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="feature cache (default runs/cache)")
     parser.add_argument("--keep-work", action="store_true", help="keep each cell's work folder after success")
-    parser.add_argument("--plugins", type=comma_list, default=(), help="modules to import first (they register extra tasks/backbones)")
+    parser.add_argument("--plugins", type=importable_modules, default=(), help="modules to import first (they register extra tasks/backbones)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars, in the runner and in every cell")
 
 
@@ -95,7 +98,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--dry-run", action="store_true",
                       help="print the plan (cells, done, encoder passes, training steps, cache bytes, time per shard) and exit")
     plan.add_argument("--format", choices=("text", "json"), default="text", help="--dry-run output format")
-    plan.add_argument("--throughput", type=float, default=None, metavar="IMAGES_PER_S",
+    plan.add_argument("--throughput", type=positive_number, default=None, metavar="IMAGES_PER_S",
                       help="encoder images per second for the time estimate (default: measured on this machine)")
     plan.add_argument("--from-splits", action="store_true",
                       help="plan from the split sizes shipped with the package instead of prepared data (--dry-run)")

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.cli import command, print_json
-from benchmark.commands.prepare import positive_int
+from benchmark.cli import SEED_RANGE, command, int_between, print_json
+from benchmark.limits import MAX_RESAMPLES
 from benchmark.scoring.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 
 
@@ -32,8 +32,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", type=Path, required=True, help="targets of the same test images")
     parser.add_argument("--dataset", default=None,
                         help="dataset whose metrics apply (classification: chexpert, rsna or covidx)")
-    parser.add_argument("--n-resamples", type=positive_int, default=DEFAULT_RESAMPLES, help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
+    parser.add_argument("--n-resamples", type=int_between(1, MAX_RESAMPLES), default=DEFAULT_RESAMPLES,
+                        help=f"bootstrap resamples, at most {MAX_RESAMPLES} (default {DEFAULT_RESAMPLES})")
+    parser.add_argument("--seed", type=int_between(*SEED_RANGE), default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
     parser.add_argument("--confidence", type=_level, default=DEFAULT_CONFIDENCE, help=f"interval level (default {DEFAULT_CONFIDENCE})")
 
 

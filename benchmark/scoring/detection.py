@@ -118,6 +118,8 @@ def _load_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DetectionFileError(f"{path}: not a readable JSON {what} file ({error})") from None
+    except RecursionError:  # arrays or objects nested thousands deep: no COCO file is
+        raise DetectionFileError(f"{path}: not a COCO {what} file (JSON nested too deeply)") from None
 
 
 def _is_int(value: Any) -> bool:

@@ -243,7 +243,7 @@ def read_ids(path: Path, what: str) -> list[str]:
             if "ids" not in data.files:
                 raise SegmentationFileError(f"{path}: no array 'ids' in this {what} file (it holds {sorted(data.files)})")
             ids = data["ids"]
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # EOFError: an empty file
         raise SegmentationFileError(f"{path}: not a readable NPZ {what} file with a string 'ids' array ({error})") from None
     if ids.ndim != 1 or ids.dtype.kind not in "US":
         raise SegmentationFileError(f"{path}: 'ids' must be a 1-D string array, got {ids.dtype} {ids.shape}")

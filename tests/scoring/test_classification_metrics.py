@@ -276,7 +276,7 @@ def test_score_verb_reports_a_bad_file_without_a_traceback(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--n-resamples", "0"], "whole number >= 1"),
+    (["--n-resamples", "0"], "whole number from 1 to 10000"),
     (["--confidence", "1.5"], "between 0 and 1"),
 ])
 def test_score_verb_validates_its_arguments(tmp_path, capsys, arguments, message):

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 from benchmark.backbones.architectures import Architecture, ArchitectureError
 from benchmark.backbones.preprocessing import PreprocessingError
+from benchmark.quoting import one_line, quote
 from benchmark.registry import Registry
 
 
@@ -52,9 +53,15 @@ def resolve_architecture(name: str) -> Architecture:
 @lru_cache(maxsize=64)
 def _resolve(source: str, rest: str) -> Architecture:
     try:
-        return SOURCES.get(source).resolve(rest)
+        arch = SOURCES.get(source).resolve(rest)
     except PreprocessingError as error:
         raise ArchitectureError(f"{source}:{rest}: {error}") from None
+    try:  # one forward pass and the state dict's shapes on the meta device: nothing is allocated
+        arch.shapes, arch.state_shapes
+    except Exception as error:  # noqa: BLE001 - a config the library accepted but cannot build or run
+        raise ArchitectureError(f"{source}:{quote(rest, 200)}: the model cannot be built from its config "
+                                f"({type(error).__name__}: {one_line(str(error))})") from None
+    return arch
 
 
 def _unknown_short_name(name: str) -> str:

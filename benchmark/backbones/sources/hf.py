@@ -14,6 +14,7 @@ their pooled output and the last hidden state at strides 8, 16 and 32.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,8 @@ from benchmark.backbones.architectures import Architecture, ArchitectureError
 from benchmark.backbones.encoder import STAGE_STRIDES, Backbone, BackboneOutput, tokens_of
 from benchmark.backbones.preprocessing import Preprocessing
 from benchmark.backbones.sources import SOURCES, Source
+from benchmark.limits import MAX_IMAGE_SIDE, MAX_LAYERS
+from benchmark.quoting import one_line, quote, quote_some
 from benchmark.registry import Registry
 
 CONFIG, PROCESSOR = "config.json", "preprocessor_config.json"
@@ -130,21 +133,89 @@ def _config(folder: Path) -> tuple[str, Any]:
     try:
         config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except Exception as error:  # noqa: BLE001 - transformers raises many types for a bad config
-        raise ArchitectureError(f"{config_file}: transformers cannot read it ({type(error).__name__}: {error})") from None
+        raise ArchitectureError(f"{config_file}: transformers cannot read it ({type(error).__name__}: {one_line(str(error))})") from None
     kind = MODEL_TYPES.get(model_type)
-    return model_type, getattr(config, kind.vision_config) if kind.vision_config else config
+    vision = getattr(config, kind.vision_config) if kind.vision_config else config
+    problem = _config_problem(vision)
+    if problem:
+        where = f"{kind.vision_config}." if kind.vision_config else ""
+        raise ArchitectureError(f"{config_file}: {where}{problem}")
+    return model_type, vision
+
+
+# Sizes a vision config may declare: whole numbers >= 1, or non-empty lists of them (per stage, or height and width).
+_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size", "image_size",
+          "num_channels", "embed_dim", "embedding_size", "depths", "num_heads", "hidden_sizes", "window_size", "num_stages")
+
+
+def _config_problem(config: Any) -> str | None:
+    """What makes a vision config unbuildable, checked before anything is built (types, ranges, head counts).
+
+    Sizes are not bounded here: a checkpoint must describe the model before it is built (its tensors'
+    shapes are compared first), and a random initialisation must fit the machine (``Architecture.build``).
+    """
+    values = {key: getattr(config, key) for key in _SIZES if hasattr(config, key)}
+    for key, value in values.items():
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not items or not all(_is_whole(item) and item >= 1 for item in items):
+            return f"{key} {quote(value) if not isinstance(value, (list, tuple)) else quote_some(value)} must be a whole number >= 1 (or a list of them)"
+    layers = [values.get("num_hidden_layers", 1), *(values.get("depths") or [])]
+    if sum(layers) > MAX_LAYERS:
+        return f"{sum(layers)} layers (num_hidden_layers, depths): more than {MAX_LAYERS}"
+    registers = getattr(config, "num_register_tokens", 0)
+    if not (_is_whole(registers) and registers >= 0):
+        return f"num_register_tokens {quote(registers)} must be a whole number >= 0"
+    if hasattr(config, "mlp_ratio") and not (_is_number(config.mlp_ratio) and config.mlp_ratio > 0):
+        return f"mlp_ratio {quote(config.mlp_ratio)} must be a number > 0"
+    hidden, heads = values.get("hidden_size"), values.get("num_attention_heads")  # Swin: heads is a per-stage list
+    if _is_whole(hidden) and _is_whole(heads) and hidden % heads:
+        return f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+    stages = {key: values[key] for key in ("depths", "num_heads", "hidden_sizes") if isinstance(values.get(key), (list, tuple))}
+    if len({len(value) for value in stages.values()}) > 1:
+        return f"per-stage lists of different lengths: {', '.join(f'{key} {list(value)}' for key, value in stages.items())}"
+    if "embed_dim" in values and "num_heads" in stages:  # Swin: stage i has embed_dim * 2**i channels
+        for stage, heads in enumerate(stages["num_heads"]):
+            if (values["embed_dim"] * 2**stage) % heads:
+                return f"stage {stage} has {values['embed_dim'] * 2**stage} channels, not a multiple of num_heads {heads}"
+    patch, image = (values.get(key) for key in ("patch_size", "image_size"))
+    if _is_whole(patch) and _is_whole(image) and patch > image:
+        return f"patch_size {patch} is larger than image_size {image}"
+    return None
 
 
 def _side(value: Any, file: Path, key: str) -> int:
     """A size entry of an image-processor config: an int, {height, width} (square) or {shortest_edge}."""
-    if isinstance(value, int):
-        return value
     if isinstance(value, dict):
-        if "shortest_edge" in value:
-            return int(value["shortest_edge"])
-        if "height" in value and value.get("height") == value.get("width"):
-            return int(value["height"])
-    raise ArchitectureError(f"{file}: {key} {value!r} is not a square size (int, {{height, width}} or {{shortest_edge}})")
+        value = value.get("shortest_edge", value.get("height") if value.get("height") == value.get("width") else None)
+    if _is_whole(value) and 1 <= value <= MAX_IMAGE_SIDE:
+        return value
+    raise ArchitectureError(f"{file}: {key} {quote(value)} is not a square size from 1 to {MAX_IMAGE_SIDE} "
+                            "(int, {height, width} or {shortest_edge})")
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(processor: dict[str, Any], key: str, file: Path, default: float) -> float:
+    value = processor.get(key, default)
+    if not _is_number(value):
+        raise ArchitectureError(f"{file}: {key} {quote(value)} is not a number")
+    return float(value)
+
+
+def _channel_values(processor: dict[str, Any], key: str, file: Path, channels: int) -> tuple[float, ...]:
+    """image_mean / image_std: one number for every channel, or one per channel."""
+    value = processor[key]
+    values = [value] * channels if _is_number(value) else value
+    if not (isinstance(values, list) and len(values) == channels and all(map(_is_number, values))):
+        raise ArchitectureError(f"{file}: {key} {quote(value) if not isinstance(value, list) else quote_some(value)} "
+                                f"is not a number or a list of {channels} numbers")
+    return tuple(float(v) for v in values)
 
 
 def read_preprocessing(folder: Path, channels: int) -> Preprocessing:
@@ -164,12 +235,13 @@ def read_preprocessing(folder: Path, channels: int) -> Preprocessing:
     key = "crop_size" if processor.get("do_center_crop") and "crop_size" in processor else "size"
     if key not in processor:
         raise ArchitectureError(f"{file}: no 'size' entry; the input size cannot be read")
-    rescale = processor.get("rescale_factor", 1 / 255) if processor.get("do_rescale", True) else 1.0
+    rescale = _number(processor, "rescale_factor", file, 1 / 255) if processor.get("do_rescale", True) else 1.0
+    if not rescale > 0:
+        raise ArchitectureError(f"{file}: rescale_factor {rescale} is not positive")
     if processor.get("do_normalize", True):
         if "image_mean" not in processor or "image_std" not in processor:
             raise ArchitectureError(f"{file}: do_normalize without image_mean/image_std")
-        mean, std = processor["image_mean"], processor["image_std"]
-        mean, std = (tuple(float(v) for v in ([x] * channels if isinstance(x, (int, float)) else x)) for x in (mean, std))
+        mean, std = (_channel_values(processor, key, file, channels) for key in ("image_mean", "image_std"))
     else:
         mean, std = (0.0,) * channels, (1.0,) * channels
     return Preprocessing(
@@ -201,15 +273,22 @@ def resolve(spec: str) -> Architecture:
         return model_class(config, **kind.build_kwargs)
 
     preprocessing = read_preprocessing(folder, getattr(config, "num_channels", 3))
+    try:  # on the meta device: nothing is allocated, whatever the sizes
+        with torch.device("meta"), torch.no_grad():
+            module = build()
+            if kind.layout == "pyramid":
+                size = preprocessing.input_size
+                maps = _stage_maps(module.eval()(pixel_values=torch.empty(1, preprocessing.channels, size, size),
+                                                 output_hidden_states=True))
+    except Exception as error:  # noqa: BLE001 - transformers raises many types for a config it cannot build
+        raise ArchitectureError(f"{folder / CONFIG}: transformers cannot build {model_type} from it "
+                                f"({type(error).__name__}: {one_line(str(error))})") from None
     common = dict(name=f"hf:{spec}", source="hf", build_module=build, preprocessing=preprocessing,
                   classifier_prefixes=kind.classifiers, checkpoint_names=checkpoint_names)
     if kind.layout == "tokens":
         patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
         backbone = partial(HFTokenBackbone, prefix_tokens=kind.prefix_tokens(config), patch_size=patch, forward_kwargs=kind.forward_kwargs)
         return Architecture(family="vit", backbone=backbone, **common)
-    size = preprocessing.input_size
-    with torch.device("meta"), torch.no_grad():
-        maps = _stage_maps(build().eval()(pixel_values=torch.empty(1, preprocessing.channels, size, size), output_hidden_states=True))
     last = {size // m.shape[-1]: i for i, m in enumerate(maps) if m.dim() == 4 and size % m.shape[-1] == 0}
     if not set(STAGE_STRIDES) <= set(last):
         raise ArchitectureError(f"{folder}: {model_type} hidden states have no maps at strides {STAGE_STRIDES} at {size} px")

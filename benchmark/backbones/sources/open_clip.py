@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from benchmark.backbones.architectures import Architecture, ArchitectureError, F
 from benchmark.backbones.encoder import Backbone, BackboneOutput, tokens_of
 from benchmark.backbones.preprocessing import Preprocessing
 from benchmark.backbones.sources import SOURCES, Source
+from benchmark.limits import MAX_LAYERS
+from benchmark.quoting import one_line, quote, quote_some
 
 CONFIG_FILE = "open_clip_config.json"
 
@@ -72,7 +76,11 @@ def _read_config(spec: str) -> tuple[dict[str, Any], dict[str, Any], str]:
                 f"{path}: not an open_clip model config ({type(error).__name__}: {error}); expected "
                 '{"model_cfg": {"embed_dim": ..., "vision_cfg": {...}}, "preprocess_cfg": {...}}'
             ) from None
-        return model_cfg, content.get("preprocess_cfg", {}), str(path)
+        preprocess_cfg = content.get("preprocess_cfg", {})
+        problem = _config_problem(model_cfg, preprocess_cfg)
+        if problem:
+            raise ArchitectureError(f"{path}: {problem}")
+        return model_cfg, preprocess_cfg, str(path)
     config = open_clip.get_model_config(spec)
     if config is None:
         close = difflib.get_close_matches(spec, open_clip.list_models(), n=3, cutoff=0.6)
@@ -80,6 +88,46 @@ def _read_config(spec: str) -> tuple[dict[str, Any], dict[str, Any], str]:
         raise ArchitectureError(f"unknown open_clip model config {spec!r} (no such file or built-in name).{hint} "
                                 "Built-in names: open_clip.list_models()")
     return config, {}, f"open_clip built-in config {spec}"
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _config_problem(model_cfg: dict[str, Any], preprocess_cfg: Any) -> str | None:
+    """What makes a config unusable, checked before anything is built: a hub name (nothing is downloaded),
+    sizes that are not whole numbers >= 1, a width the head width does not divide, mean/std that are not numbers."""
+    vision = model_cfg["vision_cfg"]
+    for key, value in vision.items():
+        if isinstance(value, str) and re.match(r"(hf[-_]hub|local-dir):", value):
+            return (f"vision_cfg.{key} {quote(value, 120)} names a model on the Hugging Face Hub; nothing is downloaded: "
+                    "name a timm architecture (its weights come from --checkpoint)")
+    if not (_is_whole(model_cfg["embed_dim"]) and model_cfg["embed_dim"] >= 1):
+        return f"embed_dim {quote(model_cfg['embed_dim'])} must be a whole number >= 1"
+    sizes = ("image_size",) if vision.get("timm_model_name") else ("image_size", "layers", "width", "head_width", "patch_size")
+    for key in sizes:
+        value = vision.get(key, 1)
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not items or not all(_is_whole(item) and item >= 1 for item in items):
+            shown = quote_some(value) if isinstance(value, (list, tuple)) else quote(value)
+            return f"vision_cfg.{key} {shown} must be a whole number >= 1 (or a list of them)"
+    if not vision.get("timm_model_name"):
+        layers = vision.get("layers", 12)
+        total = sum(layers) if isinstance(layers, (list, tuple)) else layers  # ModifiedResNet: layers per stage
+        if total > MAX_LAYERS:
+            return f"vision_cfg.layers: {total} layers, more than {MAX_LAYERS}"
+        width, head_width = vision.get("width", 768), vision.get("head_width", 64)
+        channels = width * 32 if isinstance(vision.get("layers"), (list, tuple)) else width  # ModifiedResNet: width * 32
+        if channels % head_width:
+            return f"vision_cfg.width {width} gives {channels} channels, not a multiple of head_width {head_width}"
+    if not isinstance(preprocess_cfg, dict):
+        return f"preprocess_cfg {quote(preprocess_cfg)} is not a JSON object"
+    for key in ("mean", "std"):
+        value = preprocess_cfg.get(key, 0.5)
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not items or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items):
+            return f"preprocess_cfg.{key} {quote_some(value) if isinstance(value, list) else quote(value)} is not a number or a list of numbers"
+    return None
 
 
 def _builder(model_cfg: dict[str, Any]):
@@ -116,8 +164,9 @@ def resolve(spec: str) -> Architecture:
             tower = build()
             image_size = tower.image_size[0] if isinstance(tower.image_size, (tuple, list)) else tower.image_size
             family = _family(tower, image_size)
-    except (TypeError, ValueError, KeyError, RuntimeError, AssertionError) as error:
-        raise ArchitectureError(f"{origin}: open_clip cannot build its vision tower ({type(error).__name__}: {error})") from None
+    except Exception as error:  # noqa: BLE001 - open_clip and timm raise many types for a config they cannot build
+        raise ArchitectureError(f"{origin}: open_clip cannot build its vision tower "
+                                f"({type(error).__name__}: {one_line(str(error))})") from None
     cfg = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg().__dict__ | {"size": image_size}, preprocess_cfg))
     preprocessing = Preprocessing(
         input_size=image_size, channels=3, mean=tuple(cfg.mean), std=tuple(cfg.std), fixed_size=True,
