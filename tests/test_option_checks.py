@@ -80,7 +80,7 @@ def test_a_gpu_the_machine_lacks_is_one_error_before_the_grid(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("task, content, words", [
-    ("segmentation", b"", ["not a readable NPZ", "No data left"]),
+    ("segmentation", b"", ["bad.npz", "not an NPZ"]),
     ("detection", b"[" * 100_000 + b"]" * 100_000, ["nested too deeply"]),
 ])
 def test_malformed_prediction_files_are_one_line(task, content, words, tmp_path, capsys):

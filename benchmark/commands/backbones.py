@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from benchmark.cli import command, print_json
 from benchmark.commands.run import PREPROCESS_CHOICES
@@ -65,8 +66,9 @@ def _check_checkpoint(args: argparse.Namespace) -> int:
     """Exit 0: the encoder loads completely (or partially with --allow-partial); 2: it cannot be used as given."""
     from benchmark.checkpoint_files import CheckpointError, weights_file
 
-    try:  # a path that holds no weights is refused before torch and the model libraries are imported
-        weights_file(args.checkpoint)
+    try:  # a file that holds no weights is refused before torch and the model libraries are imported
+        if not Path(args.checkpoint).is_dir():  # a model folder's config.json is checked first, with the architecture
+            weights_file(args.checkpoint)
     except CheckpointError as failure:
         print(f"error: {failure}", file=sys.stderr)
         return 2
