@@ -14,7 +14,6 @@ starts: it runs ``python -m MODULE ARGS...`` and writes this process's peak memo
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import runpy
@@ -23,7 +22,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,7 +63,6 @@ class Check:
 class SelfTest:
     device: str  # "cpu" or "cuda"
     root: Path  # scratch folder: data, work folders, logs
-    ddp: bool  # run the two-process checks
     checks: list[Check] = field(default_factory=list)
 
     def run(self, name: str, body: Callable[[], int | None]) -> None:
@@ -89,12 +87,12 @@ class SelfTest:
 
 @contextmanager
 def output_to(path: Path) -> Iterator[None]:
-    """This process's stdout and stderr, file descriptors included (mmengine's loggers, torch's C++
-    warnings), into ``path``: the table stays readable."""
+    """This process's stdout and stderr, the Python objects and the file descriptors (torch's C++
+    warnings, torchrun's processes), into ``path``: the table stays readable."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(path, "w") as log:
+    with open(path, "w") as log, redirect_stdout(log), redirect_stderr(log):
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
@@ -199,7 +197,7 @@ def prepare_demo(root: Path, names: list[str]) -> Path:
     from benchmark.data.registry import DATASETS, PrepareOptions
 
     for name in names:
-        images = max(CELL_IMAGES if name != "mimic" else PRETRAIN_IMAGES, DEMO_WRITERS.get(name).minimum_images or 0)
+        images = PRETRAIN_IMAGES if name == "mimic" else max(CELL_IMAGES, DEMO_WRITERS.get(name).minimum_images or 0)
         generate(root / "raw", [name], images=images, size=IMAGE_SIZE, seed=0, scorable=name != "mimic")
         DATASETS.get(name).prepare(PrepareOptions(raw=root / "raw" / name, out=root / "prepared" / name,
                                                   image_size=IMAGE_SIZE, workers=1))
@@ -259,11 +257,10 @@ def torchrun(module_args: list[str], root: Path, name: str, device: str) -> int:
 def human_bytes(count: int | None) -> str:
     if count is None:
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
+    if count < 1024:
+        return f"{count} B"
+    exponent = min((count.bit_length() - 1) // 10, 3)  # exact for powers of 1024, unlike a float log
+    return f"{count / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"
 
 
 WIDTH = 64
@@ -284,7 +281,7 @@ def run_selftest(device: str, root: Path, ddp: bool) -> list[Check]:
     from benchmark.data.demo import DEMO_WRITERS
     from tasks.registry import all_tasks
 
-    test = SelfTest(device, root, ddp)
+    test = SelfTest(device, root)
     for line in table_header(device):
         print(line)
     infos = all_tasks()
