@@ -15,6 +15,7 @@ starts: it runs ``python -m MODULE ARGS...`` and writes this process's peak memo
 from __future__ import annotations
 
 import os
+import re
 import resource
 import runpy
 import subprocess
@@ -22,7 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,18 +70,21 @@ class SelfTest:
         """Time ``body`` and measure its peak memory; a failure is recorded, the self-test goes on.
         ``body`` may return the peak bytes itself (checks that run in other processes)."""
         check = Check(name)
-        log = self.root / "logs" / f"{name.replace(' ', '_').replace('/', '_')}.log"
+        log = self.root / "logs" / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('_')}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        reset_peak_memory(self.device)
         start = time.perf_counter()
         try:
+            reset_peak_memory(self.device)
             with output_to(log):
                 measured = body()
+            check.peak_bytes = measured if measured is not None else peak_memory(self.device)
         except Exception as error:  # noqa: BLE001 - every check runs; each failure is reported
-            check.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            message = str(error).strip()
+            check.error = f"{type(error).__name__}: {message.splitlines()[0] if message else ''}"
             print(f"--- {name} failed (log: {log})\n{traceback.format_exc()}", file=sys.stderr)
+            with suppress(Exception):  # the peak up to the failure (an out-of-memory error), when the device answers
+                check.peak_bytes = peak_memory(self.device)
         check.seconds = time.perf_counter() - start
-        check.peak_bytes = measured if check.ok and measured is not None else peak_memory(self.device)
         self.checks.append(check)
         print(table_line(check), flush=True)
 

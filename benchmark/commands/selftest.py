@@ -37,6 +37,9 @@ def _selftest(args: argparse.Namespace) -> int:
         return 2
     gpus = torch.cuda.device_count() if device == "cuda" else 0
     ddp = args.ddp == "always" or (args.ddp == "auto" and gpus >= 2)
+    if ddp and device == "cuda" and gpus < 2:
+        print(f"error: --ddp always on cuda needs 2 GPUs, torch sees {gpus}; use --device cpu for gloo", file=sys.stderr)
+        return 2
     if args.out is not None and args.out.exists() and any(args.out.iterdir()):
         print(f"error: --out {args.out}: the folder is not empty; name a new or empty one", file=sys.stderr)
         return 2
