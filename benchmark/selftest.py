@@ -8,8 +8,8 @@ on the device, then the task's scorer on the files it wrote. Pretraining runs th
 config, shrunk, with the config's precision (bf16 or fp16 autocast on a GPU). With two or more
 GPUs, two processes under ``torchrun`` (NCCL) run pretraining and one segmentation cell.
 
-``python -m benchmark.selftest MEMORY_JSON MODULE ARGS...`` is the process that ``torchrun``
-starts: it runs ``python -m MODULE ARGS...`` and writes this process's peak memory.
+``python -m benchmark.selftest MEMORY_FILE DEVICE MODULE ARGS...`` is each process that ``torchrun``
+starts: it runs ``python -m MODULE ARGS...`` and writes its peak memory to ``MEMORY_FILE.rank<RANK>``.
 """
 
 from __future__ import annotations
