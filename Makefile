@@ -19,6 +19,14 @@ test: $(STAMP)
 backbones: $(STAMP)
 	$(PYTHON) -m benchmark backbones
 
+## selftest: is this machine ready? One tiny cell of every task, head and mode, a few pretraining steps and, with 2+
+##           GPUs, 2-process DDP (NCCL), on the GPU when there is one (DEVICE=cpu or cuda to choose); synthetic data in
+##           a temporary folder; prints each check's time and peak memory, exits 1 on any failure
+DEVICE ?=
+.PHONY: selftest
+selftest: $(STAMP)
+	$(PYTHON) -m benchmark selftest $(if $(DEVICE),--device $(DEVICE))
+
 ## demo-data: small synthetic versions of all six datasets in their official layouts (DEMO_DIR, default data/demo/raw)
 DEMO_DIR ?= data/demo/raw
 .PHONY: demo-data

@@ -59,6 +59,9 @@ class TaskInfo:
     # outside the board folder, named by sha256 in the record; small ones stay with the board.
     large_artifacts: bool = False
     metric_labels: Mapping[str, str] = field(default_factory=dict)  # metric -> column label ("AUROC")
+    # Overrides in the board's vocabulary (``TaskCell.overrides``) that shrink a cell to seconds on
+    # tiny demo data: what the device self-test (benchmark/selftest.py) runs every head and mode with.
+    smoke: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.default_mode not in self.modes:

@@ -20,4 +20,5 @@ TASKS.add("classification", TaskInfo(
     default_mode="cached",
     adapter="tasks.classification.adapter:run_classification",
     scorer="classification",
+    smoke={"max_epochs": 1, "batch_size": 8, "encode_batch_size": 16},
 ))

@@ -20,5 +20,6 @@ TASKS.add("detection", TaskInfo(
     default_mode="cached",
     adapter="tasks.detection.adapter:run_detection",
     scorer="detection",
+    smoke={"max_epochs": 1, "batch_size": 8, "eval_batch_size": 16, "encode_batch_size": 16},
     metric_labels={"map": "mAP", "map_mgca": "mAP (reference rule)", "map_coco": "mAP@[.5:.95]", "ap50": "AP50"},
 ))

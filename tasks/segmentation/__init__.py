@@ -22,6 +22,7 @@ TASKS.add("segmentation", TaskInfo(
     default_mode=DEFAULT_MODE,
     adapter="tasks.segmentation.adapter:run_segmentation",
     scorer="segmentation",
+    smoke={"train_cfg.max_epochs": 1, "train_dataloader.batch_size": 4, "val_dataloader.batch_size": 4},
     large_artifacts=True,
     metric_labels={"dice": "Dice"},
 ))

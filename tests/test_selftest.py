@@ -1,0 +1,129 @@
+"""``python -m benchmark selftest``: its CPU form end to end, and the parts that decide what it runs and reports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.cli import main
+from benchmark.selftest import Check, SelfTest, human_bytes, peak_memory, plan_cells, reset_peak_memory, shared_datasets
+from tasks.registry import TaskDataset, TaskInfo, all_tasks, task_packages
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = {"random_resnet18": "resnet", "random_vit_tiny": "vit"}
+
+
+def test_the_cpu_selftest_runs_every_task_head_and_mode_and_prints_the_table(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    finished = subprocess.run([sys.executable, "-m", "benchmark", "selftest", "--device", "cpu"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=1200)
+    assert finished.returncode == 0, finished.stdout + finished.stderr[-5000:]
+    lines = finished.stdout.splitlines()
+    assert "peak RSS" in lines[1]
+    for info in all_tasks():
+        for head in info.heads:
+            for mode in info.modes:
+                row = next((line for line in lines if line.startswith(f"{info.name} ") and f" {head} {mode} (" in line), None)
+                assert row is not None and row.endswith("  ok"), (info.name, head, mode, finished.stdout)
+    assert any(line.startswith("pretraining:") and line.endswith("  ok") for line in lines)
+    assert lines[-1].startswith(f"{len(lines) - 4} of {len(lines) - 4} checks passed")
+    assert list(tmp_path.iterdir()) == []  # nothing written outside its temporary folder
+
+
+def test_every_task_package_declares_its_smoke_overrides() -> None:
+    for info in all_tasks():
+        if info.name in task_packages():
+            assert info.smoke, f"task {info.name!r} declares no smoke overrides: the self-test would run its full protocol"
+
+
+def test_the_plan_is_every_declared_head_and_mode_on_the_backbone_whose_family_defaults_to_the_head() -> None:
+    infos = [info for info in all_tasks() if info.name in task_packages()]
+    plans = plan_cells(infos, {info.name: "rsna" for info in infos}, FAMILIES)
+    assert {(p.task, p.head, p.mode) for p in plans} == {(i.name, h, m) for i in infos for h in i.heads for m in i.modes}
+    assert len(plans) == sum(len(i.heads) * len(i.modes) for i in infos)
+    chosen = {(p.task, p.head): p.backbone for p in plans}
+    assert chosen[("detection", "yolov3")] == chosen[("segmentation", "unet")] == "random_resnet18"
+    assert chosen[("detection", "faster_rcnn")] == chosen[("segmentation", "setr")] == "random_vit_tiny"
+    assert chosen[("classification", "linear")] == "random_resnet18"  # "*": the first backbone
+
+
+def toy(name: str, datasets: list[str], heads: tuple[str, ...] = ("a",), defaults: dict | None = None) -> TaskInfo:
+    return TaskInfo(name=name, title=name, version=1, datasets={d: TaskDataset("classification", "auroc") for d in datasets},
+                    heads=heads, default_heads=defaults or {"*": heads[0]}, modes=("cached",), default_mode="cached",
+                    adapter="x:y", scorer="classification")
+
+
+def test_a_head_no_family_defaults_to_runs_on_the_first_backbone() -> None:
+    info = toy("t", ["rsna"], heads=("a", "b"), defaults={"vit": "a"})
+    assert {p.head: p.backbone for p in plan_cells([info], {"t": "rsna"}, FAMILIES)} == {
+        "b": "random_resnet18", "a": "random_vit_tiny"}
+
+
+def test_each_task_runs_on_the_dataset_most_tasks_share() -> None:
+    infos = [toy("A", ["x", "y"]), toy("B", ["y", "z"]), toy("C", ["z"]), toy("D", ["w", "x"])]
+    # counts: x 2, y 2, z 2, w 1; equals keep the declaration order
+    assert shared_datasets(infos, {"w", "x", "y", "z"}) == {"A": "x", "B": "y", "C": "z", "D": "x"}
+    assert shared_datasets(infos, {"w", "y", "z"}) == {"A": "y", "B": "y", "C": "z", "D": "w"}
+    with pytest.raises(ValueError, match="task 'C'"):
+        shared_datasets(infos, {"x", "y", "w"})
+
+
+def test_a_failing_check_is_reported_on_its_line_and_the_next_check_runs(tmp_path: Path, capsys) -> None:
+    test = SelfTest("cpu", tmp_path)
+
+    def broken() -> None:
+        print("the log keeps this")
+        raise RuntimeError("boom\nsecond line")
+
+    test.run("broken", broken)
+    test.run("fine", lambda: None)
+    assert [(c.name, c.error) for c in test.checks] == [("broken", "RuntimeError: boom"), ("fine", None)]
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].endswith("RuntimeError: boom") and out.splitlines()[1].endswith("  ok")
+    assert "Traceback" in err and "the log keeps this" in (tmp_path / "logs" / "broken.log").read_text()
+
+
+def test_any_failed_check_makes_the_exit_code_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    import benchmark.selftest
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", ""))  # restored afterwards
+    monkeypatch.setattr(benchmark.selftest, "run_selftest", lambda device, root, ddp: [Check("a"), Check("b", error="E")])
+    assert main(["selftest", "--device", "cpu", "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "1 of 2 checks passed in 0 s; failed: b"
+    monkeypatch.setattr(benchmark.selftest, "run_selftest", lambda device, root, ddp: [Check("a")])
+    assert main(["selftest", "--device", "cpu"]) == 0
+
+
+def test_a_non_empty_out_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    (tmp_path / "kept.txt").write_text("mine")
+    assert main(["selftest", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --out {tmp_path}: the folder is not empty; name a new or empty one\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(capsys) -> None:
+    assert main(["selftest", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device cuda: no CUDA device") and err.count("\n") == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resetting the resident peak needs Linux")
+def test_the_cpu_peak_is_the_peak_since_the_reset() -> None:
+    reset_peak_memory("cpu")
+    block = np.ones(200 * 2**20, dtype=np.uint8)  # 200 MiB, touched
+    high = peak_memory("cpu")
+    del block
+    reset_peak_memory("cpu")
+    assert peak_memory("cpu") < high - 150 * 2**20
+
+
+def test_memory_is_printed_in_binary_units() -> None:
+    assert [human_bytes(n) for n in (None, 0, 1023, 1024, 2**30, 1536 * 2**20, 3 * 2**40)] == [
+        "-", "0 B", "1023 B", "1.0 KiB", "1.0 GiB", "1.5 GiB", "3072.0 GiB"]
