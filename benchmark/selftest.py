@@ -5,8 +5,8 @@ What runs is read from the registries: every registered task with every head and
 ``smoke`` overrides (``tasks.registry.TaskInfo``), on synthetic data written by the demo generator
 and prepared at 64 px in a scratch folder. Each cell goes through the real path: the task's adapter
 on the device, then the task's scorer on the files it wrote. Pretraining runs the shipped demo
-config, shrunk, with the config's precision (bf16 or fp16 autocast on a GPU). With two or more
-GPUs, two processes under ``torchrun`` (NCCL) run pretraining and one segmentation cell.
+config, shrunk, with the config's precision (fp32, as the reference trains). With two or more GPUs,
+two processes under ``torchrun`` (NCCL) run pretraining and one segmentation cell.
 
 ``python -m benchmark.selftest MEMORY_FILE DEVICE MODULE ARGS...`` is each process that ``torchrun``
 starts: it runs ``python -m MODULE ARGS...`` and writes its peak memory to ``MEMORY_FILE.rank<RANK>``.
