@@ -46,7 +46,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
                              "default on the board)")
     parser.add_argument("--head", type=task_choices, default=None,
                         help="trainable head: HEAD for the task declaring it, or TASK=HEAD,... (default: the task's head "
-                             "for the backbone family, e.g. detection: yolov3 on ResNets, faster_rcnn on ViTs)")
+                             "for the backbone family, e.g. detection: yolov3_mgca on ResNets, faster_rcnn on ViTs)")
     parser.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="model",
                         help="model: each backbone's own input size, channels, intensity range and mean/std (default); "
                              "protocol: the MGCA protocol's mean = std = 0.5 for every backbone (size and channels stay "

@@ -12,9 +12,11 @@ Predictions: COCO results, a JSON list of ``{"image_id": int, "category_id": int
 "bbox": [x, y, w, h], "score": float}``; ``image_id`` and ``category_id`` refer to the targets
 file. The suite writes every detection down to a score of 0.001, at most 100 per image; more
 are allowed and only the 100 best of an image count (maxDets 100). An empty list is a valid
-file (a detector that found nothing). An image ID or category that the targets do not list, a
-non-finite or negative coordinate, a negative size or a non-finite score is a
-:class:`DetectionFileError` naming the file, the entry and the problem.
+file (a detector that found nothing). A box may reach outside the image (negative x or y, or
+past the width or height), as pycocotools and torchmetrics allow: the reference's YOLO
+predictions are unclipped. An image ID or category that the targets do not list, a non-finite
+coordinate, a negative size or a non-finite score is a :class:`DetectionFileError` naming the
+file, the entry and the problem.
 
 Metrics (:data:`METRICS`)
 -------------------------
@@ -24,7 +26,11 @@ Metrics (:data:`METRICS`)
   without detections their misses.
 - ``map_mgca``: the reference's rule (defect B1): only detections with score >= 0.5, and only
   images that have a ground-truth box and at least one such detection; the published numbers
-  are comparable with this one only.
+  are comparable with this one only. It is the published metric exactly when the file's
+  ``score`` is what the reference thresholds, the YOLO objectness: the detection head
+  ``yolov3_mgca`` writes it (and trains and decodes as the reference). With ``yolov3`` (score =
+  objectness x class probability, mmdet's loss) or ``faster_rcnn`` (class probability) it applies
+  the same rule to another score and only approximates the published metric.
 - ``map_coco``: IoU 0.50:0.05:0.95, all images and detections. ``ap50``: IoU 0.50.
 
 AP is undefined (NaN, with a warning) when the scored images hold no ground-truth box.
@@ -130,14 +136,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _box_problem(box: Any, allow_empty: bool) -> str | None:
-    """Why ``box`` is not a valid COCO ``[x, y, w, h]`` in pixels, or None."""
+def _box_problem(box: Any, predicted: bool) -> str | None:
+    """Why ``box`` is not a valid COCO ``[x, y, w, h]`` in pixels, or None. A predicted box may be
+    empty and may reach outside the image (pycocotools and torchmetrics score it as it is; the
+    reference's YOLO predictions are unclipped); a ground-truth box may not start outside it."""
     if not isinstance(box, list) or len(box) != 4 or not all(_is_number(value) for value in box):
         return f"bbox {box!r} is not four finite numbers [x, y, width, height]"
     x, y, width, height = box
-    if x < 0 or y < 0:
+    if not predicted and (x < 0 or y < 0):
         return f"bbox {box} has a negative coordinate"
-    if width < 0 or height < 0 or (not allow_empty and (width == 0 or height == 0)):
+    if width < 0 or height < 0 or (not predicted and (width == 0 or height == 0)):
         return f"bbox {box} has a {'negative' if min(width, height) < 0 else 'zero'} size"
     return None
 
@@ -176,7 +184,7 @@ def read_targets(path: Path) -> CocoTargets:
             raise DetectionFileError(f"{where}: image_id {annotation.get('image_id')!r} is not listed in 'images'")
         if annotation.get("category_id") not in categories or not _is_int(annotation.get("category_id")):
             raise DetectionFileError(f"{where}: category_id {annotation.get('category_id')!r} is not listed in 'categories'")
-        problem = _box_problem(annotation.get("bbox"), allow_empty=False)
+        problem = _box_problem(annotation.get("bbox"), predicted=False)
         if problem:
             raise DetectionFileError(f"{where}: {problem}")
         x, y, width, height = annotation["bbox"]
@@ -210,7 +218,7 @@ def read_predictions(path: Path, targets: CocoTargets) -> list[dict[str, Any]]:
             raise DetectionFileError(
                 f"{where}: category_id {item.get('category_id')!r} does not exist in the targets (categories {sorted(category_ids)})"
             )
-        problem = _box_problem(item.get("bbox"), allow_empty=True)
+        problem = _box_problem(item.get("bbox"), predicted=True)
         if problem:
             raise DetectionFileError(f"{where}: {problem}")
         if not _is_number(item.get("score")):

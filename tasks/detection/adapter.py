@@ -106,7 +106,7 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
     description = f"{dataset.name} {cell.fraction}% {head.name} ({cell.mode})"
     train_started = time.perf_counter()
     outcome = train_detector(detector, train_loader, val_loader, splits["val"], protocol, schedule, work_dir, cell.seed, device,
-                             description, hooks)
+                             description, hooks, clip=head.clip_to_image)
     train_seconds = time.perf_counter() - train_started
 
     warnings = []
@@ -119,7 +119,7 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
     if not dist.is_initialized() or dist.get_rank() == 0:
         test_loader = make_loader(datasets["test"], protocol.eval_batch_size, shuffle=False, drop_last=False, seed=cell.seed,
                                   num_workers=protocol.num_workers, shard=False)
-        write_predictions(predictions_file, predict(detector, test_loader, splits["test"], protocol))
+        write_predictions(predictions_file, predict(detector, test_loader, splits["test"], protocol, head.clip_to_image))
         write_targets(targets_file, splits["test"].coco)
     if dist.is_initialized():
         dist.barrier()

@@ -82,16 +82,18 @@ class Split:
         return sample
 
     def detections(self, index: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                   min_score: float, max_per_image: int) -> list[dict[str, Any]]:
+                   min_score: float, max_per_image: int, clip: bool = True) -> list[dict[str, Any]]:
         """COCO results of image ``index`` from input-pixel xyxy boxes: back to original pixels,
-        clipped to the image, scores >= ``min_score``, the ``max_per_image`` best."""
+        clipped to the image when ``clip`` (the reference's YOLO does not clip), scores >= ``min_score``,
+        the ``max_per_image`` best."""
         image = self.images[index]
         categories = {label: category for category, label in self.labels.items()}
         keep = np.flatnonzero(scores >= min_score)
         keep = keep[np.argsort(-scores[keep], kind="stable")][:max_per_image]
         original = boxes[keep] / self.scale(index)
-        original[:, 0::2] = original[:, 0::2].clip(0, image["width"])
-        original[:, 1::2] = original[:, 1::2].clip(0, image["height"])
+        if clip:
+            original[:, 0::2] = original[:, 0::2].clip(0, image["width"])
+            original[:, 1::2] = original[:, 1::2].clip(0, image["height"])
         return [{"image_id": image["id"], "category_id": categories[int(label)],
                  "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(score)}
                 for (x1, y1, x2, y2), score, label in zip(original, scores[keep], labels[keep])]

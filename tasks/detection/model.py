@@ -189,6 +189,7 @@ def build_detector(cfg: Config, seed: int) -> BaseModel:
     initialiser keep PyTorch's default draw from ``seed``; mmdet's ``init_weights`` is left to
     the caller (mmengine's Runner calls it after seeding, and warns when it was called before)."""
     import mmdet.models  # noqa: F401 - registers mmdet's detectors, necks, heads
+    import tasks.detection.heads  # noqa: F401 - registers MGCAYOLOHead
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

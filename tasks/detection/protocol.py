@@ -9,6 +9,9 @@ Task version changelog (bump on any change that can move a number):
   1: first version: frozen encoder, YOLOv3 (mmdet neck + head, reference widths and anchors) or
      Faster R-CNN + FPN; AdamW wd 1e-6, lr/batch of run_det_finetune.sh, at most 50 epochs,
      early stopping on validation map (patience 10), best-validation-map epoch tested.
+  2: head ``yolov3_mgca`` (the reference's YOLOLoss per level, objectness as the score, its "+1"-pixel
+     NMS, unclipped boxes), the default for ResNet and pyramid backbones; ``yolov3`` ranks every
+     prediction into NMS (mmdet's ``nms_pre=1000`` cut by class probability removed, as the reference has none).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Literal, get_args
 
 from benchmark.registry import Registry
 
-TASK_VERSION = 1
+TASK_VERSION = 2
 PARTITION = "detection"
 CONFIG_DIR = Path(__file__).parent / "configs"
 REFERENCE_INPUT_SIZE = 224  # cv2.resize of the native image to 224 x 224 (PROTOCOL.md 4.5, 7.4)
@@ -63,23 +66,38 @@ class DetectorHead:
     pixel_keys: tuple[str, ...]
     pixel_reference_size: int
     description: str
+    deviation: str  # how its training and prediction differ from the reference's (written into each record)
+    # Predicted boxes clipped to the image (mmdet's habit); the reference's YOLO leaves them as decoded.
+    clip_to_image: bool = True
 
 
 HEADS: Registry[DetectorHead] = Registry("detection head")
 HEADS.add("yolov3", DetectorHead(
     name="yolov3", config="yolov3.py", neck_order="deepest_first",
     pixel_keys=("model.bbox_head.anchor_generator.base_sizes",), pixel_reference_size=416,
-    description="YOLOv3 neck + head (mmdet YOLOV3Neck/YOLOV3Head), the reference's detector",
+    description="YOLOv3 neck + head (mmdet YOLOV3Neck/YOLOV3Head), the reference's architecture with mmdet's loss",
+    deviation="YOLOv3 loss and target assignment are mmdet's (GridAssigner, summed BCE/MSE terms); "
+              "score = objectness x class probability (reference: objectness); boxes clipped to the image",
+))
+HEADS.add("yolov3_mgca", DetectorHead(
+    name="yolov3_mgca", config="yolov3_mgca.py", neck_order="deepest_first",
+    pixel_keys=("model.bbox_head.anchor_generator.base_sizes",), pixel_reference_size=416,
+    description="YOLOv3 neck + head trained and decoded as the reference's YOLOLoss (tasks/detection/heads.py)",
+    deviation="YOLOv3 as the reference (its loss per level, objectness as the score, its NMS, unclipped boxes); "
+              "the neck's layers start from mmdet's initialisation (reference: PyTorch's default)",
+    clip_to_image=False,
 ))
 HEADS.add("faster_rcnn", DetectorHead(
     name="faster_rcnn", config="faster_rcnn.py", neck_order="finest_first",
     pixel_keys=("model.rpn_head.anchor_generator.scales", "model.roi_head.bbox_roi_extractor.finest_scale"),
     pixel_reference_size=REFERENCE_INPUT_SIZE,
     description="Faster R-CNN with FPN (mmdet), for every backbone family",
+    deviation="Faster R-CNN + FPN: not in the reference, which evaluates only ResNet-50 with YOLOv3; boxes clipped to the image",
 ))
-HEAD_NAMES = ("yolov3", "faster_rcnn")  # every registered head, the reference's detector first
-# A pyramid backbone (ConvNeXt, Swin, DenseNet, ...) gives three maps at strides 8/16/32 as a ResNet does.
-DEFAULT_HEADS = {"resnet": "yolov3", "vit": "faster_rcnn", "pyramid": "yolov3"}
+HEAD_NAMES = ("yolov3_mgca", "yolov3", "faster_rcnn")  # every registered head, the reference's detector first
+# ResNets get the reference's YOLO, whose map_mgca is the published rule; a pyramid backbone (ConvNeXt,
+# Swin, DenseNet, ...) gives three maps at strides 8/16/32 as a ResNet does.
+DEFAULT_HEADS = {"resnet": "yolov3_mgca", "vit": "faster_rcnn", "pyramid": "yolov3_mgca"}
 
 
 @dataclass(frozen=True)
@@ -165,11 +183,7 @@ def deviations(protocol: DetectionProtocol, geometry: InputGeometry, head: Detec
                  f"detection down to score {protocol.min_score} (B1); the reference's filtered value is map_mgca")
     notes.append("encoder in eval mode: BatchNorm statistics frozen (B6); boxes normalised on copies (B9)")
     notes.append("validation map over every validation image (the reference drops the last partial batch: B7)")
-    if head.name == "yolov3":
-        notes.append("YOLOv3 loss and target assignment are mmdet's (GridAssigner, summed BCE/MSE terms); "
-                     "score = objectness x class probability (reference: objectness)")
-    else:
-        notes.append("Faster R-CNN + FPN: not in the reference, which evaluates only ResNet-50 with YOLOv3")
+    notes.append(head.deviation)
     if mode == "cached":
         notes.append(f"cached mode: encoder maps computed once and stored as {protocol.cache_dtype}")
     if protocol.train_drop_last and n_train < batch_size:

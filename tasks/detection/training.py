@@ -87,27 +87,28 @@ class ValidationMap(BaseMetric):
 
     default_prefix = "val"
 
-    def __init__(self, split: Split, protocol: DetectionProtocol) -> None:
+    def __init__(self, split: Split, protocol: DetectionProtocol, clip: bool = True) -> None:
         super().__init__()
-        self.split, self.protocol = split, protocol
+        self.split, self.protocol, self.clip = split, protocol, clip
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         del data_batch
         # one result per image: mmengine gathers them across processes and drops sampler padding by count
-        self.results.extend(detections_of(self.split, [sample], self.protocol) for sample in data_samples)
+        self.results.extend(detections_of(self.split, [sample], self.protocol, self.clip) for sample in data_samples)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         return {"map": score(self.split.targets, [item for image in results for item in image], ["map"]).values["map"]}
 
 
-def detections_of(split: Split, outputs: Sequence[Any], protocol: DetectionProtocol) -> list[dict]:
-    """COCO results in original pixels from the detector's outputs (``DetDataSample`` or their dicts)."""
+def detections_of(split: Split, outputs: Sequence[Any], protocol: DetectionProtocol, clip: bool = True) -> list[dict]:
+    """COCO results in original pixels from the detector's outputs (``DetDataSample`` or their dicts),
+    clipped to the image when ``clip`` (the head's ``clip_to_image``)."""
     detections = []
     for output in outputs:
         output = output.to_dict() if hasattr(output, "to_dict") else output
         found = output["pred_instances"]
         detections += split.detections(output["index"], found["bboxes"].cpu().numpy(), found["scores"].cpu().numpy(),
-                                       found["labels"].cpu().numpy(), protocol.min_score, protocol.max_per_image)
+                                       found["labels"].cpu().numpy(), protocol.min_score, protocol.max_per_image, clip)
     return detections
 
 
@@ -218,7 +219,7 @@ def _wrap(detector: BaseModel, device: torch.device) -> torch.nn.Module:
 
 def train_detector(detector: BaseModel, train_loader: DataLoader, val_loader: DataLoader, val_split: Split,
                    protocol: DetectionProtocol, schedule: Schedule, work_dir: Path, seed: int, device: torch.device,
-                   description: str, extra_hooks: Sequence[Hook] = ()) -> TrainingOutcome:
+                   description: str, extra_hooks: Sequence[Hook] = (), clip: bool = True) -> TrainingOutcome:
     """Train ``detector`` (already on ``device``) with mmengine's Runner; see the module docstring."""
     work_dir = Path(work_dir)
     history = History(work_dir / HISTORY_FILE, protocol.max_epochs, description)
@@ -228,7 +229,7 @@ def train_detector(detector: BaseModel, train_loader: DataLoader, val_loader: Da
         experiment_name=f"detection-{os.getpid()}-{time.time_ns()}",
         train_dataloader=train_loader,
         val_dataloader=val_loader,
-        val_evaluator=[ValidationMap(val_split, protocol)],
+        val_evaluator=[ValidationMap(val_split, protocol, clip)],
         train_cfg=dict(by_epoch=True, max_epochs=protocol.max_epochs, val_interval=1),
         val_cfg=dict(),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(
@@ -283,10 +284,10 @@ def _last_epoch(work_dir: Path) -> int:
 
 
 @torch.no_grad()
-def predict(detector: BaseModel, loader: DataLoader, split: Split, protocol: DetectionProtocol) -> list[dict]:
+def predict(detector: BaseModel, loader: DataLoader, split: Split, protocol: DetectionProtocol, clip: bool = True) -> list[dict]:
     """COCO results of every image of ``split`` in original pixels (score >= min, at most max per image)."""
     detector.eval()
     detections = []
     for batch in loader:
-        detections += detections_of(split, detector.test_step(batch), protocol)
+        detections += detections_of(split, detector.test_step(batch), protocol, clip)
     return detections

@@ -223,10 +223,23 @@ def test_per_image_run_names_images_by_their_dataset_id(write):
     assert run.metric(np.ones((2, 10))).shape == (2,)
 
 
+def test_predicted_boxes_reaching_outside_the_image_are_scored_as_they_are(write):
+    # 100 x 100 images. Image 1: box [0, 0, 20, 20], prediction [-5, -5, 25, 25]: IoU 400 / 625 = 0.64, a hit at
+    # 0.40 ... 0.60 (5 of the 8 thresholds). Image 2: box [80, 80, 20, 20], prediction [80, 80, 30, 30] (past the
+    # width and height): IoU 400 / 900 = 0.44, a hit at 0.40 only. Unclipped, as pycocotools scores them.
+    truth = read_targets(write("gt.json", coco_targets([[[0.0, 0.0, 20.0, 20.0]], [[80.0, 80.0, 20.0, 20.0]]])))
+    first = read_predictions(write("a.json", [det(1, [-5.0, -5.0, 25.0, 25.0], 0.9)]), truth)
+    assert first[0]["bbox"] == [-5.0, -5.0, 25.0, 25.0]
+    # recall 1/2 at precision 1: 51 of the 101 recall points
+    assert score(truth, first, ["map"]).values["map"] == pytest.approx(51 / 101 * 5 / 8)
+    both = read_predictions(write("b.json", [det(1, [-5.0, -5.0, 25.0, 25.0], 0.9), det(2, [80.0, 80.0, 30.0, 30.0], 0.8)]), truth)
+    # threshold 0.40: both hit, AP 1; 0.45 ... 0.60: the first only, AP 51/101; above: 0
+    assert score(truth, both, ["map"]).values["map"] == pytest.approx((1 + 4 * 51 / 101) / 8)
+
+
 @pytest.mark.parametrize(("entry", "message"), [
     (det(99, BOX, 0.5), "image_id 99 is not an image of the targets"),
     (det(1, BOX, 0.5, category=7), "category_id 7 does not exist"),
-    (det(1, [-1.0, 2.0, 3.0, 4.0], 0.5), "negative coordinate"),
     (det(1, [1.0, 2.0, -3.0, 4.0], 0.5), "negative size"),
     (det(1, [float("nan"), 2.0, 3.0, 4.0], 0.5), "not four finite numbers"),
     (det(1, BOX, float("nan")), "score nan is not a finite number"),
@@ -246,6 +259,7 @@ def test_bad_predictions_name_the_file_entry_and_problem(write, entry, message):
     ({"images": []}, "not a COCO ground-truth file"),
     ({**coco_targets([[BOX]]), "annotations": [{"image_id": 5, "category_id": 1, "bbox": BOX}]}, "image_id 5 is not listed"),
     ({**coco_targets([[BOX]]), "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 3]}]}, "zero size"),
+    ({**coco_targets([[BOX]]), "annotations": [{"image_id": 1, "category_id": 1, "bbox": [-1, 0, 3, 3]}]}, "negative coordinate"),
 ])
 def test_bad_targets_name_the_file_and_problem(write, content, message):
     path = write("gt.json", content)

@@ -20,8 +20,8 @@ SMALL_YOLO = {"model.neck.out_channels": [64, 32, 16], "model.bbox_head.in_chann
               "model.bbox_head.out_channels": [128, 64, 32]}
 
 
-def test_pyramid_backbones_get_the_yolov3_head_by_default():
-    assert get_task("detection").default_head("pyramid") == "yolov3"
+def test_pyramid_backbones_get_the_reference_yolov3_head_by_default():
+    assert get_task("detection").default_head("pyramid") == "yolov3_mgca"
 
 
 def test_the_detector_feeds_the_encoder_its_own_preprocessing(xrv_densenet):

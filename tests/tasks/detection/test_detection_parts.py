@@ -37,8 +37,8 @@ def test_registration_declares_both_datasets_heads_and_modes():
     info = get_task("detection")
     assert {name: (item.partition, item.metric) for name, item in info.datasets.items()} == {
         "rsna": ("detection", "map"), "object_cxr": ("detection", "map")}
-    assert info.heads == HEAD_NAMES == ("yolov3", "faster_rcnn") and set(HEAD_NAMES) == set(HEADS.names())
-    assert (info.default_head("resnet"), info.default_head("vit")) == ("yolov3", "faster_rcnn")
+    assert info.heads == HEAD_NAMES == ("yolov3_mgca", "yolov3", "faster_rcnn") and set(HEAD_NAMES) == set(HEADS.names())
+    assert (info.default_head("resnet"), info.default_head("vit")) == ("yolov3_mgca", "faster_rcnn")
     assert info.modes == ("cached", "paper") and info.default_mode == "cached"
     assert info.adapter == "tasks.detection.adapter:run_detection" and scorer(info.scorer) is not None
 
@@ -135,6 +135,18 @@ def test_detections_keep_the_best_hundred_above_the_minimum_score(prepared):
     scores = np.linspace(0.0, 1.0, 150)
     found = split.detections(0, np.tile([1.0, 1.0, 5.0, 5.0], (150, 1)), scores, np.zeros(150, int), 0.001, 100)
     assert len(found) == 100 and min(item["score"] for item in found) == pytest.approx(scores[50])
+
+
+def test_detections_are_clipped_to_the_image_unless_the_head_says_not(prepared):
+    dataset = PreparedDataset(prepared / "rsna")
+    split = load_split(dataset, "test", dataset.split_ids("test", partition="detection"), 64)
+    image = split.images[0]
+    box = np.array([[-8.0, -4.0, 70.0, 32.0]])  # input pixels: past the left, top and right edges
+    clipped, = split.detections(0, box, np.array([0.9]), np.zeros(1, int), 0.001, 100)
+    kept, = split.detections(0, box, np.array([0.9]), np.zeros(1, int), 0.001, 100, clip=False)
+    sx, sy = image["width"] / 64, image["height"] / 64
+    assert clipped["bbox"] == pytest.approx([0.0, 0.0, image["width"], 32 * sy])
+    assert kept["bbox"] == pytest.approx([-8 * sx, -4 * sy, 78 * sx, 36 * sy])
 
 
 def test_negatives_stay_and_unknown_ids_are_an_error(prepared):

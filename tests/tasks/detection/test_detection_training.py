@@ -121,3 +121,25 @@ def test_faster_rcnn_on_a_vit_runs_end_to_end(make_cell, vit, tmp_path):
     assert result.config["head_config"]["roi_head"]["bbox_head"]["num_classes"] == 1
     assert result.config["config_options"] == LIGHT_RCNN  # the protocol's options, overridden by the adapter's
     assert result.config["head_config"]["train_cfg"]["rcnn"]["sampler"]["num"] == sampled
+
+
+def test_the_reference_yolo_head_runs_in_both_modes_with_the_same_losses(make_cell, resnet, tmp_path, capsys):
+    protocol = with_overrides(**{**TINY.__dict__, "cache_dtype": "float32"})
+    out = {}
+    for mode in ("paper", "cached"):
+        watcher = LossWatcher()
+        cell = make_cell(resnet, tmp_path / mode, head="yolov3_mgca", mode=mode)
+        out[mode] = (run_detection(cell, protocol, options=SMALL_YOLO, hooks=[watcher]), watcher.losses)
+    (paper, paper_losses), (cached, cached_losses) = out["paper"], out["cached"]
+    assert len(paper_losses) == 3 and len(set(paper_losses)) == 3
+    assert cached_losses == pytest.approx(paper_losses, rel=1e-6)
+    assert paper.config["head"] == "yolov3_mgca" and paper.config["head_config"]["bbox_head"]["type"] == "MGCAYOLOHead"
+    assert any("objectness as the score" in note for note in paper.notes)
+    truth = read_targets(cached.targets_file)
+    detections = read_predictions(cached.predictions_file, truth)
+    assert detections and all(d["score"] >= 1e-3 for d in detections)  # the head keeps objectness >= 0.001
+    assert paper.predictions_file.read_text() == cached.predictions_file.read_text()
+    capsys.readouterr()  # the training's log lines
+    assert main(["score", "detection", "--predictions", str(cached.predictions_file), "--targets", str(cached.targets_file),
+                 "--dataset", "rsna", "--n-resamples", "20"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["metrics"]) == {"map", "map_mgca", "map_coco", "ap50"}
