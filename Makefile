@@ -72,7 +72,7 @@ ifeq ($(DATA),)
 RUN_DATA      := $(DEMO_PREPARED)
 RUN_BOARD     := $(if $(BOARD),--board $(BOARD),--demo)
 RUN_BACKBONES := $(or $(BACKBONE),$(DEMO_BACKBONES))
-NEEDS_DATA    := demo-prepared $(DEMO_MGCA_CKPT)
+NEEDS_DATA    := demo-inputs
 else
 RUN_DATA      := $(DATA)
 RUN_BOARD     := $(if $(BOARD),--board $(BOARD))
@@ -80,7 +80,12 @@ RUN_BACKBONES := $(or $(BACKBONE),mgca_vit)
 NEEDS_DATA    :=
 endif
 
-.PHONY: bench tables submit demo-prepared
+.PHONY: bench tables submit demo-prepared demo-inputs
+## demo-inputs: the demo data and the demo MGCA checkpoint, side by side (independent; generating and preparing
+##              data is mostly one Python thread, so on 2 cores it fits beside pretraining)
+demo-inputs: $(STAMP)
+	$(MAKE) -j2 demo-prepared $(DEMO_MGCA_CKPT)
+
 ## demo-prepared: generate and prepare the demo datasets of the demo board that are missing or out of date
 ##                (other sizes, an older generator or preparation version)
 demo-prepared: $(STAMP)

@@ -4,7 +4,8 @@ Two modes, recorded in every result:
 
 * ``cached`` (default): every image is encoded once with the deterministic eval transform
   (CenterCrop) and the features are cached on disk (``features.py``); the head trains on the
-  cached features. Deviation from the reference: no train-time augmentation (no RandomCrop, no
+  cached features (a label fraction's draw on its rows of the whole training split's, so all
+  fractions and draws of a backbone and dataset share one encoder pass). Deviation from the reference: no train-time augmentation (no RandomCrop, no
   MoCo v2 colour/blur/flip for CheXpert). ``benchmarks/bench_classification.py`` measures the
   effect on the metric and the speed-up.
 * ``paper``: the reference recipe: every epoch re-encodes the training images through the
@@ -177,10 +178,20 @@ def linear_probe(
         return to_encoder_input(evaluate(images), geometry)
 
     def features_of(split: str) -> torch.Tensor:
+        # A label fraction's draw is a subset of the whole training split: its features are rows of the whole
+        # split's, so every fraction and draw of a backbone and dataset shares one encoder pass (and one cache entry).
+        split_ids = dataset.split_ids("train", 100, 0, protocol.partition) if split == "train" else ids[split]
         features, cache_hits[split] = cached_features(
-            cache_dir, backbone, dataset, ids[split], descriptor, eval_batch, protocol.encode_batch_size, run_device, stats, split,
+            cache_dir, backbone, dataset, split_ids, descriptor, eval_batch, protocol.encode_batch_size, run_device, stats, split,
         )
-        return features
+        if split != "train":
+            return features
+        row_of = {image_id: row for row, image_id in enumerate(split_ids)}
+        missing = [image_id for image_id in ids[split] if image_id not in row_of]
+        if missing:
+            raise DataError(f"{dataset.root}: the {fraction} % draw {draw} training IDs include {missing[0]!r}, "
+                            f"not in the whole training split ({len(missing)} such IDs); re-run `python -m benchmark prepare {dataset.name}`")
+        return features[torch.tensor([row_of[image_id] for image_id in ids[split]], dtype=torch.long)]
 
     with seeded(seed, protocol.deterministic_algorithms):
         features = {split: features_of(split) for split in ("val", "test")}

@@ -209,6 +209,14 @@ def test_a_second_cached_run_reads_every_split_from_the_cache(backbone, data_roo
     assert second.timings["images_encoded"] == 0
 
 
+def test_a_label_fraction_reads_its_training_features_from_the_whole_split(backbone, data_root, tmp_path):
+    whole = run(backbone, data_root, tmp_path, name="whole")
+    dataset = PreparedDataset(data_root / "chexpert")
+    part = linear_probe(backbone, dataset, 10, 0, 0, "cached", tmp_path / "part", tmp_path / "cache", protocol=TINY, device="cpu")
+    assert not whole.config["feature_cache_hits"]["train"] and part.config["feature_cache_hits"]["train"]
+    assert part.timings["images_encoded"] == 0
+
+
 @pytest.mark.parametrize("dataset", DATASET_PROBES.names())
 def test_every_dataset_writes_files_that_score_to_the_official_metrics(backbone, data_root, tmp_path, capsys, dataset):
     result = run(backbone, data_root, tmp_path, dataset=dataset)
