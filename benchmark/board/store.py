@@ -47,7 +47,7 @@ from benchmark.board.integrity import (
 from benchmark.data.prepared import file_sha256
 from benchmark.provenance import utc_now
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
-from benchmark.registry import did_you_mean
+from benchmark.registry import RegistryError, did_you_mean
 
 BOARDS_DIR_ENV = "MGCA_BENCH_BOARDS"
 DEFAULT_BOARDS_DIR = Path("leaderboards")
@@ -142,6 +142,22 @@ def _read_pins(data: Any, where: str) -> dict[str, str]:
     return dict(data)
 
 
+def _checked_tasks(tasks: dict[str, BoardTask], path: Path) -> dict[str, BoardTask]:
+    """``tasks``, each one's overrides checked against its task's vocabulary (``TaskInfo.override_keys``)."""
+    from tasks.registry import TaskDeclarationError, get_task  # the task declares what a board may change
+
+    for name, task in tasks.items():
+        if not task.overrides:
+            continue
+        try:
+            get_task(name).check_overrides(task.overrides, f"{path}: tasks.{name}.overrides")
+        except RegistryError as error:
+            raise BoardError(f"{path}: tasks.{name}.overrides: {error.args[0]}") from None
+        except TaskDeclarationError as error:
+            raise BoardError(str(error)) from None
+    return tasks
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A board's protocol definition (``protocol.json``), read strictly: unknown or missing keys are errors."""
@@ -177,7 +193,8 @@ class Protocol:
                 preparation_version=data["preparation_version"], title=data["title"],
                 description=data["description"], demo=bool(data["demo"]),
                 fractions=tuple(data["fractions"]), seeds=tuple(data["seeds"]), draws=tuple(data["draws"]),
-                tasks={task: BoardTask.from_dict(item, f"{path}: tasks.{task}") for task, item in data["tasks"].items()},
+                tasks=_checked_tasks({task: BoardTask.from_dict(item, f"{path}: tasks.{task}")
+                                      for task, item in data["tasks"].items()}, path),
                 comparison=ComparisonSettings(**data["comparison"]), default=bool(data.get("default", False)),
                 test_set_sources={ds: tuple(sources) for ds, sources in data.get("test_set_sources", {}).items()},
                 source_aliases=dict(data.get("source_aliases", {})),

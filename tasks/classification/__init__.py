@@ -6,7 +6,7 @@ metric are its scoring scheme's (``benchmark/scoring/classification.py``).
 """
 
 from benchmark.scoring.classification import SCHEMES
-from tasks.classification.protocol import DATASET_PROBES, MODES, PROTOCOL, TASK_VERSION
+from tasks.classification.protocol import BOARD_OVERRIDES, COST, DATASET_PROBES, MODES, PROTOCOL, TASK_VERSION
 from tasks.registry import TASKS, TaskDataset, TaskInfo
 
 TASKS.add("classification", TaskInfo(
@@ -20,5 +20,7 @@ TASKS.add("classification", TaskInfo(
     default_mode="cached",
     adapter="tasks.classification.adapter:run_classification",
     scorer="classification",
+    cost=COST,
+    override_keys=BOARD_OVERRIDES,
     smoke={"max_epochs": 1, "batch_size": 8, "encode_batch_size": 16},
 ))

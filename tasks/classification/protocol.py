@@ -10,9 +10,10 @@ Task version changelog (bump on any change that can move a number):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal, get_args
 
+from benchmark.costs import TaskCost
 from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.registry import Registry
 
@@ -82,6 +83,12 @@ DATASET_PROBES.add("rsna", DatasetProbe("rsna", ("target",), "bce", "random_crop
 DATASET_PROBES.add("covidx", DatasetProbe("covidx", ("label",), "cross_entropy", "random_crop"))
 
 PROTOCOL = ProbeProtocol()
+# A board may change any field of the recipe but its identity (``with_overrides``).
+BOARD_OVERRIDES = tuple(f.name for f in fields(ProbeProtocol) if f.name not in ("task_version", "partition"))
+# A linear layer on cached [CLS]/pooled float32 vectors (features.py); the reference mode caches
+# the validation and test features too.
+COST = TaskCost(batch_size=PROTOCOL.batch_size, max_epochs=PROTOCOL.max_epochs, head_cost=0.002, features="global",
+                cache_dtype_bytes=4, paper_caches_eval=True)
 
 
 @dataclass(frozen=True)
