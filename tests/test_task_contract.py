@@ -92,6 +92,22 @@ def test_every_task_declares_its_cost_and_epoch_budget_from_its_protocol() -> No
         assert info.epochs({"max_epochs": 3}) == 3 and "max_epochs" in info.override_keys, info.name
 
 
+def test_every_dataset_metric_and_every_scored_metric_is_a_declared_spec() -> None:
+    from benchmark.scoring import MetricSpec, metric_spec
+    from benchmark.scoring.classification import METRICS as CLASSIFICATION
+    from benchmark.scoring.detection import METRICS as DETECTION
+    from benchmark.scoring.segmentation import METRICS as SEGMENTATION
+
+    for info in all_tasks():
+        for name, dataset in info.datasets.items():
+            spec = metric_spec(info.scorer, dataset.metric)
+            assert isinstance(spec, MetricSpec) and spec.name == dataset.metric and spec.low < spec.high, (info.name, name)
+    for name, reported in [("classification", CLASSIFICATION), ("detection", DETECTION), ("segmentation", SEGMENTATION)]:
+        assert set(scorer(name).metrics) == {metric for metric, _ in reported.items()}, name
+    with pytest.raises(KeyError, match="declares no metric 'loss'"):
+        metric_spec("classification", "loss")
+
+
 def test_a_board_naming_an_override_its_task_does_not_accept_is_refused_when_read(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     board = toy_task.write_toy_board(tmp_path)

@@ -48,6 +48,7 @@ from benchmark.data.prepared import file_sha256
 from benchmark.provenance import utc_now
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
 from benchmark.registry import RegistryError, did_you_mean
+from benchmark.scoring import MetricSpec, metric_spec
 
 BOARDS_DIR_ENV = "MGCA_BENCH_BOARDS"
 DEFAULT_BOARDS_DIR = Path("leaderboards")
@@ -70,6 +71,7 @@ class Slot:
     partition: str  # the dataset partition the task reads (declared by the task)
     metric: str  # headline metric, a key of the run record's metrics (declared by the task)
     label: str  # column header, e.g. "CheXpert AUROC" (the board's wording)
+    spec: MetricSpec  # the metric's range, direction and display scale (declared by the task's scorer)
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,15 @@ class Protocol:
             known = [f"{t}/{d}" for t, item in self.tasks.items() for d in item.datasets]
             raise BoardError(f"board {self.board!r} has no column for {task}/{dataset}; it defines {known}")
         declared = get_task(task).dataset(dataset)
-        return Slot(declared.partition, declared.metric, board_task.datasets[dataset])
+        return Slot(declared.partition, declared.metric, board_task.datasets[dataset], self.metric(task, dataset))
+
+    def metric(self, task: str, dataset: str) -> MetricSpec:
+        """The spec of the headline metric of ``task`` on ``dataset`` (its range, direction, display scale),
+        as the task's scorer declares it; a published table may name a column this board does not hold."""
+        from tasks.registry import get_task
+
+        info = get_task(task)
+        return metric_spec(info.scorer, info.dataset(dataset).metric)
 
     def canonical_source(self, name: str) -> str:
         key = name.strip().lower()

@@ -54,7 +54,7 @@ from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.data.datasets.covidx import CLASSES as COVIDX_CLASSES
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS, PerImageRun, TargetSet
+from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
 
 TargetFormat = Literal["multilabel", "multiclass"]
@@ -369,6 +369,9 @@ def read_scored_files(predictions: Path, targets: Path, scheme: ClassificationSc
 
 class ClassificationScorer:
     """The classification task's scorer (file formats and metrics: this module's docstring)."""
+
+    metrics = {"auroc": MetricSpec("auroc", "AUROC"), "accuracy": MetricSpec("accuracy", "ACC"),
+               "balanced_accuracy": MetricSpec("balanced_accuracy", "balanced ACC")}
 
     def score_files(self, predictions: Path, targets: Path, dataset: str | None,
                     options: BootstrapOptions = BootstrapOptions()) -> dict:
