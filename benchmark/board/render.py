@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from benchmark.board.aggregate import CellAggregate, aggregate, shown_runs
 from benchmark.board.compare import Comparison, compare_entry, ties_with_best
-from benchmark.board.store import Board, BoardEntry
-from benchmark.published import SECONDARY_MARK, TABLES, Column, Secondary, TableSpec
+from benchmark.board.store import Board, BoardEntry, Protocol
+from benchmark.published import SECONDARY_MARK, TABLES, PublishedRow, Secondary
 from benchmark.records import RunRecord, write_atomically
 from benchmark.scoring import MetricSpec
 
@@ -55,6 +55,48 @@ class TableRow:
     cells: list[TableCell]
     note: str = ""
     entry: str = ""  # entry key for board rows
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: a board slot at one label fraction."""
+
+    task: str
+    dataset: str
+    fraction: int
+    header: str  # the board's label and the fraction, e.g. "CheXpert AUROC 1%"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One rendered table: its columns (the board's) and the published rows shown above the board's."""
+
+    key: str
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[PublishedRow, ...]
+    source: str  # where the published rows come from, in words with links
+    caveats: tuple[str, ...] = ()
+
+
+def board_tables(protocol: Protocol) -> list[TableSpec]:
+    """The board's tables: each published table with the board's columns of its tasks (tasks × datasets ×
+    fractions, labels from protocol.json), then one table per board task no published table shows."""
+
+    def columns(tasks: list[str]) -> tuple[Column, ...]:
+        return tuple(Column(task, dataset, fraction, f"{label} {fraction}%") for task in tasks
+                     for dataset, label in protocol.task(task).datasets.items()
+                     for fraction in (protocol.task(task).fractions or protocol.fractions))
+
+    specs, shown = [], set()
+    for table in TABLES:
+        tasks = [task for task in table.tasks if task in protocol.tasks]
+        shown.update(table.tasks)
+        if tasks:
+            specs.append(TableSpec(table.key, table.title, columns(tasks), table.rows, table.source, table.caveats))
+    specs += [TableSpec(task, f"{task} (no published table)", columns([task]), (), "none: no published numbers")
+              for task in protocol.tasks if task not in shown]
+    return specs
 
 
 @dataclass
@@ -136,13 +178,15 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
     rows: list[TableRow] = []
     protocol = view.board.protocol
     metrics = [protocol.metric(column.task, column.dataset) for column in spec.columns]
+    published = [[row.values.get((column.task, column.dataset, column.fraction)) for column in spec.columns]
+                 for row in spec.rows]
     published_best = []
     for index, metric in enumerate(metrics):
-        numbers = [row.values[index] for row in spec.rows if isinstance(row.values[index], (int, float))]
+        numbers = [values[index] for values in published if isinstance(values[index], (int, float))]
         published_best.append(max(numbers, key=metric.ranking) if numbers else None)
-    for row in spec.rows:
+    for row, values in zip(spec.rows, published):
         cells = []
-        for index, value in enumerate(row.values):
+        for index, value in enumerate(values):
             if value is None:
                 cells.append(TableCell())
             elif isinstance(value, Secondary):  # never bold: a second-hand number does not set the best
@@ -501,7 +545,7 @@ def render_board(board: Board, modes: dict[str | None, str] | None = None, forma
     """Write tables, plots, exports and the page under ``out`` (default ``<board>/rendered``)."""
     view = BoardView.load(board, modes)
     out = out or board.root / "rendered"
-    models = [build_table(view, spec) for spec in TABLES]
+    models = [build_table(view, spec) for spec in board_tables(board.protocol)]
     files = []
     writers = {"md": to_markdown, "tex": to_latex}
     for model in models:
