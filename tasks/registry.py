@@ -6,7 +6,9 @@ light (no mmdet/mmseg import): the adapter is named as ``"module:function"`` and
 in the process that runs a cell. :func:`get_task` imports one task package on demand.
 
 The runner plans cells from the declarations (datasets with their partition and headline
-metric, heads with a default per backbone family, modes with a default), calls the adapter
+metric, whose spec the scorer declares; heads with a default per backbone family; modes with a
+default; the cost and epoch budget the planner and the shards use; the board overrides the task
+accepts, checked when a board is read), calls the adapter
 with a :class:`TaskCell` in a fresh child process, and scores the files of the returned
 :class:`TaskResult` with the task's registered scorer, so the board's number is by
 construction the number ``python -m benchmark score <task>`` prints.

@@ -53,16 +53,16 @@ BOARD_OVERRIDES: dict[str, tuple[str, ...]] = {
 COST = TaskCost(batch_size=8, max_epochs=50, head_cost=0.5, features="maps", cache_dtype_bytes=2)
 
 
+class ConfigError(ValueError):
+    """A head, dataset, fraction or override the configs do not provide."""
+
+
 def config_options(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """A board's overrides as config changes: ``{"max_epochs": 3}`` -> ``{"train_cfg.max_epochs": 3}``."""
     unknown = sorted(set(overrides) - set(BOARD_OVERRIDES))
     if unknown:
         raise ConfigError(f"board override(s) {unknown} unknown to segmentation; it accepts {sorted(BOARD_OVERRIDES)}")
     return {key: value for name, value in overrides.items() for key in BOARD_OVERRIDES[name]}
-
-
-class ConfigError(ValueError):
-    """A head, dataset, fraction or override the configs do not provide."""
 
 
 def parse_overrides(options: list[str] | None) -> dict[str, Any]:
