@@ -8,7 +8,8 @@ the task caches them there too) and (b) training its head for at most
 ``max_epochs`` epochs (early stopping usually ends sooner, so estimates are upper bounds). The
 head's cost per training sample is expressed relative to one encoder pass (a linear layer on
 cached features costs next to nothing; a detector or a decoder on cached maps about as much as
-the encoder). The numbers are data, below; a task without an entry gets :data:`DEFAULT_COST`.
+the encoder). The numbers are each task's (``TaskInfo.cost``, from its protocol object); this module
+holds only the machinery.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from benchmark.records import CellIdentity
 @dataclass(frozen=True)
 class TaskCost:
     batch_size: int  # typical training batch of the reference protocol
-    max_epochs: int  # the protocol's bound (a board's ``max_epochs`` override replaces it)
+    max_epochs: int  # the protocol's bound (a board's ``max_epochs`` override replaces it: TaskInfo.epochs)
     head_cost: float  # one training sample through the head (forward + backward), in encoder passes
     features: str  # what the cached mode stores per image: "global" (a vector) or "maps" (the pyramid)
     cache_dtype_bytes: int  # bytes per stored number
@@ -31,21 +32,7 @@ class TaskCost:
     paper_caches_eval: bool = False
 
 
-TASK_COSTS: dict[str, TaskCost] = {
-    # linear layer on cached [CLS]/pooled vectors, float32 (tasks/classification/features.py)
-    "classification": TaskCost(batch_size=48, max_epochs=50, head_cost=0.002, features="global", cache_dtype_bytes=4,
-                               paper_caches_eval=True),
-    # YOLOv3 / Faster R-CNN on cached float16 maps; batch 8-16 by fraction (tasks/detection/protocol.py)
-    "detection": TaskCost(batch_size=16, max_epochs=50, head_cost=1.0, features="maps", cache_dtype_bytes=2),
-    # U-Net / SETR decoder on float16 maps; batch 8 (SIIM) / 16 (RSNA) (tasks/segmentation/configs)
-    "segmentation": TaskCost(batch_size=8, max_epochs=50, head_cost=0.5, features="maps", cache_dtype_bytes=2),
-}
-DEFAULT_COST = TaskCost(batch_size=32, max_epochs=50, head_cost=1.0, features="maps", cache_dtype_bytes=4)
 CACHED_MODES = frozenset({"cached"})  # modes that encode each image once and train on stored features
-
-
-def task_cost(task: str) -> TaskCost:
-    return TASK_COSTS.get(task, DEFAULT_COST)
 
 
 @dataclass(frozen=True)
@@ -73,10 +60,8 @@ class CellEstimate:
         return sum(self.cache_entries.values()) + self.uncached_passes + head_cost * self.training_samples
 
 
-def estimate(identity: CellIdentity, counts: SplitCounts, max_epochs: int | None = None) -> CellEstimate:
-    """The work of ``identity`` given its split sizes; ``max_epochs``: a board override."""
-    model = task_cost(identity.task)
-    epochs = max_epochs or model.max_epochs
+def estimate(identity: CellIdentity, counts: SplitCounts, model: TaskCost, epochs: int) -> CellEstimate:
+    """The work of ``identity`` given its split sizes, its task's cost and its epoch budget (``TaskInfo.epochs``)."""
     batches = max(1, math.floor(counts.train / model.batch_size)) if counts.train else 0  # drop_last, one partial batch at least
     group = (identity.entry_key, identity.task, identity.dataset, identity.partition)
     entries, uncached = {}, 0

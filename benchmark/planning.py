@@ -25,9 +25,18 @@ import torch
 
 from benchmark.backbones import CheckpointNotFound, LoadedBackbone, build_backbone
 from benchmark.board.store import Board
-from benchmark.costs import CellEstimate, estimate, task_cost
+from benchmark.costs import TaskCost
 from benchmark.datasources import DatasetSource
-from benchmark.runner import BackboneChoice, GridRequest, GridSummary, PlannedCell, cell_costs, plan_grid, resolve_device
+from benchmark.runner import (
+    BackboneChoice,
+    GridRequest,
+    GridSummary,
+    PlannedCell,
+    cell_costs,
+    cell_estimate,
+    plan_grid,
+    resolve_device,
+)
 from benchmark.sharding import partition
 
 
@@ -164,7 +173,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
     for item in todo:
         identity = item.cell.identity
         row = rows[f"{identity.task}/{identity.dataset}"]
-        work = _estimate(board, item)
+        work = cell_estimate(board, item.cell)
         row.to_run += 1
         row.training_steps += work.training_steps
         row.encoder_passes += work.uncached_passes
@@ -172,7 +181,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
             if entry not in written:
                 written.add(entry)
                 row.encoder_passes += images
-                row.cache_bytes += images * _bytes_per_image(identity.task, speeds[identity.entry_key])
+                row.cache_bytes += images * _bytes_per_image(item.cell.task.cost, speeds[identity.entry_key])
     costs = cell_costs(board, [item.cell for item in planned])
     by_identity = {item.cell.identity: item for item in todo}
     shard_seconds, shard_cells = [], []
@@ -185,13 +194,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
                 {"images_per_second": round(first.images_per_second, 2), "measured": first.measured, "device": device}, notes)
 
 
-def _estimate(board: Board, item: PlannedCell) -> CellEstimate:
-    identity = item.cell.identity
-    return estimate(identity, item.cell.counts, board.protocol.task(identity.task).overrides.get("max_epochs"))
-
-
-def _bytes_per_image(task: str, speed: Throughput) -> int:
-    model = task_cost(task)
+def _bytes_per_image(model: TaskCost, speed: Throughput) -> int:
     return speed.global_bytes if model.features == "global" else speed.map_values * model.cache_dtype_bytes
 
 
@@ -199,9 +202,9 @@ def _shard_passes(board: Board, items: list[PlannedCell], speeds: dict[str, Thro
     """Seconds of one shard: its own cache entries once, its uncached passes, its heads' training."""
     seconds, entries = 0.0, set()
     for item in items:
-        work = _estimate(board, item)
+        work = cell_estimate(board, item.cell)
         speed = speeds[item.cell.identity.entry_key].images_per_second
-        passes = work.uncached_passes + task_cost(item.cell.identity.task).head_cost * work.training_samples
+        passes = work.uncached_passes + item.cell.task.cost.head_cost * work.training_samples
         for entry, images in work.cache_entries.items():
             if entry not in entries:
                 entries.add(entry)

@@ -1,4 +1,7 @@
-"""Published numbers of MGCA's Tables 1 and 2, with their sources, and the layout of both tables.
+"""Published numbers of MGCA's Tables 1 and 2, with their sources, keyed by (task, dataset, fraction).
+
+Which columns a rendered table has is the board's (``benchmark/board/render.py: board_tables``):
+its tasks × datasets × fractions, labelled as its ``protocol.json`` says.
 
 Transcribed from ``shared/protocol/PAPER_TABLES.md``. The paper's own tables have not been read
 from a readable copy: every number comes from G2D (https://arxiv.org/abs/2312.01522), which
@@ -12,6 +15,7 @@ with the mark ², as PAPER_TABLES.md asks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 SECONDARY_MARK = "²"
@@ -36,56 +40,60 @@ MGCA_PAPER = "https://arxiv.org/abs/2210.06044"
 MGCA_ISSUE_39 = "https://github.com/HKU-MedAI/MGCA/issues/39"
 
 
-@dataclass(frozen=True)
-class Column:
-    """One table column: a board slot at one label fraction."""
-
-    task: str
-    dataset: str
-    fraction: int
-    header: str  # e.g. "CheXpert AUROC 1%"
+Key = tuple[str, str, int]  # (task, dataset, label fraction): a board column
 
 
 @dataclass(frozen=True)
 class PublishedRow:
     method: str
-    values: tuple[PublishedValue, ...]  # one per column of the table, in column order
+    values: Mapping[Key, PublishedValue]  # the printed cells; a column not in it is unknown (renders empty)
     note: str = ""
 
 
 @dataclass(frozen=True)
-class TableSpec:
+class PublishedTable:
+    """One of the paper's tables: its rows, which board tasks it shows (in its order), its sources."""
+
     key: str
     title: str
-    columns: tuple[Column, ...]
+    tasks: tuple[str, ...]
     rows: tuple[PublishedRow, ...]
     source: str  # where the published rows come from, in words with links
     caveats: tuple[str, ...] = ()
 
 
-def _columns(groups: list[tuple[str, str, str]]) -> tuple[Column, ...]:
-    return tuple(Column(task, dataset, fraction, f"{label} {fraction}%")
-                 for task, dataset, label in groups for fraction in (1, 10, 100))
+def _printed(order: list[tuple[str, str]]) -> tuple[Key, ...]:
+    """The columns in the order the source prints them: each (task, dataset) at 1, 10 and 100 %."""
+    return tuple((task, dataset, fraction) for task, dataset in order for fraction in (1, 10, 100))
 
 
-TABLE_1 = TableSpec(
+def _row(method: str, order: tuple[Key, ...], values: tuple[PublishedValue, ...], note: str = "") -> PublishedRow:
+    """A row transcribed in printed column order, keyed by column."""
+    if len(values) != len(order):
+        raise ValueError(f"published row {method!r} has {len(values)} values for {len(order)} columns")
+    return PublishedRow(method, {key: value for key, value in zip(order, values) if value is not None}, note)
+
+
+_T1 = _printed([("classification", "chexpert"), ("classification", "rsna"), ("classification", "covidx")])
+_T2 = _printed([("segmentation", "siim"), ("segmentation", "rsna"), ("detection", "rsna"), ("detection", "object_cxr")])
+
+TABLE_1 = PublishedTable(
     key="table1",
     title="Table 1: linear classification (frozen encoder + linear layer)",
-    columns=_columns([("classification", "chexpert", "CheXpert AUROC"), ("classification", "rsna", "RSNA AUROC"),
-                      ("classification", "covidx", "COVIDx ACC")]),
+    tasks=("classification",),
     rows=(
-        PublishedRow("Random Init", (56.1, 62.6, 65.7, 58.9, 69.4, 74.1, 50.5, 60.3, 70.0)),
-        PublishedRow("ImageNet Init", (74.4, 79.7, 81.4, 74.9, 74.5, 76.3, 64.8, 78.8, 86.3)),
-        PublishedRow("ConVIRT", (85.9, 86.8, 87.3, 77.4, 80.1, 81.3, 72.5, 82.5, 92.0)),
-        PublishedRow("GLoRIA", (86.6, 87.8, 88.1, 86.1, 88.0, 88.6, 67.3, 77.8, 89.0)),
-        PublishedRow("GLoRIA-MIMIC", (87.1, 88.7, 88.0, 87.0, 89.4, 90.2, 66.5, 80.5, 88.8)),
-        PublishedRow("MGCA (ResNet-50)", (87.6, 88.0, 88.2, 88.6, 89.1, 89.9, 72.0, 83.5, 90.5),
-                     note="G2D's row \"MGCA [9]\"; the ResNet-50 backbone is inferred"),
-        PublishedRow("MGCA (ResNet-50), ASG reading", (None, None, None, *map(Secondary, (87.6, 88.6, 89.8)), None, None, None),
-                     note="RSNA cells of the ASG README's \"CNN-based\" MGCA row, which differ from G2D's; "
-                          "its other cells agree with G2D"),
-        PublishedRow("MGCA (ViT-B/16)", tuple(map(Secondary, (88.8, 89.1, 89.7, 88.6, 89.5, 90.0, 74.8, 84.8, 92.3))),
-                     note="ASG README, \"ViT-based\" block (ViT-B/16 inferred from the heading)"),
+        _row("Random Init", _T1, (56.1, 62.6, 65.7, 58.9, 69.4, 74.1, 50.5, 60.3, 70.0)),
+        _row("ImageNet Init", _T1, (74.4, 79.7, 81.4, 74.9, 74.5, 76.3, 64.8, 78.8, 86.3)),
+        _row("ConVIRT", _T1, (85.9, 86.8, 87.3, 77.4, 80.1, 81.3, 72.5, 82.5, 92.0)),
+        _row("GLoRIA", _T1, (86.6, 87.8, 88.1, 86.1, 88.0, 88.6, 67.3, 77.8, 89.0)),
+        _row("GLoRIA-MIMIC", _T1, (87.1, 88.7, 88.0, 87.0, 89.4, 90.2, 66.5, 80.5, 88.8)),
+        _row("MGCA (ResNet-50)", _T1, (87.6, 88.0, 88.2, 88.6, 89.1, 89.9, 72.0, 83.5, 90.5),
+             note="G2D's row \"MGCA [9]\"; the ResNet-50 backbone is inferred"),
+        _row("MGCA (ResNet-50), ASG reading", _T1, (None, None, None, *map(Secondary, (87.6, 88.6, 89.8)), None, None, None),
+             note="RSNA cells of the ASG README's \"CNN-based\" MGCA row, which differ from G2D's; "
+                  "its other cells agree with G2D"),
+        _row("MGCA (ViT-B/16)", _T1, tuple(map(Secondary, (88.8, 89.1, 89.7, 88.6, 89.5, 90.0, 74.8, 84.8, 92.3))),
+             note="ASG README, \"ViT-based\" block (ViT-B/16 inferred from the heading)"),
     ),
     source=(f"G2D Table 4 ({G2D}); ConVIRT and GLoRIA CheXpert/RSNA cells corroborated by MaCo Table 1 "
             f"({MACO_TABLE_1}); {SECONDARY_MARK}: {ASG_README}; "
@@ -93,21 +101,20 @@ TABLE_1 = TableSpec(
     caveats=("The RSNA split behind the published numbers is unclear (70/15/15 vs the detection split).",),
 )
 
-TABLE_2 = TableSpec(
+TABLE_2 = PublishedTable(
     key="table2",
     title="Table 2: segmentation (Dice) and detection (mAP), frozen encoder",
-    columns=_columns([("segmentation", "siim", "SIIM Dice"), ("segmentation", "rsna", "RSNA Dice"),
-                      ("detection", "rsna", "RSNA mAP"), ("detection", "object_cxr", "Object-CXR mAP")]),
+    tasks=("segmentation", "detection"),
     rows=(
-        PublishedRow("Random Init", (9.0, 28.6, 54.3, 6.9, 10.6, 18.5, 1.0, 4.0, 8.9, "-", 0.5, 4.4)),
-        PublishedRow("ImageNet Init", (10.2, 35.5, 63.5, 34.8, 39.9, 64.0, 3.6, 8.0, 15.7, "-", 2.9, 8.3)),
-        PublishedRow("ConVIRT", (25.0, 43.2, 59.9, 55.0, 67.4, 67.5, 8.2, 15.6, 17.9, "-", 8.6, 15.9)),
-        PublishedRow("GLoRIA", (35.8, 46.9, 63.4, 59.3, 67.5, 67.8, 9.8, 14.8, 18.8, "-", 10.6, 15.6)),
-        PublishedRow("GLoRIA-MIMIC", (37.4, 57.1, 64.0, 60.3, 68.7, 68.3, 11.6, 16.1, 24.8, "-", 8.9, 16.6)),
-        PublishedRow("MGCA (ResNet-50)", (49.7, 59.3, 64.2, 63.0, 68.3, 69.8, 12.9, 16.8, 24.9, "-", 12.1, 19.2),
-                     note="G2D's row \"MGCA [9]\"; RSNA Dice 1% corroborated by MGCA issue #39"),
-        PublishedRow("MGCA (ViT-B/16)", (*map(Secondary, (60.1, 65.4, 69.6, 69.3, 70.0, 72.3)), *(None,) * 6),
-                     note="segmentation: ASG README, \"ViT-based\" block; no source prints its detection cells"),
+        _row("Random Init", _T2, (9.0, 28.6, 54.3, 6.9, 10.6, 18.5, 1.0, 4.0, 8.9, "-", 0.5, 4.4)),
+        _row("ImageNet Init", _T2, (10.2, 35.5, 63.5, 34.8, 39.9, 64.0, 3.6, 8.0, 15.7, "-", 2.9, 8.3)),
+        _row("ConVIRT", _T2, (25.0, 43.2, 59.9, 55.0, 67.4, 67.5, 8.2, 15.6, 17.9, "-", 8.6, 15.9)),
+        _row("GLoRIA", _T2, (35.8, 46.9, 63.4, 59.3, 67.5, 67.8, 9.8, 14.8, 18.8, "-", 10.6, 15.6)),
+        _row("GLoRIA-MIMIC", _T2, (37.4, 57.1, 64.0, 60.3, 68.7, 68.3, 11.6, 16.1, 24.8, "-", 8.9, 16.6)),
+        _row("MGCA (ResNet-50)", _T2, (49.7, 59.3, 64.2, 63.0, 68.3, 69.8, 12.9, 16.8, 24.9, "-", 12.1, 19.2),
+             note="G2D's row \"MGCA [9]\"; RSNA Dice 1% corroborated by MGCA issue #39"),
+        _row("MGCA (ViT-B/16)", _T2, (*map(Secondary, (60.1, 65.4, 69.6, 69.3, 70.0, 72.3)), *(None,) * 6),
+             note="segmentation: ASG README, \"ViT-based\" block; no source prints its detection cells"),
     ),
     source=(f"G2D Table 1 ({G2D}); RSNA Dice 1% of MGCA corroborated by {MGCA_ISSUE_39}; "
             f"{SECONDARY_MARK}: {ASG_README}; original: MGCA Table 2 ({MGCA_PAPER}), not read"),
@@ -115,14 +122,4 @@ TABLE_2 = TableSpec(
              "Published mAP skips images without boxes (PROTOCOL.md B1); published Dice is a mean of per-batch means (B8)."),
 )
 
-TABLES: tuple[TableSpec, ...] = (TABLE_1, TABLE_2)
-
-
-def _check() -> None:
-    for table in TABLES:
-        for row in table.rows:
-            if len(row.values) != len(table.columns):
-                raise ValueError(f"{table.key}: row {row.method!r} has {len(row.values)} values for {len(table.columns)} columns")
-
-
-_check()
+TABLES: tuple[PublishedTable, ...] = (TABLE_1, TABLE_2)

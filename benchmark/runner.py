@@ -46,7 +46,7 @@ from typing import Any
 from benchmark.backbones import LoadedBackbone, PreprocessMode, build_backbone, user_backbone_spec
 from benchmark.backbones.zoo import BACKBONES, BackboneSpec
 from benchmark.board.store import Board, BoardEntry, ComparisonSettings, failure_message
-from benchmark.costs import SplitCounts, estimate, task_cost
+from benchmark.costs import CellEstimate, SplitCounts, estimate
 from benchmark.data.prepared import PreparedDataset
 from benchmark.datasources import DatasetSource, prepared_sources
 from benchmark.provenance import collect_provenance, utc_now
@@ -630,13 +630,15 @@ class PlannedCell:
     loaded: LoadedBackbone
 
 
+def cell_estimate(board: Board, cell: Cell) -> CellEstimate:
+    """One cell's upper-bound work: its task's cost at the epoch budget the board's overrides give it."""
+    info = cell.task
+    return estimate(cell.identity, cell.counts, info.cost, info.epochs(board.protocol.task(cell.identity.task).overrides))
+
+
 def cell_costs(board: Board, cells: Sequence[Cell]) -> dict[CellIdentity, float]:
     """Each cell's estimated work in encoder passes (``benchmark/costs.py``), for sharding."""
-    costs = {}
-    for cell in cells:
-        max_epochs = board.protocol.task(cell.identity.task).overrides.get("max_epochs")
-        costs[cell.identity] = estimate(cell.identity, cell.counts, max_epochs).cost(task_cost(cell.identity.task).head_cost)
-    return costs
+    return {cell.identity: cell_estimate(board, cell).cost(cell.task.cost.head_cost) for cell in cells}
 
 
 def plan_grid(board: Board, request: GridRequest, summary: GridSummary,

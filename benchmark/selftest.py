@@ -284,6 +284,7 @@ def run_selftest(device: str, root: Path, ddp: bool) -> list[Check]:
     from benchmark.backbones import build_backbone
     from benchmark.data.demo import DEMO_WRITERS
     from tasks.registry import all_tasks
+    from tasks.segmentation.protocol import config_options
 
     test = SelfTest(device, root)
     for line in table_header(device):
@@ -322,7 +323,7 @@ def run_selftest(device: str, root: Path, ddp: bool) -> list[Check]:
         test.run("segmentation: 2 processes (DDP)", lambda: torchrun(
             ["tasks.segmentation", *DDP_SEGMENTATION, "--data", str(prepared / datasets["segmentation"]),
              "--device", device, "--work-dir", str(root / "segmentation-ddp"), "--cfg-options",
-             *(f"{key}={value}" for key, value in by_name["segmentation"].smoke.items())],
+             *(f"{key}={value}" for key, value in config_options(by_name["segmentation"].smoke).items())],
             root, "segmentation-ddp", device))
     return test.checks
 

@@ -34,8 +34,9 @@ from benchmark.data.prepared import PreparedDataset
 from benchmark.provenance import collect_provenance, utc_now
 from benchmark.registry import RegistryError
 from benchmark.scoring import scorer
+from benchmark.scoring.classification import SCHEMES
 from tasks.classification.adapter import linear_probe
-from tasks.classification.protocol import DATASET_PROBES, PROTOCOL, ProbeProtocol
+from tasks.classification.protocol import PROTOCOL, ProbeProtocol
 from tasks.classification.synthetic import write_synthetic_prepared
 
 from smoke import add_smoke_option, exit_status, parse_args
@@ -102,7 +103,7 @@ def bench_dataset(name: str, backbone_name: str, images: int, size: int, seeds: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=DATASET_PROBES.names(), choices=DATASET_PROBES.names())
+    parser.add_argument("--datasets", nargs="+", default=SCHEMES.names(), choices=SCHEMES.names())
     parser.add_argument("--images", type=int, default=160, help="demo images per dataset (default 160)")
     parser.add_argument("--size", type=int, default=64, help="cache size of the prepared images (default 64 → crop 48 for a ViT)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])

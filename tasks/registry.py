@@ -6,7 +6,9 @@ light (no mmdet/mmseg import): the adapter is named as ``"module:function"`` and
 in the process that runs a cell. :func:`get_task` imports one task package on demand.
 
 The runner plans cells from the declarations (datasets with their partition and headline
-metric, heads with a default per backbone family, modes with a default), calls the adapter
+metric, whose spec the scorer declares; heads with a default per backbone family; modes with a
+default; the cost and epoch budget the planner and the shards use; the board overrides the task
+accepts, checked when a board is read), calls the adapter
 with a :class:`TaskCell` in a fresh child process, and scores the files of the returned
 :class:`TaskResult` with the task's registered scorer, so the board's number is by
 construction the number ``python -m benchmark score <task>`` prints.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tasks
+from benchmark.costs import TaskCost
 from benchmark.registry import Registry
 
 if TYPE_CHECKING:  # the contract names these types without importing torch
@@ -31,6 +34,11 @@ if TYPE_CHECKING:  # the contract names these types without importing torch
 
 class TaskDeclarationError(ValueError):
     """A task's declaration is inconsistent (a default that is not declared, ...)."""
+
+
+# The board's override vocabulary is one for every task: this key is each task's epoch budget
+# (the cost model reads it), the others name fields of the task's protocol object.
+EPOCHS_OVERRIDE = "max_epochs"
 
 
 @dataclass(frozen=True)
@@ -55,10 +63,15 @@ class TaskInfo:
     default_mode: str
     adapter: str | Callable[[TaskCell], TaskResult]  # "module:function", imported in the cell's process
     scorer: str  # key of benchmark.scoring.SCORERS: scores the result files, per image for paired tests
+    # What one cell costs (batch size, epoch budget, head cost, cache format), from the task's protocol
+    # object: the unit of sharding and of ``run --dry-run`` (benchmark/costs.py). Required.
+    cost: TaskCost | None = None
+    # The board overrides (``TaskCell.overrides``) the task accepts, in the one vocabulary above;
+    # a board naming another key is refused when it is read. Must include EPOCHS_OVERRIDE.
+    override_keys: tuple[str, ...] = (EPOCHS_OVERRIDE,)
     # Predictions too large for git (segmentation probability maps) go to the artifact store
     # outside the board folder, named by sha256 in the record; small ones stay with the board.
     large_artifacts: bool = False
-    metric_labels: Mapping[str, str] = field(default_factory=dict)  # metric -> column label ("AUROC")
     # Overrides in the board's vocabulary (``TaskCell.overrides``) that shrink a cell to seconds on
     # tiny demo data: what the device self-test (benchmark/selftest.py) runs every head and mode with.
     smoke: Mapping[str, Any] = field(default_factory=dict)
@@ -69,6 +82,25 @@ class TaskInfo:
         unknown = sorted(set(self.default_heads.values()) - set(self.heads))
         if unknown:
             raise TaskDeclarationError(f"task {self.name!r}: default heads {unknown} not in {self.heads}")
+        if not isinstance(self.cost, TaskCost):
+            raise TaskDeclarationError(f"task {self.name!r} declares no cost (a benchmark.costs.TaskCost from its protocol): "
+                                       "the planner and the shards need one")
+        if EPOCHS_OVERRIDE not in self.override_keys:
+            raise TaskDeclarationError(f"task {self.name!r}: its override keys {list(self.override_keys)} lack the "
+                                       f"epoch budget {EPOCHS_OVERRIDE!r}")
+        self.check_overrides(self.smoke, "its smoke overrides")
+
+    def check_overrides(self, overrides: Mapping[str, Any], where: str) -> None:
+        """Refuse an override key the task does not accept, naming it and the known ones."""
+        unknown = sorted(set(overrides) - set(self.override_keys))
+        if unknown:
+            raise TaskDeclarationError(f"{where}: task {self.name!r} has no override {', '.join(map(repr, unknown))}; "
+                                       f"it accepts {sorted(self.override_keys)}")
+
+    def epochs(self, overrides: Mapping[str, Any]) -> int:
+        """The epoch budget of a cell under a board's ``overrides`` (the cost model's bound)."""
+        assert self.cost is not None  # __post_init__
+        return int(overrides.get(EPOCHS_OVERRIDE, self.cost.max_epochs))
 
     def default_head(self, family: str) -> str:
         """The head a backbone of ``family`` gets when the user names none."""

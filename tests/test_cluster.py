@@ -294,13 +294,15 @@ def test_two_local_jobs_on_demo_data_give_the_records_of_the_plain_run(tmp_path:
 
 def test_cell_costs_by_hand() -> None:
     from benchmark.costs import SplitCounts, estimate
+    from tasks.registry import get_task
 
+    classification, segmentation = get_task("classification"), get_task("segmentation")
     cell = CellIdentity("b", "n", "a" * 64, "classification", "rsna", "classification", "linear", 10, 1, 0, "cached")
-    work = estimate(cell, SplitCounts(train=100, val=30, test=20))
+    work = estimate(cell, SplitCounts(train=100, val=30, test=20), classification.cost, classification.epochs({}))
     assert (work.epochs, work.training_steps, work.training_samples, work.uncached_passes) == (50, 50 * 2, 5000, 0)
     assert sorted(work.cache_entries.values()) == [20, 30, 100] and work.cost(0.002) == 150 + 10.0
     paper = estimate(CellIdentity("b", "n", "a" * 64, "segmentation", "siim", "segmentation", "unet", 100, 0, 0, "paper"),
-                     SplitCounts(train=16, val=4, test=5), max_epochs=3)
+                     SplitCounts(train=16, val=4, test=5), segmentation.cost, segmentation.epochs({"max_epochs": 3}))
     assert (paper.training_steps, paper.uncached_passes, paper.cache_entries) == (3 * 2, 3 * 16 + 3 * 4 + 5, {})
 
 

@@ -15,12 +15,17 @@ import toy_task  # noqa: E402 - registers the toy task
 
 from benchmark.board.store import Board, BoardError, Protocol, boards_dir  # noqa: E402
 from benchmark.cli import main  # noqa: E402
+from benchmark.costs import TaskCost  # noqa: E402
 from benchmark.data.registry import DATASETS  # noqa: E402
 from benchmark.records import RunRecord  # noqa: E402
 from benchmark.runner import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
 from benchmark.scoring import SCORERS, scorer  # noqa: E402
 from tasks.registry import TaskDataset, TaskDeclarationError, TaskInfo, all_tasks  # noqa: E402
 
+DECLARATION = dict(name="t", title="t", version=1, datasets={"rsna": TaskDataset("classification", "auroc")},
+                   heads=("linear",), default_heads={"*": "linear"}, modes=("cached",), default_mode="cached",
+                   adapter="x:y", scorer="classification",
+                   cost=TaskCost(batch_size=8, max_epochs=5, head_cost=0.1, features="global", cache_dtype_bytes=4))
 REPOSITORY_BOARDS = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*/protocol.json"))
 
 
@@ -53,13 +58,91 @@ def test_one_default_board_per_kind_comes_from_the_protocol_files() -> None:
 
 
 def test_a_declaration_with_an_undeclared_default_is_refused() -> None:
-    base = dict(name="t", title="t", version=1, datasets={"rsna": TaskDataset("classification", "auroc")},
-                heads=("linear",), default_heads={"*": "linear"}, modes=("cached",), default_mode="cached",
-                adapter="x:y", scorer="classification")
     with pytest.raises(TaskDeclarationError, match="default mode 'paper'"):
-        TaskInfo(**{**base, "default_mode": "paper"})
+        TaskInfo(**{**DECLARATION, "default_mode": "paper"})
     with pytest.raises(TaskDeclarationError, match=r"default heads \['mlp'\]"):
-        TaskInfo(**{**base, "default_heads": {"*": "mlp"}})
+        TaskInfo(**{**DECLARATION, "default_heads": {"*": "mlp"}})
+
+
+def test_a_declaration_without_a_cost_or_with_an_unknown_override_is_refused() -> None:
+    TaskInfo(**DECLARATION)  # the base declaration is whole
+    with pytest.raises(TaskDeclarationError, match="task 't' declares no cost"):
+        TaskInfo(**{key: value for key, value in DECLARATION.items() if key != "cost"})
+    with pytest.raises(TaskDeclarationError, match="lack the epoch budget 'max_epochs'"):
+        TaskInfo(**{**DECLARATION, "override_keys": ("batch_size",)})
+    with pytest.raises(TaskDeclarationError, match=r"no override 'epochs'; it accepts \['max_epochs'\]"):
+        TaskInfo(**{**DECLARATION, "smoke": {"epochs": 1}})
+
+
+def test_every_task_declares_its_cost_and_epoch_budget_from_its_protocol() -> None:
+    from mmengine.config import Config
+
+    from tasks.classification.protocol import PROTOCOL as PROBE
+    from tasks.detection.protocol import PROTOCOL as DETECTION
+    from tasks.segmentation.protocol import HYPERPARAMETERS_FILE, load_config
+
+    infos = {info.name: info for info in all_tasks()}
+    assert all(isinstance(info.cost, TaskCost) and info.epochs({}) == info.cost.max_epochs for info in infos.values())
+    assert infos["classification"].epochs({}) == PROBE.max_epochs and infos["detection"].epochs({}) == DETECTION.max_epochs
+    table = Config.fromfile(HYPERPARAMETERS_FILE).hyperparameters
+    segmentation = infos["segmentation"].cost
+    assert load_config("unet", "siim", 100).train_cfg.max_epochs == segmentation.max_epochs
+    assert min(row.batch_size for rows in table.values() for row in rows.values()) == segmentation.batch_size
+    for info in infos.values():
+        assert info.epochs({"max_epochs": 3}) == 3 and "max_epochs" in info.override_keys, info.name
+
+
+def test_every_dataset_metric_and_every_scored_metric_is_a_declared_spec() -> None:
+    from benchmark.scoring import MetricSpec, metric_spec
+    from benchmark.scoring.classification import METRICS as CLASSIFICATION
+    from benchmark.scoring.detection import METRICS as DETECTION
+    from benchmark.scoring.segmentation import METRICS as SEGMENTATION
+
+    for info in all_tasks():
+        for name, dataset in info.datasets.items():
+            spec = metric_spec(info.scorer, dataset.metric)
+            assert isinstance(spec, MetricSpec) and spec.name == dataset.metric and spec.low < spec.high, (info.name, name)
+    for name, reported in [("classification", CLASSIFICATION), ("detection", DETECTION), ("segmentation", SEGMENTATION)]:
+        assert set(scorer(name).metrics) == {metric for metric, _ in reported.items()}, name
+    with pytest.raises(KeyError, match="declares no metric 'loss'"):
+        metric_spec("classification", "loss")
+
+
+def test_a_board_naming_an_override_its_task_does_not_accept_is_refused_when_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    board = toy_task.write_toy_board(tmp_path)
+    data = json.loads((board / "protocol.json").read_text())
+    data["tasks"]["toy"]["overrides"] = {"max_epochs": 2}
+    (board / "protocol.json").write_text(json.dumps(data))
+    assert Protocol.read(board / "protocol.json").task("toy").overrides == {"max_epochs": 2}
+    data["tasks"]["toy"]["overrides"] = {"train_cfg.max_epochs": 2}
+    (board / "protocol.json").write_text(json.dumps(data))
+    with pytest.raises(BoardError, match=r"tasks.toy.overrides: task 'toy' has no override 'train_cfg.max_epochs'; "
+                                         r"it accepts \['max_epochs'\]"):
+        Protocol.read(board / "protocol.json")
+    monkeypatch.setenv("MGCA_BENCH_BOARDS", str(tmp_path))
+    assert main(["status", "--board", "toy-board"]) == 2
+    assert "has no override 'train_cfg.max_epochs'" in capsys.readouterr().err
+
+
+def test_the_demo_boards_cells_are_planned_at_its_epoch_budget() -> None:
+    from benchmark.costs import SplitCounts
+    from benchmark.records import CellIdentity
+    from benchmark.runner import Cell, cell_costs, cell_estimate
+    from tasks.registry import get_task
+
+    board = Board(Path(__file__).resolve().parents[1] / "leaderboards" / "demo-mgca-cxr-v1")
+    counts = SplitCounts(train=16, val=4, test=4)
+    for task, dataset, head, budget in [("segmentation", "siim", "unet", 3), ("detection", "object_cxr", "yolov3", 3),
+                                        ("classification", "rsna", "linear", 50)]:
+        info = get_task(task)
+        identity = CellIdentity(board.name, "n", "a" * 64, task, dataset, info.dataset(dataset).partition, head, 100, 0, 0,
+                                "paper")
+        cell = Cell(identity, Path("unused"), info, counts)
+        work = cell_estimate(board, cell)
+        batches = max(1, counts.train // info.cost.batch_size)
+        assert (work.epochs, work.training_steps, work.training_samples) == (budget, budget * batches, budget * 16), task
+        assert cell_costs(board, [cell])[identity] == work.cost(info.cost.head_cost)
 
 
 @pytest.fixture()

@@ -13,7 +13,8 @@ The interval combines two sources of uncertainty (LANDSCAPE.md: nobody reports b
     df       = SE⁴ / (v_runs² / (n - 1))      (Welch-Satterthwaite; the bootstrap term is taken
                                                to have infinite degrees of freedom)
     95% CI   = m ± t(0.975, df) · SE            (t = normal quantile when n = 1 or v_runs = 0),
-               clipped to [0, 1], the range of every headline metric (AUROC, accuracy, Dice, mAP)
+               clipped to the metric's declared range (``MetricSpec``: [0, 1] for AUROC, accuracy,
+               Dice and mAP)
 
 With one run the interval is the test-set interval alone; with no bootstrap error recorded it
 is the usual t interval over runs. Raw per-run scores are kept in every aggregate, so any other
@@ -24,15 +25,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
 
 from benchmark.records import RunRecord
-
-
-METRIC_RANGE = (0.0, 1.0)
+from benchmark.scoring import MetricSpec
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,8 @@ class CellAggregate:
         return data
 
 
-def combine(values: list[float], bootstrap_ses: list[float | None]) -> tuple[float, float | None, float, float | None, float, float, tuple[float, float]]:
+def combine(values: list[float], bootstrap_ses: list[float | None],
+            spec: MetricSpec) -> tuple[float, float | None, float, float | None, float, float, tuple[float, float]]:
     """(mean, std, se_runs, se_test, se, df, (low, high)) by the formula in the module docstring."""
     x = np.asarray(values, dtype=float)
     n = x.size
@@ -97,7 +98,7 @@ def combine(values: list[float], bootstrap_ses: list[float | None]) -> tuple[flo
     se = math.sqrt(variance)
     df = variance ** 2 / (v_runs ** 2 / (n - 1)) if v_runs > 0 else math.inf
     quantile = float(stats.t.ppf(0.975, df)) if math.isfinite(df) else float(stats.norm.ppf(0.975))
-    low, high = max(METRIC_RANGE[0], mean - quantile * se), min(METRIC_RANGE[1], mean + quantile * se)
+    low, high = spec.clip(mean - quantile * se), spec.clip(mean + quantile * se)
     return (mean, std, math.sqrt(v_runs), None if v_test is None else math.sqrt(v_test), se, df, (low, high))
 
 
@@ -121,8 +122,9 @@ def shown_runs(records: list[RunRecord], modes: dict[str, str], heads: dict[str,
     return [r for r in in_mode if chosen[(r.identity.entry_key, r.identity.task)] == r.identity.head]
 
 
-def aggregate(records: list[RunRecord]) -> list[CellAggregate]:
-    """One :class:`CellAggregate` per (entry, task, dataset, partition, head, fraction, mode)."""
+def aggregate(records: list[RunRecord], spec_of: Callable[[str, str], MetricSpec]) -> list[CellAggregate]:
+    """One :class:`CellAggregate` per (entry, task, dataset, partition, head, fraction, mode);
+    ``spec_of(task, dataset)``: the headline metric's spec (``Protocol.metric``)."""
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
         groups[record.identity.group_key].append(record)
@@ -133,7 +135,7 @@ def aggregate(records: list[RunRecord]) -> list[CellAggregate]:
         scores = tuple(RunScore(r.identity.draw, r.identity.seed, r.headline.value, r.headline.bootstrap_se,
                                 r.identity.cell_key) for r in runs)
         mean, std, se_runs, se_test, se, df, (low, high) = combine(
-            [s.value for s in scores], [s.bootstrap_se for s in scores])
+            [s.value for s in scores], [s.bootstrap_se for s in scores], spec_of(task, dataset))
         cells.append(CellAggregate(
             entry=entry, backbone=runs[0].identity.backbone, task=task, dataset=dataset, partition=partition,
             head=head, fraction=fraction, mode=mode, metric=metric, runs=scores, mean=mean, std=std, se_runs=se_runs,

@@ -201,7 +201,8 @@ def compare_entry(board: Board, records: list[RunRecord], cells: list[CellAggreg
 
 
 def ties_with_best(board: Board, records: list[RunRecord], cells: list[CellAggregate]) -> dict[tuple, dict[str, object]]:
-    """Per column: the best entry (highest mean) and the entries not significantly below it.
+    """Per column: the best entry (highest mean, lowest for a metric where lower is better) and the
+    entries not significantly different from it.
 
     Each column is one family (best vs every other entry, corrected). Returns
     ``{column: {"best": entry, "ties": [entries], "comparisons": [Comparison]}}``.
@@ -211,7 +212,8 @@ def ties_with_best(board: Board, records: list[RunRecord], cells: list[CellAggre
         by_column.setdefault(cell.column, []).append(cell)
     out: dict[tuple, dict[str, object]] = {}
     for column, members in by_column.items():
-        best = max(members, key=lambda cell: cell.mean)
+        spec = board.protocol.metric(column[0], column[1])
+        best = max(members, key=lambda cell: spec.ranking(cell.mean))
         pairs = []
         for other in members:
             if other.entry == best.entry:

@@ -20,15 +20,17 @@ import html
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from benchmark.board.aggregate import CellAggregate, aggregate, shown_runs
 from benchmark.board.compare import Comparison, compare_entry, ties_with_best
-from benchmark.board.store import Board, BoardEntry
-from benchmark.published import SECONDARY_MARK, TABLES, Column, Secondary, TableSpec
+from benchmark.board.store import Board, BoardEntry, Protocol
+from benchmark.published import SECONDARY_MARK, TABLES, PublishedRow, Secondary
 from benchmark.records import RunRecord, write_atomically
+from benchmark.scoring import MetricSpec
 
 Format = Literal["md", "tex", "html"]
 FORMATS: tuple[str, ...] = ("md", "tex", "html")
@@ -53,6 +55,48 @@ class TableRow:
     cells: list[TableCell]
     note: str = ""
     entry: str = ""  # entry key for board rows
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: a board slot at one label fraction."""
+
+    task: str
+    dataset: str
+    fraction: int
+    header: str  # the board's label and the fraction, e.g. "CheXpert AUROC 1%"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One rendered table: its columns (the board's) and the published rows shown above the board's."""
+
+    key: str
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[PublishedRow, ...]
+    source: str  # where the published rows come from, in words with links
+    caveats: tuple[str, ...] = ()
+
+
+def board_tables(protocol: Protocol) -> list[TableSpec]:
+    """The board's tables: each published table with the board's columns of its tasks (tasks × datasets ×
+    fractions, labels from protocol.json), then one table per board task no published table shows."""
+
+    def columns(tasks: list[str]) -> tuple[Column, ...]:
+        return tuple(Column(task, dataset, fraction, f"{label} {fraction}%") for task in tasks
+                     for dataset, label in protocol.task(task).datasets.items()
+                     for fraction in (protocol.task(task).fractions or protocol.fractions))
+
+    specs, shown = [], set()
+    for table in TABLES:
+        tasks = [task for task in table.tasks if task in protocol.tasks]
+        shown.update(table.tasks)
+        if tasks:
+            specs.append(TableSpec(table.key, table.title, columns(tasks), table.rows, table.source, table.caveats))
+    specs += [TableSpec(task, f"{task} (no published table)", columns([task]), (), "none: no published numbers")
+              for task in protocol.tasks if task not in shown]
+    return specs
 
 
 @dataclass
@@ -82,7 +126,7 @@ class BoardView:
         heads = {task: item.heads for task, item in board.protocol.tasks.items()}
         invalid: list[str] = []
         records = shown_runs(board.records(invalid), selected, heads)
-        cells = aggregate(records)
+        cells = aggregate(records, board.protocol.metric)
         return cls(board, selected, records, cells, board.entries(), ties_with_best(board, records, cells), invalid)
 
     @property
@@ -114,8 +158,9 @@ def fed_input_sizes(records: list[RunRecord], entry_key: str, tasks: set[str]) -
     return sorted(sizes)
 
 
-def percent(value: float) -> str:
-    return f"{100 * value:.1f}"
+def shown(spec: MetricSpec, value: float) -> str:
+    """A metric's value as its spec shows it (a fraction as a percentage, one decimal)."""
+    return f"{spec.shown(value):.1f}"
 
 
 def preprocessing_text(values: dict[str, Any] | None) -> str:
@@ -131,13 +176,17 @@ def preprocessing_text(values: dict[str, Any] | None) -> str:
 def build_table(view: BoardView, spec: TableSpec) -> TableModel:
     """Published rows, then one row per board entry, with bold/tie/overlap marks."""
     rows: list[TableRow] = []
+    protocol = view.board.protocol
+    metrics = [protocol.metric(column.task, column.dataset) for column in spec.columns]
+    published = [[row.values.get((column.task, column.dataset, column.fraction)) for column in spec.columns]
+                 for row in spec.rows]
     published_best = []
-    for index in range(len(spec.columns)):
-        numbers = [row.values[index] for row in spec.rows if isinstance(row.values[index], (int, float))]
-        published_best.append(max(numbers) if numbers else None)
-    for row in spec.rows:
+    for index, metric in enumerate(metrics):
+        numbers = [values[index] for values in published if isinstance(values[index], (int, float))]
+        published_best.append(max(numbers, key=metric.ranking) if numbers else None)
+    for row, values in zip(spec.rows, published):
         cells = []
-        for index, value in enumerate(row.values):
+        for index, value in enumerate(values):
             if value is None:
                 cells.append(TableCell())
             elif isinstance(value, Secondary):  # never bold: a second-hand number does not set the best
@@ -147,7 +196,6 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
             else:
                 cells.append(TableCell(text=f"{value:.1f}", bold=value == published_best[index], sort_value=value))
         rows.append(TableRow(row.method, "published", cells, row.note))
-    protocol = view.board.protocol
     preprocessing_notes = []
     for key in view.entry_keys():
         if not any(view.cell(key, column) for column in spec.columns):
@@ -158,18 +206,19 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
             preprocessing_notes.append(f"{entry.name}: {preprocessing_text(entry.preprocessing)}"
                                        + (f", fed {'/'.join(map(str, sizes))} px in these runs" if sizes else ""))
         cells = []
-        for column in spec.columns:
+        for column, metric in zip(spec.columns, metrics):
             cell = view.cell(key, column)
             if cell is None:
                 cells.append(TableCell())
                 continue
             verdict = view.ties.get(cell.column, {})
-            text = percent(cell.mean) + (f" ± {percent(cell.std)}" if cell.std is not None else "")
+            text = shown(metric, cell.mean) + (f" ± {shown(metric, cell.std)}" if cell.std is not None else "")
             overlap = bool(entry and protocol.overlaps(entry.pretraining_data, column.dataset))
             cells.append(TableCell(
                 text=text, bold=verdict.get("best") == key, tie=key in verdict.get("ties", []), overlap=overlap,
-                detail=f"[{percent(cell.ci_low)}, {percent(cell.ci_high)}] n={cell.n}"
-                       + (f", {cell.head}" if len(protocol.task(cell.task).heads) > 1 else ""), sort_value=cell.mean * 100,
+                detail=f"[{shown(metric, cell.ci_low)}, {shown(metric, cell.ci_high)}] n={cell.n}"
+                       + (f", {cell.head}" if len(protocol.task(cell.task).heads) > 1 else ""),
+                sort_value=metric.shown(cell.mean),
             ))
         label = entry.name if entry else key
         note = (f"{entry.role}, {entry.arch}, weights {entry.weights_sha256[:12]}, input "
@@ -323,13 +372,13 @@ def data_efficiency_figures(view: BoardView) -> dict[str, "object"]:
             if not points:
                 continue
             x = [c.fraction for c in points]
-            line, = axis.plot(x, [100 * c.mean for c in points], marker="o", label=points[0].backbone)
-            axis.fill_between(x, [100 * c.ci_low for c in points], [100 * c.ci_high for c in points],
+            line, = axis.plot(x, [slot.spec.shown(c.mean) for c in points], marker="o", label=points[0].backbone)
+            axis.fill_between(x, [slot.spec.shown(c.ci_low) for c in points], [slot.spec.shown(c.ci_high) for c in points],
                               color=line.get_color(), alpha=0.2, linewidth=0)
         axis.set_xscale("log")
         axis.set_xticks(list(view.board.protocol.fractions), [f"{f}%" for f in view.board.protocol.fractions])
         axis.set_xlabel("training labels")
-        axis.set_ylabel(f"{slot.label} (%)")
+        axis.set_ylabel(slot.label + (" (%)" if slot.spec.scale == 100 else ""))
         axis.set_title(("DEMO: " if view.board.protocol.demo else "") + f"{slot.label} ({task})", fontsize=9)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
@@ -415,15 +464,15 @@ def _provenance_html(view: BoardView) -> dict[str, str]:
     return out
 
 
-def _comparison_table(title: str, rows: list[Comparison]) -> str:
+def _comparison_table(title: str, rows: list[Comparison], spec_of: Callable[[str, str], MetricSpec]) -> str:
     body = "".join(
         f"<tr><td>{html.escape(c.task)}/{html.escape(c.dataset)}</td><td>{c.fraction}%</td><td>{html.escape(c.a)}</td>"
         f"<td>{html.escape(c.b)}</td>"
-        f'<td data-sort="{c.result.delta:.6f}">{100 * c.result.delta:+.2f}</td>'
-        f"<td>[{100 * c.result.ci_low:+.2f}, {100 * c.result.ci_high:+.2f}]</td><td>{c.result.test}</td>"
+        f'<td data-sort="{c.result.delta:.6f}">{spec.shown(c.result.delta):+.2f}</td>'
+        f"<td>[{spec.shown(c.result.ci_low):+.2f}, {spec.shown(c.result.ci_high):+.2f}]</td><td>{c.result.test}</td>"
         f'<td data-sort="{c.result.p_value:.6g}">{c.result.p_value:.3g}</td>'
         f'<td data-sort="{c.p_adjusted:.6g}">{c.p_adjusted:.3g}</td><td>{"yes" if c.significant else "no"}</td></tr>'
-        for c in rows)
+        for c, spec in ((c, spec_of(c.task, c.dataset)) for c in rows))
     return (f'<h3>{html.escape(title)}</h3><table class="sortable comparisons">'
             "<thead><tr><th>task/dataset</th><th>labels</th><th>entry</th><th>against</th><th>Δ (points)</th>"
             "<th>95% CI of Δ</th><th>test</th><th>p</th><th>p adjusted</th><th>significant</th></tr></thead><tbody>"
@@ -433,11 +482,12 @@ def _comparison_table(title: str, rows: list[Comparison]) -> str:
 def _comparisons_html(view: BoardView, comparisons: dict[str, list[Comparison]]) -> str:
     """Submissions against the references (one family each), then the best entry of each column
     against the others (one family per column: the † marks of the tables)."""
-    parts = [_comparison_table(f"{entry} against every reference entry", rows)
+    metric = view.board.protocol.metric
+    parts = [_comparison_table(f"{entry} against every reference entry", rows, metric)
              for entry, rows in comparisons.items() if rows]
     best_rows = [c for verdict in view.ties.values() for c in verdict["comparisons"]]
     if best_rows:
-        parts.append(_comparison_table("Best entry of each column against the others (the † marks)", best_rows))
+        parts.append(_comparison_table("Best entry of each column against the others (the † marks)", best_rows, metric))
     return "\n".join(parts)
 
 
@@ -495,7 +545,7 @@ def render_board(board: Board, modes: dict[str | None, str] | None = None, forma
     """Write tables, plots, exports and the page under ``out`` (default ``<board>/rendered``)."""
     view = BoardView.load(board, modes)
     out = out or board.root / "rendered"
-    models = [build_table(view, spec) for spec in TABLES]
+    models = [build_table(view, spec) for spec in board_tables(board.protocol)]
     files = []
     writers = {"md": to_markdown, "tex": to_latex}
     for model in models:

@@ -47,7 +47,8 @@ from benchmark.board.integrity import (
 from benchmark.data.prepared import file_sha256
 from benchmark.provenance import utc_now
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
-from benchmark.registry import did_you_mean
+from benchmark.registry import RegistryError, did_you_mean
+from benchmark.scoring import MetricSpec, metric_spec
 
 BOARDS_DIR_ENV = "MGCA_BENCH_BOARDS"
 DEFAULT_BOARDS_DIR = Path("leaderboards")
@@ -70,6 +71,7 @@ class Slot:
     partition: str  # the dataset partition the task reads (declared by the task)
     metric: str  # headline metric, a key of the run record's metrics (declared by the task)
     label: str  # column header, e.g. "CheXpert AUROC" (the board's wording)
+    spec: MetricSpec  # the metric's range, direction and display scale (declared by the task's scorer)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,22 @@ def _read_pins(data: Any, where: str) -> dict[str, str]:
     return dict(data)
 
 
+def _checked_tasks(tasks: dict[str, BoardTask], path: Path) -> dict[str, BoardTask]:
+    """``tasks``, each one's overrides checked against its task's vocabulary (``TaskInfo.override_keys``)."""
+    from tasks.registry import TaskDeclarationError, get_task  # the task declares what a board may change
+
+    for name, task in tasks.items():
+        if not task.overrides:
+            continue
+        try:
+            get_task(name).check_overrides(task.overrides, f"{path}: tasks.{name}.overrides")
+        except RegistryError as error:
+            raise BoardError(f"{path}: tasks.{name}.overrides: {error.args[0]}") from None
+        except TaskDeclarationError as error:
+            raise BoardError(str(error)) from None
+    return tasks
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A board's protocol definition (``protocol.json``), read strictly: unknown or missing keys are errors."""
@@ -177,7 +195,8 @@ class Protocol:
                 preparation_version=data["preparation_version"], title=data["title"],
                 description=data["description"], demo=bool(data["demo"]),
                 fractions=tuple(data["fractions"]), seeds=tuple(data["seeds"]), draws=tuple(data["draws"]),
-                tasks={task: BoardTask.from_dict(item, f"{path}: tasks.{task}") for task, item in data["tasks"].items()},
+                tasks=_checked_tasks({task: BoardTask.from_dict(item, f"{path}: tasks.{task}")
+                                      for task, item in data["tasks"].items()}, path),
                 comparison=ComparisonSettings(**data["comparison"]), default=bool(data.get("default", False)),
                 test_set_sources={ds: tuple(sources) for ds, sources in data.get("test_set_sources", {}).items()},
                 source_aliases=dict(data.get("source_aliases", {})),
@@ -225,7 +244,15 @@ class Protocol:
             known = [f"{t}/{d}" for t, item in self.tasks.items() for d in item.datasets]
             raise BoardError(f"board {self.board!r} has no column for {task}/{dataset}; it defines {known}")
         declared = get_task(task).dataset(dataset)
-        return Slot(declared.partition, declared.metric, board_task.datasets[dataset])
+        return Slot(declared.partition, declared.metric, board_task.datasets[dataset], self.metric(task, dataset))
+
+    def metric(self, task: str, dataset: str) -> MetricSpec:
+        """The spec of the headline metric of ``task`` on ``dataset`` (its range, direction, display scale),
+        as the task's scorer declares it; a published table may name a column this board does not hold."""
+        from tasks.registry import get_task
+
+        info = get_task(task)
+        return metric_spec(info.scorer, info.dataset(dataset).metric)
 
     def canonical_source(self, name: str) -> str:
         key = name.strip().lower()

@@ -23,6 +23,7 @@ from benchmark.cli import comma_integers, comma_list, command, task_choices
 
 if TYPE_CHECKING:
     from benchmark.board.aggregate import CellAggregate
+    from benchmark.scoring import MetricSpec
 
 
 def _alpha(text: str) -> float:
@@ -56,9 +57,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="exit 1 unless every column selected is paired, with A's mean above B's and adjusted p < alpha")
 
 
-def _spread(cell: CellAggregate) -> str:
-    std = "" if cell.std is None else f" ± {100 * cell.std:.1f}"
-    return f"{100 * cell.mean:6.1f}{std:<7} (n={cell.n})"
+def _spread(cell: CellAggregate, spec: MetricSpec) -> str:
+    std = "" if cell.std is None else f" ± {spec.shown(cell.std):.1f}"
+    return f"{spec.shown(cell.mean):6.1f}{std:<7} (n={cell.n})"
 
 
 @command("compare", "compare two entries of a board column by column (means over runs, paired tests)", _configure)
@@ -108,15 +109,16 @@ def _compare(args: argparse.Namespace) -> int:
     correction = args.correction or board.protocol.comparison.correction
     alpha = args.alpha or board.protocol.comparison.alpha
     print(f"A = {keys['A']}, B = {keys['B']} on {board.root.name}: means ± sd over runs (draws x seeds), "
-          f"x100; paired tests on the same test images, {correction} correction over {len(comparisons)} columns")
+          f"shown as each metric declares (x100 for a fraction); paired tests on the same test images, "
+          f"{correction} correction over {len(comparisons)} columns")
     print(f"{'column':<32} {'metric':<10} {'A':<24} {'B':<24} {'A - B':>7} {'test':<16} {'p adj':>8}")
     failures = []
     for (a, b, _), c in zip(pairs, comparisons):
-        column = _name(a.column)
-        print(f"{column:<32} {a.metric:<10} {_spread(a):<24} {_spread(b):<24} {100 * (a.mean - b.mean):>+7.2f} "
-              f"{c.result.test:<16} {c.p_adjusted:>8.3g}")
-        if a.mean <= b.mean:
-            failures.append(f"{column}: A's mean is not above B's")
+        column, spec = _name(a.column), board.protocol.metric(a.task, a.dataset)
+        print(f"{column:<32} {a.metric:<10} {_spread(a, spec):<24} {_spread(b, spec):<24} "
+              f"{spec.shown(a.mean - b.mean):>+7.2f} {c.result.test:<16} {c.p_adjusted:>8.3g}")
+        if spec.ranking(a.mean) <= spec.ranking(b.mean):
+            failures.append(f"{column}: A's mean is not better than B's")
         elif not c.p_adjusted < alpha:
             failures.append(f"{column}: adjusted p {c.p_adjusted:.3g} is not below alpha {alpha:g}")
     for column, why in unusable:

@@ -50,14 +50,15 @@ def _submit(args: argparse.Namespace) -> int:
     entry = next(e for e in board.entries().values() if e.name == args.name)
     records = BoardView.load(board, args.mode).records
     skipped: list[str] = []
-    comparisons = compare_entry(board, records, aggregate(records), entry.key, args.correction, skipped)
+    comparisons = compare_entry(board, records, aggregate(records, board.protocol.metric), entry.key, args.correction, skipped)
     correction = args.correction or board.protocol.comparison.correction
     print(f"\n{entry.name} ({entry.key}) against every reference entry; paired tests on the same test images, "
           f"{correction} correction over {len(comparisons)} comparisons, alpha {board.protocol.comparison.alpha}")
     print(f"{'cell':<34} {'reference':<32} {'delta':>7} {'95% CI':>17} {'test':<16} {'p':>8} {'p adj':>8}  significant")
     for c in comparisons:
-        print(f"{c.task + '/' + c.dataset + f' {c.fraction}%':<34} {c.b:<32} {100 * c.result.delta:>+7.2f} "
-              f"[{100 * c.result.ci_low:>+6.2f},{100 * c.result.ci_high:>+6.2f}] {c.result.test:<16} "
+        shown = board.protocol.metric(c.task, c.dataset).shown
+        print(f"{c.task + '/' + c.dataset + f' {c.fraction}%':<34} {c.b:<32} {shown(c.result.delta):>+7.2f} "
+              f"[{shown(c.result.ci_low):>+6.2f},{shown(c.result.ci_high):>+6.2f}] {c.result.test:<16} "
               f"{c.result.p_value:>8.3g} {c.p_adjusted:>8.3g}  {'yes' if c.significant else 'no'}")
     for line in skipped:
         print(f"not compared: {line}")

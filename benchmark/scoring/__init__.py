@@ -14,6 +14,8 @@ package) does two things from a run's saved files:
 - ``per_image``: the per-image statistics of one run, computed once (:class:`PerImageRun`),
   from which the paired comparison evaluates the headline metric on thousands of resampled
   image sets, vectorised (``benchmark/scoring/compare.py``).
+- ``metrics``: a :class:`MetricSpec` per metric (label, range, direction, display scale), which
+  the board's aggregates, paired tests, best-of marks and tables read instead of assuming one.
 - ``target_set``: the digest of a targets file's ground truth alone (:class:`TargetSet`), which
   a board pins per (dataset, partition, test split) so that no record is scored on other labels.
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -62,7 +64,31 @@ class TargetSet:
     geometry: str = ""  # "" when the targets do not depend on the model; "HxW" for masks at its input size
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a board needs to know of a metric: how to label it, its range, which way is better, how to show it."""
+
+    name: str
+    label: str  # column wording, e.g. "AUROC"
+    low: float = 0.0  # the metric's range: intervals are clipped to it
+    high: float = 1.0
+    higher_is_better: bool = True  # which end the best entry of a column is at
+    scale: float = 100.0  # shown as value × scale (a fraction in [0, 1] as a percentage)
+
+    def clip(self, value: float) -> float:
+        return min(self.high, max(self.low, value))
+
+    def shown(self, value: float) -> float:
+        return self.scale * value
+
+    def ranking(self, value: float) -> float:
+        """A key under which larger is better, whichever way the metric runs."""
+        return value if self.higher_is_better else -value
+
+
 class TaskScorer(Protocol):
+    metrics: Mapping[str, MetricSpec]  # every metric score_files reports, declared
+
     def score_files(self, predictions: Path, targets: Path, dataset: str, options: BootstrapOptions) -> dict:
         """Every metric of the prediction file against the targets file (JSON-ready)."""
 
@@ -82,6 +108,14 @@ def record_target_set(scorer_name: str, targets: Path, dataset: str, partition: 
 
     found = scorer(scorer_name).target_set(Path(targets), dataset)
     return {"key": target_pin_key(dataset, partition, found.geometry), "digest": found.digest}
+
+
+def metric_spec(scorer_name: str, metric: str) -> MetricSpec:
+    """The declared spec of ``metric`` in scorer ``scorer_name``; an undeclared metric is an error."""
+    specs = scorer(scorer_name).metrics
+    if metric not in specs:
+        raise KeyError(f"scorer {scorer_name!r} declares no metric {metric!r}; it declares {sorted(specs)}")
+    return specs[metric]
 
 
 def scorer(name: str) -> TaskScorer:

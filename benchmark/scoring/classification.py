@@ -54,10 +54,11 @@ from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.data.datasets.covidx import CLASSES as COVIDX_CLASSES
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS, PerImageRun, TargetSet
+from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
 
 TargetFormat = Literal["multilabel", "multiclass"]
+TrainAugmentation = Literal["moco2", "random_crop"]  # the probe's train transform (tasks/classification/transforms.py)
 ID_COLUMN = "id"
 LABEL_COLUMN = "label"  # multi-class targets
 
@@ -80,12 +81,15 @@ METRICS: Registry[MetricFunction] = Registry("classification metric")
 
 @dataclass(frozen=True)
 class ClassificationScheme:
-    """What a dataset's test set is scored on: its classes, target format and metrics."""
+    """A classification dataset's one declaration: what its test set is scored on (classes, target
+    format, metrics) and how the linear probe reads and augments it (tasks/classification)."""
 
     dataset: str
     classes: tuple[str, ...]
-    target_format: TargetFormat
+    target_format: TargetFormat  # multilabel: BCE per class; multiclass: cross-entropy (the probe's loss)
     primary: str  # a key of METRICS: the leaderboard number
+    label_columns: tuple[str, ...]  # columns of the prepared records.csv holding the labels
+    train_augmentation: TrainAugmentation = "random_crop"  # the reference's train transform
     secondary: tuple[str, ...] = ()
 
     @property
@@ -191,10 +195,11 @@ def weighted_balanced_accuracy(targets: np.ndarray, scores: np.ndarray, weights:
     return np.nanmean(recalls, axis=1)
 
 
-SCHEMES.add("chexpert", ClassificationScheme("chexpert", COMPETITION_TASKS, "multilabel", "auroc"))
-SCHEMES.add("rsna", ClassificationScheme("rsna", ("Target",), "multilabel", "auroc"))
+SCHEMES.add("chexpert", ClassificationScheme("chexpert", COMPETITION_TASKS, "multilabel", "auroc", COMPETITION_TASKS, "moco2"))
+SCHEMES.add("rsna", ClassificationScheme("rsna", ("Target",), "multilabel", "auroc", ("target",)))  # column "target"
 SCHEMES.add("covidx", ClassificationScheme(
-    "covidx", tuple(sorted(COVIDX_CLASSES, key=COVIDX_CLASSES.get)), "multiclass", "accuracy", ("balanced_accuracy", "auroc"),
+    "covidx", tuple(sorted(COVIDX_CLASSES, key=COVIDX_CLASSES.get)), "multiclass", "accuracy", ("label",),
+    secondary=("balanced_accuracy", "auroc"),
 ))
 
 
@@ -369,6 +374,9 @@ def read_scored_files(predictions: Path, targets: Path, scheme: ClassificationSc
 
 class ClassificationScorer:
     """The classification task's scorer (file formats and metrics: this module's docstring)."""
+
+    metrics = {"auroc": MetricSpec("auroc", "AUROC"), "accuracy": MetricSpec("accuracy", "ACC"),
+               "balanced_accuracy": MetricSpec("balanced_accuracy", "balanced ACC")}
 
     def score_files(self, predictions: Path, targets: Path, dataset: str | None,
                     options: BootstrapOptions = BootstrapOptions()) -> dict:

@@ -60,7 +60,7 @@ from scipy import sparse
 
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS, PerImageRun, TargetSet
+from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
 
 MAX_DETECTIONS = 100  # per image (pycocotools maxDets)
@@ -448,6 +448,9 @@ def score_arrays(scored: ScoredFile, options: BootstrapOptions = BootstrapOption
 
 class DetectionScorer:
     """The ``detection`` task's scorer (``benchmark.scoring.TaskScorer``)."""
+
+    metrics = {"map": MetricSpec("map", "mAP"), "map_mgca": MetricSpec("map_mgca", "mAP (reference rule)"),
+               "map_coco": MetricSpec("map_coco", "mAP@[.5:.95]"), "ap50": MetricSpec("ap50", "AP50")}
 
     def score_files(self, predictions: Path, targets: Path, dataset: str, options: BootstrapOptions = BootstrapOptions()) -> dict:
         """Every metric of a COCO results file against the test split's COCO ground truth (the ``score`` verb)."""

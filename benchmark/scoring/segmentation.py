@@ -51,7 +51,7 @@ import numpy as np
 
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS, PerImageRun, TargetSet
+from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, ConfidenceInterval, percentile_interval, resample_weights
 
 THRESHOLD = 0.5
@@ -433,6 +433,9 @@ def score_counts(counts: ImageCounts, dataset: str | None, options: BootstrapOpt
 
 class SegmentationScorer:
     """Scores probability maps against masks; per-image counts serve the paired bootstrap."""
+
+    metrics = {"dice": MetricSpec("dice", "Dice"), "dice_positive": MetricSpec("dice_positive", "Dice (positive images)"),
+               "dice_pooled": MetricSpec("dice_pooled", "Dice (pooled)"), "miou": MetricSpec("miou", "mIoU")}
 
     def score_files(self, predictions: Path, targets: Path, dataset: str | None = None,
                     options: BootstrapOptions = BootstrapOptions()) -> dict:

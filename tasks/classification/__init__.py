@@ -6,19 +6,21 @@ metric are its scoring scheme's (``benchmark/scoring/classification.py``).
 """
 
 from benchmark.scoring.classification import SCHEMES
-from tasks.classification.protocol import DATASET_PROBES, MODES, PROTOCOL, TASK_VERSION
+from tasks.classification.protocol import BOARD_OVERRIDES, COST, MODES, PROTOCOL, TASK_VERSION
 from tasks.registry import TASKS, TaskDataset, TaskInfo
 
 TASKS.add("classification", TaskInfo(
     name="classification",
     title="Linear classification (frozen encoder, linear head)",
     version=TASK_VERSION,
-    datasets={name: TaskDataset(PROTOCOL.partition, SCHEMES.get(name).primary) for name in DATASET_PROBES.names()},
+    datasets={name: TaskDataset(PROTOCOL.partition, scheme.primary) for name, scheme in SCHEMES.items()},
     heads=("linear",),
     default_heads={"*": "linear"},
     modes=MODES,
     default_mode="cached",
     adapter="tasks.classification.adapter:run_classification",
     scorer="classification",
+    cost=COST,
+    override_keys=BOARD_OVERRIDES,
     smoke={"max_epochs": 1, "batch_size": 8, "encode_batch_size": 16},
 ))

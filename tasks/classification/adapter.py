@@ -42,13 +42,13 @@ from benchmark.scoring.classification import (
 )
 from tasks.classification.features import EncodeStats, cached_features, encode_batch
 from tasks.classification.protocol import (
-    DATASET_PROBES,
     MODES,
     PROTOCOL,
     DatasetProbe,
     Geometry,
     Mode,
     ProbeProtocol,
+    dataset_probe,
     deviations,
     resolve_geometry,
     resolved_config,
@@ -158,7 +158,7 @@ def linear_probe(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
     started_at, started = utc_now(), time.perf_counter()
-    probe, scheme = DATASET_PROBES.get(dataset.name), SCHEMES.get(dataset.name)
+    probe, scheme = dataset_probe(dataset.name), SCHEMES.get(dataset.name)
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     backbone.model.to(run_device).eval()
     work_dir, cache_dir = Path(work_dir), Path(cache_dir)

@@ -10,11 +10,11 @@ Task version changelog (bump on any change that can move a number):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal, get_args
 
-from benchmark.data.datasets.chexpert import COMPETITION_TASKS
-from benchmark.registry import Registry
+from benchmark.costs import TaskCost
+from benchmark.scoring.classification import SCHEMES, TrainAugmentation
 
 TASK_VERSION = 1
 Mode = Literal["cached", "paper"]  # the adapter's module docstring says what each does
@@ -23,7 +23,6 @@ REFERENCE_CACHE_SIZE = 256  # the reference's resize_img(imsize=256)
 REFERENCE_CROP_SIZE = 224
 
 Loss = Literal["bce", "cross_entropy"]
-TrainAugmentation = Literal["moco2", "random_crop"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Moco2Augmentation:
 
 @dataclass(frozen=True)
 class DatasetProbe:
-    """How one dataset's labels feed the probe (class names come from the scoring scheme)."""
+    """How one dataset's labels feed the probe (derived from its scoring scheme: :func:`dataset_probe`)."""
 
     dataset: str
     label_columns: tuple[str, ...]  # columns of the prepared records.csv
@@ -76,12 +75,21 @@ class ProbeProtocol:
     deterministic_algorithms: bool = True
 
 
-DATASET_PROBES: Registry[DatasetProbe] = Registry("classification dataset")
-DATASET_PROBES.add("chexpert", DatasetProbe("chexpert", COMPETITION_TASKS, "bce", "moco2"))
-DATASET_PROBES.add("rsna", DatasetProbe("rsna", ("target",), "bce", "random_crop"))  # scored as class "Target"
-DATASET_PROBES.add("covidx", DatasetProbe("covidx", ("label",), "cross_entropy", "random_crop"))
+LOSSES: dict[str, Loss] = {"multilabel": "bce", "multiclass": "cross_entropy"}  # by the scheme's target format
+
+
+def dataset_probe(dataset: str) -> DatasetProbe:
+    """How ``dataset``'s labels feed the probe, read from its one declaration (its scoring scheme)."""
+    scheme = SCHEMES.get(dataset)
+    return DatasetProbe(dataset, scheme.label_columns, LOSSES[scheme.target_format], scheme.train_augmentation)
 
 PROTOCOL = ProbeProtocol()
+# A board may change any field of the recipe but its identity (``with_overrides``).
+BOARD_OVERRIDES = tuple(f.name for f in fields(ProbeProtocol) if f.name not in ("task_version", "partition"))
+# A linear layer on cached [CLS]/pooled float32 vectors (features.py); the reference mode caches
+# the validation and test features too.
+COST = TaskCost(batch_size=PROTOCOL.batch_size, max_epochs=PROTOCOL.max_epochs, head_cost=0.002, features="global",
+                cache_dtype_bytes=4, paper_caches_eval=True)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 It has the real prepared layout (manifest, records.csv, splits, uint8 image cache) written with
 the data layer's own helpers, and images in which every positive class adds a bright square at
 its own place inside the centre crop, so a linear probe on a random encoder can learn something.
-The label columns are those the real preparers write (``DATASET_PROBES``).
+The label columns are those the real preparers write (``ClassificationScheme.label_columns``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import benchmark
 from benchmark.data.prepared import PREPARATION_VERSION, SPLITS, Manifest, split_file_name, write_ids
 from benchmark.provenance import utc_now
 from benchmark.scoring.classification import SCHEMES
-from tasks.classification.protocol import DATASET_PROBES
+from tasks.classification.protocol import dataset_probe
 
 
 def _labels(dataset: str, n_images: int, rng: np.random.Generator) -> np.ndarray:
@@ -49,7 +49,7 @@ def write_synthetic_prepared(
     folder = Path(root) / dataset
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    probe, scheme = DATASET_PROBES.get(dataset), SCHEMES.get(dataset)
+    probe, scheme = dataset_probe(dataset), SCHEMES.get(dataset)
     ids = {split: [f"{split}{index:04d}" for index in range(counts[split])] for split in SPLITS}
     labels = {split: _labels(dataset, counts[split], rng) for split in SPLITS}
     rows = []

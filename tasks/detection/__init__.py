@@ -6,7 +6,7 @@ cell; the protocol lives as data in ``protocol.py``, the detectors as mmengine c
 import mmdet.
 """
 
-from tasks.detection.protocol import DEFAULT_HEADS, HEAD_NAMES, MODES, PARTITION, TASK_VERSION
+from tasks.detection.protocol import BOARD_OVERRIDES, COST, DEFAULT_HEADS, HEAD_NAMES, MODES, PARTITION, TASK_VERSION
 from tasks.registry import TASKS, TaskDataset, TaskInfo
 
 TASKS.add("detection", TaskInfo(
@@ -20,6 +20,7 @@ TASKS.add("detection", TaskInfo(
     default_mode="cached",
     adapter="tasks.detection.adapter:run_detection",
     scorer="detection",
+    cost=COST,
+    override_keys=BOARD_OVERRIDES,
     smoke={"max_epochs": 1, "batch_size": 8, "eval_batch_size": 16, "encode_batch_size": 16},
-    metric_labels={"map": "mAP", "map_mgca": "mAP (reference rule)", "map_coco": "mAP@[.5:.95]", "ap50": "AP50"},
 ))

@@ -17,10 +17,11 @@ Task version changelog (bump on any change that can move a number):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from benchmark.costs import TaskCost
 from benchmark.registry import Registry
 
 TASK_VERSION = 2
@@ -142,6 +143,13 @@ class DetectionProtocol:
 
 
 PROTOCOL = DetectionProtocol()
+# A board may change any field of the recipe but its identity (``with_overrides``).
+BOARD_OVERRIDES = tuple(f.name for f in fields(DetectionProtocol) if f.name not in ("task_version", "partition"))
+CACHE_DTYPE_BYTES = {"float16": 2, "float32": 4}
+# YOLOv3 / Faster R-CNN on cached maps, about an encoder pass per training image; the largest
+# scheduled batch (8-16 by fraction).
+COST = TaskCost(batch_size=max(s.batch_size for s in SCHEDULES.values()), max_epochs=PROTOCOL.max_epochs, head_cost=1.0,
+                features="maps", cache_dtype_bytes=CACHE_DTYPE_BYTES[PROTOCOL.cache_dtype])
 
 
 def with_overrides(**changes: object) -> DetectionProtocol:

@@ -8,7 +8,7 @@ imported only in the process that runs a cell.
 """
 
 from tasks.registry import TASKS, TaskDataset, TaskInfo
-from tasks.segmentation.protocol import DEFAULT_MODE, MODES, TASK_VERSION
+from tasks.segmentation.protocol import BOARD_OVERRIDES, COST, DEFAULT_MODE, MODES, TASK_VERSION
 
 TASKS.add("segmentation", TaskInfo(
     name="segmentation",
@@ -22,7 +22,8 @@ TASKS.add("segmentation", TaskInfo(
     default_mode=DEFAULT_MODE,
     adapter="tasks.segmentation.adapter:run_segmentation",
     scorer="segmentation",
-    smoke={"train_cfg.max_epochs": 1, "train_dataloader.batch_size": 4, "val_dataloader.batch_size": 4},
+    cost=COST,
+    override_keys=tuple(BOARD_OVERRIDES),
+    smoke={"max_epochs": 1, "batch_size": 4, "eval_batch_size": 4},
     large_artifacts=True,
-    metric_labels={"dice": "Dice"},
 ))

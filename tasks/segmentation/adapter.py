@@ -59,7 +59,15 @@ from tasks.segmentation import losses  # noqa: F401 - registers FocalLogDiceLoss
 from tasks.segmentation.data import CachedFeatureItems, SegmentationImages
 from tasks.segmentation.features import cached_levels
 from tasks.segmentation.models import encoder_outputs
-from tasks.segmentation.protocol import MODES, TASK_VERSION, ConfigError, deviations, load_config, resolve_geometry
+from tasks.segmentation.protocol import (
+    MODES,
+    TASK_VERSION,
+    ConfigError,
+    config_options,
+    deviations,
+    load_config,
+    resolve_geometry,
+)
 from tasks.segmentation.training import build_runner, distribute, predict, train
 
 PREDICTIONS_FILE = "predictions.npz"
@@ -116,8 +124,8 @@ def build_model(cfg: Config, backbone: LoadedBackbone, input_size: int, mode: st
 
 
 def run_segmentation(cell: TaskCell) -> TaskResult:
-    """The task contract's entry point (``tasks.registry``); the board's overrides are config changes."""
-    return run_cell(cell, cell.overrides)
+    """The task contract's entry point (``tasks.registry``); the board's overrides become config changes."""
+    return run_cell(cell, config_options(cell.overrides))
 
 
 def run_cell(cell: TaskCell, overrides: Mapping[str, Any] | None = None) -> TaskResult:

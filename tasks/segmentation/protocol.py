@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmark.costs import TaskCost
+
 if TYPE_CHECKING:  # importing the task package registers it without importing mmengine
     from mmengine.config import Config
 
@@ -38,8 +40,29 @@ MODES = ("paper", "cached")
 DEFAULT_MODE = "paper"  # the measured decision and its numbers: adapter.py's docstring, DEVIATIONS.md
 
 
+# The board's override vocabulary (tasks.registry) -> the config keys each sets.
+BOARD_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "max_epochs": ("train_cfg.max_epochs",),
+    "batch_size": ("train_dataloader.batch_size",),
+    "eval_batch_size": ("val_dataloader.batch_size",),
+    "encode_batch_size": ("encode_batch_size",),
+    "lr": ("optim_wrapper.optimizer.lr",),
+}
+# The configs' epoch bound and smallest batch (configs/base.py, configs/hyperparameters.py; a test
+# reads them back); the decoder costs about half an encoder pass per image, maps cached as float16.
+COST = TaskCost(batch_size=8, max_epochs=50, head_cost=0.5, features="maps", cache_dtype_bytes=2)
+
+
 class ConfigError(ValueError):
     """A head, dataset, fraction or override the configs do not provide."""
+
+
+def config_options(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A board's overrides as config changes: ``{"max_epochs": 3}`` -> ``{"train_cfg.max_epochs": 3}``."""
+    unknown = sorted(set(overrides) - set(BOARD_OVERRIDES))
+    if unknown:
+        raise ConfigError(f"board override(s) {unknown} unknown to segmentation; it accepts {sorted(BOARD_OVERRIDES)}")
+    return {key: value for name, value in overrides.items() for key in BOARD_OVERRIDES[name]}
 
 
 def parse_overrides(options: list[str] | None) -> dict[str, Any]:

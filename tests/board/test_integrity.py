@@ -159,7 +159,7 @@ def test_paired_test_results_shipped_inside_a_board_are_not_believed(board: tupl
     board, request = board
     run_grid(board, replace(request, backbones=(BackboneChoice("random_vit_tiny"),), fractions=(100,)))
     records = board.records()
-    cell_a, cell_b = [cell for cell in aggregate(records) if cell.fraction == 100]
+    cell_a, cell_b = [cell for cell in aggregate(records, board.protocol.metric) if cell.fraction == 100]
     truth = compare_cells(board, records, cell_a, cell_b)
     key = _cache_path(board, cell_a, [r for r in records if r.identity.cell_key in {run.record for run in cell_a.runs}],
                       [r for r in records if r.identity.cell_key in {run.record for run in cell_b.runs}]).name

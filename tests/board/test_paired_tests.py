@@ -168,7 +168,7 @@ def test_runs_scored_against_different_labels_are_not_compared(tmp_path) -> None
     board.add(records[0])  # pins rsna/classification/test
     with pytest.raises(BoardError, match="not those the board pins"):
         board.add(records[1])
-    cell_a, cell_b = aggregate(records)
+    cell_a, cell_b = aggregate(records, board.protocol.metric)
     with pytest.raises(ComparisonError, match="different labels"):
         compare_cells(board, records, cell_a, cell_b)
 
@@ -241,7 +241,7 @@ def test_generic_paired_path_aligns_runs_written_in_different_row_orders(tmp_pat
                 created="2026-01-01T00:00:00+00:00",
             ))
     records = board.records()
-    cells = {(cell.dataset, cell.backbone): cell for cell in aggregate(records)}
+    cells = {(cell.dataset, cell.backbone): cell for cell in aggregate(records, board.protocol.metric)}
     exact = compare_cells(board, records, cells[("rsna", "a")], cells[("rsna", "b")])
     resampled = compare_cells(board, records, cells[("covidx", "a")], cells[("covidx", "b")])
     assert (exact.test, exact.delta, exact.p_value) == ("delong", 0.0, 1.0)

@@ -11,10 +11,9 @@ import torch
 import torchvision
 
 import toy_task
-from benchmark.board.render import BoardView, build_table, to_markdown
+from benchmark.board.render import BoardView, Column, TableSpec, build_table, to_markdown
 from benchmark.board.store import Board
 from benchmark.cli import main
-from benchmark.published import Column, TableSpec
 from benchmark.records import RunRecord
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

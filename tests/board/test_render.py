@@ -5,15 +5,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from benchmark.board.render import BoardView, build_table, render_board, to_latex, to_markdown
-from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
-from benchmark.published import TABLE_1, TABLE_2, TABLES
+from benchmark.board.render import BoardView, TableSpec, board_tables, build_table, render_board, to_latex, to_markdown
+from benchmark.board.store import Board, BoardEntry, Protocol, copy_board_protocol, default_board
+from benchmark.published import TABLES
 from benchmark.records import CellIdentity, MetricValue, RunRecord
 from benchmark.scoring import record_target_set
 
@@ -62,20 +63,30 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Board:
     return board
 
 
+def tables(board: Board) -> tuple[TableSpec, TableSpec]:
+    """Table 1 and Table 2 as this board lays them out."""
+    by_key = {spec.key: spec for spec in board_tables(board.protocol)}
+    return by_key["table1"], by_key["table2"]
+
+
 def test_published_rows_carry_numbers_sources_and_empty_unknown_cells(board: Board) -> None:
+    TABLE_1, TABLE_2 = tables(board)
     text = to_markdown(build_table(BoardView.load(board), TABLE_1))
     assert "| MGCA (ResNet-50) | published | **87.6** | 88.0 | **88.2** | **88.6** | 89.1 | 89.9 | 72.0 | **83.5** | 90.5 |" in text
     assert ("| MGCA (ViT-B/16) | published | 88.8 ² | 89.1 ² | 89.7 ² | 88.6 ² | 89.5 ² | 90.0 ² | 74.8 ² | 84.8 ² "
             "| 92.3 ² |") in text  # second-hand numbers: marked, never bold
     assert "| MGCA (ResNet-50), ASG reading | published |  |  |  | 87.6 ² | 88.6 ² | 89.8 ² |" in text
-    table_2 = to_markdown(build_table(BoardView.load(board), TABLE_2))
-    assert "| MGCA (ViT-B/16) | published | 60.1 ² | 65.4 ² | 69.6 ² | 69.3 ² | 70.0 ² | 72.3 ² |" + "  |" * 6 in table_2
+    vit = next(row for row in build_table(BoardView.load(board), TABLE_2).rows if row.label == "MGCA (ViT-B/16)")
+    shown = {(column.task, column.dataset, column.fraction): cell.text for column, cell in zip(TABLE_2.columns, vit.cells)}
+    assert shown[("segmentation", "siim", 1)] == "60.1 ²" and shown[("segmentation", "siim", 100)] == "69.6 ²"
+    assert all(text == "" for (task, *_), text in shown.items() if task == "detection")  # no source prints them
     assert "https://arxiv.org/abs/2312.01522" in text and "not read" in text
     assert "?" not in text.split("- Published rows")[0]
     assert "DEMO BOARD" in text  # the copy keeps demo: true
 
 
 def test_board_rows_bold_best_mark_ties_and_flag_overlaps(board: Board) -> None:
+    TABLE_1, _ = tables(board)
     model = build_table(BoardView.load(board), TABLE_1)
     rows = {row.label: row for row in model.rows if row.kind == "board"}
     assert set(rows) == {"strong", "twin", "weak"}
@@ -91,18 +102,21 @@ def test_board_rows_bold_best_mark_ties_and_flag_overlaps(board: Board) -> None:
 
 
 def test_the_note_gives_the_declared_input_and_the_size_the_runs_fed(board: Board) -> None:
+    TABLE_1, _ = tables(board)
     notes = " ".join(build_table(BoardView.load(board), TABLE_1).notes)
     assert "strong: 224 px, 3 ch, [0, 1], mean 0.5/0.5/0.5, std 0.5/0.5/0.5 (model), fed 112 px in these runs" in notes
     assert "twin: not recorded" in notes and "twin: not recorded (entry written before preprocessing was recorded), fed" not in notes
 
 
 def test_table_2_is_published_only_until_detection_and_segmentation_run(board: Board) -> None:
+    _, TABLE_2 = tables(board)
     text = to_markdown(build_table(BoardView.load(board), TABLE_2))
     assert "No board results for this table yet" in text and "this board" not in text.split("\n- ")[0]
     assert "| MGCA (ResNet-50) | published | **49.7** |" in text
 
 
 def test_latex_escapes_and_groups_columns(board: Board) -> None:
+    TABLE_1, _ = tables(board)
     tex = to_latex(build_table(BoardView.load(board), TABLE_1))
     assert r"\multicolumn{3}{c}{CheXpert AUROC}" in tex and r"1\%" in tex
     assert r"\textbf{87.6}" in tex and r"$\pm$" in tex and r"\begin{tabular}" in tex
@@ -154,3 +168,19 @@ def test_paired_results_are_cached_by_file_content(board: Board) -> None:
     assert render_board(board, formats=("md",)).comparisons == first
     assert sorted((local_cache_dir() / "comparisons").glob("*.json")) == cached
     assert not (board.root / ".cache").exists()  # nothing a copied board could bring along
+
+
+def test_tables_take_their_columns_from_the_board_and_a_task_without_a_published_table_gets_its_own(
+        tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import toy_task
+
+    protocol = Protocol.read(toy_task.write_toy_board(tmp_path) / "protocol.json")
+    [spec] = board_tables(protocol)
+    assert (spec.key, spec.rows) == ("toy", ())
+    assert [column.header for column in spec.columns] == ["Toy AUROC 1%", "Toy AUROC 10%", "Toy AUROC 100%"]
+    demo = Board(DEMO_BOARD).protocol
+    table2 = board_tables(demo)[1]
+    assert {(c.task, c.dataset, c.fraction) for c in table2.columns} == {
+        (task, dataset, fraction) for task in ("segmentation", "detection") for dataset in demo.task(task).datasets
+        for fraction in demo.task(task).fractions or demo.fractions}

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmark.costs import TaskCost
 from benchmark.data.prepared import PREPARATION_VERSION, Manifest, split_file_name, write_ids
 from tasks.registry import TASKS, TaskCell, TaskDataset, TaskInfo, TaskResult
 
@@ -60,6 +61,9 @@ if TOY_TASK not in TASKS:
         name=TOY_TASK, title="toy", version=1, datasets={TOY_DATASET: TaskDataset("classification", "auroc")},
         heads=("linear", "mlp"), default_heads={"*": "linear"}, modes=("cached", "paper"), default_mode="cached",
         adapter=toy_task, scorer="classification",
+        # the cost the planner shards toy cells by: a bound of 50 epochs, a head as dear as the encoder
+        cost=TaskCost(batch_size=32, max_epochs=50, head_cost=1.0, features="maps", cache_dtype_bytes=4),
+        override_keys=("max_epochs",),
     ))
 
 

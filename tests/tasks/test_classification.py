@@ -12,6 +12,7 @@ import torch
 
 from benchmark.backbones import BACKBONES, MGCA_PREPROCESSING, BackboneSpec, Preprocessing, build_backbone, user_backbone_spec
 from benchmark.cli import main
+from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.data.prepared import DataError, PreparedDataset
 from benchmark.scoring.classification import SCHEMES, compute_metrics, read_predictions, read_targets
 from tasks.classification.adapter import linear_probe
@@ -23,7 +24,7 @@ from tasks.classification.features import (
     cached_features,
     encode_images,
 )
-from tasks.classification.protocol import DATASET_PROBES, PROTOCOL, resolve_geometry, with_overrides
+from tasks.classification.protocol import PROTOCOL, dataset_probe, resolve_geometry, with_overrides
 from tasks.classification.synthetic import write_synthetic_prepared
 from tasks.classification.training import build_head, shuffled_batches, train_head
 from tasks.classification.transforms import eval_transform, eval_transform_descriptor, to_encoder_input
@@ -42,7 +43,7 @@ def backbone():
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepared")
-    for dataset in DATASET_PROBES.names():
+    for dataset in SCHEMES.names():
         write_synthetic_prepared(root, dataset, COUNTS, image_size=64)
     return root
 
@@ -54,10 +55,17 @@ def run(backbone, data_root, tmp_path, dataset="chexpert", mode="cached", seed=0
 
 # --------------------------------------------------------------------------- protocol, registry
 
+def test_each_dataset_probe_is_read_from_its_one_declaration():
+    # the values the separate DATASET_PROBES registry held before the scheme became the one declaration
+    assert [tuple(dataclasses.asdict(dataset_probe(name)).values()) for name in ("chexpert", "rsna", "covidx")] == [
+        ("chexpert", COMPETITION_TASKS, "bce", "moco2"), ("rsna", ("target",), "bce", "random_crop"),
+        ("covidx", ("label",), "cross_entropy", "random_crop")]
+
+
 def test_registry_entry_covers_every_dataset_probe_and_scheme():
     info = get_task("classification")
     assert info.adapter == "tasks.classification.adapter:run_classification"
-    assert set(info.datasets) == set(DATASET_PROBES.names()) == set(SCHEMES.names())
+    assert set(info.datasets) == set(SCHEMES.names())
     assert {name: item.metric for name, item in info.datasets.items()} == {name: SCHEMES.get(name).primary for name in SCHEMES}
     assert info.modes[0] == "cached" and "paper" in info.modes
 
@@ -217,7 +225,7 @@ def test_a_label_fraction_reads_its_training_features_from_the_whole_split(backb
     assert part.timings["images_encoded"] == 0
 
 
-@pytest.mark.parametrize("dataset", DATASET_PROBES.names())
+@pytest.mark.parametrize("dataset", SCHEMES.names())
 def test_every_dataset_writes_files_that_score_to_the_official_metrics(backbone, data_root, tmp_path, capsys, dataset):
     result = run(backbone, data_root, tmp_path, dataset=dataset)
     scheme = SCHEMES.get(dataset)

@@ -30,6 +30,7 @@ from tasks.segmentation.protocol import (
     HEAD_CONFIGS,
     HYPERPARAMETERS_FILE,
     ConfigError,
+    config_options,
     load_config,
     parse_overrides,
     resolve_geometry,
@@ -97,6 +98,15 @@ def test_overrides_apply_last_and_unknown_keys_fail():
         load_config("fpn", "siim", 100)
     with pytest.raises(ConfigError, match="no hyperparameters for covidx"):
         load_config("unet", "covidx", 100)
+
+
+def test_a_boards_overrides_become_the_config_keys_they_name():
+    options = config_options({"max_epochs": 3, "batch_size": 4, "eval_batch_size": 2})
+    assert options == {"train_cfg.max_epochs": 3, "train_dataloader.batch_size": 4, "val_dataloader.batch_size": 2}
+    cfg = load_config("unet", "siim", 1, options)
+    assert (cfg.train_cfg.max_epochs, cfg.train_dataloader.batch_size, cfg.val_dataloader.batch_size) == (3, 4, 2)
+    with pytest.raises(ConfigError, match=r"\['train_cfg.max_epochs'\] unknown to segmentation"):
+        config_options({"train_cfg.max_epochs": 3})
 
 
 def test_geometry_keeps_224_and_shrinks_small_caches_to_the_head_stride():
