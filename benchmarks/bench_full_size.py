@@ -35,9 +35,19 @@ encoding them, and one epoch of the training loader (:class:`pretrain.data.PairD
 ``DataLoader``, no model). At full size ``python -m benchmark run --backbone mgca_vit --board
 mgca-cxr-v1 --data <prepared> --dry-run`` is run on the prepared folders and its output saved.
 
+The table gives, per dataset, the images at the two sizes, generation and preparation wall time
+at both, the preparation's CPU time (its process and workers: unlike wall time, not inflated by
+other work on a shared machine), ``ratio/count`` = (CPU time ratio) / (image count ratio), 1.0 for
+linear growth (below 1: fixed costs such as start-up weigh more at the small size), and the preparing process's
+peak RSS at both sizes: ``RSS`` (ru_maxrss: everything resident, mapped cache pages included),
+``anon`` (peak RssAnon: the heap, which would grow by the cache's size if images were held in
+memory) and the largest decoding worker's.
+
 Raw folders are deleted once prepared and prepared folders after the measurement (``--keep``
-keeps both); ``results.json`` and ``dry_run.txt`` stay in ``--out``. Exits 1 if a shipped split is
-not reproduced byte for byte, or a step failed.
+keeps both); ``results.json`` and ``dry_run.txt`` stay in ``--out``. On a disk mounted with
+``discard`` every deleted file waits for a synchronous discard (minutes per 100k files): put
+``--out`` on a loop-mounted file system there. Exits 1 if a shipped split is not reproduced byte
+for byte, or a step failed.
 """
 
 from __future__ import annotations
@@ -333,9 +343,15 @@ class PeakMemory:
 
     def __init__(self) -> None:
         self.anon = self.file = 0
+        self._cpu_start = self._cpu()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
@@ -354,7 +370,7 @@ class PeakMemory:
         self._thread.join()
         self.read()
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return {"rss_mb": own.ru_maxrss / 1024, "anon_mb": self.anon / 1024, "file_mb": self.file / 1024,
+        return {"cpu_s": self._cpu() - self._cpu_start, "rss_mb": own.ru_maxrss / 1024, "anon_mb": self.anon / 1024, "file_mb": self.file / 1024,
                 "worker_rss_mb": children.ru_maxrss / 1024}
 
 
@@ -517,7 +533,7 @@ def measure(out: Path, datasets: list[str], scale: float, small: float | None, s
 def table(results: dict[str, object]) -> str:
     """One line per dataset: images at each size, generation and preparation wall time, the
     preparation's time ratio over the count ratio (1.0 = linear), peak RSS and disk at the larger size."""
-    head = ("dataset", "images", "gen s", "prep s", "ratio/count", "RSS MB main", "anon MB", "worker MB", "raw MB", "prepared MB")
+    head = ("dataset", "images", "gen s", "prep s", "prep CPU s", "ratio/count", "RSS MB main", "anon MB", "worker MB", "raw MB", "prepared MB")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for dataset, by_size in results["datasets"].items():
         entries = [by_size[key] for key in sorted(by_size, key=float) if "prepare" in by_size[key]]
@@ -526,7 +542,8 @@ def table(results: dict[str, object]) -> str:
             continue
         counts = [int(entry["generate"]["images"]) for entry in entries]
         walls = [float(entry["prepare"]["wall_s"]) for entry in entries]
-        ratio = f"{(walls[-1] / walls[0]) / (counts[-1] / counts[0]):.2f}" if len(entries) > 1 else "-"
+        cpus = [float(entry["prepare"]["cpu_s"]) for entry in entries]
+        ratio = f"{(cpus[-1] / cpus[0]) / (counts[-1] / counts[0]):.2f}" if len(entries) > 1 else "-"
         last = entries[-1]
         rss = " / ".join(f"{entry['prepare']['rss_mb']:.0f}" for entry in entries)
         anon = " / ".join(f"{entry['prepare']['anon_mb']:.0f}" for entry in entries)
@@ -534,7 +551,7 @@ def table(results: dict[str, object]) -> str:
         lines.append(" | ".join([
             dataset, " / ".join(f"{count:,}" for count in counts),
             " / ".join(f"{float(entry['generate']['wall_s']):.1f}" for entry in entries),
-            " / ".join(f"{wall:.1f}" for wall in walls), ratio, rss, anon, worker,
+            " / ".join(f"{wall:.1f}" for wall in walls), " / ".join(f"{cpu:.1f}" for cpu in cpus), ratio, rss, anon, worker,
             f"{last['raw_mb']:.0f}", f"{last['prepared_mb']:.0f}",
         ]))
     return "\n".join(lines)
@@ -571,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
                     data = entry["pretrain_data"]
                     print(f"{dataset} pretraining data ({data['train_pairs']:,} training pairs of {data['train_studies']:,} studies): "
                           f"index {data['index_s']:.1f} s, tokenizer {data['tokenizer_s']:.1f} s, encode {data['encode_s']:.1f} s, "
-                          f"one epoch of loading {data['epoch_s']:.1f} s ({data['batches']} batches), "
+                          f"one epoch of loading {data['epoch_s']:.1f} s ({data['batches']} batches), CPU {data['cpu_s']:.0f} s, "
                           f"peak RSS {data['rss_mb']:.0f} MB (anon {data['anon_mb']:.0f}), workers {data['worker_rss_mb']:.0f} MB")
         failures = [f"{dataset}: shipped splits differ: {entry['shipped_splits']['differ']}"
                     for dataset, by_size in results["datasets"].items()
