@@ -47,7 +47,7 @@ Raw folders are deleted once prepared and prepared folders after the measurement
 keeps both); ``results.json`` and ``dry_run.txt`` stay in ``--out``. On a disk mounted with
 ``discard`` every deleted file waits for a synchronous discard (minutes per 100k files): put
 ``--out`` on a loop-mounted file system there. Exits 1 if a shipped split is not reproduced byte
-for byte, or a step failed.
+for byte, or a step failed. Numbers measured on the development machine: bench_full_size.results.md.
 """
 
 from __future__ import annotations
