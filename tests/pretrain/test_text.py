@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from pretrain import text
 from pretrain.text import caption, encode, prepare_for_encoding, train_tokenizer
 
 VOCAB = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "no": 5, "pneumo": 6, "##thorax": 7, "effusion": 8, "small": 9}
@@ -43,6 +44,17 @@ def test_word_slots_of_truncated_captions() -> None:
     encoded = encode(_tokenizer(5), ["no pneumothorax small effusion", "small"], 5)
     assert encoded.input_ids.tolist() == [[2, 5, 6, 7, 3], [2, 9, 3, 0, 0]]
     assert encoded.word_slots.tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 5, 5]]
+
+
+def test_encoding_in_chunks_gives_the_rows_of_one_call(monkeypatch) -> None:
+    # encode tokenises ENCODE_CHUNK captions per call (memory); rows must not depend on the chunking.
+    captions = ["no pneumothorax small effusion", "small", "no effusion", "pneumothorax", "small small no"]
+    whole = encode(_tokenizer(6), captions, 6)
+    monkeypatch.setattr(text, "ENCODE_CHUNK", 2)
+    chunked = encode(_tokenizer(6), captions, 6)
+    for name in ("input_ids", "attention_mask", "word_slots"):
+        assert getattr(chunked, name).tolist() == getattr(whole, name).tolist()
+    assert whole.word_slots.tolist()[1] == [0, 1, 2, 6, 6, 6]
 
 
 def test_trained_vocabulary_covers_the_reports() -> None:
