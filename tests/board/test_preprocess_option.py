@@ -14,6 +14,7 @@ import toy_task
 from benchmark.board.render import BoardView, Column, TableSpec, build_table, to_markdown
 from benchmark.board.store import Board
 from benchmark.cli import main
+from benchmark.published import PublishedTable
 from benchmark.records import RunRecord
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -63,7 +64,7 @@ def test_tables_show_each_rows_preprocessing(setup):
     board = setup[0]
     if not records_of(board, "own"):
         pytest.skip("needs the submissions of the test above")
-    spec = TableSpec("toy", "toy", (Column("toy", "rsna", 100, "Toy 100%"),), (), "none")
+    spec = TableSpec(PublishedTable("toy", "toy", ("toy",), (), "none"), (Column("toy", "rsna", 100, "Toy 100%"),))
     text = to_markdown(build_table(BoardView.load(Board(board)), spec))
     assert "own: 224 px, 3 ch, [0, 1], mean 0.485/0.456/0.406, std 0.229/0.224/0.225 (model)" in text
     assert "as_protocol: 224 px, 3 ch, [0, 1], mean 0.5/0.5/0.5, std 0.5/0.5/0.5 (protocol)" in text

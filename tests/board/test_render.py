@@ -65,7 +65,7 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Board:
 
 def tables(board: Board) -> tuple[TableSpec, TableSpec]:
     """Table 1 and Table 2 as this board lays them out."""
-    by_key = {spec.key: spec for spec in board_tables(board.protocol)}
+    by_key = {spec.table.key: spec for spec in board_tables(board.protocol)}
     return by_key["table1"], by_key["table2"]
 
 
@@ -177,7 +177,7 @@ def test_tables_take_their_columns_from_the_board_and_a_task_without_a_published
 
     protocol = Protocol.read(toy_task.write_toy_board(tmp_path) / "protocol.json")
     [spec] = board_tables(protocol)
-    assert (spec.key, spec.rows) == ("toy", ())
+    assert (spec.table.key, spec.table.rows) == ("toy", ())
     assert [column.header for column in spec.columns] == ["Toy AUROC 1%", "Toy AUROC 10%", "Toy AUROC 100%"]
     demo = Board(DEMO_BOARD).protocol
     table2 = board_tables(demo)[1]
