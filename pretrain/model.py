@@ -37,6 +37,7 @@ from torch import nn
 from benchmark.backbones import ARCHITECTURES
 from benchmark.backbones.checkpoint import checkpoint_sha256, load_encoder_weights
 from benchmark.backbones.encoder import FEATURES
+from benchmark.quoting import one_line
 from pretrain.config import RANDOM_INIT, SMALL_BERT, ConfigError, PretrainConfig, image_init_source, text_model_source
 from pretrain.losses import instance_alignment_loss, prototype_alignment_loss, token_alignment_loss
 
@@ -183,7 +184,7 @@ def build_bert(config: PretrainConfig, vocab_size: int) -> tuple[nn.Module, dict
             )
         except Exception as error:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ... for a bad folder
             raise ConfigError(f"text_model = {folder!r}: not a loadable BERT folder ({type(error).__name__}: "
-                              f"{' '.join(str(error).split())[:200]})") from None
+                              f"{one_line(str(error))})") from None
         report = {key: sorted(map(str, info.get(key, ()))) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")}
         if report["missing_keys"] or report["mismatched_keys"]:
             raise ConfigError(f"text_model = {folder!r}: the folder's weights do not cover the first {config.text_layers} "

@@ -46,6 +46,7 @@ from benchmark.board.integrity import (
 )
 from benchmark.data.prepared import file_sha256
 from benchmark.provenance import utc_now
+from benchmark.quoting import one_line
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
 from benchmark.registry import RegistryError, did_you_mean
 from benchmark.scoring import MetricSpec, metric_spec
@@ -646,8 +647,7 @@ def failure_message(error: str, limit: int = 300) -> str:
     """One line for a recorded failure: the last line of its traceback (or its only line),
     shortened to ``limit`` characters (the full text stays in the failure file)."""
     head = error.split("\n\n--- last output", 1)[0].strip().splitlines()
-    line = head[-1].strip() if head else "(no message)"
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return one_line(head[-1], limit) if head else "(no message)"
 
 
 def copy_board_protocol(source: Board, target_folder: Path, board_name: str) -> Board:
