@@ -10,13 +10,12 @@ protocol (the linear probe's 224-of-256 centre crop, say).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, get_args
 
 import torch
 
-from benchmark.limits import MAX_IMAGE_SIDE
+from benchmark.limits import MAX_IMAGE_SIDE, is_finite_number, is_whole
 from benchmark.quoting import quote, quote_some
 
 # Who chose the normalisation: "model" (the backbone's own, the default) or "protocol" (the MGCA
@@ -45,13 +44,13 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         problems = []
-        if not _is_whole(self.input_size) or not 1 <= self.input_size <= MAX_IMAGE_SIDE:
+        if not is_whole(self.input_size) or not 1 <= self.input_size <= MAX_IMAGE_SIDE:
             problems.append(f"input size {quote(self.input_size)} (a whole number from 1 to {MAX_IMAGE_SIDE})")
-        if not _is_whole(self.channels) or self.channels not in (1, 3):
+        if not is_whole(self.channels) or self.channels not in (1, 3):
             problems.append(f"{quote(self.channels)} channels (1 or 3 are supported)")
         numbers = {"mean": self.mean, "std": self.std, "value range": self.value_range}
         for name, value in numbers.items():  # a string mean ("abc") would otherwise pass as three "channels"
-            if not (isinstance(value, tuple) and all(_is_finite_number(v) for v in value)):
+            if not (isinstance(value, tuple) and all(is_finite_number(v) for v in value)):
                 problems.append(f"{name} {quote_some(value) if isinstance(value, tuple) else quote(value)} "
                                 "is not a list of finite numbers")
         if problems:
@@ -89,14 +88,6 @@ class Preprocessing:
         """Inverse of :meth:`to_dict` (configs carry it as data, e.g. mmengine's model config)."""
         names = {item.name for item in fields(cls)}
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items() if key in names})
-
-
-def _is_whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def normalise(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:

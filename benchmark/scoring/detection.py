@@ -59,6 +59,7 @@ import numpy as np
 from scipy import sparse
 
 from benchmark.data.prepared import DataError
+from benchmark.limits import is_finite_number
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
@@ -132,15 +133,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _box_problem(box: Any, predicted: bool) -> str | None:
     """Why ``box`` is not a valid COCO ``[x, y, w, h]`` in pixels, or None. A predicted box may be
     empty and may reach outside the image (pycocotools and torchmetrics score it as it is; the
     reference's YOLO predictions are unclipped); a ground-truth box may not start outside it."""
-    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(value) for value in box):
+    if not isinstance(box, list) or len(box) != 4 or not all(is_finite_number(value) for value in box):
         return f"bbox {box!r} is not four finite numbers [x, y, width, height]"
     x, y, width, height = box
     if not predicted and (x < 0 or y < 0):
@@ -163,7 +160,7 @@ def read_targets(path: Path) -> CocoTargets:
     images, names = {}, set()
     for number, image in enumerate(data["images"]):
         if not (isinstance(image, dict) and _is_int(image.get("id")) and isinstance(image.get("file_name"), str)
-                and image["file_name"] and _is_number(image.get("width")) and _is_number(image.get("height"))
+                and image["file_name"] and is_finite_number(image.get("width")) and is_finite_number(image.get("height"))
                 and image["width"] > 0 and image["height"] > 0):
             raise DetectionFileError(f"{path}: images[{number}] = {image!r}: expected an int 'id', a 'file_name' and positive 'width', 'height'")
         if image["id"] in images or image["file_name"] in names:
@@ -221,7 +218,7 @@ def read_predictions(path: Path, targets: CocoTargets) -> list[dict[str, Any]]:
         problem = _box_problem(item.get("bbox"), predicted=True)
         if problem:
             raise DetectionFileError(f"{where}: {problem}")
-        if not _is_number(item.get("score")):
+        if not is_finite_number(item.get("score")):
             raise DetectionFileError(f"{where}: score {item.get('score')!r} is not a finite number")
         detections.append({"image_id": item["image_id"], "category_id": item["category_id"],
                            "bbox": [float(value) for value in item["bbox"]], "score": float(item["score"])})

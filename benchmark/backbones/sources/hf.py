@@ -14,7 +14,6 @@ their pooled output and the last hidden state at strides 8, 16 and 32.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,7 +26,7 @@ from benchmark.backbones.architectures import Architecture, ArchitectureError
 from benchmark.backbones.encoder import STAGE_STRIDES, Backbone, BackboneOutput, tokens_of
 from benchmark.backbones.preprocessing import Preprocessing
 from benchmark.backbones.sources import SOURCES, Source
-from benchmark.limits import MAX_IMAGE_SIDE, MAX_LAYERS
+from benchmark.limits import MAX_IMAGE_SIDE, MAX_LAYERS, is_finite_number, is_whole
 from benchmark.quoting import one_line, quote, quote_some
 from benchmark.registry import Registry
 
@@ -157,18 +156,18 @@ def _config_problem(config: Any) -> str | None:
     values = {key: getattr(config, key) for key in _SIZES if hasattr(config, key)}
     for key, value in values.items():
         items = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not items or not all(_is_whole(item) and item >= 1 for item in items):
+        if not items or not all(is_whole(item) and item >= 1 for item in items):
             return f"{key} {quote(value) if not isinstance(value, (list, tuple)) else quote_some(value)} must be a whole number >= 1 (or a list of them)"
     layers = [values.get("num_hidden_layers", 1), *(values.get("depths") or [])]
     if sum(layers) > MAX_LAYERS:
         return f"{sum(layers)} layers (num_hidden_layers, depths): more than {MAX_LAYERS}"
     registers = getattr(config, "num_register_tokens", 0)
-    if not (_is_whole(registers) and registers >= 0):
+    if not (is_whole(registers) and registers >= 0):
         return f"num_register_tokens {quote(registers)} must be a whole number >= 0"
-    if hasattr(config, "mlp_ratio") and not (_is_number(config.mlp_ratio) and config.mlp_ratio > 0):
+    if hasattr(config, "mlp_ratio") and not (is_finite_number(config.mlp_ratio) and config.mlp_ratio > 0):
         return f"mlp_ratio {quote(config.mlp_ratio)} must be a number > 0"
     hidden, heads = values.get("hidden_size"), values.get("num_attention_heads")  # Swin: heads is a per-stage list
-    if _is_whole(hidden) and _is_whole(heads) and hidden % heads:
+    if is_whole(hidden) and is_whole(heads) and hidden % heads:
         return f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
     stages = {key: values[key] for key in ("depths", "num_heads", "hidden_sizes") if isinstance(values.get(key), (list, tuple))}
     if len({len(value) for value in stages.values()}) > 1:
@@ -178,7 +177,7 @@ def _config_problem(config: Any) -> str | None:
             if (values["embed_dim"] * 2**stage) % heads:
                 return f"stage {stage} has {values['embed_dim'] * 2**stage} channels, not a multiple of num_heads {heads}"
     patch, image = (values.get(key) for key in ("patch_size", "image_size"))
-    if _is_whole(patch) and _is_whole(image) and patch > image:
+    if is_whole(patch) and is_whole(image) and patch > image:
         return f"patch_size {patch} is larger than image_size {image}"
     return None
 
@@ -187,23 +186,15 @@ def _side(value: Any, file: Path, key: str) -> int:
     """A size entry of an image-processor config: an int, {height, width} (square) or {shortest_edge}."""
     if isinstance(value, dict):
         value = value.get("shortest_edge", value.get("height") if value.get("height") == value.get("width") else None)
-    if _is_whole(value) and 1 <= value <= MAX_IMAGE_SIDE:
+    if is_whole(value) and 1 <= value <= MAX_IMAGE_SIDE:
         return value
     raise ArchitectureError(f"{file}: {key} {quote(value)} is not a square size from 1 to {MAX_IMAGE_SIDE} "
                             "(int, {height, width} or {shortest_edge})")
 
 
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _number(processor: dict[str, Any], key: str, file: Path, default: float) -> float:
     value = processor.get(key, default)
-    if not _is_number(value):
+    if not is_finite_number(value):
         raise ArchitectureError(f"{file}: {key} {quote(value)} is not a number")
     return float(value)
 
@@ -211,8 +202,8 @@ def _number(processor: dict[str, Any], key: str, file: Path, default: float) -> 
 def _channel_values(processor: dict[str, Any], key: str, file: Path, channels: int) -> tuple[float, ...]:
     """image_mean / image_std: one number for every channel, or one per channel."""
     value = processor[key]
-    values = [value] * channels if _is_number(value) else value
-    if not (isinstance(values, list) and len(values) == channels and all(map(_is_number, values))):
+    values = [value] * channels if is_finite_number(value) else value
+    if not (isinstance(values, list) and len(values) == channels and all(map(is_finite_number, values))):
         raise ArchitectureError(f"{file}: {key} {quote(value) if not isinstance(value, list) else quote_some(value)} "
                                 f"is not a number or a list of {channels} numbers")
     return tuple(float(v) for v in values)

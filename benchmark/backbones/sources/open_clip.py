@@ -33,7 +33,7 @@ from benchmark.backbones.architectures import Architecture, ArchitectureError, F
 from benchmark.backbones.encoder import Backbone, BackboneOutput, tokens_of
 from benchmark.backbones.preprocessing import Preprocessing
 from benchmark.backbones.sources import SOURCES, Source
-from benchmark.limits import MAX_LAYERS
+from benchmark.limits import MAX_LAYERS, is_whole
 from benchmark.quoting import one_line, quote, quote_some
 
 CONFIG_FILE = "open_clip_config.json"
@@ -90,10 +90,6 @@ def _read_config(spec: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     return config, {}, f"open_clip built-in config {spec}"
 
 
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _config_problem(model_cfg: dict[str, Any], preprocess_cfg: Any) -> str | None:
     """What makes a config unusable, checked before anything is built: a hub name (nothing is downloaded),
     sizes that are not whole numbers >= 1, a width the head width does not divide, mean/std that are not numbers."""
@@ -102,13 +98,13 @@ def _config_problem(model_cfg: dict[str, Any], preprocess_cfg: Any) -> str | Non
         if isinstance(value, str) and re.match(r"(hf[-_]hub|local-dir):", value):
             return (f"vision_cfg.{key} {quote(value, 120)} names a model on the Hugging Face Hub; nothing is downloaded: "
                     "name a timm architecture (its weights come from --checkpoint)")
-    if not (_is_whole(model_cfg["embed_dim"]) and model_cfg["embed_dim"] >= 1):
+    if not (is_whole(model_cfg["embed_dim"]) and model_cfg["embed_dim"] >= 1):
         return f"embed_dim {quote(model_cfg['embed_dim'])} must be a whole number >= 1"
     sizes = ("image_size",) if vision.get("timm_model_name") else ("image_size", "layers", "width", "head_width", "patch_size")
     for key in sizes:
         value = vision.get(key, 1)
         items = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not items or not all(_is_whole(item) and item >= 1 for item in items):
+        if not items or not all(is_whole(item) and item >= 1 for item in items):
             shown = quote_some(value) if isinstance(value, (list, tuple)) else quote(value)
             return f"vision_cfg.{key} {shown} must be a whole number >= 1 (or a list of them)"
     if not vision.get("timm_model_name"):
