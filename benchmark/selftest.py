@@ -65,6 +65,7 @@ class SelfTest:
     device: str  # "cpu" or "cuda"
     root: Path  # scratch folder: data, work folders, logs
     checks: list[Check] = field(default_factory=list)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # cell check -> every metric its scorer gave
 
     def run(self, name: str, body: Callable[[], int | None]) -> None:
         """Time ``body`` and measure its peak memory; a failure is recorded, the self-test goes on.
@@ -208,8 +209,10 @@ def prepare_demo(root: Path, names: list[str]) -> Path:
     return root / "prepared"
 
 
-def run_cell(plan: CellPlan, info: TaskInfo, backbone: LoadedBackbone, prepared: Path, root: Path, device: str) -> None:
-    """The task's adapter on one cell, then its scorer on the files: the path of a board's cell."""
+def run_cell(plan: CellPlan, info: TaskInfo, backbone: LoadedBackbone, prepared: Path, root: Path,
+             device: str) -> dict[str, float]:
+    """The task's adapter on one cell, then its scorer on the files: the path of a board's cell.
+    Returns every metric value (the test suite compares them with the ones committed before a refactor)."""
     from benchmark.data.prepared import PreparedDataset
     from benchmark.runner import metric_values
     from benchmark.scoring import scorer
@@ -230,6 +233,22 @@ def run_cell(plan: CellPlan, info: TaskInfo, backbone: LoadedBackbone, prepared:
     headline = info.dataset(plan.dataset).metric
     if headline not in metrics:
         raise RuntimeError(f"the scorer gave no usable {headline!r}: {'; '.join(scored.get('warnings', [])) or sorted(metrics)}")
+    values = {name: metric.value for name, metric in metrics.items()}
+    return values | {f"training.{key}": value for key, value in numeric_leaves(result.training)
+                     if not key.endswith("seconds")}  # wall time is no result
+
+
+def numeric_leaves(value: object, path: str = "") -> Iterator[tuple[str, float]]:
+    """Every number in a nested dict/list/dataclass, keyed by its path (``history.0.loss``)."""
+    if hasattr(value, "__dataclass_fields__"):
+        value = {name: getattr(value, name) for name in value.__dataclass_fields__}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else None
+    if items is None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield path, float(value)
+        return
+    for key, item in items:
+        yield from numeric_leaves(item, f"{path}.{key}" if path else str(key))
 
 
 def run_pretraining(prepared: Path, out: Path) -> None:
@@ -279,8 +298,8 @@ def table_line(check: Check) -> str:
     return f"{check.name:<{WIDTH}} {check.seconds:>8.1f} {human_bytes(check.peak_bytes):>16}  {check.error or 'ok'}"
 
 
-def run_selftest(device: str, root: Path, ddp: bool) -> list[Check]:
-    """Every check, in order; prints the table as it goes and returns its lines."""
+def run_selftest(device: str, root: Path, ddp: bool) -> SelfTest:
+    """Every check, in order; prints the table as it goes and returns the checks and the cells' metrics."""
     from benchmark.backbones import build_backbone
     from benchmark.data.demo import DEMO_WRITERS
     from tasks.registry import all_tasks
@@ -300,7 +319,7 @@ def run_selftest(device: str, root: Path, ddp: bool) -> list[Check]:
 
     test.run(f"data: demo {', '.join(names)} at {IMAGE_SIZE} px", prepare)
     if "prepared" not in state:
-        return test.checks
+        return test
     prepared = state["prepared"]
 
     backbones: dict[str, LoadedBackbone] = {}
@@ -313,8 +332,11 @@ def run_selftest(device: str, root: Path, ddp: bool) -> list[Check]:
     if len(backbones) == len(TINY_BACKBONES):
         families = {name: loaded.model.arch.family for name, loaded in backbones.items()}
         for plan in plan_cells(infos, datasets, families):
-            test.run(plan.name, lambda plan=plan: run_cell(plan, by_name[plan.task], backbones[plan.backbone], prepared,
-                                                           root, device))
+            def cell(plan: CellPlan = plan) -> None:
+                test.metrics[plan.name] = run_cell(plan, by_name[plan.task], backbones[plan.backbone], prepared, root,
+                                                   device)
+
+            test.run(plan.name, cell)
     test.run("pretraining: demo config, a few steps", lambda: run_pretraining(prepared, root / "pretrain"))
     if ddp:
         test.run("pretraining: 2 processes (DDP)", lambda: torchrun(
@@ -325,7 +347,7 @@ def run_selftest(device: str, root: Path, ddp: bool) -> list[Check]:
              "--device", device, "--work-dir", str(root / "segmentation-ddp"), "--cfg-options",
              *(f"{key}={value}" for key, value in config_options(by_name["segmentation"].smoke).items())],
             root, "segmentation-ddp", device))
-    return test.checks
+    return test
 
 
 def _worker(memory: Path, device: str, module: str, args: list[str]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -21,6 +22,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                              "--device cuda sees 2 or more GPUs (NCCL); always runs them on CPU too (gloo)")
     parser.add_argument("--out", type=Path, default=None,
                         help="keep the synthetic data, work folders and logs here (default: a temporary folder, removed)")
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="write every cell's metrics to this JSON file ({check: {metric: value}}), to compare "
+                             "two versions of the code on the same cells")
 
 
 @command("selftest", "check this machine: one tiny cell of every task, head and mode, pretraining steps and "
@@ -49,10 +53,13 @@ def _selftest(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        checks = run_selftest(device, args.out, ddp)
+        test = run_selftest(device, args.out, ddp)
     else:
         with tempfile.TemporaryDirectory(prefix="selftest-") as scratch:
-            checks = run_selftest(device, Path(scratch), ddp)
+            test = run_selftest(device, Path(scratch), ddp)
+    checks = test.checks
+    if args.metrics is not None:
+        args.metrics.write_text(json.dumps(test.metrics, indent=1, sort_keys=True) + "\n")
     failed = [check.name for check in checks if not check.ok]
     total = sum(check.seconds for check in checks)
     print(f"{len(checks) - len(failed)} of {len(checks)} checks passed in {total:.0f} s"
