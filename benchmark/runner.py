@@ -50,7 +50,7 @@ from benchmark.costs import CellEstimate, SplitCounts, estimate
 from benchmark.data.prepared import PreparedDataset
 from benchmark.datasources import DatasetSource, prepared_sources
 from benchmark.provenance import collect_provenance, utc_now
-from benchmark.records import CellIdentity, MetricValue, RecordError, RunRecord, check_name
+from benchmark.records import CellIdentity, RecordError, RunRecord, check_name
 from benchmark.registry import did_you_mean
 from benchmark import scoring
 from benchmark.scoring import scorer
@@ -58,7 +58,6 @@ from benchmark.scoring.bootstrap import BootstrapOptions
 from benchmark.sharding import Shard, shard_cells
 from tasks.registry import TaskCell, TaskInfo, TaskResult, all_tasks, get_task
 
-Z_95 = 1.959963984540054
 LOG_FILE = "cell.log"  # the child's stdout and stderr, in the cell's work folder
 ERROR_FILE = "error.txt"  # the child's traceback when the cell raised
 OUTPUT_TAIL = 6000  # characters of a failed cell's output kept in its failure record
@@ -318,31 +317,6 @@ def claim(board: Board, identity: CellIdentity) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def metric_values(scored: dict[str, Any]) -> tuple[dict[str, MetricValue], list[str]]:
-    """The scorer's metrics as :class:`MetricValue`, per-class components as ``name[class]``.
-
-    A percentile interval is turned into a standard error as ``(high - low) / (2 * 1.96)``.
-    Undefined (NaN) metrics are left out and named in the notes.
-    """
-    metrics, notes = {}, []
-
-    def finite(number: Any) -> float | None:
-        return float(number) if number is not None and math.isfinite(float(number)) else None
-
-    for name, entry in scored["metrics"].items():
-        value = finite(entry.get("value"))
-        if value is None:
-            notes.append(f"metric {name} undefined on this test set (left out)")
-            continue
-        low, high = finite(entry.get("low")), finite(entry.get("high"))
-        se = (high - low) / (2 * Z_95) if low is not None and high is not None else None
-        metrics[name] = MetricValue(value, low, high, se)
-        for part, number in entry.get("per_class", {}).items():
-            if finite(number) is not None:
-                metrics[f"{name}[{part}]"] = MetricValue(float(number))
-    return metrics, notes
-
-
 def resolve_device(device: str) -> str:
     """``auto`` -> cuda when available, else cpu; a GPU this machine lacks is a :class:`GridError`."""
     import torch
@@ -404,11 +378,11 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     settings: ComparisonSettings = board.protocol.comparison
     options = BootstrapOptions(n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
     scored = scorer(info.scorer).score_files(Path(result.predictions_file), Path(result.targets_file), identity.dataset, options)
-    metrics, notes = metric_values(scored)
+    metrics = scored.metric_values()
     headline = info.dataset(identity.dataset).metric
     if headline not in metrics:
         raise GridError(f"{identity.task} on {identity.dataset}: the scorer gave no usable {headline!r} "
-                        f"({'; '.join(scored.get('warnings', [])) or 'metrics: ' + ', '.join(sorted(metrics))})")
+                        f"({'; '.join(scored.warnings) or 'metrics: ' + ', '.join(sorted(metrics))})")
     # the test split's ground truth, which the board checks against its pin
     truth = scoring.record_target_set(info.scorer, Path(result.targets_file), identity.dataset, identity.partition)
     board.check_pin(truth)  # before anything is stored
@@ -432,7 +406,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
                   # which encoder of the checkpoint file was evaluated (prefix, keys matched)
                   "load_report": _load_report_summary(loaded.load_report) if loaded.load_report is not None else None},
         provenance=provenance, created=utc_now(),
-        notes=list(result.notes) + notes + list(scored.get("warnings", [])) + list(result.warnings),
+        notes=list(result.notes) + scored.notes() + list(result.warnings),
     )
     board.add(record)
     if not request.keep_work:

@@ -214,7 +214,6 @@ def run_cell(plan: CellPlan, info: TaskInfo, backbone: LoadedBackbone, prepared:
     """The task's adapter on one cell, then its scorer on the files: the path of a board's cell.
     Returns every metric value (the test suite compares them with the ones committed before a refactor)."""
     from benchmark.data.prepared import PreparedDataset
-    from benchmark.runner import metric_values
     from benchmark.scoring import scorer
     from benchmark.scoring.bootstrap import BootstrapOptions
     from tasks.registry import TaskCell
@@ -229,10 +228,10 @@ def run_cell(plan: CellPlan, info: TaskInfo, backbone: LoadedBackbone, prepared:
         raise RuntimeError(f"the {plan.task} adapter scored a test split other than partition {partition!r}")
     scored = scorer(info.scorer).score_files(Path(result.predictions_file), Path(result.targets_file), plan.dataset,
                                              BootstrapOptions(n_resamples=20))
-    metrics, _ = metric_values(scored)
+    metrics = scored.metric_values()
     headline = info.dataset(plan.dataset).metric
     if headline not in metrics:
-        raise RuntimeError(f"the scorer gave no usable {headline!r}: {'; '.join(scored.get('warnings', [])) or sorted(metrics)}")
+        raise RuntimeError(f"the scorer gave no usable {headline!r}: {'; '.join(scored.warnings) or sorted(metrics)}")
     values = {name: metric.value for name, metric in metrics.items()}
     return values | {f"training.{key}": value for key, value in numeric_leaves(result.training)
                      if not key.endswith("seconds")}  # wall time is no result

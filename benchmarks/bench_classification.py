@@ -66,8 +66,8 @@ def timed_run(backbone, dataset: PreparedDataset, seed: int, mode: str, work: Pa
     result = linear_probe(backbone, dataset, 100, 0, seed, mode, work, cache, protocol)
     seconds = time.perf_counter() - started
     scored = scorer("classification").score_files(result.predictions_file, result.targets_file, dataset.name)
-    metrics = {name: entry["value"] for name, entry in scored["metrics"].items()}
-    return {"metrics": metrics, "primary_metric": scored["primary_metric"], "training": result.training,
+    metrics = {name: metric.value for name, metric in scored.metrics.items()}
+    return {"metrics": metrics, "primary_metric": scored.primary_metric, "training": result.training,
             "timings": result.timings}, seconds
 
 

@@ -127,7 +127,7 @@ def measure_demo(dataset: PreparedDataset, folder: Path, epochs: int, seeds: lis
                 scored = scorer("segmentation").score_files(result.predictions_file, result.targets_file, "siim")
                 history = result.training["history"]
                 runs.append({
-                    "seed": seed, "dice": scored["metrics"]["dice"]["value"],
+                    "seed": seed, "dice": scored.metrics["dice"].value,
                     "train_seconds_per_epoch": float(np.mean([entry["train_seconds"] for entry in history])),
                     "encode_seconds": result.timings.get("encode_seconds", 0.0), "epochs": len(history),
                     "bytes_per_image": result.training["feature_store"].get("train", {}).get("bytes_per_image"),

@@ -50,9 +50,9 @@ def _score(args: argparse.Namespace) -> int:
     try:
         all_tasks()
         name = TASKS.get(args.task).scorer if args.task in TASKS else args.task
-        result = scorer(name).score_files(args.predictions, args.targets, args.dataset, options)
+        report = scorer(name).score_files(args.predictions, args.targets, args.dataset, options)
     except (DataError, RegistryError) as error:  # a bad file or name: the message says which and how to fix it
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print_json(result)
+    print_json(report.to_dict())
     return 0

@@ -27,7 +27,6 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def rescore_problems(board: object, record: object) -> list[str]:
     """Metrics of ``record`` that its files, scored again, do not reproduce."""
-    from benchmark.runner import metric_values
     from benchmark.scoring import scorer
     from benchmark.scoring.bootstrap import BootstrapOptions
     from tasks.registry import get_task
@@ -36,7 +35,7 @@ def rescore_problems(board: object, record: object) -> list[str]:
     options = BootstrapOptions(n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
     scored = scorer(get_task(record.identity.task).scorer).score_files(
         board.artifact_file(record.predictions), board.artifact_file(record.targets), record.identity.dataset, options)
-    metrics, _ = metric_values(scored)
+    metrics = scored.metric_values()
     problems = [f"{name} missing from the rescored metrics" for name in sorted(set(record.metrics) - set(metrics))]
     for name, value in sorted(metrics.items()):
         stored = record.metrics.get(name)

@@ -3,13 +3,16 @@
 A task's scorer (:class:`TaskScorer`, registered in :data:`SCORERS` by its module in this
 package) does two things from a run's saved files:
 
-- ``score_files``: every metric with a seeded bootstrap interval, as the JSON that
-  ``python -m benchmark score <task>`` prints and the runner stores in the run record::
+- ``score_files``: every metric with a seeded bootstrap interval, as a :class:`ScoreReport`
+  (``benchmark/scoring/report.py``) whose ``to_dict()`` is the JSON that
+  ``python -m benchmark score <task>`` prints and whose ``metric_values()`` the runner stores
+  in the run record::
 
       {"task": ..., "dataset": ..., "primary_metric": ..., "n_images": n,
+       "n_positive_images": m (segmentation only),
        "metrics": {name: {"value", "low", "high", "confidence", "n_resamples", "n_valid", "seed",
                           "per_class": {...} (optional)}},
-       "warnings": [...]}
+       "warnings": [...], "predictions": ..., "targets": ...}
 
 - ``per_image``: the per-image statistics of one run, computed once (:class:`PerImageRun`),
   from which the paired comparison evaluates the headline metric on thousands of resampled
@@ -38,6 +41,7 @@ from benchmark.registry import Registry
 
 if TYPE_CHECKING:
     from benchmark.scoring.bootstrap import BootstrapOptions
+    from benchmark.scoring.report import ScoreReport
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,8 @@ class MetricSpec:
 class TaskScorer(Protocol):
     metrics: Mapping[str, MetricSpec]  # every metric score_files reports, declared
 
-    def score_files(self, predictions: Path, targets: Path, dataset: str, options: BootstrapOptions) -> dict:
-        """Every metric of the prediction file against the targets file (JSON-ready)."""
+    def score_files(self, predictions: Path, targets: Path, dataset: str, options: BootstrapOptions) -> ScoreReport:
+        """Every metric of the prediction file against the targets file."""
 
     def per_image(self, predictions: Path, targets: Path, dataset: str, metric: str) -> PerImageRun:
         """Per-image statistics of ``metric`` for paired resampling."""

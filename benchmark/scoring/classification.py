@@ -41,7 +41,7 @@ import csv
 import hashlib
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +56,7 @@ from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
+from benchmark.scoring.report import ScoredMetric, ScoreReport
 
 TargetFormat = Literal["multilabel", "multiclass"]
 TrainAugmentation = Literal["moco2", "random_crop"]  # the probe's train transform (tasks/classification/transforms.py)
@@ -339,23 +340,20 @@ def align(predictions: pd.DataFrame, targets: pd.DataFrame, predictions_path: Pa
 
 def score_arrays(
     targets: np.ndarray, scores: np.ndarray, scheme: ClassificationScheme, options: BootstrapOptions = BootstrapOptions()
-) -> dict:
-    """Official metrics of one test set with seeded bootstrap intervals, as a JSON-ready dict."""
+) -> tuple[dict[str, ScoredMetric], list[str]]:
+    """Official metrics of one test set with seeded bootstrap intervals, and the warnings about them."""
     results = compute_metrics(targets, scores, scheme)
     metrics = {}
     for name, result in results.items():
         function = WEIGHTED_METRICS.get(name)
         interval = bootstrap_ci_weighted(lambda weights, f=function: f(targets, scores, weights), len(targets), options)
-        metrics[name] = {**interval.as_dict(), "value": result.value, "per_class": result.per_class}
+        metrics[name] = ScoredMetric(replace(interval, value=result.value), result.per_class)
     notes = [note for result in results.values() for note in result.warnings]
-    notes += [
-        f"{name}: undefined on {entry['n_resamples'] - entry['n_valid']} of {entry['n_resamples']} bootstrap resamples (left out)"
-        for name, entry in metrics.items() if entry["n_valid"] < entry["n_resamples"]
-    ]
-    return {
-        "task": "classification", "dataset": scheme.dataset, "primary_metric": scheme.primary,
-        "n_images": int(len(targets)), "metrics": metrics, "warnings": notes,
-    }
+    for name, metric in metrics.items():
+        left_out = metric.interval.n_resamples - metric.interval.n_valid
+        if left_out:
+            notes.append(f"{name}: undefined on {left_out} of {metric.interval.n_resamples} bootstrap resamples (left out)")
+    return metrics, notes
 
 
 def scheme_of(dataset: str | None) -> ClassificationScheme:
@@ -379,11 +377,13 @@ class ClassificationScorer:
                "balanced_accuracy": MetricSpec("balanced_accuracy", "balanced ACC")}
 
     def score_files(self, predictions: Path, targets: Path, dataset: str | None,
-                    options: BootstrapOptions = BootstrapOptions()) -> dict:
+                    options: BootstrapOptions = BootstrapOptions()) -> ScoreReport:
         scheme = scheme_of(dataset)
         target_frame, prediction_frame = read_scored_files(predictions, targets, scheme)
-        result = score_arrays(target_frame.to_numpy(), prediction_frame.to_numpy(), scheme, options)
-        return {**result, "predictions": str(predictions), "targets": str(targets)}
+        metrics, notes = score_arrays(target_frame.to_numpy(), prediction_frame.to_numpy(), scheme, options)
+        return ScoreReport(task="classification", dataset=scheme.dataset, primary_metric=scheme.primary,
+                           n_images=len(target_frame), metrics=metrics, warnings=tuple(notes),
+                           predictions=str(predictions), targets=str(targets))
 
     def per_image(self, predictions: Path, targets: Path, dataset: str | None, metric: str) -> PerImageRun:
         scheme = scheme_of(dataset)

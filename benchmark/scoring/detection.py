@@ -51,7 +51,7 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +63,7 @@ from benchmark.limits import is_finite_number
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
+from benchmark.scoring.report import ScoredMetric, ScoreReport
 
 MAX_DETECTIONS = 100  # per image (pycocotools maxDets)
 MIN_SCORE_WRITTEN = 0.001  # the lowest score the suite writes into a predictions file
@@ -436,10 +437,10 @@ def labels_digest(targets: CocoTargets) -> str:
     return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
 
 
-def score_arrays(scored: ScoredFile, options: BootstrapOptions = BootstrapOptions()) -> dict[str, dict]:
+def score_arrays(scored: ScoredFile, options: BootstrapOptions = BootstrapOptions()) -> dict[str, ScoredMetric]:
     """Each metric's pycocotools value with a seeded percentile interval over bootstrap resamples of the images."""
     n_images = len(scored.targets.image_ids)
-    return {name: {**bootstrap_ci_weighted(scored.matches[name].metric, n_images, options).as_dict(), "value": value}
+    return {name: ScoredMetric(replace(bootstrap_ci_weighted(scored.matches[name].metric, n_images, options), value=value))
             for name, value in scored.values.items()}
 
 
@@ -449,7 +450,8 @@ class DetectionScorer:
     metrics = {"map": MetricSpec("map", "mAP"), "map_mgca": MetricSpec("map_mgca", "mAP (reference rule)"),
                "map_coco": MetricSpec("map_coco", "mAP@[.5:.95]"), "ap50": MetricSpec("ap50", "AP50")}
 
-    def score_files(self, predictions: Path, targets: Path, dataset: str, options: BootstrapOptions = BootstrapOptions()) -> dict:
+    def score_files(self, predictions: Path, targets: Path, dataset: str,
+                    options: BootstrapOptions = BootstrapOptions()) -> ScoreReport:
         """Every metric of a COCO results file against the test split's COCO ground truth (the ``score`` verb)."""
         truth = read_targets(targets)
         scored = score(truth, read_predictions(predictions, truth))
@@ -459,11 +461,12 @@ class DetectionScorer:
             notes.append("the targets hold no box: AP is undefined (NaN) for every metric")
         elif math.isnan(scored.values["map_mgca"]):
             notes.append("map_mgca is undefined: no image has both a box and a detection with score >= 0.5")
-        notes += [f"{name}: undefined on {entry['n_resamples'] - entry['n_valid']} of {entry['n_resamples']} bootstrap "
-                  "resamples (left out)" for name, entry in metrics.items() if 0 < entry["n_valid"] < entry["n_resamples"]]
-        return {"task": "detection", "dataset": dataset, "primary_metric": PRIMARY_METRIC,
-                "n_images": len(truth.image_ids), "metrics": metrics, "warnings": notes,
-                "predictions": str(predictions), "targets": str(targets)}
+        for name, metric in metrics.items():
+            if 0 < metric.interval.n_valid < metric.interval.n_resamples:
+                notes.append(f"{name}: undefined on {metric.interval.n_resamples - metric.interval.n_valid} of "
+                             f"{metric.interval.n_resamples} bootstrap resamples (left out)")
+        return ScoreReport(task="detection", dataset=dataset, primary_metric=PRIMARY_METRIC, n_images=len(truth.image_ids),
+                           metrics=metrics, warnings=tuple(notes), predictions=str(predictions), targets=str(targets))
 
     def per_image(self, predictions: Path, targets: Path, dataset: str, metric: str) -> PerImageRun:
         """``metric`` on re-weighted test images, for the paired bootstrap."""

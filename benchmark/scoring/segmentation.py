@@ -53,6 +53,7 @@ from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, ConfidenceInterval, percentile_interval, resample_weights
+from benchmark.scoring.report import ScoredMetric, ScoreReport
 
 THRESHOLD = 0.5
 QUANTISED_THRESHOLD = 128  # q / 255 > 0.5  <=>  q >= 128
@@ -412,8 +413,8 @@ def score_images(predictions: Path, targets: Path, chunk_rows: int = CHUNK_ROWS)
 
 # ------------------------------------------------------------------------------ scorer
 
-def score_counts(counts: ImageCounts, dataset: str | None, options: BootstrapOptions = BootstrapOptions()) -> dict:
-    """Every metric with its bootstrap interval, as the JSON the ``score`` verb prints."""
+def score_counts(counts: ImageCounts, options: BootstrapOptions = BootstrapOptions()) -> tuple[dict[str, ScoredMetric], list[str]]:
+    """Every metric with its bootstrap interval, and the warnings about them."""
     if len(counts) == 0:
         raise SegmentationFileError("no test images to score")
     intervals = bootstrap_intervals(counts, options)
@@ -424,11 +425,7 @@ def score_counts(counts: ImageCounts, dataset: str | None, options: BootstrapOpt
         f"{name}: undefined on {entry.n_resamples - entry.n_valid} of {entry.n_resamples} bootstrap resamples (left out)"
         for name, entry in intervals.items() if 0 < entry.n_valid < entry.n_resamples
     ]
-    return {
-        "task": "segmentation", "dataset": dataset, "primary_metric": PRIMARY_METRIC, "n_images": len(counts),
-        "n_positive_images": int(counts.positive.sum()),
-        "metrics": {name: interval.as_dict() for name, interval in intervals.items()}, "warnings": notes,
-    }
+    return {name: ScoredMetric(interval) for name, interval in intervals.items()}, notes
 
 
 class SegmentationScorer:
@@ -438,9 +435,12 @@ class SegmentationScorer:
                "dice_pooled": MetricSpec("dice_pooled", "Dice (pooled)"), "miou": MetricSpec("miou", "mIoU")}
 
     def score_files(self, predictions: Path, targets: Path, dataset: str | None = None,
-                    options: BootstrapOptions = BootstrapOptions()) -> dict:
-        scored = score_images(predictions, targets)
-        return {**score_counts(scored.counts, dataset, options), "predictions": str(predictions), "targets": str(targets)}
+                    options: BootstrapOptions = BootstrapOptions()) -> ScoreReport:
+        counts = score_images(predictions, targets).counts
+        metrics, notes = score_counts(counts, options)
+        return ScoreReport(task="segmentation", dataset=dataset, primary_metric=PRIMARY_METRIC, n_images=len(counts),
+                           metrics=metrics, warnings=tuple(notes), predictions=str(predictions), targets=str(targets),
+                           n_positive_images=int(counts.positive.sum()))
 
     def per_image(self, predictions: Path, targets: Path, dataset: str | None = None, metric: str = PRIMARY_METRIC) -> PerImageRun:
         function = METRICS.get(metric)

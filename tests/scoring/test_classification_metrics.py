@@ -204,7 +204,7 @@ def test_score_files_accepts_any_row_and_column_order(tmp_path):
     frame = frame[["id", *reversed(CHEXPERT.classes)]].iloc[::-1]
     frame.to_csv(predictions, index=False)
     result = score_files(predictions, targets_path, "chexpert", BootstrapOptions(n_resamples=50))
-    assert result["metrics"]["auroc"]["value"] == pytest.approx(macro_auroc(targets, scores, CHEXPERT.classes).value)
+    assert result.metrics["auroc"].value == pytest.approx(macro_auroc(targets, scores, CHEXPERT.classes).value)
 
 
 def corrupt(path: Path, edit) -> Path:

@@ -207,11 +207,11 @@ def test_score_files_reports_every_metric_with_an_interval(write):
     targets, detections = synthetic(30, seed=1)
     result = scorer("detection").score_files(write("dets.json", detections), write("gt.json", targets), "rsna",
                                              BootstrapOptions(n_resamples=50, seed=0))
-    assert result["primary_metric"] == "map" and result["n_images"] == 30
-    assert set(result["metrics"]) == {"map", "map_mgca", "map_coco", "ap50"}
-    for entry in result["metrics"].values():
-        assert entry["low"] <= entry["value"] <= entry["high"]
-        assert entry["n_resamples"] == 50
+    assert result.primary_metric == "map" and result.n_images == 30
+    assert set(result.metrics) == {"map", "map_mgca", "map_coco", "ap50"}
+    for metric in result.metrics.values():
+        assert metric.interval.low <= metric.value <= metric.interval.high
+        assert metric.interval.n_resamples == 50 and metric.per_class is None
 
 
 def test_per_image_run_names_images_by_their_dataset_id(write):

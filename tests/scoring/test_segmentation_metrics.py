@@ -149,8 +149,8 @@ def test_scorer_json_and_per_image_metric(files):
     predictions, targets = files
     segmentation = scorer("segmentation")
     result = segmentation.score_files(predictions, targets, "siim", BootstrapOptions(n_resamples=50))
-    assert result["primary_metric"] == "dice" and result["n_images"] == 3 and result["n_positive_images"] == 1
-    assert result["metrics"]["dice"]["value"] == pytest.approx(0.5)
+    assert result.primary_metric == "dice" and result.n_images == 3 and result.n_positive_images == 1
+    assert result.metrics["dice"].value == pytest.approx(0.5)
     run = segmentation.per_image(predictions, targets, "siim", "dice")
     assert run.ids == ("a", "b", "c")
     assert run.metric(np.array([[1, 1, 1], [0, 3, 0]])) == pytest.approx([0.5, 1.0])
@@ -208,7 +208,7 @@ def test_score_verb_prints_the_scorer_json_and_exits_2_on_bad_files(files, capsy
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     expected = scorer("segmentation").score_files(predictions, targets, "siim", BootstrapOptions(n_resamples=50))
-    assert printed["metrics"] == json.loads(json.dumps(expected["metrics"]))
+    assert printed == json.loads(json.dumps(expected.to_dict()))
     np.savez_compressed(predictions, ids=np.array(["a", "b", "c"]), probs=np.full((3, 2, 2), -1.0))
     assert main(argv) == 2
     assert "must lie in [0, 1]" in capsys.readouterr().err

@@ -275,7 +275,7 @@ def test_score_verb_reproduces_the_scorer_on_the_saved_files(unet_cell, capsys):
     assert cli_main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     expected = scorer("segmentation").score_files(result.predictions_file, result.targets_file, "siim", BootstrapOptions(n_resamples=100))
-    assert printed["metrics"] == json.loads(json.dumps(expected["metrics"]))
+    assert printed["metrics"] == json.loads(json.dumps(expected.to_dict()["metrics"]))
     assert printed["n_images"] == len(np.load(result.targets_file)["ids"])
 
 
