@@ -149,10 +149,10 @@ class TaskResult:
     predictions_file: Path  # per-image outputs on the test split (format: the task's scorer module)
     targets_file: Path  # ground truth of the same test images
     split_fingerprints: dict[str, str]  # split name -> sha256 of its ID list; "test" is required
-    config: dict[str, Any]  # the resolved configuration (head, optimiser, epochs, input size, deviations)
+    config: dict[str, Any]  # the resolved configuration (optimiser, epochs, input size); the runner adds the cell's identity
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     training: dict[str, Any] = field(default_factory=dict)  # best epoch, epochs run, validation curve
-    notes: list[str] = field(default_factory=list)  # deviations or facts worth showing beside the number
+    notes: list[str] = field(default_factory=list)  # deviations from the reference, facts worth showing beside the number
     warnings: list[str] = field(default_factory=list)  # things that went wrong but did not stop the run
 
 

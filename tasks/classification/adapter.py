@@ -231,14 +231,12 @@ def linear_probe(
     targets_file = write_targets(work_dir / TARGETS_FILE, ids["test"], test_targets, scheme)
     torch.save(result.head.state_dict(), work_dir / "head.pt")
     (work_dir / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
-    config = resolved_config(protocol, probe, geometry, mode, {
-        "backbone": backbone.spec.name, "weights_sha256": backbone.weights_sha256, "fraction": fraction, "draw": draw,
+    config = resolved_config(protocol, probe, geometry, {
         "preprocessing": backbone.preprocessing.to_dict(),
-        "seed": seed, "device": str(run_device), "n_images": {split: len(ids[split]) for split in SPLITS},
+        "device": str(run_device), "n_images": {split: len(ids[split]) for split in SPLITS},
         "train_batches_per_epoch": batches_per_epoch(n_train, protocol),
         "train_augmentation": probe.train_augmentation if mode == "paper" else "none (cached features, eval transform)",
         "primary_metric": scheme.primary,
-        "deviations": deviations(protocol, probe, geometry, mode, n_train),
         "feature_cache_hits": cache_hits,
         "started": started_at,
     })
@@ -256,4 +254,5 @@ def linear_probe(
         },
         training={"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
                   "history": result.history},
+        notes=deviations(protocol, probe, geometry, mode, n_train),
     )

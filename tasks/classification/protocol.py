@@ -154,9 +154,9 @@ def deviations(protocol: ProbeProtocol, probe: DatasetProbe, geometry: Geometry,
     return notes
 
 
-def resolved_config(protocol: ProbeProtocol, probe: DatasetProbe, geometry: Geometry, mode: Mode, extra: dict) -> dict:
-    """The run record's ``config``: protocol, dataset probe, geometry, mode and run facts."""
-    return {**asdict(protocol), "dataset": asdict(probe), "geometry": asdict(geometry), "mode": mode, **extra}
+def resolved_config(protocol: ProbeProtocol, probe: DatasetProbe, geometry: Geometry, extra: dict) -> dict:
+    """The run record's ``config``: protocol, dataset probe, geometry and run facts (the runner adds the cell's identity)."""
+    return {**asdict(protocol), "dataset": asdict(probe), "geometry": asdict(geometry), **extra}
 
 
 def with_overrides(**changes: object) -> ProbeProtocol:

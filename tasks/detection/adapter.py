@@ -127,14 +127,10 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
 
     config = {
         **protocol_record(protocol, schedule, geometry),
-        "head": head.name, "head_config": cfg.model.to_dict(), "config_options": options,  # the protocol's, then the caller's
-        "mode": cell.mode,
-        "backbone": cell.backbone.spec.name, "weights_sha256": cell.backbone.weights_sha256,
-        "fraction": cell.fraction, "draw": cell.draw, "seed": cell.seed, "device": str(device), "processes": processes,
+        "head_config": cfg.model.to_dict(), "config_options": options,  # the protocol's, then the caller's
+        "device": str(device), "processes": processes,
         "n_images": {name: len(ids[name]) for name in SPLITS}, "n_boxes": {name: splits[name].n_boxes for name in SPLITS},
         "train_batches_per_epoch": len(train_loader), "cache": cache,
-        "deviations": [*grid_notes(cell.backbone.model.arch, cell.backbone.preprocessing, geometry.input_size),
-                       *deviations(protocol, geometry, head, cell.mode, n_train, schedule.batch_size)],
     }
     epoch_seconds = [item.seconds for item in outcome.history]
     return TaskResult(
@@ -148,7 +144,8 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
         training={"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run, "stopped_early": outcome.stopped_early,
                   "resumed_from_epoch": outcome.resumed_from_epoch,
                   "history": [item.__dict__ for item in outcome.history]},
-        notes=config["deviations"],
+        notes=[*grid_notes(cell.backbone.model.arch, cell.backbone.preprocessing, geometry.input_size),
+               *deviations(protocol, geometry, head, cell.mode, n_train, schedule.batch_size)],
         warnings=warnings,
     )
 

@@ -61,7 +61,6 @@ from tasks.segmentation.features import cached_levels
 from tasks.segmentation.models import encoder_outputs
 from tasks.segmentation.protocol import (
     MODES,
-    TASK_VERSION,
     ConfigError,
     config_options,
     deviations,
@@ -190,12 +189,9 @@ def run_cell(cell: TaskCell, overrides: Mapping[str, Any] | None = None) -> Task
     notes = [*sampler_notes, *grid_notes(cell.backbone.model.arch, cell.backbone.preprocessing, size),
              *deviations(cfg, geometry, cell.mode, len(train_ids), batch_size)]
     config = {
-        "task_version": TASK_VERSION, "head": cell.head, "mode": cell.mode, "backbone": cell.backbone.spec.name,
-        "weights_sha256": cell.backbone.weights_sha256, "dataset": dataset.name, "partition": cell.partition,
-        "fraction": cell.fraction, "draw": cell.draw, "seed": cell.seed, "device": str(device),
-        "world_size": dist.get_world_size(), "geometry": asdict(geometry),
+        "device": str(device), "world_size": dist.get_world_size(), "geometry": asdict(geometry),
         "n_images": {split: len(ids[split]) for split in SPLITS}, "train_drop_last": drop_last,
-        "mmengine_config": cfg.to_dict(), "deviations": notes, "started": started_at, "finished": utc_now(),
+        "mmengine_config": cfg.to_dict(), "started": started_at, "finished": utc_now(),
     }
     training = {
         "selection": "lowest validation loss", "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,

@@ -52,7 +52,7 @@ def toy_task(cell: TaskCell) -> TaskResult:
     return TaskResult(
         predictions_file=predictions, targets_file=targets,
         split_fingerprints={"test": dataset.split_fingerprint("test", partition=cell.partition)},
-        config={"toy": True, "head": cell.head}, timings={"fit": 0.0}, notes=["toy task"],
+        config={"toy": True}, timings={"fit": 0.0}, notes=["toy task"],
     )
 
 

@@ -84,4 +84,4 @@ def test_a_fixed_size_model_with_another_patch_size_runs_a_segmentation_cell(seg
         assert predictions["probs"].shape[1:] == (32, 32)
     (grid,) = encoder_outputs(open_clip_fixed_vit, torch.zeros(1, 3, 32, 32), "tokens")
     assert grid.shape[-2:] == (2, 2)
-    assert any("resized to 48 px" in note for note in result.config["deviations"])
+    assert any("resized to 48 px" in note for note in result.notes)

@@ -83,5 +83,5 @@ def test_vits_of_other_patch_sizes_and_fixed_size_models_run_a_detection_cell(ma
     result = run_detection(make_cell(backbone, tmp_path / "work", mode="paper"), TINY, options=SMALL_YOLO)
     assert read_predictions(result.predictions_file, read_targets(result.targets_file)) is not None
     assert result.config["head_config"]["backbone"]["in_strides"] == [16]
-    resampled = [line for line in result.config["deviations"] if "resampled" in line or "resized" in line]
+    resampled = [line for line in result.notes if "resampled" in line or "resized" in line]
     assert (note in resampled[0]) if note else resampled == []
