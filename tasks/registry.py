@@ -74,7 +74,7 @@ class TaskInfo:
     # object: the unit of sharding and of ``run --dry-run`` (benchmark/costs.py). Required.
     cost: TaskCost | None = None
     # The board overrides (``TaskCell.overrides``) the task accepts, in the one vocabulary above;
-    # a board naming another key is refused when it is read. Must include EPOCHS_OVERRIDE.
+    # a board naming another key is refused by check_board. Must include EPOCHS_OVERRIDE.
     override_keys: tuple[str, ...] = (EPOCHS_OVERRIDE,)
     # Predictions too large for git (segmentation probability maps) go to the artifact store
     # outside the board folder, named by sha256 in the record; small ones stay with the board.

@@ -192,7 +192,7 @@ class BoardProtocol:
         name = self.task(task).scorer
         try:
             return headline_spec(name, dataset)
-        except (RegistryError, KeyError) as error:
+        except RegistryError as error:
             raise BoardError(f"board {self.board!r}: tasks.{task}.scorer {name!r} gives no metric for {dataset}: "
                              f"{error}") from None
 
