@@ -8,7 +8,8 @@ from a readable copy: every number comes from G2D (https://arxiv.org/abs/2312.01
 reproduces MGCA's rows. A cell nobody has verified is ``None`` and renders empty; it is never
 filled from memory. ``"-"`` is G2D's mark for an mAP below 1%.
 
-Values are in percent, as printed. Board values are in [0, 1] and are scaled by 100 on render.
+Values are in percent, as printed; the direction a column's best is taken in is its metric's spec
+(``benchmark.scoring.MetricSpec``), as for the board's rows, whose values are shown × its scale.
 Values from a second secondary source (the ASG code's README) are :class:`Secondary` and render
 with the mark ², as PAPER_TABLES.md asks.
 """

@@ -19,6 +19,12 @@ of guessing (HELM's unreadable-old-results problem). Changelog:
   key ``dataset/partition/test[@geometry]`` and the scorer's digest of the targets), which the
   board checks against its pin (``benchmark/board/store.py``). Older records are refused with the
   command that re-creates them.
+- 4: ``scorer`` names the scorer (a key of ``benchmark.scoring.SCORERS``) whose ``score_files``
+  gave the metrics, so that the board re-reads, compares and pins a record's files without the
+  task registry, and refuses a record its pinned scorer did not score. A version-3 record is read
+  as version 4 with the scorer named as its task: every task of version 3 was scored by the scorer
+  of its own name (``classification``, ``detection``, ``segmentation``), so this is exact, and the
+  file on disk, with its hash in the board manifest, is left as it was written (:data:`UPGRADES`).
 """
 
 from __future__ import annotations
@@ -29,14 +35,27 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-RECORD_SCHEMA_VERSION = 3
+RECORD_SCHEMA_VERSION = 4
 UPGRADE_HINT = ("version-{version} records predate {change} and are not read any more: delete the board's results/ "
                 "folder and re-create them with `make bench` (demo board) or `python -m benchmark run`")
 OLD_VERSIONS = {1: "task heads in the cell identity", 2: "the pinned test ground truth (target_set)"}
+
+
+def _scorer_named_as_task(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-3 record as version 4: its scorer is its task's name (exact for every version-3 task)."""
+    identity = data.get("identity")
+    task = identity.get("task") if isinstance(identity, dict) else None
+    return {**data, "scorer": task, "schema_version": 4}
+
+
+# Older versions read as the current one by adding what they lack, where that is exact (see the changelog).
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {3: _scorer_named_as_task}
+
 ArtifactStore = Literal["board", "artifacts"]
 ARTIFACT_STORES: tuple[str, ...] = get_args(ArtifactStore)
 
@@ -133,7 +152,7 @@ class CellIdentity:
 class MetricValue:
     """One metric of one run on the test split."""
 
-    value: float  # on the scale the scorer returns (AUROC, accuracy, Dice, mAP in [0, 1])
+    value: float  # on the scale the scorer returns (its MetricSpec: range, direction, display scale)
     ci_low: float | None = None  # 95% test-set bootstrap interval of this run, if the scorer gave one
     ci_high: float | None = None
     bootstrap_se: float | None = None  # test-set bootstrap standard error (feeds the board's CI)
@@ -175,8 +194,9 @@ class RunRecord:
 
     identity: CellIdentity
     protocol_version: str  # protocol the board follows ("mgca-cxr-v1"); must equal the board's
+    scorer: str  # key of benchmark.scoring.SCORERS: the scorer that gave ``metrics`` (the task's, at the time)
     metrics: dict[str, MetricValue]  # every metric the scorer returned, by name
-    headline_metric: str  # the metric the paper's table reports for this task and dataset
+    headline_metric: str  # the scorer's headline metric of this dataset: the number the board shows
     predictions: Artifact  # per-image scores or outputs on the test split
     targets: Artifact  # ground truth of the same test images (the scorer's target format)
     # {"key": target_pin_key(...), "digest": the scorer's TargetSet.digest of ``targets``}: the board's pin
@@ -197,6 +217,7 @@ class RunRecord:
         if not isinstance(self.training, dict) or not isinstance(self.config, dict):
             raise RecordError("config and training: expected objects")
         self.identity.validate()
+        check_name(self.scorer, "scorer")
         if not isinstance(self.protocol_version, str) or not self.protocol_version:
             raise RecordError("protocol_version: expected a non-empty string")
         if not self.metrics:
@@ -238,6 +259,8 @@ class RunRecord:
         version = data.get("schema_version", 1)
         if version in OLD_VERSIONS:
             raise RecordError(f"{source}: {UPGRADE_HINT.format(version=version, change=OLD_VERSIONS[version])}")
+        if version in UPGRADES:
+            data = UPGRADES[version](data)
         try:
             _check_keys(data, cls, source)
             _check_keys(data["identity"], CellIdentity, f"{source}: identity")

@@ -45,7 +45,8 @@ from typing import Any
 
 from benchmark.backbones import LoadedBackbone, PreprocessMode, build_backbone, user_backbone_spec
 from benchmark.backbones.zoo import BACKBONES, BackboneSpec
-from benchmark.board.store import Board, BoardEntry, ComparisonSettings, failure_message
+from benchmark.board.protocol import ComparisonSettings
+from benchmark.board.store import Board, BoardEntry, failure_message
 from benchmark.costs import CellEstimate, SplitCounts, estimate
 from benchmark.data.prepared import PreparedDataset
 from benchmark.datasources import DatasetSource, prepared_sources
@@ -56,7 +57,7 @@ from benchmark import scoring
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
 from benchmark.sharding import Shard, shard_cells
-from tasks.registry import TaskCell, TaskInfo, TaskResult, all_tasks, get_task
+from tasks.registry import TaskCell, TaskInfo, TaskResult, all_tasks, check_board, get_task
 
 LOG_FILE = "cell.log"  # the child's stdout and stderr, in the cell's work folder
 ERROR_FILE = "error.txt"  # the child's traceback when the cell raised
@@ -225,6 +226,7 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                         f"(`python -m benchmark prepare DATASET --raw RAW --out {request.data_dir}` writes them)")
     sources = sources or prepared_sources(request.data_dir)
     protocol = board.protocol
+    check_board(protocol)  # the board's scorer pins, datasets and overrides against the tasks' declarations
     available = set(task_names())
     tasks = list(request.tasks or [task for task in protocol.tasks if task in available])
     for task in tasks:
@@ -379,7 +381,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     options = BootstrapOptions(n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
     scored = scorer(info.scorer).score_files(Path(result.predictions_file), Path(result.targets_file), identity.dataset, options)
     metrics = scored.metric_values()
-    headline = info.dataset(identity.dataset).metric
+    headline = info.headline(identity.dataset).name
     if headline not in metrics:
         raise GridError(f"{identity.task} on {identity.dataset}: the scorer gave no usable {headline!r} "
                         f"({'; '.join(scored.warnings) or 'metrics: ' + ', '.join(sorted(metrics))})")
@@ -391,7 +393,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
     provenance = collect_provenance(started)
     provenance.update(placement(device, request.shard))
     record = RunRecord(
-        identity=identity, protocol_version=board.protocol.protocol_version, metrics=metrics,
+        identity=identity, protocol_version=board.protocol.protocol_version, scorer=info.scorer, metrics=metrics,
         headline_metric=headline, predictions=predictions, targets=targets,
         target_set=truth,
         timings={**{k: float(v) for k, v in result.timings.items()}, "total": total},

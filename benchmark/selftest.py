@@ -229,7 +229,7 @@ def run_cell(plan: CellPlan, info: TaskInfo, backbone: LoadedBackbone, prepared:
     scored = scorer(info.scorer).score_files(Path(result.predictions_file), Path(result.targets_file), plan.dataset,
                                              BootstrapOptions(n_resamples=20))
     metrics = scored.metric_values()
-    headline = info.dataset(plan.dataset).metric
+    headline = info.headline(plan.dataset).name
     if headline not in metrics:
         raise RuntimeError(f"the scorer gave no usable {headline!r}: {'; '.join(scored.warnings) or sorted(metrics)}")
     values = {name: metric.value for name, metric in metrics.items()}

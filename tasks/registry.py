@@ -5,13 +5,16 @@ The package's ``__init__`` registers a :class:`TaskInfo` when it is imported; it
 light (no mmdet/mmseg import): the adapter is named as ``"module:function"`` and imported only
 in the process that runs a cell. :func:`get_task` imports one task package on demand.
 
-The runner plans cells from the declarations (datasets with their partition and headline
-metric, whose spec the scorer declares; heads with a default per backbone family; modes with a
-default; the cost and epoch budget the planner and the shards use; the board overrides the task
-accepts, checked when a board is read), calls the adapter
-with a :class:`TaskCell` in a fresh child process, and scores the files of the returned
-:class:`TaskResult` with the task's registered scorer, so the board's number is by
-construction the number ``python -m benchmark score <task>`` prints.
+The runner plans cells from the declarations (datasets with the partition each reads, whose
+headline metric the task's scorer declares; heads with a default per backbone family; modes with
+a default; the cost and epoch budget the planner and the shards use; the board overrides the task
+accepts), calls the adapter with a :class:`TaskCell` in a fresh child process, and scores the
+files of the returned :class:`TaskResult` with the task's registered scorer, so the board's
+number is by construction the number ``python -m benchmark score <task>`` prints.
+
+A board names tasks but imports none; :func:`check_board` holds a board's task entries against
+these declarations (the scorer it pins, its datasets, its overrides) when a grid is planned and
+when a board is verified.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tasks
+from benchmark.board.protocol import BoardError, BoardProtocol
 from benchmark.costs import TaskCost
-from benchmark.registry import Registry
+from benchmark.registry import Registry, RegistryError
+from benchmark.scoring import MetricSpec, headline_spec
 
 if TYPE_CHECKING:  # the contract names these types without importing torch
     from benchmark.backbones import LoadedBackbone
@@ -43,10 +48,10 @@ EPOCHS_OVERRIDE = "max_epochs"
 
 @dataclass(frozen=True)
 class TaskDataset:
-    """One dataset a task evaluates: which prepared partition it reads and its headline metric."""
+    """One dataset a task evaluates: which prepared partition it reads (its headline metric is the
+    scorer's: :meth:`TaskInfo.headline`)."""
 
     partition: str  # split partition of the prepared dataset (benchmark/data/prepared.py)
-    metric: str  # the scorer's metric the paper's table reports for this dataset
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,14 @@ class TaskInfo:
     modes: tuple[str, ...]  # execution modes, e.g. ("cached", "paper")
     default_mode: str
     adapter: str | Callable[[TaskCell], TaskResult]  # "module:function", imported in the cell's process
-    scorer: str  # key of benchmark.scoring.SCORERS: scores the result files, per image for paired tests
+    # key of benchmark.scoring.SCORERS: scores the result files, per image for paired tests, and declares
+    # each dataset's headline metric with its spec; a board pins it (protocol.json tasks.<name>.scorer)
+    scorer: str
     # What one cell costs (batch size, epoch budget, head cost, cache format), from the task's protocol
     # object: the unit of sharding and of ``run --dry-run`` (benchmark/costs.py). Required.
     cost: TaskCost | None = None
     # The board overrides (``TaskCell.overrides``) the task accepts, in the one vocabulary above;
-    # a board naming another key is refused when it is read. Must include EPOCHS_OVERRIDE.
+    # a board naming another key is refused by check_board. Must include EPOCHS_OVERRIDE.
     override_keys: tuple[str, ...] = (EPOCHS_OVERRIDE,)
     # Predictions too large for git (segmentation probability maps) go to the artifact store
     # outside the board folder, named by sha256 in the record; small ones stay with the board.
@@ -115,6 +122,16 @@ class TaskInfo:
             return self.datasets[name]
         except KeyError:
             raise TaskDeclarationError(f"task {self.name!r} has no dataset {name!r}; it has {sorted(self.datasets)}") from None
+
+    def headline(self, dataset: str) -> MetricSpec:
+        """The spec of ``dataset``'s headline metric, as the task's scorer declares it (the record's
+        ``headline_metric``, the number the board shows)."""
+        self.dataset(dataset)
+        try:
+            return headline_spec(self.scorer, dataset)
+        except RegistryError as error:
+            raise TaskDeclarationError(f"task {self.name!r} declares dataset {dataset!r}, but its scorer {self.scorer!r} "
+                                       f"gives it no declared headline metric: {error}") from None
 
     def run(self, cell: TaskCell) -> TaskResult:
         """Run the adapter on one cell (imports it first when it is named as a string)."""
@@ -183,3 +200,26 @@ def all_tasks() -> list[TaskInfo]:
     for package in task_packages():
         importlib.import_module(f"tasks.{package}")
     return [info for _, info in TASKS.items()]
+
+
+def check_board(protocol: BoardProtocol) -> None:
+    """Refuse a board whose task entries disagree with the registered tasks' declarations: the scorer
+    it pins, datasets the task does not declare or gives no headline metric, and overrides outside the
+    task's vocabulary (each error names the entry, the key and what the task declares). A task the
+    board names that is not registered is not checked: the planner refuses it when asked for it."""
+    for name, board_task in protocol.tasks.items():
+        if name not in TASKS and name not in task_packages():
+            continue
+        info, where = get_task(name), f"board {protocol.board!r}: tasks.{name}"
+        if board_task.scorer != info.scorer:
+            raise BoardError(f"{where}.scorer is {board_task.scorer!r}, but task {name!r} is scored by {info.scorer!r}; "
+                             f"a board pins the task's scorer")
+        for dataset in board_task.datasets:
+            try:
+                info.headline(dataset)  # the dataset is declared and its scorer gives it a headline metric
+            except TaskDeclarationError as error:
+                raise BoardError(f"{where}.datasets.{dataset}: {error}") from None
+        try:
+            info.check_overrides(board_task.overrides, f"{where}.overrides")
+        except TaskDeclarationError as error:
+            raise BoardError(str(error)) from None

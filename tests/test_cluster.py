@@ -1,4 +1,4 @@
-"""Sharding, executors (submitit), dry-run plan and status on the toy task (tests/board/toy_task.py)."""
+"""Sharding, executors (submitit), dry-run plan and status on the toy task (tests/board/toy_task/)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def make_record(**identity_changes: object) -> RunRecord:
         dataset="rsna", partition="classification", head="linear", fraction=10, draw=1, seed=0, mode="cached",
     ), **identity_changes)
     return RunRecord(
-        identity=identity, protocol_version="mgca-cxr-v1",
+        identity=identity, protocol_version="mgca-cxr-v1", scorer="classification",
         metrics={"auroc": MetricValue(0.8, 0.7, 0.9, 0.05), "auroc[Target]": MetricValue(0.8)},
         headline_metric="auroc", predictions=Artifact("predictions/x.csv", "cd" * 32),
         targets=Artifact("x.npz", "cd" * 32, "artifacts"),
@@ -44,7 +44,7 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     write_atomically(path, record.to_json())
     assert RunRecord.read(path) == record
-    assert json.loads(path.read_text())["schema_version"] == 3
+    assert json.loads(path.read_text())["schema_version"] == 4
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -64,7 +64,9 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     (lambda d: d["metrics"]["auroc"].update(value=float("nan")), "finite number"),
     (lambda d: d["predictions"].update(path="/abs/path.csv"), "relative path"),
     (lambda d: d.update(split_fingerprints={}), "test split fingerprint"),
-    (lambda d: d.update(schema_version=4), "schema_version"),
+    (lambda d: d.update(schema_version=5), "schema_version"),
+    (lambda d: d.update(scorer="../x"), "scorer"),
+    (lambda d: d.pop("scorer"), "missing field"),
     (lambda d: d.pop("target_set"), "missing field"),
     (lambda d: d["target_set"].update(digest="x"), "target_set.digest"),
     (lambda d: d["target_set"].update(key="chexpert/classification/test"), "target_set.key"),
@@ -92,6 +94,20 @@ def test_a_version_2_record_is_refused_with_the_command_that_recreates_it() -> N
     del data["target_set"]
     with pytest.raises(RecordError, match=r"r.json: version-2 records predate the pinned test ground truth.*`make bench`"):
         RunRecord.from_dict(data, "r.json")
+
+
+def test_a_version_3_record_is_read_with_the_scorer_named_as_its_task() -> None:
+    """Every task of schema 3 was scored by the scorer of its own name: the upgrade adds exactly that."""
+    for task, dataset, partition in [("classification", "rsna", "classification"), ("detection", "rsna", "detection")]:
+        record = make_record(task=task, dataset=dataset, partition=partition)
+        record.scorer = task
+        data = json.loads(json.dumps(asdict(record)))
+        data["schema_version"] = 3
+        del data["scorer"]
+        assert RunRecord.from_dict(data, "r.json") == record
+        data["colour"] = "red"  # read as strictly as a current record
+        with pytest.raises(RecordError, match=r"unknown field\(s\) \['colour'\]"):
+            RunRecord.from_dict(data, "r.json")
 
 
 def test_a_segmentation_record_pins_its_targets_per_mask_size() -> None:

@@ -70,7 +70,7 @@ def test_the_plan_is_every_declared_head_and_mode_on_the_backbone_whose_family_d
 
 
 def toy(name: str, datasets: list[str], heads: tuple[str, ...] = ("a",), defaults: dict | None = None) -> TaskInfo:
-    return TaskInfo(name=name, title=name, version=1, datasets={d: TaskDataset("classification", "auroc") for d in datasets},
+    return TaskInfo(name=name, title=name, version=1, datasets={d: TaskDataset("classification") for d in datasets},
                     heads=heads, default_heads=defaults or {"*": heads[0]}, modes=("cached",), default_mode="cached",
                     adapter="x:y", scorer="classification",
                     cost=TaskCost(batch_size=8, max_epochs=1, head_cost=0.1, features="global", cache_dtype_bytes=4))

@@ -13,16 +13,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "board"))
 import toy_task  # noqa: E402 - registers the toy task
 
-from benchmark.board.store import Board, BoardError, Protocol, boards_dir  # noqa: E402
+from benchmark.board.protocol import BoardError, BoardProtocol  # noqa: E402
+from benchmark.board.store import Board, boards_dir  # noqa: E402
 from benchmark.cli import main  # noqa: E402
 from benchmark.costs import TaskCost  # noqa: E402
 from benchmark.data.registry import DATASETS  # noqa: E402
 from benchmark.records import RunRecord  # noqa: E402
 from benchmark.runner import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
 from benchmark.scoring import SCORERS, scorer  # noqa: E402
-from tasks.registry import TaskDataset, TaskDeclarationError, TaskInfo, all_tasks  # noqa: E402
+from tasks.registry import TaskDataset, TaskDeclarationError, TaskInfo, all_tasks, check_board  # noqa: E402
 
-DECLARATION = dict(name="t", title="t", version=1, datasets={"rsna": TaskDataset("classification", "auroc")},
+DECLARATION = dict(name="t", title="t", version=1, datasets={"rsna": TaskDataset("classification")},
                    heads=("linear",), default_heads={"*": "linear"}, modes=("cached",), default_mode="cached",
                    adapter="x:y", scorer="classification",
                    cost=TaskCost(batch_size=8, max_epochs=5, head_cost=0.1, features="global", cache_dtype_bytes=4))
@@ -33,7 +34,8 @@ REPOSITORY_BOARDS = sorted((Path(__file__).resolve().parents[1] / "leaderboards"
 def test_every_registered_task_matches_the_boards_that_name_it(protocol_file: Path) -> None:
     import benchmark.data.datasets  # noqa: F401 - registers the datasets
 
-    protocol = Protocol.read(protocol_file)
+    protocol = BoardProtocol.read(protocol_file)
+    check_board(protocol)  # scorer pins, datasets with a headline metric, overrides
     tasks = {info.name: info for info in all_tasks()}
     for name, board_task in protocol.tasks.items():
         if name not in tasks:
@@ -45,14 +47,15 @@ def test_every_registered_task_matches_the_boards_that_name_it(protocol_file: Pa
         assert set(board_task.datasets) <= set(info.datasets), name
         for dataset in board_task.datasets:
             assert info.dataset(dataset).partition in DATASETS.get(dataset).partitions, (name, dataset)
-        assert info.scorer in SCORERS or scorer(info.scorer), name
+            assert protocol.metric(name, dataset) == info.headline(dataset), (name, dataset)
+        assert board_task.scorer == info.scorer and scorer(info.scorer) is SCORERS.get(info.scorer), name
 
 
 def test_one_default_board_per_kind_comes_from_the_protocol_files() -> None:
     from benchmark.board.store import default_board
 
     assert boards_dir() == Path("leaderboards") or boards_dir().is_dir()
-    defaults = [Protocol.read(path) for path in REPOSITORY_BOARDS if Protocol.read(path).default]
+    defaults = [BoardProtocol.read(path) for path in REPOSITORY_BOARDS if BoardProtocol.read(path).default]
     assert sorted(protocol.demo for protocol in defaults) == [False, True]
     assert default_board(demo=True) == next(p.board for p in defaults if p.demo)
 
@@ -92,37 +95,74 @@ def test_every_task_declares_its_cost_and_epoch_budget_from_its_protocol() -> No
         assert info.epochs({"max_epochs": 3}) == 3 and "max_epochs" in info.override_keys, info.name
 
 
-def test_every_dataset_metric_and_every_scored_metric_is_a_declared_spec() -> None:
+def test_every_dataset_headline_and_every_scored_metric_is_a_declared_spec() -> None:
     from benchmark.scoring import MetricSpec, metric_spec
     from benchmark.scoring.classification import METRICS as CLASSIFICATION
     from benchmark.scoring.detection import METRICS as DETECTION
     from benchmark.scoring.segmentation import METRICS as SEGMENTATION
 
     for info in all_tasks():
-        for name, dataset in info.datasets.items():
-            spec = metric_spec(info.scorer, dataset.metric)
-            assert isinstance(spec, MetricSpec) and spec.name == dataset.metric and spec.low < spec.high, (info.name, name)
+        for name in info.datasets:
+            spec = info.headline(name)
+            assert isinstance(spec, MetricSpec) and spec is scorer(info.scorer).metrics[spec.name], (info.name, name)
+            assert spec.low < spec.high, (info.name, name)
     for name, reported in [("classification", CLASSIFICATION), ("detection", DETECTION), ("segmentation", SEGMENTATION)]:
         assert set(scorer(name).metrics) == {metric for metric, _ in reported.items()}, name
     with pytest.raises(KeyError, match="declares no metric 'loss'"):
         metric_spec("classification", "loss")
 
 
-def test_a_board_naming_an_override_its_task_does_not_accept_is_refused_when_read(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    board = toy_task.write_toy_board(tmp_path)
-    data = json.loads((board / "protocol.json").read_text())
+def test_a_task_without_a_cost_or_a_dataset_metric_and_a_board_with_an_unknown_override_are_refused(
+        toy: tuple[Board, GridRequest], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The three facts every task family brings: each missing one is an error naming the key and the known ones."""
+    with pytest.raises(TaskDeclarationError, match="task 't' declares no cost"):
+        TaskInfo(**{key: value for key, value in DECLARATION.items() if key != "cost"})
+
+    board, request = toy
+    path = board.root / "protocol.json"
+    original = json.loads(path.read_text())
+    data = json.loads(path.read_text())
+    data["tasks"]["toy"]["datasets"]["covid"] = {"label": "COVID"}
+    path.write_text(json.dumps(data))
+    toy_info = toy_task.TASKS.get("toy")
+    monkeypatch.setitem(toy_task.TASKS._entries, "toy", replace(toy_info, datasets={
+        **toy_info.datasets, "covid": TaskDataset("classification")}))  # declared, but its scorer has no such dataset
+    with pytest.raises(BoardError, match=r"board 'toy-board': tasks.toy.datasets.covid: task 'toy' declares dataset "
+                                         r"'covid', but its scorer 'toy' gives it no declared headline metric: unknown "
+                                         r"classification dataset 'covid'.*Known: chexpert, covidx, rsna"):
+        check_board(BoardProtocol.read(path))
+    monkeypatch.setitem(toy_task.TASKS._entries, "toy", toy_info)
+
+    data = json.loads(json.dumps(original))
     data["tasks"]["toy"]["overrides"] = {"max_epochs": 2}
-    (board / "protocol.json").write_text(json.dumps(data))
-    assert Protocol.read(board / "protocol.json").task("toy").overrides == {"max_epochs": 2}
+    path.write_text(json.dumps(data))
+    check_board(BoardProtocol.read(path))  # the toy's vocabulary
     data["tasks"]["toy"]["overrides"] = {"train_cfg.max_epochs": 2}
-    (board / "protocol.json").write_text(json.dumps(data))
-    with pytest.raises(BoardError, match=r"tasks.toy.overrides: task 'toy' has no override 'train_cfg.max_epochs'; "
-                                         r"it accepts \['max_epochs'\]"):
-        Protocol.read(board / "protocol.json")
-    monkeypatch.setenv("MGCA_BENCH_BOARDS", str(tmp_path))
-    assert main(["status", "--board", "toy-board"]) == 2
+    path.write_text(json.dumps(data))
+    assert BoardProtocol.read(path).task("toy").overrides == {"train_cfg.max_epochs": 2}  # the board alone knows no task
+    message = r"board 'toy-board': tasks.toy.overrides: task 'toy' has no override 'train_cfg.max_epochs'; it accepts \['max_epochs'\]"
+    with pytest.raises(BoardError, match=message):
+        check_board(BoardProtocol.read(path))
+    with pytest.raises(BoardError, match=message):  # the grid checks the board before planning a cell
+        run_grid(Board(board.root), request)
+    assert main(["verify", "--board", str(board.root)]) == 2
     assert "has no override 'train_cfg.max_epochs'" in capsys.readouterr().err
+
+
+def test_a_board_pinning_another_scorer_than_its_task_is_refused_and_so_are_records_of_another_scorer(
+        toy: tuple[Board, GridRequest]) -> None:
+    board, request = toy
+    run_grid(board, request)
+    path = board.root / "protocol.json"
+    data = json.loads(path.read_text())
+    data["tasks"]["toy"]["scorer"] = "classification"
+    path.write_text(json.dumps(data))
+    repinned = Board(board.root)
+    with pytest.raises(BoardError, match=r"tasks.toy.scorer is 'classification', but task 'toy' is scored by 'toy'"):
+        check_board(repinned.protocol)
+    invalid: list[str] = []
+    assert repinned.records(invalid) == [] and "scored by 'toy', but board 'toy-board' scores task 'toy' with " \
+        "'classification'" in invalid[0]
 
 
 def test_the_demo_boards_cells_are_planned_at_its_epoch_budget() -> None:
@@ -227,6 +267,7 @@ def test_a_board_pinning_another_task_version_is_refused(toy: tuple[Board, GridR
     (lambda d: d.pop("preparation_version"), r"missing key\(s\) \['preparation_version'\]"),
     (lambda d: d["tasks"]["toy"].pop("version"), r"tasks.toy: missing key\(s\) \['version'\]"),
     (lambda d: d["tasks"]["toy"].update(default_mode="fast"), "not among its modes"),
+    (lambda d: d["tasks"]["toy"].pop("scorer"), r"tasks.toy: missing key\(s\) \['scorer'\]"),
 ])
 def test_a_board_protocol_is_read_strictly(toy: tuple[Board, GridRequest], change, message: str) -> None:
     board, _ = toy
@@ -235,7 +276,7 @@ def test_a_board_protocol_is_read_strictly(toy: tuple[Board, GridRequest], chang
     change(data)
     path.write_text(json.dumps(data))
     with pytest.raises(BoardError, match=message):
-        Protocol.read(path)
+        BoardProtocol.read(path)
 
 
 def test_records_of_the_upgraded_schema_replace_version_1_records(toy: tuple[Board, GridRequest]) -> None:

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmark.data.datasets import chexpert, rsna, siim
-from benchmark.data.prepared import file_sha256, ids_fingerprint, write_ids
+from benchmark.data.prepared import ids_fingerprint, write_ids
 from benchmark.data.preparation import SHIPPED_SPLITS, Partition
+from benchmark.hashing import file_sha256
 
 # dataset -> (label file name inside torchxrayvision/data, official name, partitions from the file)
 SOURCES: dict[str, tuple[str, str, Callable[[Path], list[Partition]]]] = {

@@ -124,7 +124,7 @@ def shown_runs(records: list[RunRecord], modes: dict[str, str], heads: dict[str,
 
 def aggregate(records: list[RunRecord], spec_of: Callable[[str, str], MetricSpec]) -> list[CellAggregate]:
     """One :class:`CellAggregate` per (entry, task, dataset, partition, head, fraction, mode);
-    ``spec_of(task, dataset)``: the headline metric's spec (``Protocol.metric``)."""
+    ``spec_of(task, dataset)``: the headline metric's spec (``BoardProtocol.metric``)."""
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
         groups[record.identity.group_key].append(record)

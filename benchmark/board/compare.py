@@ -2,8 +2,8 @@
 
 A comparison is between two entries' runs on one (task, dataset, fraction, mode) column: the
 mean-over-runs headline metric of each, tested on the test images both were scored on (their
-test-split fingerprints and labels must match; images are aligned by ID). The task's scorer
-(``TaskInfo.scorer`` in ``benchmark.scoring.SCORERS``) reduces every run to per-image
+test-split fingerprints and labels must match; images are aligned by ID). The record's scorer
+(``RunRecord.scorer``, a key of ``benchmark.scoring.SCORERS``) reduces every run to per-image
 statistics once (:class:`benchmark.scoring.PerImageRun`); a single binary AUROC is tested
 exactly with DeLong, every other metric (macro AUROC, accuracy, mAP, Dice) with the vectorised
 paired bootstrap over images. A family of comparisons is corrected with the board's method
@@ -22,7 +22,8 @@ import numpy as np
 
 from benchmark.board.aggregate import CellAggregate
 from benchmark.board.integrity import local_cache_dir
-from benchmark.board.store import Board, BoardError, Protocol
+from benchmark.board.protocol import BoardError, BoardProtocol
+from benchmark.board.store import Board
 from benchmark.records import RunRecord, write_atomically
 from benchmark.scoring import PerImageRun, scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
@@ -40,11 +41,8 @@ CACHE_VERSION = 2  # bump when a test's computation changes
 
 def per_image_run(board: Board, record: RunRecord) -> PerImageRun:
     """The record's per-image statistics of its headline metric, from its saved files (memoised)."""
-    from tasks.registry import get_task
-
-    return _per_image(get_task(record.identity.task).scorer, str(board.artifact_file(record.predictions)),
-                      str(board.artifact_file(record.targets)), record.identity.dataset, record.headline_metric,
-                      record.predictions.sha256 + record.targets.sha256)
+    return _per_image(record.scorer, str(board.artifact_file(record.predictions)), str(board.artifact_file(record.targets)),
+                      record.identity.dataset, record.headline_metric, record.predictions.sha256 + record.targets.sha256)
 
 
 @functools.lru_cache(maxsize=512)
@@ -74,7 +72,7 @@ class Comparison:
 Column = tuple[str, str, int, str]  # (task, dataset, fraction, mode), as CellAggregate.column
 
 
-def grid_columns(protocol: Protocol, modes: dict[str, str], tasks: tuple[str, ...] | None = None,
+def grid_columns(protocol: BoardProtocol, modes: dict[str, str], tasks: tuple[str, ...] | None = None,
                  datasets: tuple[str, ...] | None = None, fractions: tuple[int, ...] | None = None) -> list[Column]:
     """The board's columns that a selection names (``None``: all), each task in its mode of ``modes``.
 

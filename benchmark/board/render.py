@@ -5,9 +5,10 @@ and then written by one small formatter per output format, so the formats can ne
 
 Conventions, stated in every output:
 
-* board numbers are mean ± std over seeds and label draws, in percent, with the 95% interval of
+* board numbers are mean ± std over seeds and label draws, shown as the column's metric spec
+  declares (``MetricSpec.scale``: a fraction in percent), with the 95% interval of
   ``benchmark/board/aggregate.py`` (run variance + test-set bootstrap variance);
-* **bold**: best board entry of the column (highest mean); † after a number: not significantly
+* **bold**: best board entry of the column (the best mean in the metric's direction); † after a number: not significantly
   different from the best (paired test on the same test images, corrected across the column);
   ‡: the entry declares pretraining data that shares images with this test set;
 * published rows are copied with their source (``benchmark/published.py``); an empty cell is a
@@ -27,7 +28,8 @@ from typing import Any, Literal
 
 from benchmark.board.aggregate import CellAggregate, aggregate, shown_runs
 from benchmark.board.compare import Comparison, compare_entry, ties_with_best
-from benchmark.board.store import Board, BoardEntry, Protocol
+from benchmark.board.protocol import BoardProtocol
+from benchmark.board.store import Board, BoardEntry
 from benchmark.published import SECONDARY_MARK, TABLES, PublishedTable, Secondary
 from benchmark.records import RunRecord, write_atomically
 from benchmark.scoring import MetricSpec
@@ -75,7 +77,7 @@ class TableSpec:
     columns: tuple[Column, ...]
 
 
-def board_tables(protocol: Protocol) -> list[TableSpec]:
+def board_tables(protocol: BoardProtocol) -> list[TableSpec]:
     """The board's tables: each published table with the board's columns of its tasks (tasks × datasets ×
     fractions, labels from protocol.json), then one table per board task no published table shows."""
 
@@ -220,10 +222,11 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
         note = (f"{entry.role}, {entry.arch}, weights {entry.weights_sha256[:12]}, input "
                 f"{preprocessing_text(entry.preprocessing)}") if entry else ""
         rows.append(TableRow(label, "board", cells, note, key))
+    units = "in %" if all(metric.scale == 100 for metric in metrics) else "as each metric's spec shows it"
     notes = [
         f"Published rows: {spec.table.source}. Empty published cells are unverified numbers, left empty on purpose.",
         f"Board rows ({view.board.name}, protocol {protocol.protocol_version}, modes: {view.modes_text}): mean ± std over "
-        f"seeds and label draws, in %; [95% interval combining run and test-set bootstrap variance] and run count.",
+        f"seeds and label draws, {units}; [95% interval combining run and test-set bootstrap variance] and run count.",
         f"Bold: best of its block. {TIE_MARK}: not significantly different from the best board entry "
         f"(paired test on the same test images, {protocol.comparison.correction} correction, alpha {protocol.comparison.alpha}). "
         f"{OVERLAP_MARK}: pretraining data shares images with this test set.",
@@ -360,7 +363,7 @@ def data_efficiency_figures(view: BoardView) -> dict[str, "object"]:
     figures = {}
     slots = sorted({(cell.task, cell.dataset) for cell in view.cells})
     for task, dataset in slots:
-        slot = view.board.protocol.slot(task, dataset)
+        label, spec = view.board.protocol.label(task, dataset), view.board.protocol.metric(task, dataset)
         figure, axis = plt.subplots(figsize=(4.2, 3.2), dpi=120)
         for entry in view.entry_keys():
             points = sorted((c for c in view.cells if (c.task, c.dataset, c.entry) == (task, dataset, entry)),
@@ -368,14 +371,14 @@ def data_efficiency_figures(view: BoardView) -> dict[str, "object"]:
             if not points:
                 continue
             x = [c.fraction for c in points]
-            line, = axis.plot(x, [slot.spec.shown(c.mean) for c in points], marker="o", label=points[0].backbone)
-            axis.fill_between(x, [slot.spec.shown(c.ci_low) for c in points], [slot.spec.shown(c.ci_high) for c in points],
+            line, = axis.plot(x, [spec.shown(c.mean) for c in points], marker="o", label=points[0].backbone)
+            axis.fill_between(x, [spec.shown(c.ci_low) for c in points], [spec.shown(c.ci_high) for c in points],
                               color=line.get_color(), alpha=0.2, linewidth=0)
         axis.set_xscale("log")
         axis.set_xticks(list(view.board.protocol.fractions), [f"{f}%" for f in view.board.protocol.fractions])
         axis.set_xlabel("training labels")
-        axis.set_ylabel(slot.label + (" (%)" if slot.spec.scale == 100 else ""))
-        axis.set_title(("DEMO: " if view.board.protocol.demo else "") + f"{slot.label} ({task})", fontsize=9)
+        axis.set_ylabel(label + (" (%)" if spec.scale == 100 else ""))
+        axis.set_title(("DEMO: " if view.board.protocol.demo else "") + f"{label} ({task})", fontsize=9)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
         figure.tight_layout()

@@ -2,7 +2,7 @@
 
 Layout of ``leaderboards/<board>/``::
 
-    protocol.json                     the protocol as data (see :class:`Protocol`); its
+    protocol.json                     the protocol as data (``benchmark/board/protocol.py``); its
                                       ``protocol_version`` changes whenever numbers would move
     entries/<name>@<sha12>.json       one per evaluated backbone (:class:`BoardEntry`)
     results/<name>@<sha12>/<cell>.json  one immutable run record per grid cell
@@ -31,7 +31,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,12 +44,13 @@ from benchmark.board.integrity import (
     relative,
     write_manifest,
 )
-from benchmark.data.prepared import file_sha256
+from benchmark.board.protocol import BoardError, BoardProtocol, read_pins
+from benchmark.hashing import file_sha256
 from benchmark.provenance import utc_now
 from benchmark.quoting import one_line
 from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
-from benchmark.registry import RegistryError, did_you_mean
-from benchmark.scoring import MetricSpec, metric_spec
+from benchmark.registry import did_you_mean
+from benchmark.scoring import record_target_set
 
 BOARDS_DIR_ENV = "MGCA_BENCH_BOARDS"
 DEFAULT_BOARDS_DIR = Path("leaderboards")
@@ -59,210 +60,6 @@ PROTOCOL_FILE = "protocol.json"
 PINS_FILE = "target-pins.json"
 
 EntryRole = Literal["reference", "submission"]
-
-
-class BoardError(ValueError):
-    """A board is missing, or a record does not belong on it; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One (task, dataset) column group of the board."""
-
-    partition: str  # the dataset partition the task reads (declared by the task)
-    metric: str  # headline metric, a key of the run record's metrics (declared by the task)
-    label: str  # column header, e.g. "CheXpert AUROC" (the board's wording)
-    spec: MetricSpec  # the metric's range, direction and display scale (declared by the task's scorer)
-
-
-@dataclass(frozen=True)
-class BoardTask:
-    """How a board evaluates one task: its version pin, modes, heads and datasets.
-
-    Which partition a dataset reads and which metric is its headline are the task's facts
-    (``TaskInfo.datasets``); the board only says which datasets it shows and how they are labelled.
-    """
-
-    version: int  # the TaskInfo.version whose results this board holds
-    modes: tuple[str, ...]  # modes the board accepts for this task
-    default_mode: str  # the mode its tables show and ``run`` uses unless told otherwise
-    heads: tuple[str, ...]  # heads the board accepts (the backbone family picks the default)
-    datasets: dict[str, str]  # dataset -> column label
-    fractions: tuple[int, ...] | None = None  # this task's label fractions when not the board's (a demo's budget)
-    draws: tuple[int, ...] | None = None  # this task's label-fraction draws when not the board's (a demo's budget)
-    overrides: dict[str, Any] = field(default_factory=dict)  # protocol changes handed to the task (a demo's budget)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> BoardTask:
-        _strict_keys(data, {"version", "modes", "default_mode", "heads", "datasets"}, {"fractions", "draws", "overrides"}, where)
-        task = cls(version=data["version"], modes=tuple(data["modes"]), default_mode=data["default_mode"],
-                   heads=tuple(data["heads"]), datasets={ds: item["label"] for ds, item in data["datasets"].items()},
-                   fractions=tuple(data["fractions"]) if "fractions" in data else None,
-                   draws=tuple(data["draws"]) if "draws" in data else None,
-                   overrides=dict(data.get("overrides", {})))
-        if not isinstance(task.version, int) or isinstance(task.version, bool):
-            raise BoardError(f"{where}.version={task.version!r}: expected the task version as an integer")
-        if task.default_mode not in task.modes:
-            raise BoardError(f"{where}.default_mode={task.default_mode!r} is not among its modes {list(task.modes)}")
-        for ds, item in data["datasets"].items():
-            _strict_keys(item, {"label"}, set(), f"{where}.datasets.{ds}")
-        return task
-
-
-@dataclass(frozen=True)
-class ComparisonSettings:
-    correction: Literal["holm", "bh", "none"] = "holm"
-    alpha: float = 0.05
-    bootstrap_resamples: int = 1000
-    bootstrap_seed: int = 0
-
-
-_PROTOCOL_REQUIRED = {"board", "protocol_version", "preparation_version", "title", "description", "demo", "fractions",
-                      "seeds", "draws", "tasks", "comparison"}
-_PROTOCOL_OPTIONAL = {"default", "test_set_sources", "source_aliases", "changelog", "target_pins"}
-
-
-def _strict_keys(data: Any, required: set[str], optional: set[str], where: str) -> None:
-    if not isinstance(data, dict):
-        raise BoardError(f"{where}: expected an object, got {type(data).__name__}")
-    missing, unknown = sorted(required - set(data)), sorted(set(data) - required - optional)
-    if missing or unknown:
-        raise BoardError(f"{where}: " + "; ".join(
-            part for part in (f"missing key(s) {missing}" if missing else "",
-                              f"unknown key(s) {unknown}" if unknown else "") if part))
-
-
-def _read_pins(data: Any, where: str) -> dict[str, str]:
-    """``{pin key: sha256}`` (``benchmark.records.target_pin_key``), checked."""
-    if not isinstance(data, dict):
-        raise BoardError(f"{where}: expected an object {{\"dataset/partition/test\": sha256}}")
-    for key, digest in data.items():
-        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
-            raise BoardError(f"{where}.{key}={digest!r}: expected 64 lowercase hex digits")
-        dataset, partition, rest = (key.split("/", 2) + ["", ""])[:3]
-        if not dataset or not partition or not (rest == "test" or rest.startswith("test@")):
-            raise BoardError(f"{where}: key {key!r}: expected dataset/partition/test or dataset/partition/test@HxW")
-    return dict(data)
-
-
-def _checked_tasks(tasks: dict[str, BoardTask], path: Path) -> dict[str, BoardTask]:
-    """``tasks``, each one's overrides checked against its task's vocabulary (``TaskInfo.override_keys``)."""
-    from tasks.registry import TaskDeclarationError, get_task  # the task declares what a board may change
-
-    for name, task in tasks.items():
-        if not task.overrides:
-            continue
-        try:
-            get_task(name).check_overrides(task.overrides, f"{path}: tasks.{name}.overrides")
-        except RegistryError as error:
-            raise BoardError(f"{path}: tasks.{name}.overrides: {error.args[0]}") from None
-        except TaskDeclarationError as error:
-            raise BoardError(str(error)) from None
-    return tasks
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """A board's protocol definition (``protocol.json``), read strictly: unknown or missing keys are errors."""
-
-    board: str  # folder name; written into every record's identity
-    protocol_version: str  # changes whenever the protocol changes in a way that moves numbers
-    preparation_version: int  # the data preparation (benchmark/data/prepared.py) its results were computed on
-    title: str
-    description: str
-    demo: bool  # synthetic data: never presented as real-data results
-    fractions: tuple[int, ...]
-    seeds: tuple[int, ...]
-    draws: tuple[int, ...]  # label-fraction draws for fractions below 100 (100 has draw 0 only)
-    tasks: dict[str, BoardTask]
-    comparison: ComparisonSettings
-    default: bool = False  # the board `run`/`tables` use when none is named (one per kind: real, demo)
-    # dataset -> image sources of its test set; a submission pretrained on one of them is flagged
-    test_set_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # alias -> canonical source name, for --pretraining-data
-    source_aliases: dict[str, str] = field(default_factory=dict)
-    changelog: tuple[dict[str, str], ...] = ()
-    # "dataset/partition/test[@HxW]" -> the scorer's digest of that test split's ground truth
-    # (benchmark.scoring.TargetSet); a record scored on other targets is invalid on this board
-    target_pins: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, path: Path) -> Protocol:
-        try:
-            data = json.loads(path.read_text())
-            _strict_keys(data, _PROTOCOL_REQUIRED, _PROTOCOL_OPTIONAL, str(path))
-            return cls(
-                board=data["board"], protocol_version=data["protocol_version"],
-                preparation_version=data["preparation_version"], title=data["title"],
-                description=data["description"], demo=bool(data["demo"]),
-                fractions=tuple(data["fractions"]), seeds=tuple(data["seeds"]), draws=tuple(data["draws"]),
-                tasks=_checked_tasks({task: BoardTask.from_dict(item, f"{path}: tasks.{task}")
-                                      for task, item in data["tasks"].items()}, path),
-                comparison=ComparisonSettings(**data["comparison"]), default=bool(data.get("default", False)),
-                test_set_sources={ds: tuple(sources) for ds, sources in data.get("test_set_sources", {}).items()},
-                source_aliases=dict(data.get("source_aliases", {})),
-                changelog=tuple(data.get("changelog", ())),
-                target_pins=_read_pins(data.get("target_pins", {}), f"{path}: target_pins"),
-            )
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise BoardError(f"{path}: not a valid board protocol ({type(error).__name__}: {error})") from None
-
-    def task(self, task: str) -> BoardTask:
-        try:
-            return self.tasks[task]
-        except KeyError:
-            raise BoardError(f"task {task!r} is not on board {self.board!r}; it has {sorted(self.tasks)}") from None
-
-    def select(self, kind: Literal["modes", "heads"], choices: dict[str | None, str] | None,
-               tasks: list[str] | None = None) -> dict[str, str | None]:
-        """Per task, the mode or head chosen by ``choices`` (``{task: value}``; key None: every task that declares
-        the value), validated against this board's declarations. Tasks without a choice get their default mode,
-        or None for the head (the backbone family's default, decided when the cell is planned)."""
-        tasks = list(self.tasks) if tasks is None else tasks
-        chosen: dict[str, str | None] = {
-            task: self.task(task).default_mode if kind == "modes" else None for task in tasks}
-        for task, value in (choices or {}).items():
-            if task is None:
-                takers = [name for name in tasks if value in getattr(self.task(name), kind)]
-                if not takers:
-                    raise BoardError(f"no task of {tasks} on board {self.board!r} declares {kind[:-1]} {value!r}; "
-                                     f"declared: " + ", ".join(f"{t}: {list(getattr(self.task(t), kind))}" for t in tasks))
-                chosen.update({name: value for name in takers})
-                continue
-            allowed = getattr(self.task(task), kind)
-            if value not in allowed:
-                raise BoardError(f"task {task!r} on board {self.board!r} has no {kind[:-1]} {value!r}; it declares {list(allowed)}")
-            if task in chosen:
-                chosen[task] = value
-        return chosen
-
-    def slot(self, task: str, dataset: str) -> Slot:
-        """The column of ``task`` on ``dataset``: the task's partition and headline metric, the board's label."""
-        from tasks.registry import get_task  # the task declares its datasets; importing it is cheap
-
-        board_task = self.tasks.get(task)
-        if board_task is None or dataset not in board_task.datasets:
-            known = [f"{t}/{d}" for t, item in self.tasks.items() for d in item.datasets]
-            raise BoardError(f"board {self.board!r} has no column for {task}/{dataset}; it defines {known}")
-        declared = get_task(task).dataset(dataset)
-        return Slot(declared.partition, declared.metric, board_task.datasets[dataset], self.metric(task, dataset))
-
-    def metric(self, task: str, dataset: str) -> MetricSpec:
-        """The spec of the headline metric of ``task`` on ``dataset`` (its range, direction, display scale),
-        as the task's scorer declares it; a published table may name a column this board does not hold."""
-        from tasks.registry import get_task
-
-        info = get_task(task)
-        return metric_spec(info.scorer, info.dataset(dataset).metric)
-
-    def canonical_source(self, name: str) -> str:
-        key = name.strip().lower()
-        return self.source_aliases.get(key, key)
-
-    def overlaps(self, pretraining_data: tuple[str, ...] | list[str], dataset: str) -> list[str]:
-        """Pretraining sources that share images with ``dataset``'s test set."""
-        declared = {self.canonical_source(name) for name in pretraining_data}
-        return sorted(declared & {self.canonical_source(name) for name in self.test_set_sources.get(dataset, ())})
 
 
 @dataclass
@@ -319,7 +116,7 @@ def default_board(demo: bool, folder: Path | None = None) -> str:
     folder = folder or boards_dir()
     found = []
     for path in sorted(folder.glob(f"*/{PROTOCOL_FILE}")):
-        protocol = Protocol.read(path)
+        protocol = BoardProtocol.read(path)
         if protocol.default and protocol.demo == demo:
             found.append(protocol.board)
     kind = "demo" if demo else "real-data"
@@ -355,7 +152,7 @@ class Board:
 
     def __init__(self, board: str | Path) -> None:
         self.root = resolve_board_path(board)
-        self.protocol = Protocol.read(self.root / PROTOCOL_FILE)
+        self.protocol = BoardProtocol.read(self.root / PROTOCOL_FILE)
         self.hashes = FileHashes(hash_memo_path(self.root))
         self._manifest: dict[str, str] | None = None
         self._manifest_stamp: tuple[int, int] | None = None
@@ -387,7 +184,7 @@ class Board:
     # ---------------------------------------------------------------- results
 
     def check_identity(self, identity: CellIdentity, protocol_version: str | None = None) -> None:
-        """Refuse anything that belongs to another board or protocol version."""
+        """Refuse anything that belongs to another board, protocol version or column."""
         if identity.board != self.name:
             raise BoardError(f"record for board {identity.board!r} cannot be added to board {self.name!r}")
         if protocol_version is not None and protocol_version != self.protocol.protocol_version:
@@ -395,7 +192,15 @@ class Board:
                 f"record follows protocol {protocol_version!r} but board {self.name!r} follows "
                 f"{self.protocol.protocol_version!r}; results of different protocol versions are never mixed"
             )
-        self.protocol.slot(identity.task, identity.dataset)
+        self.protocol.label(identity.task, identity.dataset)
+
+    def scorer_problem(self, record: RunRecord) -> str | None:
+        """Why ``record`` was not scored by the scorer the board pins for its task, or None."""
+        pinned = self.protocol.task(record.identity.task).scorer
+        if record.scorer != pinned:
+            return (f"scored by {record.scorer!r}, but board {self.name!r} scores task {record.identity.task!r} "
+                    f"with {pinned!r} (tasks.{record.identity.task}.scorer)")
+        return None
 
     def status(self, identity: CellIdentity) -> tuple[RunRecord | None, str | None]:
         """``(record, None)`` when the cell is done and proven, ``(None, None)`` when it has no record
@@ -418,9 +223,13 @@ class Board:
         return self.status(identity)[0]
 
     def verify_record(self, record: RunRecord, path: Path) -> str | None:
-        """Why ``record`` (read from ``path``) cannot be trusted, or None: the board manifest must hold
-        the record file's hash, and its prediction and target files must match the hashes it holds."""
+        """Why ``record`` (read from ``path``) cannot be trusted, or None: it must be scored by the board's
+        scorer for its task, the board manifest must hold the record file's hash, and its prediction and
+        target files must match the hashes it holds."""
         name = relative(path, self.root)
+        wrong_scorer = self.scorer_problem(record)
+        if wrong_scorer:
+            return f"{name}: {wrong_scorer}"
         listed = self.manifest().get(name)
         if listed is None:
             return f"{name}: not in the board manifest {MANIFEST_FILE} (not written by the runner?)"
@@ -444,18 +253,15 @@ class Board:
         learnt: dict[str, str] = {}
         if path.is_file():
             try:
-                learnt = _read_pins(json.loads(path.read_text()), str(path))
+                learnt = read_pins(json.loads(path.read_text()), str(path))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise BoardError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
         return {**learnt, **self.protocol.target_pins}
 
     def target_set(self, record: RunRecord) -> dict[str, str]:
-        """``record``'s target_set as its targets file gives it (the task's scorer reads the file)."""
-        from benchmark.scoring import record_target_set
-        from tasks.registry import get_task
-
-        return record_target_set(get_task(record.identity.task).scorer, self.artifact_file(record.targets),
-                                 record.identity.dataset, record.identity.partition)
+        """``record``'s target_set as its targets file gives it (the record's scorer reads the file)."""
+        return record_target_set(record.scorer, self.artifact_file(record.targets), record.identity.dataset,
+                                 record.identity.partition)
 
     def target_problem(self, record: RunRecord, name: str) -> str | None:
         """Why ``record``'s ground truth is not the board's (its targets file checked against the record's
@@ -542,6 +348,9 @@ class Board:
         """
         record.validate()
         self.check_identity(record.identity, record.protocol_version)
+        wrong_scorer = self.scorer_problem(record)
+        if wrong_scorer:
+            raise BoardError(f"record of {record.identity.cell_key}: {wrong_scorer}")
         for artifact in (record.predictions, record.targets):
             if not self.artifact_file(artifact).is_file():
                 raise BoardError(f"{self.artifact_file(artifact)}: artifact missing; store it with store_artifact first")

@@ -7,9 +7,10 @@ columns shown), and lists the columns of the selection that cannot be compared: 
 entry has no runs on, or whose runs do not pair (different test images or labels, different
 draws and seeds). ``--expect-better`` turns the answer into an exit status for scripts (the
 demo's check that MGCA pretraining learns something): it passes only when *every* column the
-selection names on the board is paired, A's mean is higher, and the paired test's adjusted p
-is below ``--alpha``. It is a regression check for a fixed setting, not an unbiased experiment
-when that setting was tuned by looking at it (the demo's: README, DEVIATIONS.md).
+selection names on the board is paired, A's mean is better (in the direction of the column's
+metric), and the paired test's adjusted p is below ``--alpha``. It is a regression check for a
+fixed setting, not an unbiased experiment when that setting was tuned by looking at it (the
+demo's: README, DEVIATIONS.md).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def _compare(args: argparse.Namespace) -> int:
         for line in failures:
             print(f"  {line}")
         return 1
-    print(f"A is better than B on all {len(columns)} columns selected (higher mean, paired test adjusted p < {alpha:g})")
+    print(f"A is better than B on all {len(columns)} columns selected (better mean, paired test adjusted p < {alpha:g})")
     return 0
 
 

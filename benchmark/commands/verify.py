@@ -55,9 +55,11 @@ def _verify(args: argparse.Namespace) -> int:
     from benchmark.board.store import PINS_FILE, PROTOCOL_FILE, Board, BoardError, default_board
     from benchmark.data.prepared import DataError
     from benchmark.records import RecordError, RunRecord
+    from tasks.registry import check_board
 
     try:
         board = Board(args.board or default_board(demo=args.demo))
+        check_board(board.protocol)
     except BoardError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

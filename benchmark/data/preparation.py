@@ -60,12 +60,12 @@ from benchmark.data.prepared import (
     DataError,
     Manifest,
     SourceFile,
-    file_sha256,
     read_ids,
     split_file_name,
     write_ids,
 )
 from benchmark.data.registry import PrepareOptions
+from benchmark.hashing import file_sha256
 
 DEMO_MARKER = "DEMO_DATASET"  # written by the demo generator into every raw folder it creates
 SHIPPED_SPLITS = Path(benchmark.__file__).parent / "splits"

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.hashing import file_sha256  # noqa: F401 - re-exported for the preparers
 
 # Bumped whenever preparation changes in a way that can move a number (splits, labels, image
 # cache); a board names the preparation version its results were computed on. Version 1 was

@@ -19,6 +19,8 @@ package) does two things from a run's saved files:
   image sets, vectorised (``benchmark/scoring/compare.py``).
 - ``metrics``: a :class:`MetricSpec` per metric (label, range, direction, display scale), which
   the board's aggregates, paired tests, best-of marks and tables read instead of assuming one.
+- ``headline``: which of them is a dataset's headline metric (the number a board shows), the one
+  place that says so (:func:`headline_spec`).
 - ``target_set``: the digest of a targets file's ground truth alone (:class:`TargetSet`), which
   a board pins per (dataset, partition, test split) so that no record is scored on other labels.
 
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from benchmark.registry import Registry
+from benchmark.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
     from benchmark.scoring.bootstrap import BootstrapOptions
@@ -93,6 +95,9 @@ class MetricSpec:
 class TaskScorer(Protocol):
     metrics: Mapping[str, MetricSpec]  # every metric score_files reports, declared
 
+    def headline(self, dataset: str) -> str:
+        """The name of ``dataset``'s headline metric (a key of ``metrics``); an unknown dataset raises."""
+
     def score_files(self, predictions: Path, targets: Path, dataset: str, options: BootstrapOptions) -> ScoreReport:
         """Every metric of the prediction file against the targets file."""
 
@@ -118,8 +123,15 @@ def metric_spec(scorer_name: str, metric: str) -> MetricSpec:
     """The declared spec of ``metric`` in scorer ``scorer_name``; an undeclared metric is an error."""
     specs = scorer(scorer_name).metrics
     if metric not in specs:
-        raise KeyError(f"scorer {scorer_name!r} declares no metric {metric!r}; it declares {sorted(specs)}")
+        raise RegistryError(f"scorer {scorer_name!r} declares no metric {metric!r}; it declares {sorted(specs)}")
     return specs[metric]
+
+
+def headline_spec(scorer_name: str, dataset: str) -> MetricSpec:
+    """The spec of ``dataset``'s headline metric as scorer ``scorer_name`` declares it: what a board's
+    column of that dataset shows, ranks and clips. An unknown scorer or dataset, or an undeclared
+    headline, raises :class:`RegistryError` naming what is known."""
+    return metric_spec(scorer_name, scorer(scorer_name).headline(dataset))
 
 
 def scorer(name: str) -> TaskScorer:

@@ -376,6 +376,9 @@ class ClassificationScorer:
     metrics = {"auroc": MetricSpec("auroc", "AUROC"), "accuracy": MetricSpec("accuracy", "ACC"),
                "balanced_accuracy": MetricSpec("balanced_accuracy", "balanced ACC")}
 
+    def headline(self, dataset: str) -> str:
+        return SCHEMES.get(dataset).primary
+
     def score_files(self, predictions: Path, targets: Path, dataset: str | None,
                     options: BootstrapOptions = BootstrapOptions()) -> ScoreReport:
         scheme = scheme_of(dataset)

@@ -450,6 +450,9 @@ class DetectionScorer:
     metrics = {"map": MetricSpec("map", "mAP"), "map_mgca": MetricSpec("map_mgca", "mAP (reference rule)"),
                "map_coco": MetricSpec("map_coco", "mAP@[.5:.95]"), "ap50": MetricSpec("ap50", "AP50")}
 
+    def headline(self, dataset: str) -> str:
+        return PRIMARY_METRIC  # every dataset's
+
     def score_files(self, predictions: Path, targets: Path, dataset: str,
                     options: BootstrapOptions = BootstrapOptions()) -> ScoreReport:
         """Every metric of a COCO results file against the test split's COCO ground truth (the ``score`` verb)."""

@@ -434,6 +434,9 @@ class SegmentationScorer:
     metrics = {"dice": MetricSpec("dice", "Dice"), "dice_positive": MetricSpec("dice_positive", "Dice (positive images)"),
                "dice_pooled": MetricSpec("dice_pooled", "Dice (pooled)"), "miou": MetricSpec("miou", "mIoU")}
 
+    def headline(self, dataset: str | None = None) -> str:
+        return PRIMARY_METRIC  # every dataset's
+
     def score_files(self, predictions: Path, targets: Path, dataset: str | None = None,
                     options: BootstrapOptions = BootstrapOptions()) -> ScoreReport:
         counts = score_images(predictions, targets).counts

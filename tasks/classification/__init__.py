@@ -13,7 +13,7 @@ TASKS.add("classification", TaskInfo(
     name="classification",
     title="Linear classification (frozen encoder, linear head)",
     version=TASK_VERSION,
-    datasets={name: TaskDataset(PROTOCOL.partition, scheme.primary) for name, scheme in SCHEMES.items()},
+    datasets={name: TaskDataset(PROTOCOL.partition) for name in SCHEMES.names()},
     heads=("linear",),
     default_heads={"*": "linear"},
     modes=MODES,

@@ -28,7 +28,8 @@ import torch
 from tqdm import tqdm
 
 from benchmark.backbones import LoadedBackbone
-from benchmark.data.prepared import DataError, PreparedDataset, file_sha256, ids_fingerprint
+from benchmark.data.prepared import DataError, PreparedDataset, ids_fingerprint
+from benchmark.hashing import file_sha256
 from benchmark.provenance import utc_now
 from tasks.classification.transforms import to_three_channels
 

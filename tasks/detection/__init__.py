@@ -13,7 +13,7 @@ TASKS.add("detection", TaskInfo(
     name="detection",
     title="Object detection (frozen encoder, trainable detector head)",
     version=TASK_VERSION,
-    datasets={"rsna": TaskDataset(PARTITION, "map"), "object_cxr": TaskDataset(PARTITION, "map")},
+    datasets={"rsna": TaskDataset(PARTITION), "object_cxr": TaskDataset(PARTITION)},
     heads=HEAD_NAMES,
     default_heads=DEFAULT_HEADS,
     modes=MODES,

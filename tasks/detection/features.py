@@ -27,7 +27,8 @@ import torch
 from tqdm import tqdm
 
 from benchmark.backbones import LoadedBackbone, normalise
-from benchmark.data.prepared import PreparedDataset, file_sha256, ids_fingerprint
+from benchmark.data.prepared import PreparedDataset, ids_fingerprint
+from benchmark.hashing import file_sha256
 from benchmark.provenance import utc_now
 from tasks.classification.features import EncodeStats, FeatureCacheError, cache_key, index_batches
 from tasks.detection.data import resize_images

@@ -113,8 +113,9 @@ class DetectionProtocol:
     lr: float | None = None  # None: from SCHEDULES for the dataset and fraction
     batch_size: int | None = None  # global batch (all processes); None: from SCHEDULES
     max_epochs: int = 50
-    early_stopping_patience: int = 10  # epochs without a strictly higher validation map
-    selection_metric: str = "map"  # benchmark/scoring/detection.py, on the validation split
+    # epochs without a strictly higher validation map: the scorer's headline metric (benchmark/scoring/detection.py)
+    # on the validation split, which also selects the epoch that is tested
+    early_stopping_patience: int = 10
     input_size: int = REFERENCE_INPUT_SIZE  # a smaller image cache (demo data) is used at its own size
     # Normalisation is the backbone's (LoadedBackbone.preprocessing; MGCA's is mean = std = 0.5).
     # Reference train loader: shuffle, drop_last=True. A training set smaller than one batch is

@@ -14,7 +14,7 @@ TASKS.add("segmentation", TaskInfo(
     name="segmentation",
     title="Semantic segmentation (frozen encoder, U-Net or SETR decoder)",
     version=TASK_VERSION,
-    datasets={"siim": TaskDataset("segmentation", "dice"), "rsna": TaskDataset("detection", "dice")},
+    datasets={"siim": TaskDataset("segmentation"), "rsna": TaskDataset("detection")},
     heads=("unet", "setr"),
     # a pyramid backbone (ConvNeXt, Swin, DenseNet, ...) gives the U-Net its maps at strides 8-32
     default_heads={"resnet": "unet", "vit": "setr", "pyramid": "unet"},

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from benchmark.backbones import LoadedBackbone, normalise
-from benchmark.data.prepared import DataError, file_sha256, ids_fingerprint
+from benchmark.data.prepared import DataError, ids_fingerprint
+from benchmark.hashing import file_sha256
 from tasks.segmentation.data import SegmentationImages
 from tasks.segmentation.models import EncoderOutputs, encoder_outputs
 

@@ -16,6 +16,7 @@ Task version changelog (bump on any change that can move a number):
 
 from __future__ import annotations
 
+import runpy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +49,21 @@ BOARD_OVERRIDES: dict[str, tuple[str, ...]] = {
     "encode_batch_size": ("encode_batch_size",),
     "lr": ("optim_wrapper.optimizer.lr",),
 }
-# The configs' epoch bound and smallest batch (configs/base.py, configs/hyperparameters.py; a test
-# reads them back); the decoder costs about half an encoder pass per image, maps cached as float16.
-COST = TaskCost(batch_size=8, max_epochs=50, head_cost=0.5, features="maps", cache_dtype_bytes=2)
+
+
+def _recipe_cost() -> TaskCost:
+    """What one cell costs, from the configs themselves: their epoch bound (``configs/base.py``) and
+    smallest batch (``configs/hyperparameters.py``). Both files are plain literals, read here as the
+    Python they are, so that registering the task imports no mmengine (a test reads them back through
+    mmengine's ``Config``). The decoder costs about half an encoder pass per image; maps are cached as
+    float16 (``features.py``)."""
+    base = runpy.run_path(str(CONFIG_DIR / "base.py"))
+    table = runpy.run_path(str(HYPERPARAMETERS_FILE))["hyperparameters"]
+    return TaskCost(batch_size=min(row["batch_size"] for rows in table.values() for row in rows.values()),
+                    max_epochs=base["train_cfg"]["max_epochs"], head_cost=0.5, features="maps", cache_dtype_bytes=2)
+
+
+COST = _recipe_cost()
 
 
 class ConfigError(ValueError):

@@ -1,4 +1,4 @@
-"""Make the toy task helper (``toy_task.py``) importable by the tests here (pytest runs with --import-mode=importlib)."""
+"""Make the toy task package (``toy_task/``) importable by the tests here (pytest runs with --import-mode=importlib)."""
 
 import sys
 from pathlib import Path

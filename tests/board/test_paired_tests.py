@@ -157,7 +157,7 @@ def test_runs_scored_against_different_labels_are_not_compared(tmp_path) -> None
         (tmp_path / "p.csv").write_text("id,Target\n" + "".join(f"{i},{s}\n" for i, s in zip(ids, scores)))
         (tmp_path / "t.csv").write_text("id,Target\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, labels)))
         records.append(RunRecord(
-            identity=identity, protocol_version=board.protocol.protocol_version,
+            identity=identity, protocol_version=board.protocol.protocol_version, scorer="classification",
             metrics={"auroc": MetricValue(float(roc_auc_score(labels, scores)))}, headline_metric="auroc",
             predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
             targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
@@ -189,7 +189,7 @@ def test_a_rewritten_prediction_file_is_read_again(tmp_path) -> None:
     def record_with(scores: str) -> RunRecord:
         (tmp_path / "p.csv").write_text(f"id,Target\n{scores}")
         return RunRecord(
-            identity=identity, protocol_version=board.protocol.protocol_version,
+            identity=identity, protocol_version=board.protocol.protocol_version, scorer="classification",
             metrics={"auroc": MetricValue(1.0)}, headline_metric="auroc",
             predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
             targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),
@@ -232,7 +232,7 @@ def test_generic_paired_path_aligns_runs_written_in_different_row_orders(tmp_pat
             board.register_entry(BoardEntry(name, sha, "resnet18", "reference", [], "test", "random", "2026-01-01"))
             identity = CellIdentity(board.name, name, sha, "classification", dataset, "classification", "linear", 100, 0, 0, "cached")
             board.add(RunRecord(
-                identity=identity, protocol_version=board.protocol.protocol_version,
+                identity=identity, protocol_version=board.protocol.protocol_version, scorer="classification",
                 metrics={metric: MetricValue(0.5)}, headline_metric=metric,
                 predictions=board.store_artifact(identity, "predictions", tmp_path / "p.csv"),
                 targets=board.store_artifact(identity, "targets", tmp_path / "t.csv"),

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from benchmark.board.protocol import BoardProtocol
 from benchmark.board.render import BoardView, TableSpec, board_tables, build_table, render_board, to_latex, to_markdown
-from benchmark.board.store import Board, BoardEntry, Protocol, copy_board_protocol, default_board
+from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
 from benchmark.published import TABLES
 from benchmark.records import CellIdentity, MetricValue, RunRecord
 from benchmark.scoring import record_target_set
@@ -43,7 +44,7 @@ def add_entry(board: Board, name: str, sha: str, skill: float, pretraining: list
             (work / "t.csv").write_text("id,Target\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, y)))
             value = roc_auc_score(y, np.round(scores, 8))
             board.add(RunRecord(
-                identity=identity, protocol_version=board.protocol.protocol_version,
+                identity=identity, protocol_version=board.protocol.protocol_version, scorer="classification",
                 metrics={"auroc": MetricValue(value, bootstrap_se=0.03)}, headline_metric="auroc",
                 predictions=board.store_artifact(identity, "predictions", work / "p.csv"),
                 targets=board.store_artifact(identity, "targets", work / "t.csv"),
@@ -175,7 +176,7 @@ def test_tables_take_their_columns_from_the_board_and_a_task_without_a_published
     sys.path.insert(0, str(Path(__file__).parent))
     import toy_task
 
-    protocol = Protocol.read(toy_task.write_toy_board(tmp_path) / "protocol.json")
+    protocol = BoardProtocol.read(toy_task.write_toy_board(tmp_path) / "protocol.json")
     [spec] = board_tables(protocol)
     assert (spec.table.key, spec.table.rows) == ("toy", ())
     assert [column.header for column in spec.columns] == ["Toy AUROC 1%", "Toy AUROC 10%", "Toy AUROC 100%"]

@@ -11,9 +11,10 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from benchmark.data.datasets import covidx
-from benchmark.data.prepared import DataError, PreparedDataset, file_sha256
+from benchmark.data.prepared import DataError, PreparedDataset
 from benchmark.data.preparation import DEMO_MARKER
 from benchmark.data.registry import DATASETS, PrepareOptions
+from benchmark.hashing import file_sha256
 
 CLASS_CYCLE = ("normal", "pneumonia", "COVID-19", "COVID-19")
 

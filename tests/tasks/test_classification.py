@@ -66,7 +66,7 @@ def test_registry_entry_covers_every_dataset_probe_and_scheme():
     info = get_task("classification")
     assert info.adapter == "tasks.classification.adapter:run_classification"
     assert set(info.datasets) == set(SCHEMES.names())
-    assert {name: item.metric for name, item in info.datasets.items()} == {name: SCHEMES.get(name).primary for name in SCHEMES}
+    assert {name: info.headline(name).name for name in info.datasets} == {name: SCHEMES.get(name).primary for name in SCHEMES}
     assert info.modes[0] == "cached" and "paper" in info.modes
 
 

@@ -66,7 +66,7 @@ def encoder_state(backbone) -> dict[str, torch.Tensor]:
 def test_registration_declares_both_datasets_heads_and_modes():
     info = get_task("segmentation")
     assert info.datasets["siim"].partition == "segmentation" and info.datasets["rsna"].partition == "detection"
-    assert {entry.metric for entry in info.datasets.values()} == {"dice"}
+    assert {info.headline(name).name for name in info.datasets} == {"dice"}
     assert info.default_head("resnet") == "unet" and info.default_head("vit") == "setr"
     assert info.default_mode in info.modes and info.large_artifacts and info.scorer == "segmentation"
 

@@ -35,7 +35,7 @@ DEMO = with_overrides(encode_batch_size=16)
 
 def test_registration_declares_both_datasets_heads_and_modes():
     info = get_task("detection")
-    assert {name: (item.partition, item.metric) for name, item in info.datasets.items()} == {
+    assert {name: (item.partition, info.headline(name).name) for name, item in info.datasets.items()} == {
         "rsna": ("detection", "map"), "object_cxr": ("detection", "map")}
     assert info.heads == HEAD_NAMES == ("yolov3_mgca", "yolov3", "faster_rcnn") and set(HEAD_NAMES) == set(HEADS.names())
     assert (info.default_head("resnet"), info.default_head("vit")) == ("yolov3_mgca", "faster_rcnn")
