@@ -29,7 +29,8 @@ from benchmark.board.aggregate import CellAggregate, aggregate, shown_runs
 from benchmark.board.compare import Comparison, compare_entry, ties_with_best
 from benchmark.board.store import Board, BoardEntry, Protocol
 from benchmark.published import SECONDARY_MARK, TABLES, PublishedTable, Secondary
-from benchmark.records import RunRecord, write_atomically
+from benchmark.files import write_atomically
+from benchmark.records import RunRecord
 from benchmark.scoring import MetricSpec
 
 Format = Literal["md", "tex", "html"]
