@@ -17,11 +17,11 @@ from mmengine.logging import MessageHub
 
 from benchmark.backbones import MGCA_PREPROCESSING, normalise
 from benchmark.data.prepared import DataError, PreparedDataset
+from benchmark.heads.features import ENTRY_FILE, EncodeStats, FeatureCacheError, bytes_per_image, entry_folder
 from benchmark.scoring import scorer
-from tasks.classification.features import EncodeStats, FeatureCacheError
 from tasks.detection.data import ImageSource, MapSource, SplitDataset, load_split, resize_images
 from tasks.detection.distributed import GlobalBatchNorm, global_batchnorm
-from tasks.detection.features import bytes_per_image, cached_maps, maps_description
+from tasks.detection.features import cached_maps, maps_key
 from tasks.detection.model import FrozenEncoder, build_detector, detector_config, encoder_maps
 from tasks.detection.protocol import HEAD_NAMES, HEADS, PROTOCOL, SCHEDULES, resolve_geometry, with_overrides
 from tasks.detection.training import EarlyStopping, load_head_weights, mmengine_checkpoints
@@ -180,10 +180,10 @@ def test_map_cache_is_written_once_and_matches_the_image_path(prepared, resnet, 
     direct = encoder_maps(resnet, normalise(images[3][None], MGCA_PREPROCESSING))
     for cached, computed in zip(source[3], direct):
         assert torch.allclose(cached.float(), computed[0], rtol=2e-3, atol=2e-3)  # float16 rounding
-    description = maps_description(resnet, dataset, ids, geometry, DEMO)
-    sidecar = next(tmp_path.glob("*.json"))
+    description = maps_key(resnet, dataset, ids, geometry, DEMO).description()
+    sidecar = entry_folder(tmp_path, maps_key(resnet, dataset, ids, geometry, DEMO)) / ENTRY_FILE
     sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "description": {**description, "n_images": 6}}))
-    with pytest.raises(FeatureCacheError, match="describes other maps"):
+    with pytest.raises(FeatureCacheError, match="describes other features"):
         cached_maps(tmp_path, resnet, dataset, ids, geometry, DEMO, CPU, stats, False, "val")
 
 
