@@ -22,7 +22,7 @@ from benchmark.scoring import scorer
 from tasks.detection.data import ImageSource, MapSource, SplitDataset, load_split, resize_images
 from tasks.detection.distributed import GlobalBatchNorm, global_batchnorm
 from tasks.detection.features import cached_maps, maps_key
-from tasks.detection.model import FrozenEncoder, build_detector, detector_config, encoder_maps
+from tasks.detection.model import EncoderPyramid, build_detector, detector_config, encoder_maps
 from tasks.detection.protocol import HEAD_NAMES, HEADS, PROTOCOL, SCHEDULES, resolve_geometry, with_overrides
 from tasks.detection.training import EarlyStopping, load_head_weights, mmengine_checkpoints
 from tasks.registry import get_task
@@ -86,7 +86,7 @@ def test_faster_rcnn_config_on_a_vit_and_overrides(vit):
 
 def test_pretrained_init_is_refused(resnet):
     with pytest.raises(ValueError, match="suite's backbone loader only"):
-        FrozenEncoder("resnet", [128, 256, 512], [8, 16, 32], init_cfg=dict(type="Pretrained", checkpoint="x.pth"))
+        EncoderPyramid("resnet", [128, 256, 512], [8, 16, 32], init_cfg=dict(type="Pretrained", checkpoint="x.pth"))
 
 
 @pytest.mark.parametrize(("family", "channels"), [("resnet", [128, 256, 512]), ("vit", [96, 192, 192])])
@@ -102,7 +102,7 @@ def test_frozen_encoder_gives_three_strides_from_images_or_cached_maps(family, c
     assert all(torch.equal(a, b) for a, b in zip(from_images, from_maps))
     detector.train()
     assert not encoder.model.training  # frozen, eval mode whatever the detector does (B6)
-    assert not any(key.startswith("backbone.encoder") for key in detector.state_dict())  # checkpoints: head only
+    assert {key.split(".")[1] for key in detector.state_dict() if key.startswith("backbone.")} <= {"pyramid"}  # head only
     assert not {id(p) for p in encoder.model.parameters()} & {id(p) for p in detector.parameters()}  # never optimised
     detector.double()  # .to() and friends move the encoder with the detector
     assert next(encoder.model.parameters()).dtype == torch.float64
