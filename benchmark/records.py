@@ -34,7 +34,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -306,51 +305,3 @@ def _check_keys(data: Any, schema: type, where: str) -> None:
 
 def _is_required(item: Any) -> bool:
     return item.default is MISSING and item.default_factory is MISSING
-
-
-TEMP_MARKER = ".tmp-"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def write_atomically(path: Path, data: bytes | str) -> None:
-    """Write ``path`` so that readers see either nothing or the whole file.
-
-    The temporary file lives in the same folder (``os.replace`` is atomic only within one file
-    system) and carries the writer's pid, so a crashed writer's leftovers can be recognised.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}{TEMP_MARKER}{os.getpid()}-")
-    try:
-        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are shared files
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete temporary files left by writers that are no longer running; return them."""
-    removed = []
-    for temp in Path(folder).rglob(f"*{TEMP_MARKER}*"):
-        pid_text = temp.name.split(TEMP_MARKER, 1)[1].split("-", 1)[0]
-        if pid_text.isdigit() and _process_alive(int(pid_text)):
-            continue
-        temp.unlink(missing_ok=True)
-        removed.append(temp)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

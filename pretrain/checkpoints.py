@@ -12,7 +12,6 @@ image encoder alone under its native (timm / torchvision) names.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from benchmark.backbones.safe_pickle import CheckpointError, reason
+from benchmark.files import write_through
 
 IMAGE_ENCODER_PREFIX = "img_encoder_q.model."
 RESUME_KEYS = ("optimizer_states", "lr_schedulers", "grad_scaler", "early_stopping")
@@ -41,10 +41,7 @@ def reference_img_encoder(arch: str) -> str:
 
 def save_atomic(content: dict[str, Any], path: Path) -> None:
     """Write ``content`` to ``path`` through a temporary file, so an interrupted save leaves the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(content, partial)
-    os.replace(partial, path)
+    write_through(path, lambda temp: torch.save(content, temp))
 
 
 def load_checkpoint(path: Path, required: tuple[str, ...] = ("state_dict", "hyper_parameters")) -> dict[str, Any]:
@@ -76,10 +73,8 @@ def export_checkpoint(source: Path, target: Path) -> tuple[Path, Path]:
     save_atomic(checkpoint, target)
     tensors = target.with_suffix(".safetensors")
     encoder = {key: value.contiguous() for key, value in image_encoder_state(checkpoint["state_dict"]).items()}
-    partial = tensors.with_name(tensors.name + ".partial")
     params = checkpoint["hyper_parameters"]
     image_init = params.get("initialisation", {}).get("image", {})
-    save_file(encoder, str(partial), metadata={"arch": params["arch"], "source": str(source),
-                                               "image_init": str(image_init.get("path") or image_init.get("source"))})
-    os.replace(partial, tensors)
+    metadata = {"arch": params["arch"], "source": str(source), "image_init": str(image_init.get("path") or image_init.get("source"))}
+    write_through(tensors, lambda temp: save_file(encoder, str(temp), metadata=metadata))
     return target, tensors

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from benchmark.data.prepared import PreparedDataset, ids_fingerprint
-from benchmark.records import write_atomically
+from benchmark.files import write_atomically
 from pretrain import text
 from pretrain.checkpoints import RESUME_KEYS, export_checkpoint, load_checkpoint, reference_img_encoder, save_atomic
 from pretrain.config import SMALL_BERT, ConfigError, PretrainConfig, config_from_dict, require_initialisation, text_model_source

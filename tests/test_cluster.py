@@ -254,7 +254,8 @@ def test_the_slurm_submission_script(tmp_path: Path) -> None:
 def test_the_feature_cache_key_ignores_the_device(data: Path, tmp_path: Path) -> None:
     """One cache serves every device (features of equal weights and inputs agree to float precision),
     so a cluster's CPU and GPU shards share it; the record says where each cell ran."""
-    from tasks.classification.features import EncodeStats, cached_features
+    from benchmark.heads.features import EncodeStats
+    from tasks.classification.features import cached_features
 
     root = data / toy_task.TOY_DATASET
     dataset = PreparedDataset(root)

@@ -1,22 +1,20 @@
-"""Run-record schema: round trip, strict validation, names derived from the identity, atomic writes."""
+"""Run-record schema: round trip, strict validation, names derived from the identity."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
+from benchmark.files import write_atomically
 from benchmark.records import (
     Artifact,
     CellIdentity,
     MetricValue,
     RecordError,
     RunRecord,
-    remove_stale_temps,
-    write_atomically,
 )
 
 SHA = "ab" * 32
@@ -131,16 +129,6 @@ def test_cell_key_changes_with_every_identity_field() -> None:
     assert base.cell_key not in keys and len(keys) == len(changes)
     assert base.cell_key.startswith("classification-rsna-classification-linear-10pct-draw1-seed0-cached-")
     assert base.entry_key == f"random_vit_tiny@{SHA[:12]}"
-
-
-def test_stale_temp_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
-    write_atomically(tmp_path / "a.json", "{}")
-    dead = tmp_path / "b.json.tmp-999999999-abc"
-    alive = tmp_path / f"c.json.tmp-{os.getpid()}-abc"
-    dead.write_text("{")
-    alive.write_text("{")
-    assert remove_stale_temps(tmp_path) == [dead]
-    assert alive.exists() and (tmp_path / "a.json").read_text() == "{}"
 
 
 def test_every_registered_name_that_becomes_part_of_a_record_path_is_a_safe_name() -> None:

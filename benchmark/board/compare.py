@@ -24,7 +24,8 @@ from benchmark.board.aggregate import CellAggregate
 from benchmark.board.integrity import local_cache_dir
 from benchmark.board.protocol import BoardError, BoardProtocol
 from benchmark.board.store import Board
-from benchmark.records import RunRecord, write_atomically
+from benchmark.files import write_atomically
+from benchmark.records import RunRecord
 from benchmark.scoring import PerImageRun, scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
 from benchmark.scoring.compare import (

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.hashing import file_sha256
-from benchmark.records import write_atomically
+from benchmark.files import write_atomically
 
 MANIFEST_FILE = "records.sha256"
 LOCAL_CACHE_ENV = "MGCA_BENCH_LOCAL_CACHE"  # this machine's caches about boards (default: the user's cache)

@@ -31,7 +31,8 @@ from benchmark.board.compare import Comparison, compare_entry, ties_with_best
 from benchmark.board.protocol import BoardProtocol
 from benchmark.board.store import Board, BoardEntry
 from benchmark.published import SECONDARY_MARK, TABLES, PublishedTable, Secondary
-from benchmark.records import RunRecord, write_atomically
+from benchmark.files import write_atomically
+from benchmark.records import RunRecord
 from benchmark.scoring import MetricSpec
 
 Format = Literal["md", "tex", "html"]

@@ -48,7 +48,8 @@ from benchmark.board.protocol import BoardError, BoardProtocol, read_pins
 from benchmark.hashing import file_sha256
 from benchmark.provenance import utc_now
 from benchmark.quoting import one_line
-from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord, remove_stale_temps, write_atomically
+from benchmark.files import remove_stale_temps, write_atomically
+from benchmark.records import Artifact, CellIdentity, RecordError, RunRecord
 from benchmark.registry import did_you_mean
 from benchmark.scoring import record_target_set
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from benchmark.backbones import LoadedBackbone
 from benchmark.data.prepared import SPLITS, DataError, PreparedDataset, ids_fingerprint
+from benchmark.heads.features import EncodeStats
 from benchmark.provenance import utc_now
 from benchmark.scoring.classification import (
     SCHEMES,
@@ -40,7 +41,7 @@ from benchmark.scoring.classification import (
     write_predictions,
     write_targets,
 )
-from tasks.classification.features import EncodeStats, cached_features, encode_batch
+from tasks.classification.features import cached_features, encode_batch
 from tasks.classification.protocol import (
     MODES,
     PROTOCOL,

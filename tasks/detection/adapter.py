@@ -27,11 +27,11 @@ from mmengine.hooks import Hook
 
 from benchmark.backbones.dense import grid_notes
 from benchmark.data.prepared import SPLITS, DataError, ids_fingerprint
+from benchmark.heads.features import EncodeStats, bytes_per_image
 from benchmark.scoring.detection import write_predictions, write_targets
-from tasks.classification.features import EncodeStats
 from tasks.detection.data import ImageSource, MapSource, SplitDataset, load_split, make_loader
 from tasks.detection.distributed import first_process_first, world_size
-from tasks.detection.features import bytes_per_image, cached_maps
+from tasks.detection.features import cached_maps
 from tasks.detection.model import build_detector, detector_config
 from tasks.detection.protocol import (
     HEADS,

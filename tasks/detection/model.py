@@ -1,13 +1,10 @@
 """The frozen suite encoder inside an mmdet detector, and the detector built from a config file.
 
-``FrozenEncoder`` (registered in mmdet's ``MODELS``) is the detector's backbone: it holds a
-:class:`~benchmark.backbones.LoadedBackbone` whose weights came from the suite's safe loader
-(an ``init_cfg`` of type ``Pretrained`` is refused: mmengine would ``torch.load`` a file itself).
-The encoder is frozen, always in eval mode (defect B6) and deliberately *not* a submodule: it is
-not in the detector's ``state_dict`` (checkpoints hold the head only and never reload encoder
-weights), not in ``parameters()`` (the optimiser and DistributedDataParallel never see it), and
-``.to()`` moves it with the detector. Its input is either images (``paper`` mode: the encoder
-runs every step) or the encoder's maps read from the cache (``cached`` mode, no encoder needed).
+``EncoderPyramid`` (registered in mmdet's ``MODELS`` as ``FrozenEncoder``) is the detector's
+backbone: the suite's frozen encoder (:class:`benchmark.backbones.frozen.FrozenEncoder`: safe
+weights only, eval mode, not a submodule, so checkpoints hold the head only) and a feature
+pyramid trained with the head. Its input is either images (``paper`` mode: the encoder runs
+every step) or the encoder's maps read from the feature store (``cached`` mode, no encoder needed).
 
 Both go through the same pyramid, keyed by backbone family: a ResNet's stages 2-4 are the
 multi-scale maps (strides 8/16/32); a ViT's single stride-16 map becomes a simple feature
@@ -33,11 +30,12 @@ from typing import Any
 import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config, ConfigDict
-from mmengine.model import BaseDataPreprocessor, BaseModel, BaseModule
+from mmengine.model import BaseDataPreprocessor, BaseModel
 from torch import nn
 
 from benchmark.backbones import LoadedBackbone, Preprocessing, normalise
 from benchmark.backbones.dense import fit_input, on_task_grid, task_strides
+from benchmark.backbones.frozen import FrozenEncoder
 from benchmark.registry import Registry
 from tasks.detection.protocol import CONFIG_DIR, DetectionProtocol, DetectorHead, InputGeometry
 
@@ -98,35 +96,19 @@ PYRAMIDS.add("pyramid", IdentityPyramid)
 PYRAMIDS.add("vit", SimpleFeaturePyramid)
 
 
-@MODELS.register_module()
-class FrozenEncoder(BaseModule):
-    """mmdet backbone over a suite encoder; see the module docstring."""
+@MODELS.register_module(name="FrozenEncoder")  # the name the head configs give the backbone
+class EncoderPyramid(FrozenEncoder):
+    """mmdet backbone: the frozen suite encoder (attached in paper mode) and the feature pyramid
+    trained with the head; see the module docstring."""
 
     def __init__(self, family: str, in_channels: Sequence[int], in_strides: Sequence[int], init_cfg: Any = None) -> None:
-        configs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-        if any(isinstance(item, dict) and item.get("type") == "Pretrained" for item in configs):
-            raise ValueError("FrozenEncoder takes its weights from the suite's backbone loader only; remove init_cfg=Pretrained")
-        super().__init__(init_cfg)
+        super().__init__(init_cfg=init_cfg)
         self.pyramid = PYRAMIDS.get(family)(in_channels, in_strides)
-        self.encoder: LoadedBackbone | None = None  # a plain attribute: see the module docstring
-
-    def attach(self, encoder: LoadedBackbone) -> None:
-        """Run ``encoder`` on image inputs (paper mode); the detector's next ``.to()`` moves it too."""
-        self.encoder = encoder
-        encoder.model.eval()
-
-    def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .float() also move the encoder
-        super()._apply(fn, recurse)
-        if self.encoder is not None:
-            self.encoder.model._apply(fn)
-        return self
 
     def forward(self, inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if isinstance(inputs, torch.Tensor):  # images: paper mode
-            if self.encoder is None:
-                raise RuntimeError("FrozenEncoder got images but has no encoder attached (cached mode reads maps)")
             maps = encoder_maps(self.encoder, inputs)
-        else:  # the encoder's maps, read from the cache
+        else:  # the encoder's maps, read from the feature store
             maps = list(inputs)
         return tuple(self.pyramid(maps))
 

@@ -3,8 +3,9 @@
 Everything here is registered in mmseg's ``MODELS`` registry and assembled by mmseg's
 ``EncoderDecoder`` from the configs in ``configs/``:
 
-* :class:`FrozenEncoder`: any :class:`~benchmark.backbones.LoadedBackbone` (weights only ever
-  read by the suite's safe loader), frozen and in eval mode, as an mmseg backbone. It turns
+* :class:`EncoderOutputsBackbone` (``FrozenEncoder`` in the configs): any
+  :class:`~benchmark.backbones.LoadedBackbone` (weights only ever read by the suite's safe
+  loader), frozen and in eval mode (:mod:`benchmark.backbones.frozen`), as an mmseg backbone. It turns
   0-255 pixels into the encoder's input with the backbone's own preprocessing
   (:func:`~benchmark.backbones.normalise`). Its outputs are the multi-scale stages (``stages``,
   for the U-Net: a ResNet's five, a pyramid backbone's three maps) or the patch-token grid
@@ -32,6 +33,7 @@ from torch import nn
 
 from benchmark.backbones import LoadedBackbone, normalise
 from benchmark.backbones.dense import SINGLE_MAP_STRIDE, fit_input, on_task_grid, task_strides
+from benchmark.backbones.frozen import FrozenEncoder
 from benchmark.backbones.encoder import ResNetBackbone
 
 EncoderOutputs = Literal["stages", "tokens"]
@@ -70,32 +72,19 @@ def encoder_outputs(backbone: LoadedBackbone, images: torch.Tensor, outputs: Enc
     return on_task_grid([tokens.transpose(1, 2).reshape(len(tokens), -1, side, side)], [SINGLE_MAP_STRIDE], size)
 
 
-@MODELS.register_module()
-class FrozenEncoder(BaseModule):
-    """A frozen :class:`LoadedBackbone` as an mmseg backbone (always eval, never trained, never saved).
-
-    The encoder is deliberately not a submodule: it never reaches the optimiser, DDP or
-    ``init_weights``, ``model.train()`` cannot switch it out of eval mode (BatchNorm statistics
-    stay fixed, defect B6), and the cell's checkpoints hold the decoder only (the encoder is
-    identified by its ``weights_sha256``; a ViT-B would add 350 MB to every checkpoint). It still
-    follows the model's device and dtype (``_apply``).
-    """
+@MODELS.register_module(name="FrozenEncoder")  # the name the head configs give the backbone
+class EncoderOutputsBackbone(FrozenEncoder):
+    """mmseg backbone: the frozen suite encoder's outputs that the decoder reads (``stages`` or
+    ``tokens``); frozen, eval, never saved (:class:`benchmark.backbones.frozen.FrozenEncoder`)."""
 
     def __init__(self, encoder: LoadedBackbone, outputs: EncoderOutputs) -> None:
-        super().__init__()
-        self.loaded = encoder  # a dataclass, not a Module: not registered as a child
+        super().__init__(encoder)
         self.outputs = outputs
-        encoder.model.requires_grad_(False)
-        encoder.model.eval()
-
-    def _apply(self, fn: Any, recurse: bool = True) -> FrozenEncoder:
-        self.loaded.model._apply(fn)
-        return super()._apply(fn, recurse)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``images``: 0-255 pixels ``[B, 3, H, W]`` from the data pre-processor."""
-        return tuple(encoder_outputs(self.loaded, normalise(images, self.loaded.preprocessing), self.outputs))
+        return tuple(encoder_outputs(self.encoder, normalise(images, self.encoder.preprocessing), self.outputs))
 
 
 @MODELS.register_module()

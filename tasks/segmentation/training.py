@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from mmengine.runner import Runner, ValLoop, autocast
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from benchmark.files import write_atomically
 from benchmark.scoring.segmentation import image_counts, quantize
 
 HISTORY_FILE = "history.json"
@@ -257,10 +257,7 @@ class EpochHistoryHook(Hook):
                            f"val loss {entry['val_loss']:.4f}, val Dice {entry['val_dice']:.4f} "
                            f"({entry['train_seconds']:.1f} s training, {entry['val_seconds']:.1f} s validation)")
         if dist.is_main_process():
-            path = self._path(runner)
-            scratch = path.with_suffix(".tmp")
-            scratch.write_text(json.dumps({"epochs": self.entries}, indent=2) + "\n")
-            os.replace(scratch, path)
+            write_atomically(self._path(runner), json.dumps({"epochs": self.entries}, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------ training

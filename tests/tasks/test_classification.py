@@ -16,14 +16,8 @@ from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.data.prepared import DataError, PreparedDataset
 from benchmark.scoring.classification import SCHEMES, compute_metrics, read_predictions, read_targets
 from tasks.classification.adapter import linear_probe
-from tasks.classification.features import (
-    EncodeStats,
-    FeatureCacheError,
-    cache_description,
-    cache_key,
-    cached_features,
-    encode_images,
-)
+from benchmark.heads.features import ENTRY_FILE, EncodeStats, FeatureCacheError, entry_folder, feature_key
+from tasks.classification.features import cached_features, encode_batch
 from tasks.classification.protocol import PROTOCOL, dataset_probe, resolve_geometry, with_overrides
 from tasks.classification.synthetic import write_synthetic_prepared
 from tasks.classification.training import build_head, shuffled_batches, train_head
@@ -136,11 +130,12 @@ def test_cached_and_recomputed_features_are_identical(backbone, data_root, tmp_p
     assert not hit and stats.images == len(ids)
     again, hit = cached_features(tmp_path, backbone, dataset, ids, descriptor, prepare, 4, CPU, stats, "val")
     assert hit and stats.images == len(ids)  # nothing re-encoded
-    direct = encode_images(backbone, dataset, ids, prepare, 4, CPU, EncodeStats())
+    direct = torch.cat([encode_batch(backbone, dataset.images(ids[start:start + 4]), prepare, CPU) for start in range(0, len(ids), 4)])
     assert torch.equal(first, again) and torch.equal(first, direct)
-    sidecar = json.loads((tmp_path / f"{cache_key(cache_description(backbone, dataset, ids, descriptor))}.json").read_text())
-    assert sidecar["description"]["weights_sha256"] == backbone.weights_sha256
-    assert not list(tmp_path.glob("*.partial"))
+    key = feature_key(backbone, dataset, ids, inputs=descriptor, features="global", dtype="float32")
+    entry = json.loads((entry_folder(tmp_path, key) / ENTRY_FILE).read_text())
+    assert entry["description"]["weights_sha256"] == backbone.weights_sha256 and entry["shapes"] == [list(first.shape)]
+    assert [path.name for path in tmp_path.iterdir()] == [entry_folder(tmp_path, key).name]  # no temporary left
 
 
 def test_a_cache_from_another_checkpoint_is_never_reused(backbone, data_root, tmp_path):
@@ -152,7 +147,7 @@ def test_a_cache_from_another_checkpoint_is_never_reused(backbone, data_root, tm
     mine, _ = cached_features(tmp_path, backbone, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
     theirs, hit = cached_features(tmp_path, other, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
     assert not hit and not torch.equal(mine, theirs)
-    assert len(list(tmp_path.glob("*.npy"))) == 2
+    assert len(list(tmp_path.glob("global-*/level0.npy"))) == 2
 
 
 def test_two_encoders_of_one_checkpoint_file_never_share_a_cache_entry(backbone, data_root, tmp_path):
@@ -179,7 +174,7 @@ def test_a_sidecar_that_does_not_match_its_key_is_an_error(backbone, data_root, 
     ids = dataset.split_ids("test", partition="classification")
     descriptor, prepare = eval_setup(backbone, dataset)
     cached_features(tmp_path, backbone, dataset, ids, descriptor, prepare, 4, CPU, EncodeStats(), "test")
-    (sidecar,) = tmp_path.glob("*.json")
+    (sidecar,) = tmp_path.glob(f"*/{ENTRY_FILE}")
     content = json.loads(sidecar.read_text())
     content["description"]["weights_sha256"] = "0" * 64
     sidecar.write_text(json.dumps(content))

@@ -9,7 +9,7 @@ import torch
 from benchmark.backbones import LoadedBackbone, normalise
 from benchmark.scoring.detection import read_predictions, read_targets
 from tasks.detection.adapter import run_detection
-from tasks.detection.features import maps_description
+from tasks.detection.features import maps_key
 from tasks.detection.model import DetectionInputs, build_detector, detector_config
 from tasks.detection.protocol import HEADS, PROTOCOL, resolve_geometry, with_overrides
 from tasks.registry import get_task
@@ -39,11 +39,12 @@ def test_cached_maps_are_keyed_by_the_preprocessing(prepared, xrv_densenet):
     from benchmark.data.prepared import PreparedDataset
 
     dataset, geometry = PreparedDataset(prepared / "rsna"), resolve_geometry(64, PROTOCOL)
-    own = maps_description(xrv_densenet, dataset, ["a"], geometry, PROTOCOL)
+    own = maps_key(xrv_densenet, dataset, ["a"], geometry, PROTOCOL)
     protocol = LoadedBackbone(xrv_densenet.spec, xrv_densenet.model, xrv_densenet.weights_sha256, None,
                               protocol_preprocessing(xrv_densenet.preprocessing))
-    assert own["transform"]["preprocessing"]["value_range"] == [-1024.0, 1024.0]
-    assert maps_description(protocol, dataset, ["a"], geometry, PROTOCOL)["transform"]["preprocessing"]["value_range"] == [0.0, 1.0]
+    other = maps_key(protocol, dataset, ["a"], geometry, PROTOCOL)
+    assert own.preprocessing["value_range"] == [-1024.0, 1024.0] and other.preprocessing["value_range"] == [0.0, 1.0]
+    assert own.digest != other.digest
 
 
 def test_a_pyramid_backbone_runs_a_detection_cell_end_to_end(make_cell, tmp_path, convnext):

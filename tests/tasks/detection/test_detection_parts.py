@@ -17,12 +17,12 @@ from mmengine.logging import MessageHub
 
 from benchmark.backbones import MGCA_PREPROCESSING, normalise
 from benchmark.data.prepared import DataError, PreparedDataset
+from benchmark.heads.features import ENTRY_FILE, EncodeStats, FeatureCacheError, bytes_per_image, entry_folder
 from benchmark.scoring import scorer
-from tasks.classification.features import EncodeStats, FeatureCacheError
 from tasks.detection.data import ImageSource, MapSource, SplitDataset, load_split, resize_images
 from tasks.detection.distributed import GlobalBatchNorm, global_batchnorm
-from tasks.detection.features import bytes_per_image, cached_maps, maps_description
-from tasks.detection.model import FrozenEncoder, build_detector, detector_config, encoder_maps
+from tasks.detection.features import cached_maps, maps_key
+from tasks.detection.model import EncoderPyramid, build_detector, detector_config, encoder_maps
 from tasks.detection.protocol import HEAD_NAMES, HEADS, PROTOCOL, SCHEDULES, resolve_geometry, with_overrides
 from tasks.detection.training import EarlyStopping, load_head_weights, mmengine_checkpoints
 from tasks.registry import get_task
@@ -86,7 +86,7 @@ def test_faster_rcnn_config_on_a_vit_and_overrides(vit):
 
 def test_pretrained_init_is_refused(resnet):
     with pytest.raises(ValueError, match="suite's backbone loader only"):
-        FrozenEncoder("resnet", [128, 256, 512], [8, 16, 32], init_cfg=dict(type="Pretrained", checkpoint="x.pth"))
+        EncoderPyramid("resnet", [128, 256, 512], [8, 16, 32], init_cfg=dict(type="Pretrained", checkpoint="x.pth"))
 
 
 @pytest.mark.parametrize(("family", "channels"), [("resnet", [128, 256, 512]), ("vit", [96, 192, 192])])
@@ -102,7 +102,7 @@ def test_frozen_encoder_gives_three_strides_from_images_or_cached_maps(family, c
     assert all(torch.equal(a, b) for a, b in zip(from_images, from_maps))
     detector.train()
     assert not encoder.model.training  # frozen, eval mode whatever the detector does (B6)
-    assert not any(key.startswith("backbone.encoder") for key in detector.state_dict())  # checkpoints: head only
+    assert {key.split(".")[1] for key in detector.state_dict() if key.startswith("backbone.")} <= {"pyramid"}  # head only
     assert not {id(p) for p in encoder.model.parameters()} & {id(p) for p in detector.parameters()}  # never optimised
     detector.double()  # .to() and friends move the encoder with the detector
     assert next(encoder.model.parameters()).dtype == torch.float64
@@ -180,10 +180,10 @@ def test_map_cache_is_written_once_and_matches_the_image_path(prepared, resnet, 
     direct = encoder_maps(resnet, normalise(images[3][None], MGCA_PREPROCESSING))
     for cached, computed in zip(source[3], direct):
         assert torch.allclose(cached.float(), computed[0], rtol=2e-3, atol=2e-3)  # float16 rounding
-    description = maps_description(resnet, dataset, ids, geometry, DEMO)
-    sidecar = next(tmp_path.glob("*.json"))
+    description = maps_key(resnet, dataset, ids, geometry, DEMO).description()
+    sidecar = entry_folder(tmp_path, maps_key(resnet, dataset, ids, geometry, DEMO)) / ENTRY_FILE
     sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "description": {**description, "n_images": 6}}))
-    with pytest.raises(FeatureCacheError, match="describes other maps"):
+    with pytest.raises(FeatureCacheError, match="describes other features"):
         cached_maps(tmp_path, resnet, dataset, ids, geometry, DEMO, CPU, stats, False, "val")
 
 
