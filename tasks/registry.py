@@ -30,6 +30,7 @@ from benchmark.registry import Registry
 if TYPE_CHECKING:  # the contract names these types without importing torch
     from benchmark.backbones import LoadedBackbone
     from benchmark.data.prepared import PreparedDataset
+    from benchmark.heads.outcome import TrainingOutcome
 
 
 class TaskDeclarationError(ValueError):
@@ -151,7 +152,7 @@ class TaskResult:
     split_fingerprints: dict[str, str]  # split name -> sha256 of its ID list; "test" is required
     config: dict[str, Any]  # the resolved configuration (head, optimiser, epochs, input size, deviations)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
-    training: dict[str, Any] = field(default_factory=dict)  # best epoch, epochs run, validation curve
+    training: TrainingOutcome | None = None  # best epoch, epochs run, every epoch; None: the task trains no head
     notes: list[str] = field(default_factory=list)  # deviations or facts worth showing beside the number
     warnings: list[str] = field(default_factory=list)  # things that went wrong but did not stop the run
 
