@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import tasks
 from benchmark.costs import TaskCost
+from benchmark.heads.outcome import TrainingOutcome
 from benchmark.registry import Registry
 
 if TYPE_CHECKING:  # the contract names these types without importing torch
     from benchmark.backbones import LoadedBackbone
     from benchmark.data.prepared import PreparedDataset
-    from benchmark.heads.outcome import TrainingOutcome
 
 
 class TaskDeclarationError(ValueError):
@@ -155,6 +155,11 @@ class TaskResult:
     training: TrainingOutcome | None = None  # best epoch, epochs run, every epoch; None: the task trains no head
     notes: list[str] = field(default_factory=list)  # deviations or facts worth showing beside the number
     warnings: list[str] = field(default_factory=list)  # things that went wrong but did not stop the run
+
+    def __post_init__(self) -> None:
+        if self.training is not None and not isinstance(self.training, TrainingOutcome):
+            raise TypeError(f"TaskResult.training is a {type(self.training).__name__}: it must be a "
+                            "benchmark.heads.outcome.TrainingOutcome, or None when the task trains no head")
 
 
 def resolve(target: str | Callable[..., Any]) -> Any:

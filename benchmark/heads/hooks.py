@@ -128,8 +128,7 @@ class StrictEarlyStoppingHook(Hook):
         checkpoint["early_stopping"] = self.stopping.state_dict()
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
-        if "early_stopping" in checkpoint:  # a resume point (best checkpoints are not resumed from)
-            self.stopping.load_state_dict(checkpoint["early_stopping"])
+        self.stopping.load_state_dict(checkpoint["early_stopping"])  # every checkpoint of this layer holds it
 
 
 class EpochHistoryHook(Hook):
@@ -233,8 +232,8 @@ def restart_if_stale(work_dir: Path) -> bool:
         pass
     for path in [work_dir / LAST_CHECKPOINT, history, *work_dir.glob("epoch_*.pth"), *work_dir.glob("best_*.pth")]:
         path.unlink(missing_ok=True)
-    print(f"{work_dir}: its checkpoints and history.json predate history format {HISTORY_FORMAT}; "
-          "the cell trains from its first epoch", flush=True)
+    print(f"{work_dir}: no history.json of format {HISTORY_FORMAT} beside its checkpoints (written before "
+          "benchmark/heads?); the cell trains from its first epoch", flush=True)
     return True
 
 
