@@ -202,7 +202,7 @@ class RunRecord:
     target_set: dict[str, str]
     timings: dict[str, float]  # seconds per step ("features", "fit", "predict", "total", ...)
     config: dict[str, Any]  # resolved task configuration (head, optimiser, epochs, image size)
-    training: dict[str, Any]  # what the head's training reported (best epoch, epochs run, curves)
+    training: dict[str, Any]  # the head's TrainingOutcome.to_json() (benchmark/heads/outcome.py); {}: no head trained
     split_fingerprints: dict[str, str]  # split name -> sha256 of its ID list
     backbone: dict[str, Any]  # arch, weights source, pretraining data, load report summary
     provenance: dict[str, Any]  # code version, packages, hardware, start/end time

@@ -399,7 +399,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
         timings={**{k: float(v) for k, v in result.timings.items()}, "total": total},
         config={**result.config, "task_version": info.version,
                 "board_overrides": dict(board.protocol.task(identity.task).overrides)},
-        training=dict(result.training),
+        training=result.training.to_json() if result.training is not None else {},
         split_fingerprints=fingerprints,
         backbone={"arch": loaded.spec.arch, "weights": loaded.spec.weights,
                   "pretraining_data": list(loaded.spec.pretraining_data),

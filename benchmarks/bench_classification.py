@@ -67,7 +67,7 @@ def timed_run(backbone, dataset: PreparedDataset, seed: int, mode: str, work: Pa
     seconds = time.perf_counter() - started
     scored = scorer("classification").score_files(result.predictions_file, result.targets_file, dataset.name)
     metrics = {name: metric.value for name, metric in scored.metrics.items()}
-    return {"metrics": metrics, "primary_metric": scored.primary_metric, "training": result.training,
+    return {"metrics": metrics, "primary_metric": scored.primary_metric, "training": result.training.to_json(),
             "timings": result.timings}, seconds
 
 

@@ -125,12 +125,12 @@ def measure_demo(dataset: PreparedDataset, folder: Path, epochs: int, seeds: lis
                                 device="cpu", progress=False)
                 result = run_cell(cell, {"train_cfg.max_epochs": epochs})
                 scored = scorer("segmentation").score_files(result.predictions_file, result.targets_file, "siim")
-                history = result.training["history"]
+                history = result.training.history
                 runs.append({
                     "seed": seed, "dice": scored.metrics["dice"].value,
-                    "train_seconds_per_epoch": float(np.mean([entry["train_seconds"] for entry in history])),
+                    "train_seconds_per_epoch": float(np.mean([record.train_seconds for record in history])),
                     "encode_seconds": result.timings.get("encode_seconds", 0.0), "epochs": len(history),
-                    "bytes_per_image": result.training["feature_store"].get("train", {}).get("bytes_per_image"),
+                    "bytes_per_image": result.config["feature_store"].get("train", {}).get("bytes_per_image"),
                 })
             dice = [run["dice"] for run in runs]
             per_epoch = [run["train_seconds_per_epoch"] + run["encode_seconds"] / max(run["epochs"], 1) for run in runs]

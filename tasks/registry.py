@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import tasks
 from benchmark.board.protocol import BoardError, BoardProtocol
 from benchmark.costs import TaskCost
+from benchmark.heads.outcome import TrainingOutcome
 from benchmark.registry import Registry, RegistryError
 from benchmark.scoring import MetricSpec, headline_spec
 
@@ -168,9 +169,14 @@ class TaskResult:
     split_fingerprints: dict[str, str]  # split name -> sha256 of its ID list; "test" is required
     config: dict[str, Any]  # the resolved configuration (optimiser, epochs, input size); the runner adds the cell's identity
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
-    training: dict[str, Any] = field(default_factory=dict)  # best epoch, epochs run, validation curve
+    training: TrainingOutcome | None = None  # best epoch, epochs run, every epoch; None: the task trains no head
     notes: list[str] = field(default_factory=list)  # deviations from the reference, facts worth showing beside the number
     warnings: list[str] = field(default_factory=list)  # things that went wrong but did not stop the run
+
+    def __post_init__(self) -> None:
+        if self.training is not None and not isinstance(self.training, TrainingOutcome):
+            raise TypeError(f"TaskResult.training is a {type(self.training).__name__}: it must be a "
+                            "benchmark.heads.outcome.TrainingOutcome, or None when the task trains no head")
 
 
 def resolve(target: str | Callable[..., Any]) -> Any:

@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # gave them at 3698d81, before the head-training layer and the grid package: a refactor must not move them. fp32
 # reductions run in another order on another CPU (vector width, thread split), which moves the sixth significant digit
 # of a loss after a step or two: the tolerance allows that, and a change of cache dtype (fp16 maps) is already larger.
+# Training keys renamed with their values unchanged for the typed history of benchmark/heads/outcome.py
+# (history.N.val_map/val_loss/val_dice -> history.N.validation.map/loss/dice); segmentation's summaries derived from
+# its history (val_loss_at_best, best_val_dice, ...) dropped, its feature_store moved to the config.
 BEFORE_REFACTOR = Path(__file__).parent / "selftest_metrics_before_refactor.json"
 FAMILIES = {"random_resnet18": "resnet", "random_vit_tiny": "vit"}
 

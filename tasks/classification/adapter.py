@@ -19,7 +19,6 @@ scorer (``benchmark/scoring/classification.py``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from benchmark.backbones import LoadedBackbone
 from benchmark.data.prepared import SPLITS, DataError, PreparedDataset, ids_fingerprint
 from benchmark.heads.features import EncodeStats
+from benchmark.heads.outcome import HISTORY_FILE, write_history
 from benchmark.provenance import utc_now
 from benchmark.scoring.classification import (
     SCHEMES,
@@ -231,7 +231,7 @@ def linear_probe(
     predictions_file = write_predictions(work_dir / PREDICTIONS_FILE, ids["test"], test_scores, scheme)
     targets_file = write_targets(work_dir / TARGETS_FILE, ids["test"], test_targets, scheme)
     torch.save(result.head.state_dict(), work_dir / "head.pt")
-    (work_dir / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
+    write_history(work_dir / HISTORY_FILE, result.outcome.history)
     config = resolved_config(protocol, probe, geometry, {
         "preprocessing": backbone.preprocessing.to_dict(),
         "device": str(run_device), "n_images": {split: len(ids[split]) for split in SPLITS},
@@ -253,7 +253,6 @@ def linear_probe(
             "total_seconds": time.perf_counter() - started,
             "images_encoded": stats.images,
         },
-        training={"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-                  "history": result.history},
+        training=result.outcome,
         notes=deviations(protocol, probe, geometry, mode, n_train),
     )

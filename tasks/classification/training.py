@@ -1,5 +1,9 @@
 """Training the linear head: AdamW, early stopping on validation loss, best epoch kept.
 
+A plain PyTorch loop (no mmengine: the probe trains in seconds), under the same selection and
+early-stopping rule as the mmengine heads (``benchmark/heads/stopping.py``), reporting the same
+:class:`~benchmark.heads.outcome.TrainingOutcome`.
+
 The loop is the same for both modes; only where a training batch's features come from
 differs (cached features, or images re-encoded through a random transform every epoch).
 """
@@ -9,13 +13,15 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from benchmark.heads.outcome import EpochRecord, TrainingOutcome
+from benchmark.heads.stopping import EarlyStopping, Selection
 from tasks.classification.protocol import Loss, ProbeProtocol
 
 # (logits [n, C], label matrix [n, C]) -> mean loss over the images
@@ -35,10 +41,13 @@ BatchSource = Callable[[torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor
 @dataclass
 class TrainResult:
     head: nn.Linear  # weights of the best validation-loss epoch
-    best_epoch: int  # 1-based
-    epochs_run: int
-    stopped_early: bool
-    history: list[dict[str, float]] = field(default_factory=list)
+    outcome: TrainingOutcome
+
+
+def selection(protocol: ProbeProtocol) -> Selection:
+    """The lowest validation loss is tested; training stops after ``early_stopping_patience`` epochs
+    without a strictly lower one (Lightning ModelCheckpoint + EarlyStopping with min_delta 0, as the reference)."""
+    return Selection(monitor="loss", rule="less", patience=protocol.early_stopping_patience)
 
 
 def build_head(in_features: int, n_outputs: int, seed: int) -> nn.Linear:
@@ -79,19 +88,18 @@ def train_head(
     generator: torch.Generator,
     description: str = "training",
 ) -> TrainResult:
-    """Train ``head`` for up to ``max_epochs``; stop after ``patience`` epochs without a strictly
-    lower validation loss; return the head of the best epoch (Lightning ModelCheckpoint +
-    EarlyStopping with min_delta 0, as the reference)."""
+    """Train ``head`` for up to ``max_epochs`` under :func:`selection`; return the head of the best epoch."""
     optimizer = torch.optim.AdamW(head.parameters(), lr=protocol.lr, betas=protocol.betas, weight_decay=protocol.weight_decay)
     loss_fn = LOSSES[loss]
-    best_loss, best_state, best_epoch, waited = float("inf"), copy.deepcopy(head.state_dict()), 0, 0
-    history: list[dict[str, float]] = []
+    chosen = selection(protocol)
+    stopping = EarlyStopping(chosen)
+    best_loss, best_state = chosen.worst, copy.deepcopy(head.state_dict())
+    history: list[EpochRecord] = []
     epochs = tqdm(range(1, protocol.max_epochs + 1), desc=description, unit="epoch")
-    epoch = 0
     for epoch in epochs:
         started = time.perf_counter()
         head.train()
-        total, count = 0.0, 0
+        total, count, steps = 0.0, 0, 0
         for features, targets in train_batches(generator):
             optimizer.zero_grad(set_to_none=True)
             batch_loss = loss_fn(head(features), targets)
@@ -99,17 +107,19 @@ def train_head(
             optimizer.step()
             total += float(batch_loss.detach()) * len(features)
             count += len(features)
+            steps += 1
+        trained = time.perf_counter()
         head.eval()
         val_loss = mean_loss(head, val_features, val_targets, loss)
-        history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss,
-                        "seconds": time.perf_counter() - started})
+        # the training loss is the mean over the epoch's images (batches weighted by their size)
+        history.append(EpochRecord(epoch=epoch, iterations=steps, train_loss=total / max(count, 1),
+                                   validation={"loss": val_loss}, train_seconds=trained - started,
+                                   val_seconds=time.perf_counter() - trained))
         epochs.set_postfix(val_loss=f"{val_loss:.4f}")
-        if val_loss < best_loss:
-            best_loss, best_state, best_epoch, waited = val_loss, copy.deepcopy(head.state_dict()), epoch, 0
-        else:
-            waited += 1
-            if waited >= protocol.early_stopping_patience:
-                break
+        if chosen.better(val_loss, best_loss):
+            best_loss, best_state = val_loss, copy.deepcopy(head.state_dict())
+        if stopping.update(val_loss):
+            break
     epochs.close()
     head.load_state_dict(best_state)
-    return TrainResult(head, best_epoch, epoch, epoch < protocol.max_epochs, history)
+    return TrainResult(head, chosen.outcome(history, protocol.max_epochs))

@@ -42,7 +42,7 @@ from tasks.detection.protocol import (
     protocol_record,
     resolve_geometry,
 )
-from tasks.detection.training import load_head_weights, predict, train_detector
+from tasks.detection.training import predict, train_detector
 from tasks.registry import TaskCell, TaskResult
 
 PREDICTIONS_FILE = "predictions.json"
@@ -110,9 +110,8 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
     train_seconds = time.perf_counter() - train_started
 
     warnings = []
-    if outcome.best_checkpoint is None:
+    if outcome.best_epoch is None:
         warnings.append("no epoch reached a finite validation map; the last epoch's head was tested")
-    load_head_weights(detector, outcome.best_checkpoint or outcome.last_checkpoint)
     detector.to(device)
     predict_started = time.perf_counter()
     predictions_file, targets_file = work_dir / PREDICTIONS_FILE, work_dir / TARGETS_FILE
@@ -132,7 +131,7 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
         "n_images": {name: len(ids[name]) for name in SPLITS}, "n_boxes": {name: splits[name].n_boxes for name in SPLITS},
         "train_batches_per_epoch": len(train_loader), "cache": cache,
     }
-    epoch_seconds = [item.seconds for item in outcome.history]
+    epoch_seconds = [record.seconds for record in outcome.history]
     return TaskResult(
         predictions_file=predictions_file,
         targets_file=targets_file,
@@ -141,9 +140,7 @@ def run_detection(cell: TaskCell, protocol: DetectionProtocol = PROTOCOL, option
         timings={"encode_seconds": stats.seconds, "train_seconds": train_seconds, "predict_seconds": predict_seconds,
                  "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else 0.0,
                  "total_seconds": time.perf_counter() - started, "images_encoded": float(stats.images)},
-        training={"best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run, "stopped_early": outcome.stopped_early,
-                  "resumed_from_epoch": outcome.resumed_from_epoch,
-                  "history": [item.__dict__ for item in outcome.history]},
+        training=outcome,
         notes=[*grid_notes(cell.backbone.model.arch, cell.backbone.preprocessing, geometry.input_size),
                *deviations(protocol, geometry, head, cell.mode, n_train, schedule.batch_size)],
         warnings=warnings,

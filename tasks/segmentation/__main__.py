@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             torch_dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         summary = json.dumps({"predictions": str(result.predictions_file), "targets": str(result.targets_file),
-                              "timings": result.timings, "training": {k: v for k, v in result.training.items() if k != "history"},
-                              "history": result.training["history"]}, indent=2, default=str)
+                              "timings": result.timings, "training": result.training.to_json()}, indent=2, default=str)
         (args.work_dir / "result.json").write_text(summary + "\n")
         print(summary)
     return 0

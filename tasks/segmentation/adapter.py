@@ -67,7 +67,7 @@ from tasks.segmentation.protocol import (
     load_config,
     resolve_geometry,
 )
-from tasks.segmentation.training import build_runner, distribute, predict, train
+from tasks.segmentation.training import build_runner, distribute, predict, train_decoder
 
 PREDICTIONS_FILE = "predictions.npz"
 TARGETS_FILE = "targets.npz"
@@ -165,13 +165,15 @@ def run_cell(cell: TaskCell, overrides: Mapping[str, Any] | None = None) -> Task
 
     model = build_model(cfg, cell.backbone, size, cell.mode, device)
     name = f"segmentation-{dataset.name}-{cell.head}-{cell.fraction}pct-draw{cell.draw}-seed{cell.seed}-{cell.mode}-{uuid.uuid4().hex[:8]}"
-    runner = build_runner(cfg, distribute(model, device), datasets["train"], datasets["val"], work_dir, cell.seed, name, drop_last)
+    description = f"{dataset.name} {cell.fraction}% {cell.head} ({cell.mode})"
+    runner = build_runner(cfg, distribute(model, device), datasets["train"], datasets["val"], work_dir, cell.seed, name,
+                          description, drop_last)
     train_started = time.perf_counter()
-    outcome = train(runner)
+    outcome = train_decoder(runner, cfg)
     timings["train_seconds"] = time.perf_counter() - train_started  # this process: validation and checkpoints included
-    iterations = sum(entry["iterations"] for entry in outcome.history)
+    iterations = sum(record.iterations for record in outcome.history)
     if iterations:  # training steps only, over every epoch of the cell (resumed ones too)
-        timings["seconds_per_iteration"] = sum(entry["train_seconds"] for entry in outcome.history) / iterations
+        timings["seconds_per_iteration"] = sum(record.train_seconds for record in outcome.history) / iterations
 
     predictions_file, targets_file = work_dir / PREDICTIONS_FILE, work_dir / TARGETS_FILE
     if dist.is_main_process():
@@ -183,24 +185,15 @@ def run_cell(cell: TaskCell, overrides: Mapping[str, Any] | None = None) -> Task
     dist.barrier()
     timings["total_seconds"] = time.perf_counter() - started
 
-    history = outcome.history
-    best = next(entry for entry in history if entry["epoch"] == outcome.best_epoch)
-    best_dice = max(history, key=lambda entry: entry["val_dice"])
     notes = [*sampler_notes, *grid_notes(cell.backbone.model.arch, cell.backbone.preprocessing, size),
              *deviations(cfg, geometry, cell.mode, len(train_ids), batch_size)]
     config = {
         "device": str(device), "world_size": dist.get_world_size(), "geometry": asdict(geometry),
         "n_images": {split: len(ids[split]) for split in SPLITS}, "train_drop_last": drop_last,
-        "mmengine_config": cfg.to_dict(), "started": started_at, "finished": utc_now(),
-    }
-    training = {
-        "selection": "lowest validation loss", "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
-        "stopped_early": outcome.stopped_early, "val_loss_at_best": best["val_loss"], "val_dice_at_best": best["val_dice"],
-        "best_val_dice": best_dice["val_dice"], "best_val_dice_epoch": best_dice["epoch"],
-        "history": history, "feature_store": feature_store,
+        "mmengine_config": cfg.to_dict(), "feature_store": feature_store, "started": started_at, "finished": utc_now(),
     }
     return TaskResult(
         predictions_file=predictions_file, targets_file=targets_file,
         split_fingerprints={split: ids_fingerprint(ids[split]) for split in SPLITS},
-        config=config, timings=timings, training=training, notes=notes,
+        config=config, timings=timings, training=outcome, notes=notes,
     )

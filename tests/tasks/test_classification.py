@@ -110,7 +110,11 @@ def test_early_stopping_keeps_the_best_epoch():
     frozen = dataclasses.replace(TINY, lr=0.0, max_epochs=50, early_stopping_patience=3)
     result = train_head(build_head(4, 1, 0), batches, features, targets, "bce", frozen, torch.Generator().manual_seed(0))
     # no epoch improves on the first: stop after 1 + patience epochs, keep epoch 1
-    assert (result.best_epoch, result.epochs_run, result.stopped_early) == (1, 4, True)
+    outcome = result.outcome
+    assert (outcome.best_epoch, outcome.epochs_run, outcome.stopped_early, outcome.monitor) == (1, 4, True, "loss")
+    assert [record.epoch for record in outcome.history] == [1, 2, 3, 4]
+    assert all(record.iterations == 1 and set(record.validation) == {"loss"} for record in outcome.history)
+    assert len({record.validation["loss"] for record in outcome.history}) == 1  # lr 0: every epoch ties the first
 
 
 # ------------------------------------------------------------------------------ feature cache
@@ -198,9 +202,9 @@ def test_same_seed_same_metrics(backbone, data_root, tmp_path, mode):
     first = run(backbone, data_root, tmp_path, mode=mode, name="first")
     second = run(backbone, data_root, tmp_path, mode=mode, name="second")
     assert (tmp_path / "first/predictions.csv").read_text() == (tmp_path / "second/predictions.csv").read_text()
-    without_seconds = [[{k: v for k, v in epoch.items() if k != "seconds"} for epoch in run.training["history"]]
+    without_seconds = [[(record.epoch, record.iterations, record.train_loss, record.validation) for record in run.training.history]
                        for run in (first, second)]
-    assert without_seconds[0] == without_seconds[1] and first.training["best_epoch"] == second.training["best_epoch"]
+    assert without_seconds[0] == without_seconds[1] and first.training.best_epoch == second.training.best_epoch
     assert ("cached features" in first.config["train_augmentation"]) == (mode == "cached")
     assert any("no train-time augmentation" in note for note in first.notes) == (mode == "cached")
     # the cell's identity and the deviations are the runner's and the notes' to record, not the config's

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import HOOKS
 
 from benchmark.backbones import build_backbone
 from benchmark.cli import main as cli_main
 from benchmark.data.prepared import DataError, PreparedDataset
+from benchmark.heads.outcome import read_history
+from benchmark.heads.stopping import Selection
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
 from tasks.registry import TaskCell, get_task
@@ -25,6 +24,7 @@ from tasks.segmentation.adapter import build_model, run_cell, training_ids
 from tasks.segmentation.data import EpochSeededSampler, SegmentationImages
 from tasks.segmentation.features import cached_levels
 from tasks.segmentation.models import HeadError, encoder_outputs
+from tasks.segmentation.training import selection
 from tasks.segmentation.protocol import (
     CONFIG_DIR,
     HEAD_CONFIGS,
@@ -203,59 +203,20 @@ def test_frozen_encoder_weights_and_batchnorm_statistics_are_unchanged(unet_cell
 
 def test_selection_by_validation_loss_with_dice_recorded(unet_cell):
     work, result, _ = unet_cell
-    history = result.training["history"]
-    assert [entry["epoch"] for entry in history] == [1, 2]
-    assert result.training["best_epoch"] == history[int(np.argmin([entry["val_loss"] for entry in history]))]["epoch"]
-    assert all(0 <= entry["val_dice"] <= 1 for entry in history)
-    assert json.loads((work / "history.json").read_text())["epochs"] == history
+    history = result.training.history
+    assert [record.epoch for record in history] == [1, 2] and result.training.monitor == "loss"
+    assert result.training.best_epoch == history[int(np.argmin([record.validation["loss"] for record in history]))].epoch
+    assert all(0 <= record.validation["dice"] <= 1 and record.iterations == 1 for record in history)
+    assert read_history(work / "history.json") == history
     assert result.timings["seconds_per_iteration"] > 0
 
 
-def early_stopping_hook(**changes):
-    """The early-stopping hook exactly as the config builds it (``changes`` replace its settings)."""
-    import tasks.segmentation.training  # noqa: F401  registers the hook
-
-    [entry] = [hook for hook in load_config("unet", "siim", 100).custom_hooks if "EarlyStopping" in hook["type"]]
-    return HOOKS.build({**entry, **changes})
-
-
-def validate(hook, losses: list[float]) -> list[bool]:
-    """Whether training is stopped after each validation loss in turn."""
-    runner = SimpleNamespace(train_loop=SimpleNamespace(stop_training=False), logger=SimpleNamespace(info=lambda message: None))
-    stopped = []
-    for loss in losses:
-        hook.after_val_epoch(runner, {"val/loss": loss})
-        stopped.append(runner.train_loop.stop_training)
-    return stopped
-
-
-def test_early_stopping_counts_a_tie_as_no_improvement():
-    # the reference's EarlyStopping(val_loss, patience=10, min_delta=0): only a strictly lower loss resets the count
-    hook = early_stopping_hook()
-    assert hook.patience == 10 and hook.min_delta == 0
-    stopped = validate(hook, [1.0, 0.5, *[0.5] * 9, 0.25, *[0.25] * 9, 0.5])
-    assert stopped == [False] * 21 + [True]  # stops at the tenth validation after 0.25 (nine ties and a worse loss)
-    assert hook.best_score == 0.25 and hook.wait_count == 10
-
-
-def test_early_stopping_needs_more_than_min_delta_and_stops_at_a_non_finite_loss():
-    hook = early_stopping_hook(patience=2, min_delta=0.25)  # exact in binary: the comparisons below are exact
-    # 0.75 is only min_delta below 1.0 (no improvement); 0.5 improves; 0.375 twice does not (more than 0.25 needed)
-    assert validate(hook, [1.0, 0.75, 0.5, 0.375, 0.375]) == [False, False, False, False, True]
-    assert hook.best_score == 0.5
-    assert validate(early_stopping_hook(), [1.0, math.nan]) == [False, True]
-    with pytest.raises(ValueError, match="stopping_threshold"):
-        early_stopping_hook(stopping_threshold=0.1)
-
-
-def test_the_early_stopping_count_survives_a_checkpoint():
-    hook = early_stopping_hook(patience=3)
-    validate(hook, [1.0, 1.0, 1.0])
-    checkpoint: dict = {}
-    hook.before_save_checkpoint(None, checkpoint)
-    resumed = early_stopping_hook(patience=3)
-    resumed.after_load_checkpoint(None, checkpoint)
-    assert validate(resumed, [1.0]) == [True]
+def test_the_config_selects_and_stops_as_the_reference():
+    # Lightning's EarlyStopping(val_loss, patience=10, min_delta=0, check_finite=True): the rule is benchmark/heads/stopping.py's
+    cfg = load_config("unet", "siim", 100)
+    assert selection(cfg) == Selection(monitor="loss", rule="less", patience=10, min_delta=0.0, stop_on_non_finite=True)
+    cfg.merge_from_dict({"selection.patience": 3})
+    assert selection(cfg).patience == 3
 
 
 def test_checkpoints_hold_tensors_and_plain_python_only(unet_cell):
@@ -283,18 +244,18 @@ def test_a_resumed_cell_continues_where_it_stopped_and_matches_an_uninterrupted_
     # 10 %: three training images, one step per epoch
     first = run_cell(make_cell(resnet, segmentation_data, tmp_path / "resumed", fraction=10), {**TINY, "train_cfg.max_epochs": 1})
     resumed = run_cell(make_cell(resnet, segmentation_data, tmp_path / "resumed", fraction=10), TINY)
-    assert [entry["epoch"] for entry in resumed.training["history"]] == [1, 2]
-    assert resumed.training["history"][:1] == first.training["history"]  # not re-run: same entry, same timings
+    assert [record.epoch for record in resumed.training.history] == [1, 2] and resumed.training.resumed_from_epoch == 1
+    assert resumed.training.history[:1] == first.training.history  # not re-run: same entry, same timings
     straight = run_cell(make_cell(resnet, segmentation_data, tmp_path / "straight", fraction=10), TINY)
-    for resumed_epoch, straight_epoch in zip(resumed.training["history"], straight.training["history"], strict=True):
-        assert resumed_epoch["train_loss"] == pytest.approx(straight_epoch["train_loss"], abs=1e-5)
-        assert resumed_epoch["val_loss"] == pytest.approx(straight_epoch["val_loss"], abs=1e-5)
+    for resumed_epoch, straight_epoch in zip(resumed.training.history, straight.training.history, strict=True):
+        assert resumed_epoch.train_loss == pytest.approx(straight_epoch.train_loss, abs=1e-5)
+        assert resumed_epoch.validation["loss"] == pytest.approx(straight_epoch.validation["loss"], abs=1e-5)
 
 
 def test_cached_mode_stores_tokens_once_and_trains_setr(segmentation_data, vit, tmp_path):
     cell = make_cell(vit, segmentation_data, tmp_path / "cell", head="setr", mode="cached", dataset="rsna", fraction=10)
     result = run_cell(cell, {**TINY, "train_cfg.max_epochs": 1})
-    store = result.training["feature_store"]
+    store = result.config["feature_store"]
     assert set(store) == {"train", "val", "test"} and not any(entry["cache_hit"] for entry in store.values())
     assert store["train"]["bytes_per_image"] == 192 * 2 * 2 * 2  # ViT-Tiny tokens on a 2x2 grid, float16
     with np.load(result.predictions_file) as predictions:

@@ -55,7 +55,7 @@ def test_two_processes_match_one_process_on_the_same_global_batches(segmentation
     cell = TaskCell(backbone=build_backbone("random_resnet18"), dataset=PreparedDataset(segmentation_data / "siim"),
                     partition="segmentation", head="unet", fraction=100, draw=0, seed=0, mode="paper",
                     work_dir=tmp_path / "one", cache_dir=tmp_path / "cache")
-    one = run_cell(cell, parse_overrides(single)).training["history"]
+    one = run_cell(cell, parse_overrides(single)).training.to_json()["history"]
 
     per_process = [*COMMON, f"train_dataloader.batch_size={GLOBAL_BATCH // 2}", f"val_dataloader.batch_size={GLOBAL_BATCH // 2}"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -64,12 +64,12 @@ def test_two_processes_match_one_process_on_the_same_global_batches(segmentation
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    two = json.loads((tmp_path / "two" / "result.json").read_text())["history"]
+    two = json.loads((tmp_path / "two" / "result.json").read_text())["training"]["history"]
 
     assert [entry["iterations"] for entry in one] == [entry["iterations"] for entry in two]  # same number of global steps
     for single_epoch, double_epoch in zip(one, two, strict=True):
         assert double_epoch["train_loss"] == pytest.approx(single_epoch["train_loss"], rel=REL_TOL)
-        assert double_epoch["val_dice"] == pytest.approx(single_epoch["val_dice"], rel=REL_TOL)
+        assert double_epoch["validation"]["dice"] == pytest.approx(single_epoch["validation"]["dice"], rel=REL_TOL)
     # The check can fail: training moved the loss far more than the tolerance, so gradients summed instead of
     # averaged (steps twice as long) or a process's loss left out would show.
     assert abs(one[1]["train_loss"] - one[0]["train_loss"]) > 20 * REL_TOL * one[0]["train_loss"]

@@ -41,23 +41,17 @@ train_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False, d
 val_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False, drop_last=False,
                       sampler=dict(type='DefaultSampler', shuffle=False), collate_fn=dict(type='pseudo_collate'))
 
+# The lowest validation loss is tested; training stops after 10 validations without a strictly lower
+# one, and at once on a non-finite one: Lightning's EarlyStopping(val_loss, patience=10, min_delta=0,
+# check_finite=True) of the reference (benchmark/heads/stopping.py). The best-epoch checkpoint, early
+# stopping, history.json and the resume checkpoint are the shared hooks of benchmark/heads/hooks.py.
+selection = dict(monitor='loss', rule='less', patience=10, min_delta=0.0, stop_on_non_finite=True)
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # keeps the checkpoint of the lowest validation loss; the resume checkpoint is ResumePointHook's
-    checkpoint=dict(type='CheckpointHook', interval=-1, save_last=False, save_best='val/loss', rule='less'),
     sampler_seed=dict(type='DistSamplerSeedHook'))
-custom_hooks = [
-    # checkpoints of tensors and plain Python only: torch.load(weights_only=True) reads them
-    dict(type='PlainCheckpointHook'),
-    # EarlyStopping(val_loss, patience=10, min_delta=0)
-    dict(type='ResumableEarlyStoppingHook', monitor='val/loss', rule='less', patience=10, min_delta=0.0),
-    # one line per epoch (train loss, validation loss and Dice) and history.json in the work folder
-    dict(type='EpochHistoryHook'),
-    # the resume checkpoint, saved last, once validation, selection and early stopping are done
-    dict(type='ResumePointHook'),
-]
+custom_hooks = []  # run after the shared hooks
 # training losses averaged over the last 10 iterations in mmengine's log lines; validation values as they are
 log_processor = dict(by_epoch=True, window_size=10, mean_pattern=r'^(?!val/).*(loss|time|data_time|grad_norm).*')
 log_level = 'INFO'

@@ -58,7 +58,7 @@ def test_a_pyramid_backbone_runs_a_detection_cell_end_to_end(make_cell, tmp_path
     assert read_predictions(result.predictions_file, truth) is not None
     assert result.config["head_config"]["backbone"]["family"] == "pyramid"
     assert result.config["head_config"]["data_preprocessor"]["preprocessing"] == backbone.preprocessing.to_dict()
-    assert result.training["epochs_run"] == 1
+    assert result.training.epochs_run == 1
 
 
 def test_normalise_on_the_encoder_gives_the_models_channels(xrv_densenet, convnext):

@@ -93,4 +93,5 @@ def test_two_processes_give_the_losses_of_one_on_the_same_global_batch(prepared,
     two = json.loads((tmp_path / "two" / "history.json").read_text())
     # Validation gathers both processes' images: the same mAP (a piecewise constant function of the scores,
     # which differ by rounding only; equal unless rounding reorders two detections)
-    assert [item["val_map"] for item in two] == pytest.approx([item["val_map"] for item in result.training["history"]], abs=1e-6)
+    assert [item["validation"]["map"] for item in two["epochs"]] == pytest.approx(
+        [item.validation["map"] for item in result.training.history], abs=1e-6)

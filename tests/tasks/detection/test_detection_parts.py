@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import pickle
 import subprocess
 import sys
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from mmengine.logging import MessageHub
 
 from benchmark.backbones import MGCA_PREPROCESSING, normalise
 from benchmark.data.prepared import DataError, PreparedDataset
@@ -24,7 +20,7 @@ from tasks.detection.distributed import GlobalBatchNorm, global_batchnorm
 from tasks.detection.features import cached_maps, maps_key
 from tasks.detection.model import EncoderPyramid, build_detector, detector_config, encoder_maps
 from tasks.detection.protocol import HEAD_NAMES, HEADS, PROTOCOL, SCHEDULES, resolve_geometry, with_overrides
-from tasks.detection.training import EarlyStopping, load_head_weights, mmengine_checkpoints
+from tasks.detection.training import load_head_weights, selection
 from tasks.registry import get_task
 
 CPU = torch.device("cpu")
@@ -196,12 +192,10 @@ def test_split_dataset_items_carry_inputs_and_samples(prepared):
 
 # ------------------------------------------------------------------------ checkpoints, hooks
 
-def test_checkpoint_loading_allows_mmengine_state_but_nothing_that_runs(tmp_path, resnet):
+def test_head_weights_load_from_plain_checkpoints_and_never_run_code(tmp_path, resnet):
     detector = build_detector(detector_config(HEADS.get("yolov3"), resnet, resolve_geometry(64, PROTOCOL), PROTOCOL), seed=0)
-    hub = MessageHub.get_instance("checkpoint-test")
-    hub.update_scalar("train/loss", 1.5)
     good = tmp_path / "good.pth"
-    torch.save({"state_dict": detector.state_dict(), "message_hub": hub.state_dict(), "meta": {"epoch": 1}}, good)
+    torch.save({"state_dict": detector.state_dict(), "meta": {"epoch": 1}}, good)
     load_head_weights(detector, good)
 
     class Payload:
@@ -213,26 +207,11 @@ def test_checkpoint_loading_allows_mmengine_state_but_nothing_that_runs(tmp_path
     with pytest.raises(pickle.UnpicklingError, match="print"):
         load_head_weights(detector, bad)
 
-    class Lookup:
-        def __reduce__(self):
-            return (getattr, (np.ndarray, "tofile"))
 
-    sneaky = tmp_path / "sneaky.pth"
-    torch.save({"state_dict": detector.state_dict(), "meta": Lookup()}, sneaky)
-    with pytest.raises(pickle.UnpicklingError, match="not an mmengine checkpoint"), mmengine_checkpoints():
-        torch.load(sneaky, weights_only=True)
-
-
-def test_early_stopping_needs_a_strictly_higher_value_and_keeps_its_count():
-    hub = MessageHub.get_instance("early-stopping-test")
-    runner = SimpleNamespace(message_hub=hub, train_loop=SimpleNamespace(stop_training=False))
-    hook = EarlyStopping("val/map", patience=2)
-    for value, stops in [(0.1, False), (0.1, False), (0.2, False), (math.nan, False), (0.15, True)]:
-        hook.after_val_epoch(runner, {"val/map": value})
-        assert runner.train_loop.stop_training is stops
-    resumed = SimpleNamespace(message_hub=hub, train_loop=SimpleNamespace(stop_training=False))
-    hook.before_train(resumed)  # a finished run, resumed, trains no further
-    assert resumed.train_loop.stop_training
+def test_detection_selects_and_stops_on_a_strictly_higher_validation_map():
+    chosen = selection(with_overrides(early_stopping_patience=7))
+    assert (chosen.monitor, chosen.rule, chosen.patience, chosen.min_delta, chosen.stop_on_non_finite) == ("map", "greater", 7, 0.0, False)
+    assert selection(PROTOCOL).patience == PROTOCOL.early_stopping_patience == 10
 
 
 def test_global_batchnorm_is_batchnorm_in_one_process():

@@ -8,7 +8,6 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from benchmark.backbones import build_backbone
 from benchmark.cli import main
 from benchmark.scoring.detection import read_predictions, read_targets
 from tasks.detection.adapter import run_detection
@@ -84,8 +83,10 @@ def test_result_files_are_coco_in_original_pixels_and_re_score(runs, capsys):
     assert set(result.split_fingerprints) == {"train", "val", "test"}
     assert result.config["cache"]["dtype"] == "float16"
     assert not {"head", "mode", "backbone", "weights_sha256", "seed", "deviations"} & set(result.config)  # the runner records them
-    assert result.training["best_epoch"] == 1 and len(result.training["history"]) == 1
+    assert result.training.best_epoch == 1 and len(result.training.history) == 1
     assert (cell.work_dir / "history.json").is_file() and (cell.work_dir / "epoch_1.pth").is_file()
+    for checkpoint in cell.work_dir.glob("*.pth"):  # the resume point and the best epoch's: torch reads them safely
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint) == [], checkpoint.name
     assert main(["score", "detection", "--predictions", str(result.predictions_file), "--targets", str(result.targets_file),
                  "--dataset", "rsna", "--n-resamples", "20"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -101,14 +102,14 @@ def test_an_interrupted_cell_resumes_after_its_last_epoch_as_if_never_stopped(ma
     watched = LossWatcher()
     first = run_detection(cell, TINY, options=SMALL_YOLO, hooks=[watched])
     resumed = run_detection(cell, two_epochs, options=SMALL_YOLO, hooks=[watched])
-    assert (first.training["epochs_run"], resumed.training["resumed_from_epoch"], resumed.training["epochs_run"]) == (1, 1, 2)
+    assert (first.training.epochs_run, resumed.training.resumed_from_epoch, resumed.training.epochs_run) == (1, 1, 2)
     assert watched.losses == pytest.approx(straight.losses, rel=1e-6) and len(straight.losses) == 8
-    assert [item["val_map"] for item in resumed.training["history"]] == [item["val_map"] for item in uninterrupted.training["history"]]
-    assert resumed.training["best_epoch"] == uninterrupted.training["best_epoch"]
+    assert [item.validation for item in resumed.training.history] == [item.validation for item in uninterrupted.training.history]
+    assert resumed.training.best_epoch == uninterrupted.training.best_epoch
     assert resumed.predictions_file.read_text() == uninterrupted.predictions_file.read_text()
     again = run_detection(cell, two_epochs, options=SMALL_YOLO)
-    assert (again.training["resumed_from_epoch"], again.training["epochs_run"]) == (2, 2)  # finished: no training
-    assert len(again.training["history"]) == 2
+    assert (again.training.resumed_from_epoch, again.training.epochs_run) == (2, 2)  # finished: no training
+    assert again.training.history == resumed.training.history
 
 
 def test_faster_rcnn_on_a_vit_runs_end_to_end(make_cell, vit, tmp_path):
