@@ -214,7 +214,7 @@ def run_cell(plan: CellPlan, info: TaskInfo, backbone: LoadedBackbone, prepared:
     """The task's adapter on one cell, then its scorer on the files: the path of a board's cell.
     Returns every metric value (the test suite compares them with the ones committed before a refactor)."""
     from benchmark.data.prepared import PreparedDataset
-    from benchmark.runner import metric_values
+    from benchmark.grid.cell import metric_values
     from benchmark.scoring import scorer
     from benchmark.scoring.bootstrap import BootstrapOptions
     from tasks.registry import TaskCell

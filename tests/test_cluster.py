@@ -27,7 +27,7 @@ from benchmark.commands.status import progress  # noqa: E402
 from benchmark.data.prepared import PreparedDataset  # noqa: E402
 from benchmark.executors import JobRequest, shard_device, slurm_script  # noqa: E402
 from benchmark.records import CellIdentity, RunRecord  # noqa: E402
-from benchmark.runner import BackboneChoice, GridRequest, GridSummary, plan_grid, run_grid  # noqa: E402
+from benchmark.grid import BackboneChoice, GridRequest, GridSummary, plan_grid, run_grid  # noqa: E402
 from benchmark.sharding import Shard, ShardError, cache_group, partition  # noqa: E402
 
 BACKBONE = "random_resnet18"

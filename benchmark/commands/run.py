@@ -107,7 +107,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def grid_request(args: argparse.Namespace, backbones: tuple) -> "object":
-    from benchmark.runner import GridRequest
+    from benchmark.grid import GridRequest
 
     return GridRequest(
         backbones=backbones, data_dir=args.data, tasks=args.tasks, datasets=args.datasets, fractions=args.fractions,
@@ -127,8 +127,8 @@ def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
     from benchmark.backbones import CheckpointError
     from benchmark.board.store import Board, BoardError
     from benchmark.data.prepared import DataError
-    from benchmark.registry import RegistryError
-    from benchmark.runner import GridError, import_plugins, run_grid
+    from benchmark.grid import GridError, run_grid
+    from benchmark.registry import RegistryError, import_plugins
 
     import_plugins(args.plugins)
     try:
@@ -144,8 +144,9 @@ def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
 @command("run", "evaluate backbones on a board's grid (task × dataset × fraction × draw × seed), resumable", _configure)
 def _run(args: argparse.Namespace) -> int:
     from benchmark.board.store import Board
+    from benchmark.grid import BackboneChoice, datasets_to_evaluate
     from benchmark.records import RecordError, check_name
-    from benchmark.runner import BackboneChoice, datasets_to_evaluate, import_plugins
+    from benchmark.registry import import_plugins
 
     if args.print_datasets:
         import_plugins(args.plugins)
@@ -251,9 +252,9 @@ def dry_run(args: argparse.Namespace, backbones: tuple) -> int:
     from benchmark.cli import print_json
     from benchmark.data.prepared import DataError
     from benchmark.datasources import size_sources
-    from benchmark.planning import dry_run as plan
-    from benchmark.registry import RegistryError
-    from benchmark.runner import GridError, import_plugins
+    from benchmark.grid import GridError
+    from benchmark.grid.dry_run import dry_run as plan
+    from benchmark.registry import RegistryError, import_plugins
 
     import_plugins(args.plugins)
     shards = args.shard_spec.count if args.shard_spec else job_request(args).shards

@@ -144,8 +144,8 @@ def _status(args: argparse.Namespace) -> int:
     from benchmark.backbones import CheckpointError
     from benchmark.board.store import Board, BoardError
     from benchmark.data.prepared import DataError
-    from benchmark.registry import RegistryError
-    from benchmark.runner import BackboneChoice, GridError, GridSummary, import_plugins, plan_grid
+    from benchmark.grid import BackboneChoice, GridError, GridSummary, plan_grid
+    from benchmark.registry import RegistryError, import_plugins
 
     import_plugins(args.plugins)
     try:

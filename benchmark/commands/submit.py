@@ -30,7 +30,7 @@ def _submit(args: argparse.Namespace) -> int:
     from benchmark.board.compare import compare_entry
     from benchmark.board.render import BoardView, render_board
     from benchmark.records import RecordError, check_name
-    from benchmark.runner import BackboneChoice
+    from benchmark.grid import BackboneChoice
 
     try:
         check_name(args.name, "--name")

@@ -27,7 +27,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def rescore_problems(board: object, record: object) -> list[str]:
     """Metrics of ``record`` that its files, scored again, do not reproduce."""
-    from benchmark.runner import metric_values
+    from benchmark.grid.cell import metric_values
     from benchmark.scoring import scorer
     from benchmark.scoring.bootstrap import BootstrapOptions
     from tasks.registry import get_task

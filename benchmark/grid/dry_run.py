@@ -27,16 +27,8 @@ from benchmark.backbones import CheckpointNotFound, LoadedBackbone, build_backbo
 from benchmark.board.store import Board
 from benchmark.costs import TaskCost
 from benchmark.datasources import DatasetSource
-from benchmark.runner import (
-    BackboneChoice,
-    GridRequest,
-    GridSummary,
-    PlannedCell,
-    cell_costs,
-    cell_estimate,
-    plan_grid,
-    resolve_device,
-)
+from benchmark.grid.planning import PlannedCell, cell_costs, cell_estimate, plan_grid
+from benchmark.grid.request import BackboneChoice, GridRequest, GridSummary, resolve_device
 from benchmark.sharding import partition
 
 
