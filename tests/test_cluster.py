@@ -150,7 +150,7 @@ def test_two_local_jobs_through_submitit_fill_the_board_of_the_plain_run(
 
 def test_a_shard_killed_mid_cell_completes_without_duplicates_when_run_again(data: Path, unsharded: Board, tmp_path: Path) -> None:
     board = _board(tmp_path / "boards")
-    shards = [[item.cell.identity for item in plan_grid(board, _request(data, tmp_path, shard=Shard(k, 2)), GridSummary(), register=False)]
+    shards = [[item.cell.identity for item in plan_grid(board, _request(data, tmp_path, shard=Shard(k, 2)), GridSummary())]
               for k in (1, 2)]
     command = [sys.executable, "-m", "benchmark", *_cli_args(board, data, tmp_path), "--in-process", "--shard", "1/2"]
     process = subprocess.Popen(command, env={**_env(), "TOY_SLEEP": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -188,6 +188,24 @@ def test_the_dry_run_counts_what_the_run_then_evaluates(data: Path, tmp_path: Pa
     assert not list((board.root / "results").glob("*/*10pct*.json"))  # nothing ran
     summary = run_grid(board, _request(data, tmp_path))
     assert (summary.ran, summary.done_before) == (6, 4)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_planning_leaves_the_board_untouched_and_the_run_registers_the_entry(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The dry run, `status --backbone` and plan_grid only read the board; the run adds the backbone's entry."""
+    board = _board(tmp_path / "boards")
+    before = _files(board.root)
+    assert main([*_cli_args(board, data, tmp_path), "--dry-run", "--throughput", "100"]) == 0
+    assert main(["status", "--board", str(board.root), "--backbone", BACKBONE, "--data", str(data), "--plugins", "toy_task"]) == 0
+    assert len(plan_grid(board, _request(data, tmp_path), GridSummary())) == 10
+    capsys.readouterr()
+    assert _files(board.root) == before and board.entries() == {}
+    run_grid(board, _request(data, tmp_path, fractions=(1,)))
+    assert [entry.name for entry in board.entries().values()] == [BACKBONE]
 
 
 def test_status_counts_done_failed_and_to_run(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

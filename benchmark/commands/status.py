@@ -153,7 +153,7 @@ def _status(args: argparse.Namespace) -> int:
         cells = None
         if args.backbone:
             choices = tuple(BackboneChoice(name, args.checkpoint, args.arch) for name in args.backbone)
-            planned = plan_grid(board, grid_request(args, choices), GridSummary(), register=False)
+            planned = plan_grid(board, grid_request(args, choices), GridSummary())
             cells = [item.cell.identity for item in planned]
     except (GridError, BoardError, DataError, RegistryError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

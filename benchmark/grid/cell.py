@@ -15,7 +15,6 @@ from benchmark import scoring
 from benchmark.backbones import LoadedBackbone
 from benchmark.board.store import Board, ComparisonSettings
 from benchmark.data.prepared import PreparedDataset
-from benchmark.grid.planning import _load_report_summary
 from benchmark.grid.request import Cell, GridError, GridRequest, resolve_device
 from benchmark.provenance import collect_provenance, utc_now
 from benchmark.records import CellIdentity, MetricValue, RunRecord
@@ -73,6 +72,12 @@ def cell_work_dir(request: GridRequest, board: Board, identity: CellIdentity) ->
     return request.work_dir / board.name / identity.entry_key / identity.cell_key
 
 
+def load_report_summary(report: Any) -> dict[str, Any]:
+    """A checkpoint's load report with its key lists as counts (the record and the board entry keep these)."""
+    summary = report.to_dict()
+    return {key: (len(value) if isinstance(value, list) else value) for key, value in summary.items()}
+
+
 def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: GridRequest) -> RunRecord:
     """Run one cell's adapter, score its files with the task's scorer and store the record."""
     identity, info = cell.identity, cell.task
@@ -122,7 +127,7 @@ def evaluate_cell(board: Board, cell: Cell, loaded: LoadedBackbone, request: Gri
                   # what every task fed the encoder: size, channels, range, mean/std, and --preprocess
                   "preprocessing": loaded.preprocessing.to_dict(),
                   # which encoder of the checkpoint file was evaluated (prefix, keys matched)
-                  "load_report": _load_report_summary(loaded.load_report) if loaded.load_report is not None else None},
+                  "load_report": load_report_summary(loaded.load_report) if loaded.load_report is not None else None},
         provenance=provenance, created=utc_now(),
         notes=list(result.notes) + notes + list(scored.get("warnings", [])) + list(result.warnings),
     )

@@ -145,7 +145,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
     notes: list[str] = []
     summary = GridSummary()
     planned = plan_grid(board, replace(request, shard=None), summary, sources=sources,
-                        backbones=_backbone_or_architecture(notes), register=False)
+                        backbones=_backbone_or_architecture(notes))
     if summary.not_prepared:
         notes.append(f"not prepared under {request.data_dir}, left out: {', '.join(summary.not_prepared)}")
     device = resolve_device(request.device)

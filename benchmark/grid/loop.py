@@ -21,7 +21,8 @@ from collections.abc import Iterator
 
 from benchmark.backbones import LoadedBackbone
 from benchmark.backbones.zoo import BackboneSpec
-from benchmark.board.store import Board, failure_message
+from benchmark.board.store import Board, BoardEntry, failure_message
+from benchmark.grid.cell import load_report_summary
 from benchmark.grid.isolation import process_context, run_in_process, run_isolated
 from benchmark.grid.planning import plan_grid
 from benchmark.grid.request import BackboneChoice, Cell, GridRequest, GridSummary, resolve_device
@@ -50,6 +51,24 @@ def claim(board: Board, identity: CellIdentity) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def board_entry(choice: BackboneChoice, loaded: LoadedBackbone) -> BoardEntry:
+    """The board's entry of a backbone: its weights, architecture, role, provenance and preprocessing."""
+    spec = loaded.spec
+    if spec.weights == "random":
+        source = f"random initialisation (seed {spec.seed})"
+    else:
+        source = spec.published_at or (choice.checkpoint.name if choice.checkpoint else spec.checkpoint_file)
+    report = loaded.load_report
+    return BoardEntry(
+        name=spec.name, weights_sha256=loaded.weights_sha256, arch=spec.arch,
+        role="submission" if choice.is_submission else "reference",
+        pretraining_data=list(choice.pretraining_data or spec.pretraining_data), description=spec.description,
+        weights_source=source, added=utc_now(),
+        load_report=load_report_summary(report) if report is not None else None,
+        preprocessing=loaded.preprocessing.to_dict(),
+    )
+
+
 def run_grid(board: Board, request: GridRequest) -> GridSummary:
     """Evaluate every cell of ``request`` that is not yet on ``board``."""
     resolve_device(request.device)  # once, before the grid: a missing GPU is one error, not one failure per cell
@@ -58,6 +77,8 @@ def run_grid(board: Board, request: GridRequest) -> GridSummary:
     board.rebuild_index()  # a crash after a record's write may have left the index behind
     todo: list[tuple[Cell, BackboneChoice, BackboneSpec, LoadedBackbone]] = []
     planned = plan_grid(board, request, summary)
+    for choice, loaded in {item.choice: item.loaded for item in planned}.items():  # an entry only with cells to its name
+        board.register_entry(board_entry(choice, loaded))
     summary.cells = len(planned)
     summary.shard = str(request.shard or "")
     for item in planned:

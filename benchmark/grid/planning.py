@@ -13,15 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from benchmark.backbones import LoadedBackbone, build_backbone
 from benchmark.backbones.zoo import BackboneSpec
-from benchmark.board.store import Board, BoardEntry
+from benchmark.board.store import Board
 from benchmark.costs import CellEstimate, estimate
 from benchmark.datasources import DatasetSource, prepared_sources
 from benchmark.grid.request import BackboneChoice, Cell, GridError, GridRequest, GridSummary
-from benchmark.provenance import utc_now
 from benchmark.records import CellIdentity
 from benchmark.registry import did_you_mean
 from benchmark.sharding import shard_cells
@@ -36,28 +34,6 @@ def datasets_to_evaluate(board: Board) -> list[str]:
     """Datasets the board needs for the tasks that exist now (what ``make bench`` prepares)."""
     available = set(task_names())
     return sorted({dataset for task, item in board.protocol.tasks.items() if task in available for dataset in item.datasets})
-
-
-def board_entry(choice: BackboneChoice, loaded: LoadedBackbone) -> BoardEntry:
-    spec = loaded.spec
-    if spec.weights == "random":
-        source = f"random initialisation (seed {spec.seed})"
-    else:
-        source = spec.published_at or (choice.checkpoint.name if choice.checkpoint else spec.checkpoint_file)
-    report = loaded.load_report
-    return BoardEntry(
-        name=spec.name, weights_sha256=loaded.weights_sha256, arch=spec.arch,
-        role="submission" if choice.is_submission else "reference",
-        pretraining_data=list(choice.pretraining_data or spec.pretraining_data), description=spec.description,
-        weights_source=source, added=utc_now(),
-        load_report=_load_report_summary(report) if report is not None else None,
-        preprocessing=loaded.preprocessing.to_dict(),
-    )
-
-
-def _load_report_summary(report: Any) -> dict[str, Any]:
-    summary = report.to_dict()
-    return {key: (len(value) if isinstance(value, list) else value) for key, value in summary.items()}
 
 
 def require_training_images(source: DatasetSource, dataset: str, partition: str, fraction: int, draws: Sequence[int]) -> None:
@@ -185,20 +161,17 @@ def cell_costs(board: Board, cells: Sequence[Cell]) -> dict[CellIdentity, float]
 
 def plan_grid(board: Board, request: GridRequest, summary: GridSummary,
               sources: Callable[[str], DatasetSource | None] | None = None,
-              backbones: Callable[[BackboneChoice, BackboneSpec], LoadedBackbone] | None = None,
-              register: bool = True) -> list[PlannedCell]:
+              backbones: Callable[[BackboneChoice, BackboneSpec], LoadedBackbone] | None = None) -> list[PlannedCell]:
     """Every cell of ``request`` (of its shard, when it names one), whether done or not.
 
     The shard is cut from the whole planned grid, so it never depends on what is done already.
-    ``register``: add the backbones to the board's entries (not for a dry run).
+    Nothing is written: the loop registers the backbones' board entries (:func:`~benchmark.grid.loop.run_grid`).
     """
     planned: list[PlannedCell] = []
     for choice in request.backbones:
         spec = choice.spec()
         loaded = backbones(choice, spec) if backbones else build_backbone(spec, choice.checkpoint, preprocess=request.preprocess)
         cells = plan_cells(board, request, loaded, summary, sources)
-        if cells and register:  # an entry appears on the board only with cells to its name
-            board.register_entry(board_entry(choice, loaded))
         planned += [PlannedCell(cell, choice, spec, loaded) for cell in cells]
     if not planned:
         missing = f"; not prepared under {request.data_dir}: {', '.join(summary.not_prepared)}" if summary.not_prepared else ""
