@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.offline import stay_offline
 from benchmark.registry import Registry
 
 
@@ -177,16 +177,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-# Nothing is downloaded (README): the hub clients of transformers, huggingface_hub, timm and open_clip read
-# these when first imported, so they are set before any verb imports them, and every process the suite
-# starts (cells, executor jobs) inherits them.
-OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                       "HF_HUB_DISABLE_TELEMETRY": "1"}
-
-
 def main(argv: list[str] | None = None) -> int:
-    os.environ.update(OFFLINE_ENVIRONMENT)
+    stay_offline()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv[0] if argv else "").parse_args(argv)
-    args.argv = argv  # the command line as given (jobs of `run --executor` repeat it)
     return args.run(args)

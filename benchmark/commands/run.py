@@ -171,32 +171,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return dry_run(args, backbones)
         if args.executor:
-            return submit_jobs(args)
+            return submit_jobs(args, backbones)
         _, code = execute(args, backbones)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return code
-
-
-# Options that say how to distribute the grid; a job's own command line leaves them out.
-_JOB_OPTIONS = {"--executor": 1, "--jobs": 1, "--log-dir": 1, "--slurm-partition": 1, "--gpus-per-job": 1,
-                "--cpus-per-job": 1, "--time": 1, "--slurm-arg": 1, "--shard": 1, "--device": 1}
-
-
-def shard_argv(argv: list[str]) -> list[str]:
-    """``argv`` without the job options (each job adds its own --shard and --device)."""
-    kept, skip = [], 0
-    for item in argv:
-        if skip:
-            skip -= 1
-            continue
-        name = item.split("=", 1)[0]
-        if name in _JOB_OPTIONS:
-            skip = 0 if "=" in item else _JOB_OPTIONS[name]
-            continue
-        kept.append(item)
-    return kept
 
 
 def job_request(args: argparse.Namespace) -> JobRequest:
@@ -271,14 +251,18 @@ def dry_run(args: argparse.Namespace, backbones: tuple) -> int:
     return 0
 
 
-def submit_jobs(args: argparse.Namespace) -> int:
+def submit_jobs(args: argparse.Namespace, backbones: tuple) -> int:
     """``--executor``: submit the shards and return (slurm), or run them and wait (local)."""
-    from benchmark.executors import ExecutorError, submit
+    from benchmark.board.store import Board, BoardError
+    from benchmark.executors import ExecutorError, GridJob, submit
+    from benchmark.registry import import_plugins
 
+    import_plugins(args.plugins)
     request = job_request(args)
     try:
-        jobs = submit(args.executor, shard_argv(args.argv), request, args.device)
-    except ExecutorError as error:
+        grid = GridJob(Board(chosen_board(args)).root, grid_request(args, backbones), tuple(args.plugins))
+        jobs = submit(args.executor, grid, request)
+    except (ExecutorError, BoardError) as error:
         raise UsageError(str(error)) from None
     print(f"submitted {len(jobs)} {args.executor} job(s) for {request.shards} shard(s): "
           + " ".join(str(job.job_id) for job in jobs))
