@@ -22,8 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.cli import comma_list, command, print_json
-from benchmark.commands.run import add_grid_arguments, chosen_board, grid_request
+from benchmark.commands import command, print_json
+from benchmark.commands.arguments import add_grid_arguments, chosen_board, comma_list, grid_request
 
 _LOG = re.compile(r"--- last output of the cell \((.+?)\) ---")
 

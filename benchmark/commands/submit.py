@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.cli import comma_list, command
-from benchmark.commands.run import UsageError, add_grid_arguments, execute
+from benchmark.commands import command
+from benchmark.commands.arguments import UsageError, add_grid_arguments, comma_list, execute
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
