@@ -27,6 +27,7 @@ from tasks.registry import all_tasks, get_task
 
 
 def task_names() -> list[str]:
+    """The tasks registered now (the built-in ones and those of ``--plugins``)."""
     return sorted(info.name for info in all_tasks())
 
 

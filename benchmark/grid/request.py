@@ -95,6 +95,8 @@ def resolve_device(device: str) -> str:
 
 @dataclass(frozen=True)
 class Cell:
+    """One planned cell: its identity, the prepared dataset it reads and the task that evaluates it."""
+
     identity: CellIdentity
     dataset_root: Path
     task: TaskInfo
@@ -103,6 +105,8 @@ class Cell:
 
 @dataclass
 class GridSummary:
+    """What a run of the grid did, cell by cell counted (printed by ``run`` and each cluster job)."""
+
     cells: int = 0
     done_before: int = 0
     ran: int = 0
