@@ -1,3 +1,3 @@
-"""MGCA chest X-ray downstream benchmark: data, backbones, runner, scoring and leaderboard."""
+"""MGCA chest X-ray downstream benchmark: data, backbones, the evaluation grid, scoring and leaderboard."""
 
 __version__ = "0.1.0"

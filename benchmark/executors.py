@@ -1,11 +1,13 @@
 """Running the N shards of a grid as jobs of a cluster scheduler, through ``submitit``.
 
-``run --executor slurm --jobs N`` submits one SLURM job array of N tasks; array task k runs
-``python -m benchmark run <same arguments> --shard k+1/N`` in-process (:func:`run_shard`) and
-returns. ``--executor local`` runs the same N shards as local processes (submitit's
-``LocalExecutor``), each pinned to its own GPUs when it asks for some. Nothing here schedules
-cells: each shard plans the same grid, takes its part (``benchmark/sharding.py``) and skips
-what is on the board, so a shard that dies is simply submitted again.
+``run --executor slurm --jobs N`` parses its command line once into a :class:`GridJob` (the
+board, the :class:`~benchmark.grid.GridRequest`, the plugins) and submits one SLURM job array of
+N tasks; array task k receives that job, pickled, and evaluates shard k+1/N of it with
+:func:`benchmark.grid.run_grid` (:func:`run_shard`). ``--executor local`` runs the same N shards
+as local processes (submitit's ``LocalExecutor``), each pinned to its own GPUs when it asks for
+some. Nothing here schedules cells: each shard plans the same grid, takes its part
+(``benchmark/sharding.py``) and skips what is on the board, so a shard that dies is simply
+submitted again.
 
 A job given G > 1 GPUs runs G tasks (one per GPU, ``--gpus-per-task 1``), each one shard of
 ``N × G``: a cell runs on one GPU, so G GPUs evaluate G cells at a time.
@@ -14,13 +16,17 @@ A job given G > 1 GPUs runs G tasks (one per GPU, ``--gpus-per-task 1``), each o
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from benchmark.registry import Registry
+from benchmark.offline import stay_offline
+from benchmark.registry import Registry, import_plugins
 from benchmark.sharding import Shard
+
+if TYPE_CHECKING:
+    from benchmark.grid import GridRequest
 
 DEFAULT_LOG_DIR = Path("runs/jobs")
 NO_LIMIT_MINUTES = 365 * 24 * 60  # a local job's time limit when --time is not given
@@ -30,6 +36,15 @@ SLURM_NEEDS_TIME = ("--executor slurm needs --time HH:MM:SS, the jobs' time limi
 
 class ExecutorError(ValueError):
     """Jobs that cannot be submitted as asked (no sbatch on PATH, a malformed --slurm-arg)."""
+
+
+@dataclass(frozen=True)
+class GridJob:
+    """The grid whose shards the jobs evaluate; picklable, so that each job receives it whole."""
+
+    board: Path  # the board's folder
+    request: GridRequest  # without a shard: each job (or task of a job) evaluates its own, on its own device
+    plugins: tuple[str, ...] = ()  # modules registering extra tasks or backbones, imported first in each job
 
 
 @dataclass(frozen=True)
@@ -77,21 +92,25 @@ def shard_device(device: str, tasks: int, local_rank: int, gpu_count: int) -> st
     return "cuda:0" if gpu_count == 1 else f"cuda:{local_rank % gpu_count}"
 
 
-def run_shard(argv: Sequence[str], job_index: int, jobs: int, tasks: int, device: str) -> int:
-    """Body of one job (or one of its tasks): ``python -m benchmark run ARGV --shard K/N``."""
+def run_shard(grid: GridJob, job_index: int, jobs: int, tasks: int) -> int:
+    """Body of one job (or one of its tasks): shard K of N of ``grid``, its summary printed.
+    Returns 1 when some cells failed (recorded on the board), else 0."""
     import submitit
     import torch
 
-    from benchmark.cli import main
+    from benchmark.board.store import Board
+    from benchmark.grid import run_grid
 
+    stay_offline()  # a cluster job need not inherit the environment of the shell that submitted it
+    import_plugins(grid.plugins)
     rank = submitit.JobEnvironment().local_rank if tasks > 1 else 0
     shard = Shard(job_index * tasks + rank + 1, jobs * tasks)
-    pinned = shard_device(device, tasks, rank, torch.cuda.device_count())
+    pinned = shard_device(grid.request.device, tasks, rank, torch.cuda.device_count())
     print(f"shard {shard} on {pinned}", flush=True)
-    code = main([*argv, "--shard", str(shard), "--device", pinned])
-    if code not in (0, 1):  # 1: some cells failed (recorded on the board); anything else is the shard's failure
-        raise RuntimeError(f"shard {shard} exited with code {code}")
-    return code
+    summary = run_grid(Board(grid.board), replace(grid.request, shard=shard, device=pinned))
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failed else 0
 
 
 def _slurm(request: JobRequest, preview: bool = False) -> Any:
@@ -151,14 +170,14 @@ def slurm_script(request: JobRequest) -> str:
     return executor._make_submission_file_text(executor._submitit_command_str, "preview")  # noqa: SLF001
 
 
-def submit(executor_name: str, argv: Sequence[str], request: JobRequest, device: str = "auto") -> list[Any]:
-    """Submit the shards of ``argv``'s grid; returns the submitit jobs (they run on their own)."""
+def submit(executor_name: str, grid: GridJob, request: JobRequest) -> list[Any]:
+    """Submit the shards of ``grid``; returns the submitit jobs (they run on their own)."""
     chosen = EXECUTORS.get(executor_name)
     if executor_name == "slurm" and shutil.which("sbatch") is None:
         raise ExecutorError("sbatch is not on PATH: --executor slurm submits from a SLURM login node "
                             "(use --executor local on a single machine)")
     executor = chosen.build(request)
-    args = [(list(argv), job, request.jobs, request.tasks_per_job, device) for job in range(request.jobs)]
+    args = [(grid, job, request.jobs, request.tasks_per_job) for job in range(request.jobs)]
     if chosen.array:
         return executor.map_array(run_shard, *zip(*args))
     jobs = []

@@ -7,7 +7,8 @@ one decorator next to its definition and every registry-driven test picks it up.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Iterator
+import importlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -17,6 +18,12 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` Did you mean 'a', 'b'?`` for the close names in ``known`` (difflib), or ``""``."""
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
     return f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
+def import_plugins(modules: Sequence[str]) -> None:
+    """Import modules that register extra tasks, datasets or backbones (``--plugins``)."""
+    for module in modules:
+        importlib.import_module(module)
 
 
 class RegistryError(KeyError):

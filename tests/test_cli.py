@@ -4,7 +4,8 @@ import argparse
 
 import pytest
 
-from benchmark.cli import build_parser, comma_integers, comma_list, task_choices
+from benchmark.cli import build_parser
+from benchmark.commands.arguments import comma_integers, comma_list, task_choices
 
 
 def test_comma_list_strips_items_and_drops_empty_ones():

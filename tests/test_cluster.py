@@ -22,12 +22,11 @@ import toy_task  # noqa: E402 - registers the toy task
 from benchmark.backbones import build_backbone  # noqa: E402
 from benchmark.board.store import Board, failure_message  # noqa: E402
 from benchmark.cli import main  # noqa: E402
-from benchmark.commands.run import shard_argv  # noqa: E402
 from benchmark.commands.status import progress  # noqa: E402
 from benchmark.data.prepared import PreparedDataset  # noqa: E402
-from benchmark.executors import JobRequest, shard_device, slurm_script  # noqa: E402
+from benchmark.executors import GridJob, JobRequest, shard_device, slurm_script  # noqa: E402
 from benchmark.records import CellIdentity, RunRecord  # noqa: E402
-from benchmark.runner import BackboneChoice, GridRequest, GridSummary, plan_grid, run_grid  # noqa: E402
+from benchmark.grid import BackboneChoice, GridRequest, GridSummary, plan_grid, run_grid  # noqa: E402
 from benchmark.sharding import Shard, ShardError, cache_group, partition  # noqa: E402
 
 BACKBONE = "random_resnet18"
@@ -150,7 +149,7 @@ def test_two_local_jobs_through_submitit_fill_the_board_of_the_plain_run(
 
 def test_a_shard_killed_mid_cell_completes_without_duplicates_when_run_again(data: Path, unsharded: Board, tmp_path: Path) -> None:
     board = _board(tmp_path / "boards")
-    shards = [[item.cell.identity for item in plan_grid(board, _request(data, tmp_path, shard=Shard(k, 2)), GridSummary(), register=False)]
+    shards = [[item.cell.identity for item in plan_grid(board, _request(data, tmp_path, shard=Shard(k, 2)), GridSummary())]
               for k in (1, 2)]
     command = [sys.executable, "-m", "benchmark", *_cli_args(board, data, tmp_path), "--in-process", "--shard", "1/2"]
     process = subprocess.Popen(command, env={**_env(), "TOY_SLEEP": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -188,6 +187,24 @@ def test_the_dry_run_counts_what_the_run_then_evaluates(data: Path, tmp_path: Pa
     assert not list((board.root / "results").glob("*/*10pct*.json"))  # nothing ran
     summary = run_grid(board, _request(data, tmp_path))
     assert (summary.ran, summary.done_before) == (6, 4)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_planning_leaves_the_board_untouched_and_the_run_registers_the_entry(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The dry run, `status --backbone` and plan_grid only read the board; the run adds the backbone's entry."""
+    board = _board(tmp_path / "boards")
+    before = _files(board.root)
+    assert main([*_cli_args(board, data, tmp_path), "--dry-run", "--throughput", "100"]) == 0
+    assert main(["status", "--board", str(board.root), "--backbone", BACKBONE, "--data", str(data), "--plugins", "toy_task"]) == 0
+    assert len(plan_grid(board, _request(data, tmp_path), GridSummary())) == 10
+    capsys.readouterr()
+    assert _files(board.root) == before and board.entries() == {}
+    run_grid(board, _request(data, tmp_path, fractions=(1,)))
+    assert [entry.name for entry in board.entries().values()] == [BACKBONE]
 
 
 def test_status_counts_done_failed_and_to_run(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -243,12 +260,10 @@ def test_the_slurm_submission_script(tmp_path: Path) -> None:
                  "#SBATCH --ntasks-per-node=2", "#SBATCH --cpus-per-task=8", "#SBATCH --time=1590",
                  "#SBATCH --account=cxr", "#SBATCH --qos=high", f"#SBATCH --output={tmp_path / 'jobs'}/%A_%a/%A_%a_0_log.out"):
         assert line in script, line
-    # each task of array job k unpickles run_shard(argv, k, ...) and runs `run ARGV --shard K/N` (executors.py)
+    # each task of array job k unpickles run_shard(grid, k, ...) and runs shard K/N of the grid (executors.py)
     assert f"srun --unbuffered --output {tmp_path / 'jobs'}/%A_%a/%A_%a_%t_log.out" in script
     assert f"-m submitit.core._submit {tmp_path / 'jobs'}/%j" in script
     assert request.shards == 12
-    assert shard_argv(["run", "--backbone", "x", "--executor", "slurm", "--jobs=4", "--device", "cuda", "--time", "1:00:00",
-                       "--slurm-arg", "qos=high", "--data", "d"]) == ["run", "--backbone", "x", "--data", "d"]
 
 
 def test_the_feature_cache_key_ignores_the_device(data: Path, tmp_path: Path) -> None:
@@ -328,22 +343,32 @@ def test_local_jobs_get_their_own_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path
     seen = []
     monkeypatch.setattr(submitit.LocalExecutor, "submit",
                         lambda self, function, *args: seen.append((function, args, dict(self.parameters))) or len(seen))
-    submit("local", ["run", "--backbone", "x"], JobRequest(jobs=3, log_dir=tmp_path, gpus_per_job=2))
+    grid = GridJob(tmp_path / "board", GridRequest((BackboneChoice("x"),), tmp_path / "data"), ("toy_task",))
+    submit("local", grid, JobRequest(jobs=3, log_dir=tmp_path, gpus_per_job=2))
     assert [parameters["visible_gpus"] for *_, parameters in seen] == [[0, 1], [2, 3], [4, 5]]
     assert all(p["gpus_per_node"] == 2 and p["tasks_per_node"] == 2 and p["timeout_min"] > 10**5 for *_, p in seen)
     assert [(function, args) for function, args, _ in seen] == [
-        (run_shard, (["run", "--backbone", "x"], job, 3, 2, "auto")) for job in range(3)]  # job k: shards 2k+1, 2k+2 of 6
+        (run_shard, (grid, job, 3, 2)) for job in range(3)]  # job k: shards 2k+1, 2k+2 of 6
 
 
-def test_a_job_task_runs_its_shard_on_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_job_task_runs_its_shard_on_its_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    import pickle
+
     import submitit
 
-    import benchmark.cli
+    import benchmark.grid
     from benchmark.executors import run_shard
 
+    board = _board(tmp_path / "boards")
     calls = []
-    monkeypatch.setattr(benchmark.cli, "main", lambda argv: calls.append(argv) or 0)
+    failed = GridSummary(cells=3, ran=2, failed=["x: toy failure"], shard="6/6")
+    monkeypatch.setattr(benchmark.grid, "run_grid", lambda board, request: calls.append((board.root, request)) or failed)
     monkeypatch.setattr(submitit, "JobEnvironment", lambda: type("Env", (), {"local_rank": 1})())
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert run_shard(["run", "--backbone", "x"], 2, 3, 2, "auto") == 0  # job 3 of 3, its second task
-    assert calls == [["run", "--backbone", "x", "--shard", "6/6", "--device", "cuda:1"]]
+    request = GridRequest((BackboneChoice("x"),), tmp_path / "data", tasks=("toy",), modes={None: "cached"})
+    grid = pickle.loads(pickle.dumps(GridJob(board.root, request, ("toy_task",))))  # what a job receives
+    assert run_shard(grid, 2, 3, 2) == 1  # job 3 of 3, its second task; a failed cell is exit code 1
+    assert calls == [(board.root, GridRequest((BackboneChoice("x"),), tmp_path / "data", tasks=("toy",),
+                                              modes={None: "cached"}, shard=Shard(6, 6), device="cuda:1"))]
+    assert capsys.readouterr().out.splitlines() == ["shard 6/6 on cuda:1", *failed.lines()]

@@ -17,7 +17,7 @@ import toy_task  # noqa: E402 - registers the toy task
 from benchmark.board.store import Board  # noqa: E402
 from benchmark.cli import main  # noqa: E402
 from benchmark.data.prepared import split_file_name  # noqa: E402
-from benchmark.runner import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
+from benchmark.grid import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ import toy_task  # noqa: E402 - registers the toy task
 
 from benchmark.board.store import Board, BoardError  # noqa: E402
 from benchmark.records import RunRecord  # noqa: E402
-from benchmark.runner import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
+from benchmark.grid import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
 
 BACKBONE = "random_resnet18"
 

@@ -19,7 +19,7 @@ from benchmark.cli import main  # noqa: E402
 from benchmark.costs import TaskCost  # noqa: E402
 from benchmark.data.registry import DATASETS  # noqa: E402
 from benchmark.records import RunRecord  # noqa: E402
-from benchmark.runner import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
+from benchmark.grid import BackboneChoice, GridError, GridRequest, run_grid  # noqa: E402
 from benchmark.scoring import SCORERS, scorer  # noqa: E402
 from tasks.registry import TaskDataset, TaskDeclarationError, TaskInfo, all_tasks, check_board  # noqa: E402
 
@@ -168,7 +168,8 @@ def test_a_board_pinning_another_scorer_than_its_task_is_refused_and_so_are_reco
 def test_the_demo_boards_cells_are_planned_at_its_epoch_budget() -> None:
     from benchmark.costs import SplitCounts
     from benchmark.records import CellIdentity
-    from benchmark.runner import Cell, cell_costs, cell_estimate
+    from benchmark.grid import Cell
+    from benchmark.grid.planning import cell_costs, cell_estimate
     from tasks.registry import get_task
 
     board = Board(Path(__file__).resolve().parents[1] / "leaderboards" / "demo-mgca-cxr-v1")

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.cli import command, print_json
-from benchmark.commands.run import PREPROCESS_CHOICES
+from benchmark.commands import command, print_json
+from benchmark.commands.arguments import PREPROCESS_CHOICES
 
 
 def _configure_backbones(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,8 @@ import math
 import sys
 from typing import TYPE_CHECKING
 
-from benchmark.cli import comma_integers, comma_list, command, task_choices
+from benchmark.commands import command
+from benchmark.commands.arguments import comma_integers, comma_list, task_choices
 
 if TYPE_CHECKING:
     from benchmark.board.aggregate import CellAggregate

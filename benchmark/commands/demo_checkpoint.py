@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.cli import SEED_RANGE, command, int_between, output_file
+from benchmark.commands import command
+from benchmark.commands.arguments import SEED_RANGE, int_between, output_file
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:

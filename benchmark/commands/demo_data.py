@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.cli import command
+from benchmark.commands import command
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from benchmark.cli import command, int_between
+from benchmark.commands import command
+from benchmark.commands.arguments import int_between
 from benchmark.limits import MAX_IMAGE_SIDE
 
 

@@ -7,66 +7,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.cli import (
-    SEED_RANGE, comma_integers, comma_integers_between, comma_list, command, device_name, importable_modules,
-    positive_number, task_choices,
+from benchmark.commands import command, print_json
+from benchmark.commands.arguments import (
+    UsageError, add_grid_arguments, chosen_board, comma_list, execute, grid_request, positive_number,
 )
 
 if TYPE_CHECKING:
     from benchmark.executors import JobRequest
-
-DEFAULT_DATA = Path("data/prepared")
-# benchmark.backbones.PREPROCESS_MODES, spelled out so that parsing arguments does not import torch
-PREPROCESS_CHOICES = ("model", "protocol")
-
-
-def chosen_board(args: argparse.Namespace) -> str:
-    """``--board``; else the default demo board with ``--demo`` or when every prepared dataset under
-    ``--data`` is demo data; else the default real-data board (defaults are marked ``"default": true``
-    in their ``leaderboards/*/protocol.json``)."""
-    import json
-
-    from benchmark.board.store import default_board
-
-    if args.board:
-        return args.board
-    manifests = [json.loads(path.read_text()) for path in sorted(Path(args.data).glob("*/manifest.json"))]
-    return default_board(demo=args.demo or (bool(manifests) and all(m.get("demo") for m in manifests)))
-
-
-def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by ``run`` and ``submit``: which part of the grid, where data and board are."""
-    parser.add_argument("--tasks", type=comma_list, default=None, help="comma list (default: every task on the board that exists)")
-    parser.add_argument("--datasets", type=comma_list, default=None, help="comma list (default: every prepared dataset of the board)")
-    parser.add_argument("--fractions", type=comma_integers, default=None, help="label percentages, e.g. 1,10,100 (default: the board's)")
-    parser.add_argument("--seeds", type=comma_integers_between(*SEED_RANGE), default=None, help="head training seeds (default: the board's)")
-    parser.add_argument("--draws", type=comma_integers, default=None, help="label-fraction draws for 1%%/10%% (default: the board's)")
-    parser.add_argument("--mode", type=task_choices, default=None,
-                        help="execution mode: MODE for every task declaring it, or TASK=MODE,... (default: each task's "
-                             "default on the board)")
-    parser.add_argument("--head", type=task_choices, default=None,
-                        help="trainable head: HEAD for the task declaring it, or TASK=HEAD,... (default: the task's head "
-                             "for the backbone family, e.g. detection: yolov3_mgca on ResNets, faster_rcnn on ViTs)")
-    parser.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="model",
-                        help="model: each backbone's own input size, channels, intensity range and mean/std (default); "
-                             "protocol: the MGCA protocol's mean = std = 0.5 for every backbone (size and channels stay "
-                             "the model's). Recorded in every run record and on the board entry")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"DATA_DIR holding prepared datasets (default {DEFAULT_DATA})")
-    parser.add_argument("--board", default=None, help="board name under leaderboards/ or a folder (default: the default "
-                        "real-data board, or the default demo board when --data holds only demo datasets)")
-    parser.add_argument("--demo", action="store_true", help="use the default demo board (instead of naming it with --board)")
-    parser.add_argument("--device", type=device_name, default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
-    parser.add_argument("--cell-timeout", type=positive_number, default=None, metavar="SECONDS",
-                        help="kill a cell running longer and record it as failed (default: no limit)")
-    parser.add_argument("--redo-invalid", action="store_true",
-                        help="re-evaluate cells whose record fails verification (default: report them and keep them)")
-    parser.add_argument("--in-process", action="store_true",
-                        help="run cells in this process instead of one fresh child process per cell (debugging)")
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/work"), help="scratch space per cell (default runs/work)")
-    parser.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="feature cache (default runs/cache)")
-    parser.add_argument("--keep-work", action="store_true", help="keep each cell's work folder after success")
-    parser.add_argument("--plugins", type=importable_modules, default=(), help="modules to import first (they register extra tasks/backbones)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars, in the runner and in every cell")
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -106,46 +53,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                       help="JSON {dataset: {\"partition/file.txt\": count}} for splits not shipped (with --from-splits)")
 
 
-def grid_request(args: argparse.Namespace, backbones: tuple) -> "object":
-    from benchmark.runner import GridRequest
-
-    return GridRequest(
-        backbones=backbones, data_dir=args.data, tasks=args.tasks, datasets=args.datasets, fractions=args.fractions,
-        seeds=args.seeds, draws=args.draws, modes=args.mode, heads=args.head, work_dir=args.work_dir,
-        cache_dir=args.cache_dir, keep_work=args.keep_work, device=args.device, isolate=not args.in_process,
-        cell_timeout=args.cell_timeout, progress=not args.no_progress, redo_invalid=args.redo_invalid,
-        preprocess=args.preprocess, shard=getattr(args, "shard_spec", None),
-    )
-
-
-class UsageError(Exception):
-    """A grid that cannot run as asked; printed as one line, exit code 2."""
-
-
-def execute(args: argparse.Namespace, backbones: tuple) -> tuple[object, int]:
-    """Run the grid and print its summary; returns (board, exit code)."""
-    from benchmark.backbones import CheckpointError
-    from benchmark.board.store import Board, BoardError
-    from benchmark.data.prepared import DataError
-    from benchmark.registry import RegistryError
-    from benchmark.runner import GridError, import_plugins, run_grid
-
-    import_plugins(args.plugins)
-    try:
-        board = Board(chosen_board(args))
-        summary = run_grid(board, grid_request(args, backbones))
-    except (GridError, BoardError, DataError, RegistryError, CheckpointError, FileNotFoundError) as error:
-        raise UsageError(str(error)) from None
-    for line in summary.lines():
-        print(line)
-    return board, 1 if summary.failed else 0
-
-
 @command("run", "evaluate backbones on a board's grid (task × dataset × fraction × draw × seed), resumable", _configure)
 def _run(args: argparse.Namespace) -> int:
     from benchmark.board.store import Board
+    from benchmark.grid import BackboneChoice, datasets_to_evaluate
     from benchmark.records import RecordError, check_name
-    from benchmark.runner import BackboneChoice, datasets_to_evaluate, import_plugins
+    from benchmark.registry import import_plugins
 
     if args.print_datasets:
         import_plugins(args.plugins)
@@ -170,32 +83,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return dry_run(args, backbones)
         if args.executor:
-            return submit_jobs(args)
+            return submit_jobs(args, backbones)
         _, code = execute(args, backbones)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return code
-
-
-# Options that say how to distribute the grid; a job's own command line leaves them out.
-_JOB_OPTIONS = {"--executor": 1, "--jobs": 1, "--log-dir": 1, "--slurm-partition": 1, "--gpus-per-job": 1,
-                "--cpus-per-job": 1, "--time": 1, "--slurm-arg": 1, "--shard": 1, "--device": 1}
-
-
-def shard_argv(argv: list[str]) -> list[str]:
-    """``argv`` without the job options (each job adds its own --shard and --device)."""
-    kept, skip = [], 0
-    for item in argv:
-        if skip:
-            skip -= 1
-            continue
-        name = item.split("=", 1)[0]
-        if name in _JOB_OPTIONS:
-            skip = 0 if "=" in item else _JOB_OPTIONS[name]
-            continue
-        kept.append(item)
-    return kept
 
 
 def job_request(args: argparse.Namespace) -> JobRequest:
@@ -248,12 +141,11 @@ def dry_run(args: argparse.Namespace, backbones: tuple) -> int:
     """``--dry-run``: the plan, as text or JSON; shards from --shard N, --jobs (× GPUs per job) or 1."""
     from benchmark.backbones import CheckpointError
     from benchmark.board.store import Board, BoardError
-    from benchmark.cli import print_json
     from benchmark.data.prepared import DataError
     from benchmark.datasources import size_sources
-    from benchmark.planning import dry_run as plan
-    from benchmark.registry import RegistryError
-    from benchmark.runner import GridError, import_plugins
+    from benchmark.grid import GridError
+    from benchmark.grid.dry_run import dry_run as plan
+    from benchmark.registry import RegistryError, import_plugins
 
     import_plugins(args.plugins)
     shards = args.shard_spec.count if args.shard_spec else job_request(args).shards
@@ -270,14 +162,18 @@ def dry_run(args: argparse.Namespace, backbones: tuple) -> int:
     return 0
 
 
-def submit_jobs(args: argparse.Namespace) -> int:
+def submit_jobs(args: argparse.Namespace, backbones: tuple) -> int:
     """``--executor``: submit the shards and return (slurm), or run them and wait (local)."""
-    from benchmark.executors import ExecutorError, submit
+    from benchmark.board.store import Board, BoardError
+    from benchmark.executors import ExecutorError, GridJob, submit
+    from benchmark.registry import import_plugins
 
+    import_plugins(args.plugins)
     request = job_request(args)
     try:
-        jobs = submit(args.executor, shard_argv(args.argv), request, args.device)
-    except ExecutorError as error:
+        grid = GridJob(Board(chosen_board(args)).root, grid_request(args, backbones), tuple(args.plugins))
+        jobs = submit(args.executor, grid, request)
+    except (ExecutorError, BoardError) as error:
         raise UsageError(str(error)) from None
     print(f"submitted {len(jobs)} {args.executor} job(s) for {request.shards} shard(s): "
           + " ".join(str(job.job_id) for job in jobs))

@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.cli import SEED_RANGE, command, int_between, print_json
+from benchmark.commands import command, print_json
+from benchmark.commands.arguments import SEED_RANGE, int_between
 from benchmark.limits import MAX_RESAMPLES
 from benchmark.scoring.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 

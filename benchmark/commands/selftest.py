@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmark.cli import command
+from benchmark.commands import command
 
 DDP_CHOICES = ("auto", "always", "never")
 

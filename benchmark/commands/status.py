@@ -22,8 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.cli import comma_list, command, print_json
-from benchmark.commands.run import add_grid_arguments, chosen_board, grid_request
+from benchmark.commands import command, print_json
+from benchmark.commands.arguments import add_grid_arguments, chosen_board, comma_list, grid_request
 
 _LOG = re.compile(r"--- last output of the cell \((.+?)\) ---")
 
@@ -144,8 +144,8 @@ def _status(args: argparse.Namespace) -> int:
     from benchmark.backbones import CheckpointError
     from benchmark.board.store import Board, BoardError
     from benchmark.data.prepared import DataError
-    from benchmark.registry import RegistryError
-    from benchmark.runner import BackboneChoice, GridError, GridSummary, import_plugins, plan_grid
+    from benchmark.grid import BackboneChoice, GridError, GridSummary, plan_grid
+    from benchmark.registry import RegistryError, import_plugins
 
     import_plugins(args.plugins)
     try:
@@ -153,7 +153,7 @@ def _status(args: argparse.Namespace) -> int:
         cells = None
         if args.backbone:
             choices = tuple(BackboneChoice(name, args.checkpoint, args.arch) for name in args.backbone)
-            planned = plan_grid(board, grid_request(args, choices), GridSummary(), register=False)
+            planned = plan_grid(board, grid_request(args, choices), GridSummary())
             cells = [item.cell.identity for item in planned]
     except (GridError, BoardError, DataError, RegistryError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.cli import comma_list, command
-from benchmark.commands.run import UsageError, add_grid_arguments, execute
+from benchmark.commands import command
+from benchmark.commands.arguments import UsageError, add_grid_arguments, comma_list, execute
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def _submit(args: argparse.Namespace) -> int:
     from benchmark.board.compare import compare_entry
     from benchmark.board.render import BoardView, render_board
     from benchmark.records import RecordError, check_name
-    from benchmark.runner import BackboneChoice
+    from benchmark.grid import BackboneChoice
 
     try:
         check_name(args.name, "--name")

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.cli import command, task_choices
+from benchmark.commands import command
+from benchmark.commands.arguments import task_choices
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from benchmark.cli import command
+from benchmark.commands import command
 
 TOLERANCE = 1e-9
 

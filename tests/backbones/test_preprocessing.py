@@ -15,7 +15,7 @@ from benchmark.backbones import (
     resolve_preprocessing,
 )
 from benchmark.backbones.preprocessing import PreprocessingError
-from benchmark.commands.run import PREPROCESS_CHOICES
+from benchmark.commands.arguments import PREPROCESS_CHOICES
 
 XRV = Preprocessing(224, 1, (0.0,), (1.0,), value_range=(-1024.0, 1024.0), source="torchxrayvision")
 IMAGENET = Preprocessing(224, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), source="timm")

@@ -17,7 +17,7 @@ from benchmark.board.integrity import MANIFEST_FILE  # noqa: E402
 from benchmark.board.render import BoardView, render_board  # noqa: E402
 from benchmark.board.store import Board  # noqa: E402
 from benchmark.cli import main  # noqa: E402
-from benchmark.runner import BackboneChoice, GridRequest, run_grid  # noqa: E402
+from benchmark.grid import BackboneChoice, GridRequest, run_grid  # noqa: E402
 
 
 @pytest.fixture()

@@ -312,7 +312,7 @@ def test_runner_reproduces_the_numbers_of_the_code_before_the_task_contract(tmp_
     from pathlib import Path
 
     from benchmark.board.store import Board, copy_board_protocol, default_board
-    from benchmark.runner import BackboneChoice, GridRequest, run_grid
+    from benchmark.grid import BackboneChoice, GridRequest, run_grid
 
     expected = json.loads((Path(__file__).parent / "classification_metrics_before_contract.json").read_text())["metrics"]
     root = tmp_path_factory.mktemp("before-after")

@@ -27,16 +27,8 @@ from benchmark.backbones import CheckpointNotFound, LoadedBackbone, build_backbo
 from benchmark.board.store import Board
 from benchmark.costs import TaskCost
 from benchmark.datasources import DatasetSource
-from benchmark.runner import (
-    BackboneChoice,
-    GridRequest,
-    GridSummary,
-    PlannedCell,
-    cell_costs,
-    cell_estimate,
-    plan_grid,
-    resolve_device,
-)
+from benchmark.grid.planning import PlannedCell, cell_costs, cell_estimate, plan_grid
+from benchmark.grid.request import BackboneChoice, GridRequest, GridSummary, resolve_device
 from benchmark.sharding import partition
 
 
@@ -153,7 +145,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
     notes: list[str] = []
     summary = GridSummary()
     planned = plan_grid(board, replace(request, shard=None), summary, sources=sources,
-                        backbones=_backbone_or_architecture(notes), register=False)
+                        backbones=_backbone_or_architecture(notes))
     if summary.not_prepared:
         notes.append(f"not prepared under {request.data_dir}, left out: {', '.join(summary.not_prepared)}")
     device = resolve_device(request.device)
