@@ -2,8 +2,6 @@
 
 Every ``import`` and ``from ... import`` statement of benchmark/, tasks/ and pretrain/ counts, at
 module level or inside a function (a lazy import is still an arrow), ``TYPE_CHECKING`` ones included.
-A rule that the tree still breaks is marked ``xfail(strict=True)`` with the work that removes its
-arrows: when that lands, the test passes, strict xfail fails, and the mark must go.
 """
 
 from __future__ import annotations
@@ -103,17 +101,8 @@ RULES = {rule.name: rule for rule in [
 ]}
 
 # Arrows that other work in progress removes (issue 20); the lead drops a mark when that work is merged.
-PENDING = {
-    "the board imports no task and not the grid":
-        "board/store.py and board/compare.py import tasks.registry until a record names its scorer (helper `board`)",
-    "a task imports no other task (tasks.registry is shared)":
-        "tasks.detection (adapter, features) imports tasks.classification.features until one feature store exists (helper `store`)",
-}
-
-
 def _case(name: str) -> object:
-    marks = [pytest.mark.xfail(strict=True, reason=PENDING[name])] if name in PENDING else []
-    return pytest.param(name, marks=marks, id=name.split(" (")[0].replace(" ", "-"))
+    return pytest.param(name, id=name.split(" (")[0].replace(" ", "-"))
 
 
 @pytest.mark.parametrize("rule", [_case(name) for name in RULES])
