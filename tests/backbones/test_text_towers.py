@@ -145,6 +145,7 @@ def released_mgca(tmp_path_factory) -> tuple[Path, Path]:
                intermediate_size=64).save_pretrained(folder)
     state = {k: v for k, v in model.state_dict().items() if "token_type_embeddings" not in k}
     state |= {f"text_encoder_q.model.encoder.layer.0.crossattention.self.{p}.weight": torch.randn(32, 32) for p in ("query", "key")}
+    state["text_encoder_q.model.embeddings.position_ids"] = torch.arange(512)[None]  # med.py saved it
     torch.save({"state_dict": state, "hyper_parameters": {"img_encoder": "resnet_18", "emb_dim": 16}, "epoch": 20}, root / "mgca.ckpt")
     return root / "mgca.ckpt", folder
 
@@ -154,7 +155,8 @@ def test_a_released_mgca_tower_reads_text_as_the_reference_trained_it(released_m
     _, tower = loaded_with_tower("resnet18", ckpt, folder)
     text, _ = assert_tower_contract(tower, 64, 16)
     assert "B10" in tower.notes[0] and tower.tokenizer_source == str(folder)
-    assert tower.load_report.ignored == [f"text_encoder_q.model.encoder.layer.0.crossattention.self.{p}.weight" for p in ("key", "query")]
+    assert tower.load_report.ignored == ["text_encoder_q.model.embeddings.position_ids", *(
+        f"text_encoder_q.model.encoder.layer.0.crossattention.self.{p}.weight" for p in ("key", "query"))]
     assert not tower.bert.embeddings.token_type_embeddings.weight.any()  # med.py has none
     assert (text[2] - text[3]).abs().max() < 1e-6  # every position id 0: word order does not count (B10)
 
@@ -246,6 +248,21 @@ def test_an_open_clip_text_folder_without_config_names_the_file(open_clip_text_f
     (tmp_path / "bert").mkdir()
     with pytest.raises(TextModelMissing, match=r"bert/config\.json: missing"):
         loaded_with_tower(f"open_clip:{folders['biomedclip']}", folders["biomedclip"], tmp_path / "bert")
+
+
+@pytest.mark.parametrize("change, message", [({"layers": 10**6}, "text_cfg.layers: more than"),
+                                             ({"width": 17}, "text_cfg.width 17 is not a multiple of text_cfg.heads 2"),
+                                             ({"vocab_size": "big"}, "text_cfg.vocab_size 'big' must be a whole number")])
+def test_an_unbuildable_open_clip_text_config_is_refused_before_building(open_clip_text_folders, tmp_path, change, message) -> None:
+    import shutil
+
+    folder = tmp_path / "clip"
+    shutil.copytree(open_clip_text_folders["clip"], folder)
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    config["model_cfg"]["text_cfg"] |= change
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    with pytest.raises(TextTowerError, match=message):
+        loaded_with_tower(f"open_clip:{folder}", folder)
 
 
 # ------------------------------------------------------------------------------------------- hf

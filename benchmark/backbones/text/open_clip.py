@@ -24,6 +24,7 @@ from torch import nn
 from benchmark.backbones.checkpoint import read_checkpoint
 from benchmark.backbones.text import TEXT_TOWERS, TextModelMissing, TextTower, TextTowerError, require_tokenizer_files
 from benchmark.backbones.text.weights import load_parts
+from benchmark.limits import MAX_LAYERS, is_whole
 from benchmark.quoting import one_line, quote
 
 
@@ -65,6 +66,20 @@ def _tokenizer(text_cfg: dict[str, Any], folder: Path | None) -> Any:
                                "the folder needs tokenizer.json, or vocab.txt / vocab.json with its config") from None
 
 
+def _text_config_problem(text_cfg: dict[str, Any]) -> str | None:
+    """What makes a text config unbuildable, checked before anything is built (as ``sources/open_clip.py``
+    checks the vision config): sizes that are not whole numbers >= 1, too many layers, a width the heads do not divide."""
+    for key in ("context_length", "vocab_size", "width", "heads", "layers"):
+        value = text_cfg.get(key, 1)
+        if not (is_whole(value) and value >= 1):
+            return f"text_cfg.{key} {quote(value)} must be a whole number >= 1"
+    if text_cfg.get("layers", 12) > MAX_LAYERS:
+        return f"text_cfg.layers: more than {MAX_LAYERS}"
+    if text_cfg.get("width", 512) % text_cfg.get("heads", 8):
+        return f"text_cfg.width {text_cfg.get('width', 512)} is not a multiple of text_cfg.heads {text_cfg.get('heads', 8)}"
+    return None
+
+
 def build(image_encoder: nn.Module, path: Path, text_model: Path | None, allow_partial: bool) -> TextTower | None:
     """The text tower of the open_clip model whose visual tower is ``image_encoder``; None without a text config."""
     from benchmark.backbones.sources.open_clip import read_config
@@ -73,6 +88,9 @@ def build(image_encoder: nn.Module, path: Path, text_model: Path | None, allow_p
     if not isinstance(model_cfg.get("text_cfg"), dict):
         return None
     text_cfg = copy.deepcopy(model_cfg["text_cfg"])
+    problem = _text_config_problem(text_cfg)
+    if problem:
+        raise TextTowerError(f"{origin}: {problem}")
     folder = _hf_folder(text_model, text_cfg, origin) if text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name") else None
     if text_cfg.get("hf_model_name"):  # built from the local folder's config; its weights are the checkpoint's
         text_cfg |= {"hf_model_name": str(folder), "hf_model_pretrained": False}

@@ -5,7 +5,8 @@ A tower is a few *parts*, each a module whose keys sit in the checkpoint under o
 for a plain CLIP's text transformer, whose keys sit at the top level beside ``visual.``). A
 checkpoint key belongs to the tower when it lies in a part's namespace (for ``""``: when its
 first component is one of the part's own top-level names); such a key that the part lacks is
-*unexpected*, unless the tower declares it unused (*ignored*: MGCA's cross-attention layers).
+*unexpected*, unless the tower declares it unused (*ignored*: MGCA's cross-attention layers, and
+the constant position-id buffers older libraries saved).
 The parts are first built on the meta device, so a checkpoint that does not describe them is
 refused before anything is allocated.
 """
@@ -50,6 +51,12 @@ def _owned(key: str, parts: Parts, top_level: set[str]) -> bool:
     return any(key.startswith(f"{namespace}.") for namespace in parts if namespace) or key.split(".")[0] in top_level
 
 
+def _constant(key: str) -> bool:
+    """Buffers older libraries saved that hold no learned value (``arange`` position ids: med.py's BERT,
+    transformers < 4.31); today's modules keep them out of their state. Reported as ignored."""
+    return key.rsplit(".", 1)[-1] == "position_ids"
+
+
 def _optional(key: str) -> bool:
     return key.endswith("num_batches_tracked")  # BatchNorm step counters do not affect outputs
 
@@ -70,7 +77,7 @@ def match_parts(state: Mapping[str, torch.Tensor], parts: Parts, name: str,
                 weights[key] = value
             else:
                 report.mismatched.append(f"{key}: {list(value.shape)} vs {list(expected)}")
-        elif ignored(key):
+        elif ignored(key) or _constant(key):
             report.ignored.append(key)
         else:
             report.unexpected.append(key)
