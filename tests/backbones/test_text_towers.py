@@ -53,6 +53,13 @@ def assert_tower_contract(tower, size: int, dim: int) -> tuple[torch.Tensor, tor
     return text, image
 
 
+def test_every_text_tower_source_is_an_architecture_source() -> None:
+    from benchmark.backbones import SOURCES
+    from benchmark.backbones.text import TEXT_TOWERS
+
+    assert set(TEXT_TOWERS.names()) <= {*SOURCES.names(), "mgca"}  # "mgca": the short names' source
+
+
 # -------------------------------------------------------------------------------------------- mgca
 
 

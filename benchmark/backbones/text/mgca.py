@@ -88,7 +88,7 @@ def pretrained_tokenizer(folder: str | Path) -> Tokenizer:
 def export_section(tokenizer: Tokenizer, bert_config: dict[str, Any], max_words: int) -> dict[str, Any]:
     """The :data:`EXPORT_KEY` entry an export adds: plain data (strings and numbers) only."""
     return {"version": EXPORT_VERSION, "tokenizer": tokenizer.to_str(), "max_words": max_words,
-            "bert_config": {key: bert_config[key] for key in BERT_CONFIG_TYPES if key in bert_config}}
+            "bert_config": {key: bert_config[key] for key in BERT_CONFIG_TYPES if bert_config.get(key) is not None}}
 
 
 class MGCATextTower(TextTower):
@@ -121,6 +121,17 @@ def _head_sizes(state: dict[str, torch.Tensor], namespace: str, path: Path) -> t
     return first.shape[1], first.shape[0], second.shape[0]
 
 
+def _check_bert_config(config: dict[str, Any], where: str) -> None:
+    """Types and the layer bound of the :data:`BERT_CONFIG_TYPES` entries, before a BERT is built from them."""
+    for key, value in config.items():
+        kind = BERT_CONFIG_TYPES[key]
+        ok = (is_whole(value) and value >= 0) if kind is int else is_finite_number(value) if kind is float else isinstance(value, str)
+        if not ok:
+            raise TextTowerError(f"{where}.{key} {quote(value)} is not a {kind.__name__}")
+    if config.get("num_hidden_layers", 0) > MAX_LAYERS:
+        raise TextTowerError(f"{where}.num_hidden_layers above {MAX_LAYERS}")
+
+
 def _exported_config(section: Any, path: Path) -> tuple[Tokenizer, dict[str, Any], int]:
     """The tokenizer, BERT config and token budget of an export's entry, checked before use."""
     if not isinstance(section, dict) or section.get("version") != EXPORT_VERSION:
@@ -128,13 +139,7 @@ def _exported_config(section: Any, path: Path) -> tuple[Tokenizer, dict[str, Any
     config = section.get("bert_config")
     if not isinstance(config, dict) or set(config) - set(BERT_CONFIG_TYPES):
         raise TextTowerError(f"{path}: {EXPORT_KEY}.bert_config must hold only {', '.join(BERT_CONFIG_TYPES)}")
-    for key, value in config.items():
-        kind = BERT_CONFIG_TYPES[key]
-        ok = (is_whole(value) and value >= 0) if kind is int else is_finite_number(value) if kind is float else isinstance(value, str)
-        if not ok:
-            raise TextTowerError(f"{path}: {EXPORT_KEY}.bert_config.{key} {quote(value)} is not a {kind.__name__}")
-    if config.get("num_hidden_layers", 0) > MAX_LAYERS:
-        raise TextTowerError(f"{path}: {EXPORT_KEY}.bert_config.num_hidden_layers above {MAX_LAYERS}")
+    _check_bert_config(config, f"{path}: {EXPORT_KEY}.bert_config")
     max_words = section.get("max_words")
     if not (is_whole(max_words) and 3 <= max_words <= config.get("max_position_embeddings", 512)):
         raise TextTowerError(f"{path}: {EXPORT_KEY}.max_words {quote(max_words)} is not a token budget the BERT can read")
@@ -161,7 +166,8 @@ def _released_config(folder: Path, state: dict[str, torch.Tensor], path: Path) -
     except ValueError as error:
         raise TextModelMissing(str(error)) from None
     layers = {int(match.group(1)) for key in state if (match := _LAYER.match(key))}
-    config = {key: config[key] for key in BERT_CONFIG_TYPES if key in config} | {"num_hidden_layers": max(layers, default=-1) + 1}
+    config = {key: config[key] for key in BERT_CONFIG_TYPES if config.get(key) is not None} | {"num_hidden_layers": max(layers, default=-1) + 1}
+    _check_bert_config(config, str(config_file))
     return tokenizer, config
 
 
