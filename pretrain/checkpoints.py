@@ -6,8 +6,7 @@ config and run facts), ``epoch``, ``global_step``; a run's ``last.ckpt`` adds ``
 ``lr_schedulers``, ``grad_scaler`` and the early-stopping state. Everything in it is plain data,
 so it is read with torch's ``weights_only`` unpickler: nothing in a checkpoint runs.
 
-The export is ``best.ckpt`` without the optimizer state, plus ``<name>.safetensors`` holding the
-image encoder alone under its native (timm / torchvision) names.
+The export of a run's ``best.ckpt`` is ``pretrain/export.py``.
 """
 
 from __future__ import annotations
@@ -17,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from benchmark.backbones.safe_pickle import CheckpointError, reason
 from benchmark.files import write_through
 
-IMAGE_ENCODER_PREFIX = "img_encoder_q.model."
 RESUME_KEYS = ("optimizer_states", "lr_schedulers", "grad_scaler", "early_stopping")
 # The reference's --img_encoder names (mgca_module.py L415): "vit_base" (vits.py create_vit takes
 # base / large), "resnet_50" (cnn_backbones.resnet_18/34/50). Its loaders build the architecture
@@ -59,22 +56,3 @@ def load_checkpoint(path: Path, required: tuple[str, ...] = ("state_dict", "hype
         raise CheckpointError(f"{path}: not a {'run' if len(required) > 2 else 'pretraining'} checkpoint of python -m "
                               f"pretrain (it lacks {', '.join(missing) or 'hyper_parameters.config'})")
     return content
-
-
-def image_encoder_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The image encoder's tensors under their native names (``img_encoder_q.model.`` stripped)."""
-    return {key[len(IMAGE_ENCODER_PREFIX):]: value for key, value in state_dict.items() if key.startswith(IMAGE_ENCODER_PREFIX)}
-
-
-def export_checkpoint(source: Path, target: Path) -> tuple[Path, Path]:
-    """``target`` (.ckpt, released MGCA layout, no optimizer state) and ``target`` with suffix
-    ``.safetensors`` (the image encoder alone) from the run checkpoint ``source``."""
-    checkpoint = {key: value for key, value in load_checkpoint(source).items() if key not in RESUME_KEYS}
-    save_atomic(checkpoint, target)
-    tensors = target.with_suffix(".safetensors")
-    encoder = {key: value.contiguous() for key, value in image_encoder_state(checkpoint["state_dict"]).items()}
-    params = checkpoint["hyper_parameters"]
-    image_init = params.get("initialisation", {}).get("image", {})
-    metadata = {"arch": params["arch"], "source": str(source), "image_init": str(image_init.get("path") or image_init.get("source"))}
-    write_through(tensors, lambda temp: save_file(encoder, str(temp), metadata=metadata))
-    return target, tensors

@@ -37,6 +37,7 @@ from torch import nn
 from benchmark.backbones import ARCHITECTURES
 from benchmark.backbones.checkpoint import checkpoint_sha256, load_encoder_weights
 from benchmark.backbones.encoder import FEATURES
+from benchmark.backbones.projection import GlobalEmbedding, LocalEmbedding
 from benchmark.quoting import one_line
 from pretrain.config import RANDOM_INIT, SMALL_BERT, ConfigError, PretrainConfig, image_init_source, text_model_source
 from pretrain.losses import instance_alignment_loss, prototype_alignment_loss, token_alignment_loss
@@ -67,34 +68,6 @@ class Captured:
 
     def pop(self, name: str) -> torch.Tensor:
         return self.outputs.pop(name)
-
-
-class GlobalEmbedding(nn.Module):
-    """Linear - BatchNorm - ReLU - Linear - BatchNorm(affine=False) (encoder.py L17-33)."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int) -> None:
-        super().__init__()
-        self.head = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, output_dim), nn.BatchNorm1d(output_dim, affine=False),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-
-class LocalEmbedding(nn.Module):
-    """The same head as 1x1 convolutions over the token axis (encoder.py L36-54): (B, N, C) → (B, N, D)."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int) -> None:
-        super().__init__()
-        self.head = nn.Sequential(
-            nn.Conv1d(input_dim, hidden_dim, 1), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
-            nn.Conv1d(hidden_dim, output_dim, 1), nn.BatchNorm1d(output_dim, affine=False),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x.transpose(1, 2)).transpose(1, 2)
 
 
 @dataclass
@@ -173,7 +146,7 @@ def build_bert(config: PretrainConfig, vocab_size: int) -> tuple[nn.Module, dict
     """Bio_ClinicalBERT's first ``text_layers`` layers from a local folder, or a small BERT; and
     the record of its initialisation (the folder's load report: keys it lacks are an error, keys
     left unused, such as the later layers and the pre-training heads, are listed)."""
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     folder = text_model_source(config)
     if folder != SMALL_BERT:
@@ -190,12 +163,18 @@ def build_bert(config: PretrainConfig, vocab_size: int) -> tuple[nn.Module, dict
             raise ConfigError(f"text_model = {folder!r}: the folder's weights do not cover the first {config.text_layers} "
                               f"BERT layers: missing {report['missing_keys'][:3]}, mismatched {report['mismatched_keys'][:3]}")
         return model, initialisation_record("folder", str(Path(folder).resolve()), report)
-    bert_config = BertConfig(
+    return BertModel(small_bert_config(config, vocab_size), add_pooling_layer=False), initialisation_record(SMALL_BERT)
+
+
+def small_bert_config(config: PretrainConfig, vocab_size: int) -> Any:
+    """The ``BertConfig`` of ``text_model = "small"``: the config's sizes over the run's vocabulary."""
+    from transformers import BertConfig
+
+    return BertConfig(
         vocab_size=vocab_size, hidden_size=config.text_hidden_size, num_hidden_layers=config.text_layers,
         num_attention_heads=config.text_heads, intermediate_size=config.text_intermediate_size,
         max_position_embeddings=max(512, config.max_words),
     )
-    return BertModel(bert_config, add_pooling_layer=False), initialisation_record(SMALL_BERT)
 
 
 class TextEncoder(nn.Module):

@@ -9,6 +9,9 @@ slot 0 is [CLS], words (WordPiece pieces of one pre-tokenised word) take slots 1
 [SEP] the slot after the last word; padding goes to a dump slot ``max_words`` that the model
 drops. Summing token features per slot is the reference's ``aggregate_tokens`` (pieces summed
 into words, up to and including [SEP]).
+
+The tokenizer of a local BERT folder and the [CLS]/[SEP] template are shared with the frozen MGCA
+text tower (``benchmark/backbones/text/mgca.py``), which reads texts as pretraining does.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+# What a frozen MGCA text tower reads texts with too, so they live beside it (one home).
+from benchmark.backbones.text.mgca import prepare_for_encoding, pretrained_tokenizer  # noqa: F401 - used by train.py
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_STUDY_TOKENS = 3  # pretrain_dataset.py L118
@@ -71,31 +77,6 @@ def _bert_uncased(tokenizer: Tokenizer) -> Tokenizer:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    return tokenizer
-
-
-def pretrained_tokenizer(folder: str | Path) -> Tokenizer:
-    """The fast tokenizer of a local BERT folder (Bio_ClinicalBERT: ``vocab.txt`` + config); a
-    folder without one is a ValueError naming it."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True).backend_tokenizer
-    except Exception as error:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ... for a bad folder
-        raise ValueError(f"{folder}: no usable BERT tokenizer there ({type(error).__name__}: "
-                         f"{' '.join(str(error).split())[:200]}); the folder needs vocab.txt or tokenizer.json") from None
-
-
-def prepare_for_encoding(tokenizer: Tokenizer, max_words: int) -> Tokenizer:
-    """[CLS] text [SEP], truncated and padded to ``max_words`` (in place; returned for chaining)."""
-    cls_id, sep_id, pad_id = (tokenizer.token_to_id(token) for token in ("[CLS]", "[SEP]", "[PAD]"))
-    if None in (cls_id, sep_id, pad_id):
-        raise ValueError("the tokenizer lacks [CLS], [SEP] or [PAD]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
-    )
-    tokenizer.enable_truncation(max_length=max_words)
-    tokenizer.enable_padding(length=max_words, pad_id=pad_id, pad_token="[PAD]")
     return tokenizer
 
 

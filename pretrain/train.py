@@ -7,7 +7,7 @@ then validation (the three losses and image ↔ report retrieval over the whole 
 a log line and a ``log.jsonl`` record (after one ``start`` record per start or resume, with the
 initial weights: source, path, sha256, load report; also in ``config.json``); ``last.ckpt`` (for
 resuming) and ``best.ckpt`` (lowest validation loss, what the reference's ModelCheckpoint keeps);
-early stopping on the validation loss. At the end ``best.ckpt`` is exported (:func:`pretrain.checkpoints.export_checkpoint`).
+early stopping on the validation loss. At the end ``best.ckpt`` is exported (:func:`pretrain.export.export_checkpoint`).
 
 A run folder that holds a ``last.ckpt`` of the same config and data is resumed; one of another
 config is an error.
@@ -34,9 +34,10 @@ from tqdm import tqdm
 from benchmark.data.prepared import PreparedDataset, ids_fingerprint
 from benchmark.files import write_atomically
 from pretrain import text
-from pretrain.checkpoints import RESUME_KEYS, export_checkpoint, load_checkpoint, reference_img_encoder, save_atomic
+from pretrain.checkpoints import RESUME_KEYS, load_checkpoint, reference_img_encoder, save_atomic
 from pretrain.config import SMALL_BERT, ConfigError, PretrainConfig, config_from_dict, require_initialisation, text_model_source
 from pretrain.data import PairDataset, Pairs, crop_geometry, read_pairs, to_encoder_input
+from pretrain.export import export_checkpoint
 from pretrain.model import MGCA, Losses
 from pretrain.retrieval import retrieval_accuracy
 from pretrain.schedule import learning_rate, warmup_steps

@@ -27,17 +27,18 @@ OpenClipFolder = Callable[..., Path]
 
 @pytest.fixture(scope="session")
 def write_open_clip_folder() -> OpenClipFolder:
-    """``write(folder, width, image_size=32, trunk=None)``: a tiny open_clip model written as open_clip
-    publishes one (open_clip_config.json + state dict), patch 8, or a timm ``trunk`` (BiomedCLIP's layout)."""
+    """``write(folder, width, image_size=32, trunk=None, text_vocab=64)``: a tiny open_clip model written as
+    open_clip publishes one (open_clip_config.json + state dict), patch 8, or a timm ``trunk`` (BiomedCLIP's
+    layout); ``text_vocab=49408`` gives a text tower that open_clip's bundled tokenizer can feed."""
 
-    def write(folder: Path, width: int, image_size: int = 32, trunk: str | None = None) -> Path:
+    def write(folder: Path, width: int, image_size: int = 32, trunk: str | None = None, text_vocab: int = 64) -> Path:
         import open_clip
 
         vision = {"image_size": image_size, "layers": 2, "width": width, "patch_size": 8, "head_width": 16}
         if trunk:
             vision = {"timm_model_name": trunk, "timm_model_pretrained": False, "timm_pool": "", "timm_proj": "linear",
                       "image_size": image_size}
-        text = {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}
+        text = {"context_length": 8, "vocab_size": text_vocab, "width": 16, "heads": 2, "layers": 1}
         folder.mkdir(parents=True)
         config = {"model_cfg": {"embed_dim": 24, "vision_cfg": vision, "text_cfg": text},
                   "preprocess_cfg": {"mean": [0.39, 0.39, 0.39], "std": [0.33, 0.33, 0.33]}}

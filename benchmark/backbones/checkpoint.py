@@ -89,7 +89,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         return _read_shards(path), ""
     if path.suffix == ".safetensors":
         return _read_safetensors(path), ""
-    return _find_state_dict(torch_load_safely(path), path)
+    return find_state_dict(torch_load_safely(path), path)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -174,7 +174,8 @@ def _module_tensors(root: Any) -> dict[str, torch.Tensor] | None:
     return state or None
 
 
-def _find_state_dict(content: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
+def find_state_dict(content: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The flat tensor mapping in an unpickled checkpoint and the container key it came from."""
     candidates = [("", content)]
     if isinstance(content, Mapping):
         candidates += [(key, content.get(key)) for key in STATE_DICT_CONTAINERS]

@@ -34,6 +34,9 @@ class BackboneSpec:
     pretraining_data: tuple[str, ...] = ()
     # Checkpoints built locally (the demo MGCA): the command that makes the file when it is missing.
     build_command: str = ""
+    # Image-text models whose text tower needs a local text model folder besides the checkpoint (the
+    # released MGCA files: Bio_ClinicalBERT's tokenizer and config), looked for like checkpoint_file.
+    text_model: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -45,12 +48,12 @@ def _add(spec: BackboneSpec) -> None:
 
 
 _add(BackboneSpec(
-    name="mgca_vit", arch="vit_base_patch16_224", weights="checkpoint", checkpoint_file="vit_base.ckpt",
+    name="mgca_vit", arch="vit_base_patch16_224", weights="checkpoint", checkpoint_file="vit_base.ckpt", text_model="Bio_ClinicalBERT",
     prefix="img_encoder_q.model.", published_at=MGCA_RELEASE, paper=MGCA_PAPER, pretraining_data=("mimic-cxr",),
     description="MGCA ViT-B/16 image encoder, released checkpoint vit_base.ckpt",
 ))
 _add(BackboneSpec(
-    name="mgca_resnet50", arch="resnet50", weights="checkpoint", checkpoint_file="resnet_50.ckpt",
+    name="mgca_resnet50", arch="resnet50", weights="checkpoint", checkpoint_file="resnet_50.ckpt", text_model="Bio_ClinicalBERT",
     prefix="img_encoder_q.model.", published_at=MGCA_RELEASE, paper=MGCA_PAPER, pretraining_data=("mimic-cxr",),
     description="MGCA ResNet-50 image encoder, released checkpoint resnet_50.ckpt",
 ))

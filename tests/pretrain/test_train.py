@@ -65,6 +65,30 @@ def test_the_export_loads_like_a_released_checkpoint(straight: Path) -> None:
     assert all(torch.equal(value, checkpoint["state_dict"][key]) for key, value in best.items())
 
 
+def test_the_export_carries_its_text_tower(straight: Path, capsys) -> None:
+    # Issue 22: the exported file alone gives the text tower (tokenizer, BERT config and heads inside).
+    from benchmark.backbones import build_backbone, user_backbone_spec
+    from benchmark.backbones.text import load_text_tower
+
+    exported = straight / "export" / "mgca_tiny.ckpt"
+    loaded = build_backbone(user_backbone_spec("tiny", "vit_tiny_patch16_224"), checkpoint=exported)
+    tower = load_text_tower(loaded)
+    assert tower.load_report.complete and tower.tokenizer_source.endswith("(text_tower.tokenizer)")
+    with torch.no_grad():
+        text = tower.text_features(["no pleural effusion", "no pleural effusion", "mild cardiomegaly"])
+        image = tower.image_embeddings(torch.randn(2, 3, 48, 48))
+    assert text.shape == (3, 16) and image.shape == (2, 16) and torch.equal(text[0], text[1])
+    tokenizer = json.loads(load_checkpoint(exported)["text_tower"]["tokenizer"])
+    assert tokenizer == json.loads((straight / "run" / "tokenizer.json").read_text())  # the run's own vocabulary
+    again = straight / "again" / "mgca_tiny.ckpt"  # python -m pretrain.export gives the same file content
+    from pretrain.export import main as export_main
+
+    assert export_main([str(straight / "run" / "best.ckpt"), str(again)]) == 0
+    assert load_checkpoint(again)["text_tower"] == load_checkpoint(exported)["text_tower"]
+    assert export_main([str(straight / "run" / "best.ckpt"), str(again.with_suffix(".pt"))]) == 2
+    assert "name a .ckpt file" in capsys.readouterr().err
+
+
 def test_a_run_from_scratch_says_so_everywhere(straight: Path) -> None:
     # Issue 18 §2: the run folder's config, the log and the export record both initialisations.
     scratch = {"image": {"source": "random", "path": None, "sha256": None, "load_report": None},

@@ -3,16 +3,17 @@
 The config is a built-in open_clip model name (``open_clip.list_models()``; OpenAI-CLIP-derived
 weights such as CheXzero's need the ``-quickgelu`` variant, e.g. ``ViT-B-32-quickgelu``), a local
 JSON file ``{"model_cfg": ..., "preprocess_cfg": ...}`` as open_clip publishes them (BiomedCLIP's
-``open_clip_config.json``), or a folder holding that file. Only the visual tower is built: the
-text tower (which may need a tokenizer or a language model from the network) never is, and a
-timm trunk is built without its pretrained weights. The checkpoint is the whole model's state
+``open_clip_config.json``), or a folder holding that file. Only the visual tower is built here:
+the text tower (which may need a tokenizer or a language model folder) is not part of the
+image encoder, and a timm trunk is built without its pretrained weights. The checkpoint is the whole model's state
 dict; the tower is found under ``visual.``.
 
 The global feature is the tower's output, the image embedding CLIP compares with text; maps
 and tokens come from open_clip's ``forward_intermediates`` (the last block after the final norm
 for transformers, the last three stages for ResNets). Preprocessing is open_clip's: the JSON's
 ``preprocess_cfg`` over open_clip's defaults (OpenAI mean/std) at the tower's image size, which
-is fixed (position embeddings are not resized).
+is fixed (position embeddings are not resized). The text tower, when a task needs it, is built
+from the same config by ``text/open_clip.py``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class OpenClipBackbone(Backbone):
         return BackboneOutput(global_features=out["image_features"], token_features=tokens_of(maps[-1]), feature_maps=maps)
 
 
-def _read_config(spec: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+def read_config(spec: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     """(model_cfg, preprocess_cfg, where they came from) for a built-in name, a JSON file or a folder."""
     import open_clip
 
@@ -151,7 +152,7 @@ def _family(tower: nn.Module, size: int) -> Family:
 
 
 def resolve(spec: str) -> Architecture:
-    model_cfg, preprocess_cfg, origin = _read_config(spec)
+    model_cfg, preprocess_cfg, origin = read_config(spec)
     from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
     build = _builder(model_cfg)
