@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.cli import print_json
+from benchmark.commands import print_json
 from benchmark.records import MetricValue
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions, ConfidenceInterval
