@@ -6,9 +6,10 @@ and test images once per cache group, each fraction draw's training images once;
 reference mode every training image every epoch, and the validation images every epoch unless
 the task caches them there too) and (b) training its head for at most
 ``max_epochs`` epochs (early stopping usually ends sooner, so estimates are upper bounds). The
-head's cost per training sample is expressed relative to one encoder pass (a linear layer on
-cached features costs next to nothing; a detector or a decoder on cached maps about as much as
-the encoder). The numbers are each task's (``TaskInfo.cost``, from its protocol object).
+head's cost per training sample is expressed relative to one encoder pass, as measured on the
+reference device class (:func:`measured_head_cost`: a linear layer on cached features costs next
+to nothing; a detector or a decoder on cached maps about as much as the encoder or more). The
+numbers are each task's (``TaskInfo.cost``, from its protocol object).
 
 Wall time on a named **device class** comes from measured speeds instead: ``device_costs/<name>.json``,
 written by ``benchmarks/bench_costs.py`` on that device (encoder images/s per architecture and
@@ -31,6 +32,8 @@ from benchmark.records import CellIdentity
 from benchmark.registry import Registry, RegistryError
 
 DEVICE_COSTS_DIR = Path(__file__).resolve().parent / "device_costs"
+# The measured device class each task's declared ``head_cost`` comes from (:func:`measured_head_cost`).
+REFERENCE_DEVICE_CLASS = "cpu-2core-x86_64"
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,17 @@ def device_classes() -> Registry[DeviceClass]:
         measured = DeviceClass.read(path)
         classes.add(measured.name, measured)
     return classes
+
+
+def measured_head_cost(task: str, device_class: str = REFERENCE_DEVICE_CLASS) -> float:
+    """A task's ``TaskCost.head_cost`` from measurements: one training sample through its costliest head
+    on stored features, in encoder passes of the same architecture at the same size on ``device_class``."""
+    measured = device_classes().get(device_class)
+    ratios = [measured.encoder_images_per_second(row["arch"], row["input_size"]) / (row["steps_per_second"] * row["batch"])
+              for row in measured.heads if row["task"] == task and row["mode"] in CACHED_MODES and row["protocol_size"]]
+    if not ratios:
+        raise RegistryError(f"{measured.describe()} has no cached-mode row of task {task!r}: run benchmarks/bench_costs.py for it")
+    return max(ratios)
 
 
 def shard_seconds(cells: list[tuple[CellEstimate, CellRates]]) -> float:

@@ -203,7 +203,8 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
     first = next(iter(speeds.values()))
     how = measured.describe() if measured else first.measured
     if measured:
-        notes.append(f"times from {measured.describe()}: for data at the protocol's image size")
+        notes.append(f"times from the speeds measured on {measured.name} at each task's protocol image size "
+                     f"(data prepared smaller runs faster); head evaluation on validation every epoch included")
     return Plan(board.name, shards, dict(rows), shard_times, shard_cells,
                 {"images_per_second": round(first.images_per_second, 2), "measured": how, "device": device}, notes)
 

@@ -10,8 +10,10 @@ registry's), each measurement in its own process (so its peak RSS is its own):
   paper mode's augmentation and encoder included), forward, backward, optimiser step. Cached
   mode reads stored features or maps of the dtype the task stores (random vectors for the linear
   probe; the encoder's real float16 maps of a demo image set at the task's size for the dense
-  tasks); paper mode reads images (random 256 px images for the probe, as its 256 px cache; a
-  demo image set for the dense tasks). Median of ``--steps`` steps after one warm-up step;
+  tasks, from memory: a disk read is not counted); paper mode reads images (random 256 px images
+  for the probe, as its 256 px cache; a demo image set for the dense tasks). Median of ``--steps``
+  steps after one warm-up step, and the share of a step spent building its batch (map decoding,
+  augmentation; for the probe's paper mode the encoder too);
 * **eval**: images/s of the trained head's forward on stored features (the validation pass of
   every epoch and the test pass: the encoder's share is the encoder's rate);
 * **peak RSS** of the measuring process (libraries, model, one batch), and **cache bytes per image**
@@ -19,6 +21,10 @@ registry's), each measurement in its own process (so its peak RSS is its own):
   dense tasks' paper mode stores nothing);
 * the load average (``os.getloadavg()``) before and after each measurement: on a shared machine
   the numbers are slower than the machine is.
+
+From the rows, each (task, head) gets its seconds per epoch in both modes on a reference dataset at
+100 % (shipped split sizes: training + validation; the cached mode's one-time cache fill apart),
+and their ratio: whether the cache pays.
 
 The classification rows are measured at each size of the architecture (ResNet-50 at 224 and at
 299, its linear-probe size: defect B20); ``protocol_size`` marks the size the task runs that
@@ -92,13 +98,20 @@ class Job:
 
 def _timed(step: Callable[[], object], steps: int) -> float:
     """Median seconds of ``steps`` calls of ``step`` after one warm-up call."""
-    step()
-    seconds = []
+    return _timed_with_data(lambda _: step(), steps)[0]
+
+
+def _timed_with_data(step: Callable[[Any], object], steps: int, data: Callable[[], Any] = lambda: None) -> tuple[float, float]:
+    """Median seconds of ``step(data())`` over ``steps`` calls after one warm-up call, and of its ``data()`` part."""
+    step(data())
+    seconds, data_seconds = [], []
     for _ in range(steps):
         started = time.perf_counter()
-        step()
+        batch = data()
+        data_seconds.append(time.perf_counter() - started)
+        step(batch)
         seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
+    return statistics.median(seconds), statistics.median(data_seconds)
 
 
 def _normalised(backbone: LoadedBackbone, count: int, size: int, device: str) -> torch.Tensor:
@@ -148,16 +161,16 @@ def measure_classification(job: Job, backbone: LoadedBackbone, batch: int) -> di
                                 torch.device(job.device))
         steps = job.steps
 
-    def step() -> None:
+    def step(batch: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss(head(features()), targets).backward()
+        loss(head(batch), targets).backward()
         optimizer.step()
 
-    seconds = _timed(step, steps)
+    seconds, data_seconds = _timed_with_data(step, steps, features)
     evaluated = torch.randn(1024, dim)
     with torch.no_grad():
         eval_seconds = _timed(lambda: activation(head(evaluated)), 5)
-    return {"seconds_per_step": seconds, "eval_images_per_second": len(evaluated) / eval_seconds, "cache_bytes_per_image": dim * 4,
+    return {"seconds_per_step": seconds, "data_seconds_per_step": data_seconds, "eval_images_per_second": len(evaluated) / eval_seconds, "cache_bytes_per_image": dim * 4,
             "dataset": PROBE_DATASET, "protocol_size": job.size == _geometry(backbone, PROBE_CACHE_SIZE).encoder_input_size}
 
 
@@ -185,7 +198,7 @@ def measure_detection(job: Job, backbone: LoadedBackbone, batch: int) -> dict[st
     detector.init_weights()
     if job.mode == "paper":
         detector.backbone.attach(backbone)
-    wrapper = OptimWrapper(torch.optim.AdamW([p for p in detector.parameters() if p.requires_grad], lr=5e-4,
+    wrapper = OptimWrapper(torch.optim.AdamW([p for p in detector.parameters() if p.requires_grad], lr=PROTOCOL.schedule("rsna", 100).lr,
                                              betas=PROTOCOL.betas, weight_decay=PROTOCOL.weight_decay))
     window = _Window(len(items), batch)
 
@@ -193,8 +206,8 @@ def measure_detection(job: Job, backbone: LoadedBackbone, batch: int) -> dict[st
         return pseudo_collate([items[i] for i in window.next()])
 
     detector.train()
-    seconds = _timed(lambda: detector.train_step(samples(), wrapper), job.steps)
-    out: dict[str, Any] = {"seconds_per_step": seconds, "input_size": geometry.input_size, "protocol_size": True,
+    seconds, data_seconds = _timed_with_data(lambda batch: detector.train_step(batch, wrapper), job.steps, samples)
+    out: dict[str, Any] = {"seconds_per_step": seconds, "data_seconds_per_step": data_seconds, "input_size": geometry.input_size, "protocol_size": True,
                            "cache_bytes_per_image": stored_bytes}
     if job.mode == "cached":
         detector.eval()
@@ -243,7 +256,8 @@ def measure_segmentation(job: Job, backbone: LoadedBackbone, batch: int) -> dict
         return pseudo_collate([items[(i, step)] for i in window.next()])
 
     model.train()
-    out: dict[str, Any] = {"seconds_per_step": _timed(lambda: model.train_step(samples(), wrapper), job.steps),
+    seconds, data_seconds = _timed_with_data(lambda batch: model.train_step(batch, wrapper), job.steps, samples)
+    out: dict[str, Any] = {"seconds_per_step": seconds, "data_seconds_per_step": data_seconds,
                            "input_size": size, "protocol_size": True, "cache_bytes_per_image": stored_bytes}
     if job.mode == "cached":
         model.eval()
@@ -289,6 +303,7 @@ def measure(job: Job) -> dict[str, Any]:
         row.update(task=job.task, head=job.head, mode=job.mode, batch=batch)
         row.update(MEASURES[job.task](job, backbone, batch))
         row["steps_per_second"] = 1 / row.pop("seconds_per_step")
+        row["data_share"] = row.pop("data_seconds_per_step") * row["steps_per_second"]  # of a step: batch building (paper probe: encoder too)
     row.update(seconds=round(time.perf_counter() - started, 1), peak_rss_bytes=_peak_rss(),
                load_average=[round(x, 2) for x in (*load_before, *os.getloadavg())])
     return row
@@ -359,7 +374,7 @@ def default_device_class(device: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'backbone':16}{'size':>5} {'task/head/mode':34}{'enc img/s':>10}{'steps/s':>9}{'batch':>6}{'eval img/s':>11}"
+    print(f"{'backbone':16}{'size':>5} {'task/head/mode':34}{'enc img/s':>10}{'steps/s':>9}{'batch':>6}{'data':>5}{'eval img/s':>11}"
           f"{'peak RSS':>10}{'cache/img':>11}  load avg")
     for row in rows:
         what = "/".join(row[key] for key in ("task", "head", "mode")) if row.get("task") else "encoder"
@@ -367,8 +382,41 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"{row['backbone']:16}{row['size']:>5} {what:34}FAILED: {row['error']}")
             continue
         print(f"{row['backbone']:16}{row['input_size']:>5} {what:34}{row.get('images_per_second', float('nan')):>10.2f}"
-              f"{row.get('steps_per_second', float('nan')):>9.3f}{row.get('batch', ''):>6}{row.get('eval_images_per_second', float('nan')):>11.1f}"
+              f"{row.get('steps_per_second', float('nan')):>9.3f}{row.get('batch', ''):>6}{row.get('data_share', float('nan')):>5.0%}{row.get('eval_images_per_second', float('nan')):>11.1f}"
               f"{row['peak_rss_bytes'] / 2**30:>8.2f}GB{row.get('cache_bytes_per_image', 0) / 1e3:>9.1f}kB  {row['load_average'][0]:.2f}")
+
+
+# Per-epoch comparison of the two modes on a reference dataset of each task at 100 % (shipped split sizes).
+EPOCH_DATASETS = {"classification": "rsna", "detection": "rsna", "segmentation": "siim"}
+
+
+def epochs_by_mode(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """Seconds per epoch of each mode (training + validation; the cached mode's one-time fill apart) from the measured rows."""
+    from benchmark.costs import DeviceClass, SplitCounts, estimate
+    from benchmark.datasources import size_sources
+    from benchmark.records import CellIdentity
+    from tasks.registry import get_task
+
+    measured = DeviceClass(table["device_class"], table["machine"], table["date"], table["encoders"], table["heads"])
+    out = []
+    for task, head, arch in sorted({(row["task"], row["head"], row["arch"]) for row in table["heads"] if row["protocol_size"]}):
+        info, dataset = get_task(task), EPOCH_DATASETS[task]
+        source = size_sources(Path("."))(dataset)
+        counts = source.counts(source.partition(info.dataset(dataset).partition), 100, 0)
+        row: dict[str, Any] = {"task": task, "head": head, "arch": arch, "dataset": dataset, "train": counts.train, "val": counts.val}
+        try:
+            for mode in info.modes:
+                identity = CellIdentity("b", "n", "0" * 64, task, dataset, "p", head, 100, 0, 0, mode)
+                rates = measured.rates(task, head, mode, arch)
+                work = estimate(identity, SplitCounts(counts.train, counts.val, 0), info.cost, epochs=1)
+                row[f"{mode}_seconds_per_epoch"] = rates.seconds(work, encoded_images=0)
+                if mode == "cached":
+                    row["cache_fill_seconds"] = (counts.train + 2 * counts.val) / rates.encoder_images_per_second
+        except KeyError:  # a mode not measured (--only, a failed row)
+            continue
+        row["paper_over_cached"] = row["paper_seconds_per_epoch"] / row["cached_seconds_per_epoch"]
+        out.append(row)
+    return out
 
 
 def main() -> int:
@@ -415,6 +463,12 @@ def main() -> int:
         "heads": [row for row in rows if "task" in row and "error" not in row],
         "failed": [row for row in rows if "error" in row], "provenance": hardware,
     }
+    table["epochs"] = epochs_by_mode(table)
+    print(f"\nper epoch at 100 % (shipped split sizes; training + validation; the cached mode's one-time cache fill apart, about val = test):")
+    for row in table["epochs"]:
+        print(f"{row['task']}/{row['head']} on {row['arch']}, {row['dataset']} ({row['train']} train, {row['val']} val): "
+              f"cached {row['cached_seconds_per_epoch'] / 60:.1f} min, paper {row['paper_seconds_per_epoch'] / 60:.1f} min, "
+              f"paper/cached {row['paper_over_cached']:.2f}; cache fill {row['cache_fill_seconds'] / 60:.1f} min once")
     if args.out:
         args.out.write_text(json.dumps(table, indent=1) + "\n")
         print(f"written: {args.out}")
