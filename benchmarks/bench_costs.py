@@ -439,8 +439,9 @@ def main() -> int:
     parser.add_argument("--families", nargs="+", choices=sorted(HEADS_BY_FAMILY), default=sorted(HEADS_BY_FAMILY, reverse=True),
                         help="backbone families measured (default: vit resnet)")
     parser.add_argument("--in-process", action="store_true", help="measure in this process (peak RSS is then the running maximum)")
-    add_smoke_option(parser, vit="random_vit_tiny", resnet="random_resnet18", vit_sizes=[32], resnet_sizes=[32],
-                     dense_size=32, steps=1, batch=2, encode_images=2, encode_batch=2, images=28, in_process=True)
+    add_smoke_option(parser, families=["resnet"], resnet="random_resnet18", resnet_sizes=[32], dense_size=32,
+                     only=["classification", "detection/yolov3_mgca", "segmentation"], steps=1, batch=2, encode_images=2,
+                     encode_batch=2, images=28, in_process=True)
     args = parse_args(parser)
     if args.job:
         print(json.dumps(measure(Job(**json.loads(args.job)))))
