@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.costs import TaskCost
+from benchmark.costs import TaskCost, measured_head_cost
 
 if TYPE_CHECKING:  # importing the task package registers it without importing mmengine
     from mmengine.config import Config
@@ -49,8 +49,8 @@ BOARD_OVERRIDES: dict[str, tuple[str, ...]] = {
     "lr": ("optim_wrapper.optimizer.lr",),
 }
 # The configs' epoch bound and smallest batch (configs/base.py, configs/hyperparameters.py; a test
-# reads them back); the decoder costs about half an encoder pass per image, maps cached as float16.
-COST = TaskCost(batch_size=8, max_epochs=50, head_cost=0.5, features="maps", cache_dtype_bytes=2)
+# reads them back); the decoder's cost measured (benchmark/device_costs/), maps cached as float16.
+COST = TaskCost(batch_size=8, max_epochs=50, head_cost=measured_head_cost("segmentation"), features="maps", cache_dtype_bytes=2)
 
 
 class ConfigError(ValueError):
