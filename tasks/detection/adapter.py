@@ -7,19 +7,17 @@ Two modes, recorded in every result:
   no augmentation, so this is the reference's training up to the float16 rounding of the maps.
 * ``paper``: every step runs the images through the encoder, as the reference does.
 
-Does the cache pay? (``benchmarks/bench_costs.py``; ResNet-50 at 224 px, random weights, batch 16,
-YOLOv3 on RSNA-shaped demo images; 2 CPU cores shared by about 8 busy processes, 1-min load
-average 12-19, one timed step each after a warm-up, so the seconds are several times the machine's.)
-A cached step (the head's forward and backward on float16 maps read back; decoding the maps is
-0.2 % of it) took 39.9 s for ``yolov3_mgca`` and 75 s for ``yolov3``; a paper step (the encoder's
-forward on the 16 images as well) 48.3 s and 69 s. Paper / cached per step: 1.21 and 0.91, the
-demo-scale 1.25 again: the YOLOv3 neck and head on the 2048/1024/512-channel maps cost more per
-image (forward and backward) than ResNet-50's forward, so skipping the encoder saves at most
-about a third of a step, and each validation pass runs the head's forward (0.8 images/s) in both
-modes. The cache stores 1.40 MB per image (37.5 GB for RSNA's 26,684 images) for that. Cached is
-far from 3x faster per epoch, so ``paper`` (the reference loop) should be the task's default mode;
-``cached`` stays available for a quick repeated run. Re-measure on a quiet machine or a GPU with
-``python benchmarks/bench_costs.py --only detection`` (its per-epoch table gives the ratio).
+Does the cache pay? (``benchmarks/bench_costs.results.md``; ResNet-50 at 224 px, random weights,
+batch 16, RSNA-shaped demo images, 2 CPU cores shared with other work, so seconds are slower than
+the machine; the ratios are the point.) One training step took 13.8 s on cached maps and 23.8 s
+on images for ``yolov3_mgca`` (paper / cached 1.73), 7.1 s and 13.7 s for ``yolov3`` (1.92),
+taken in one process; decoding the float16 maps is 0.1-0.2 % of a cached step. The YOLOv3 neck
+and head on the 2048/1024/512-channel maps, forward and backward, cost about as much per image as
+the encoder's forward, and each validation pass runs the head's forward in both modes, so an epoch
+(training + validation, RSNA 100 %) is only 1.1-1.5x faster cached (ViT-B/16 + Faster R-CNN:
+1.2x). For that the cache stores 1.40 MB per image (37.5 GB for RSNA's 26,684 images). Cached is
+far from 3x faster, so ``paper`` (the reference loop) should be the task's default mode; ``cached``
+stays for quick repeated runs. Re-measure with ``python benchmarks/bench_costs.py --only detection``.
 
 The adapter writes ``predictions.json`` (COCO results on the test split, original pixels) and
 ``targets.json`` (the test split's COCO ground truth) into the cell's work folder, plus
