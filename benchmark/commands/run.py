@@ -47,6 +47,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--format", choices=("text", "json"), default="text", help="--dry-run output format")
     plan.add_argument("--throughput", type=positive_number, default=None, metavar="IMAGES_PER_S",
                       help="encoder images per second for the time estimate (default: measured on this machine)")
+    plan.add_argument("--device-class", default=None, metavar="NAME",
+                      help="time estimate from the speeds measured on this device class (benchmark/device_costs/; "
+                           "benchmarks/bench_costs.py measures one)")
     plan.add_argument("--from-splits", action="store_true",
                       help="plan from the split sizes shipped with the package instead of prepared data (--dry-run)")
     plan.add_argument("--split-sizes", type=Path, default=None,
@@ -152,7 +155,9 @@ def dry_run(args: argparse.Namespace, backbones: tuple) -> int:
     try:
         board = Board(chosen_board(args))
         sources = size_sources(args.data, args.split_sizes) if args.from_splits else None
-        result = plan(board, grid_request(args, backbones), shards, args.throughput, sources)
+        if args.throughput and args.device_class:
+            raise UsageError("--throughput and --device-class both set the time estimate: give one")
+        result = plan(board, grid_request(args, backbones), shards, args.throughput, sources, args.device_class)
     except (GridError, BoardError, DataError, RegistryError, CheckpointError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
     if args.format == "json":

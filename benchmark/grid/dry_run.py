@@ -5,7 +5,9 @@ passes still needed (each feature-cache entry once, the reference mode's trainin
 the optimiser steps, the bytes the feature cache will grow by, and an estimated wall time per
 shard: the shard's work in encoder passes (``benchmark/costs.py``) divided by a throughput
 measured once on this machine (a few batches through the backbone) or given with
-``--throughput``. Counts are exact (the same planner as the run); times and steps are upper
+``--throughput``, or, with ``--device-class NAME``, from speeds measured on that device class
+(``benchmark/costs.py``: encoder, head training and head evaluation per task, head, mode and
+architecture). Counts are exact (the same planner as the run); times and steps are upper
 bounds (every head trains its maximum epochs; early stopping ends most sooner).
 
 Without prepared data (``--from-splits``) the planner reads the split sizes that ship with the
@@ -25,7 +27,7 @@ import torch
 
 from benchmark.backbones import CheckpointNotFound, LoadedBackbone, build_backbone
 from benchmark.board.store import Board
-from benchmark.costs import TaskCost
+from benchmark.costs import TaskCost, device_classes, shard_seconds
 from benchmark.datasources import DatasetSource
 from benchmark.grid.planning import PlannedCell, cell_costs, cell_estimate, plan_grid
 from benchmark.grid.request import BackboneChoice, GridRequest, GridSummary, resolve_device
@@ -140,8 +142,10 @@ def _backbone_or_architecture(notes: list[str]) -> Callable[[BackboneChoice, Any
 
 
 def dry_run(board: Board, request: GridRequest, shards: int, throughput: float | None = None,
-            sources: Callable[[str], DatasetSource | None] | None = None) -> Plan:
-    """The plan of ``request`` on ``board`` split into ``shards`` shards; nothing is written or run."""
+            sources: Callable[[str], DatasetSource | None] | None = None, device_class: str | None = None) -> Plan:
+    """The plan of ``request`` on ``board`` split into ``shards`` shards; nothing is written or run.
+    Times: measured on this machine, from ``throughput``, or from the measured ``device_class``."""
+    measured = device_classes().get(device_class) if device_class else None
     notes: list[str] = []
     summary = GridSummary()
     planned = plan_grid(board, replace(request, shard=None), summary, sources=sources,
@@ -153,7 +157,10 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
     for item in planned:
         key = item.cell.identity.entry_key
         if key not in speeds:
-            speeds[key] = measure(item.loaded, device, throughput)
+            given = throughput
+            if measured:
+                given = measured.encoder_images_per_second(item.loaded.spec.arch, item.loaded.preprocessing.input_size)
+            speeds[key] = measure(item.loaded, device, given)
     todo = [item for item in planned if board.completed(item.cell.identity) is None]
     done = {item.cell.identity for item in planned} - {item.cell.identity for item in todo}
     rows: dict[str, Row] = defaultdict(Row)
@@ -176,14 +183,22 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
                 row.cache_bytes += images * _bytes_per_image(item.cell.task.cost, speeds[identity.entry_key])
     costs = cell_costs(board, [item.cell for item in planned])
     by_identity = {item.cell.identity: item for item in todo}
-    shard_seconds, shard_cells = [], []
+    shard_times, shard_cells = [], []
     for members in partition(list(costs), shards, costs.__getitem__):
         mine = [by_identity[cell] for cell in members if cell in by_identity]
         shard_cells.append(len(mine))
-        shard_seconds.append(_shard_passes(board, mine, speeds))
+        if measured:
+            shard_times.append(shard_seconds([(cell_estimate(board, item.cell), measured.rates(
+                item.cell.identity.task, item.cell.identity.head, item.cell.identity.mode, item.loaded.spec.arch)) for item in mine]))
+        else:
+            shard_times.append(_shard_passes(board, mine, speeds))
     first = next(iter(speeds.values()))
-    return Plan(board.name, shards, dict(rows), shard_seconds, shard_cells,
-                {"images_per_second": round(first.images_per_second, 2), "measured": first.measured, "device": device}, notes)
+    how = measured.describe() if measured else first.measured
+    if measured:
+        notes.append(f"times from the speeds measured on {measured.name} at each task's protocol image size "
+                     f"(data prepared smaller runs faster); head evaluation on validation every epoch included")
+    return Plan(board.name, shards, dict(rows), shard_times, shard_cells,
+                {"images_per_second": round(first.images_per_second, 2), "measured": how, "device": device}, notes)
 
 
 def _bytes_per_image(model: TaskCost, speed: Throughput) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal, get_args
 
-from benchmark.costs import TaskCost
+from benchmark.costs import TaskCost, measured_head_cost
 from benchmark.scoring.classification import SCHEMES, TrainAugmentation
 
 TASK_VERSION = 1
@@ -86,9 +86,10 @@ def dataset_probe(dataset: str) -> DatasetProbe:
 PROTOCOL = ProbeProtocol()
 # A board may change any field of the recipe but its identity (``with_overrides``).
 BOARD_OVERRIDES = tuple(f.name for f in fields(ProbeProtocol) if f.name not in ("task_version", "partition"))
-# A linear layer on cached [CLS]/pooled float32 vectors (features.py); the reference mode caches
-# the validation and test features too.
-COST = TaskCost(batch_size=PROTOCOL.batch_size, max_epochs=PROTOCOL.max_epochs, head_cost=0.002, features="global",
+# A linear layer on cached [CLS]/pooled float32 vectors (features.py), its cost measured
+# (benchmark/device_costs/); the reference mode caches the validation and test features too.
+COST = TaskCost(batch_size=PROTOCOL.batch_size, max_epochs=PROTOCOL.max_epochs, head_cost=measured_head_cost("classification"),
+                features="global",
                 cache_dtype_bytes=4, paper_caches_eval=True)
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from benchmark.costs import TaskCost
+from benchmark.costs import TaskCost, measured_head_cost
 from benchmark.registry import Registry
 
 TASK_VERSION = 2
@@ -147,9 +147,10 @@ PROTOCOL = DetectionProtocol()
 # A board may change any field of the recipe but its identity (``with_overrides``).
 BOARD_OVERRIDES = tuple(f.name for f in fields(DetectionProtocol) if f.name not in ("task_version", "partition"))
 CACHE_DTYPE_BYTES = {"float16": 2, "float32": 4}
-# YOLOv3 / Faster R-CNN on cached maps, about an encoder pass per training image; the largest
+# YOLOv3 / Faster R-CNN on cached maps, their cost measured (benchmark/device_costs/); the largest
 # scheduled batch (8-16 by fraction).
-COST = TaskCost(batch_size=max(s.batch_size for s in SCHEDULES.values()), max_epochs=PROTOCOL.max_epochs, head_cost=1.0,
+COST = TaskCost(batch_size=max(s.batch_size for s in SCHEDULES.values()), max_epochs=PROTOCOL.max_epochs,
+                head_cost=measured_head_cost("detection"),
                 features="maps", cache_dtype_bytes=CACHE_DTYPE_BYTES[PROTOCOL.cache_dtype])
 
 

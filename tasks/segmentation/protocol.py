@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.costs import TaskCost
+from benchmark.costs import TaskCost, measured_head_cost
 
 if TYPE_CHECKING:  # importing the task package registers it without importing mmengine
     from mmengine.config import Config
@@ -55,12 +55,12 @@ def _recipe_cost() -> TaskCost:
     """What one cell costs, from the configs themselves: their epoch bound (``configs/base.py``) and
     smallest batch (``configs/hyperparameters.py``). Both files are plain literals, read here as the
     Python they are, so that registering the task imports no mmengine (a test reads them back through
-    mmengine's ``Config``). The decoder costs about half an encoder pass per image; maps are cached as
-    float16 (``features.py``)."""
+    mmengine's ``Config``). The decoder's cost is measured (benchmark/device_costs/); maps are cached
+    as float16 (``features.py``)."""
     base = runpy.run_path(str(CONFIG_DIR / "base.py"))
     table = runpy.run_path(str(HYPERPARAMETERS_FILE))["hyperparameters"]
     return TaskCost(batch_size=min(row["batch_size"] for rows in table.values() for row in rows.values()),
-                    max_epochs=base["train_cfg"]["max_epochs"], head_cost=0.5, features="maps", cache_dtype_bytes=2)
+                    max_epochs=base["train_cfg"]["max_epochs"], head_cost=measured_head_cost("segmentation"), features="maps", cache_dtype_bytes=2)
 
 
 COST = _recipe_cost()
