@@ -66,8 +66,8 @@ DEMO_CLASSIFICATION_IMAGES ?= 3000
 DEMO_CLASSIFICATION_DATASETS := chexpert rsna covidx
 DEMO_SIZE     ?= 128
 # The pretrained demo backbone and its random twin, what the demo check compares. random_vit_tiny is not in
-# the default: its probe encodes at its own 224 px (3.2x the CPU of a ResNet-18 at 112), which made its 25
-# cells about half of the demo's evaluation time.
+# the default, for make bench's time: its 25 cells were the costliest third of the demo's 75, its probe
+# encoding each image at its own 224 px (3.2x the CPU of a ResNet-18 at the demo's 112).
 DEMO_BACKBONES := mgca_demo,random_resnet18
 DEMO_MGCA_CKPT := checkpoints/mgca_demo.ckpt
 # Without DATA, bench and submit work on the demo: synthetic data under data/demo/, the default demo board.
