@@ -32,7 +32,8 @@ AUROC is scikit-learn's ``roc_auc_score`` per class; the macro value is their un
 single value has no AUROC: its value is NaN, the macro value is NaN too (a mean over fewer
 classes would be a different metric), and the result carries a warning naming the class.
 COVIDx AUROC is one-vs-rest over its three classes. Accuracy is overall (micro) top-1
-accuracy, the reference's metric; balanced accuracy is the mean per-class recall (defect B18).
+accuracy, the reference's metric; balanced accuracy is the mean per-class recall (defect B18);
+macro-F1 is the mean per-class F1 of the top-1 class (zero-shot COVIDx, ``benchmark/scoring/zeroshot.py``).
 """
 
 from __future__ import annotations

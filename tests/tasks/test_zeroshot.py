@@ -74,15 +74,17 @@ def demo_board(folder: Path) -> Board:
     return Board(folder / protocol["board"])
 
 
-def expected_scores(checkpoint: Path, dataset: PreparedDataset, ids: list[str]) -> np.ndarray:
-    """The class scores written out by hand: the 28-pixel centre crop of the 32-pixel images at the model's
-    scale (224/224: no resize), mean 0.5 / std 0.5, cosine similarity to each class's mean prompt embedding."""
-    loaded = build_backbone(user_backbone_spec("tiny_mgca", "resnet18"), checkpoint=checkpoint)
+def expected_scores(loaded, dataset: PreparedDataset, ids: list[str], input_size: int = 28) -> np.ndarray:
+    """The class scores written out by hand: the 28-pixel centre crop of the 32-pixel images (224/256), resized to
+    the model's input where it takes only its own, its mean and std, cosine similarity to each class's mean prompt
+    embedding (minus the negative class's for RSNA's one column)."""
     tower = load_text_tower(loaded)
-    pixels = torch.from_numpy(dataset.images(ids)).float()[:, 2:30, 2:30] / 255
-    images = ((pixels - 0.5) / 0.5).unsqueeze(1).repeat(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (loaded.preprocessing.mean, loaded.preprocessing.std))
+    pixels = torch.from_numpy(dataset.images(ids)).float()[:, 2:30, 2:30].unsqueeze(1).repeat(1, 3, 1, 1) / 255
+    if input_size != 28:
+        pixels = F.interpolate(pixels, size=(input_size, input_size), mode="bilinear", align_corners=True)
     with torch.no_grad():
-        embedded = F.normalize(tower.project_images(images), dim=-1)
+        embedded = F.normalize(tower.project_images((pixels - mean) / std), dim=-1)
 
         def similarity(prompts: tuple[str, ...]) -> torch.Tensor:
             texts = F.normalize(tower.encode_texts(list(prompts)), dim=-1)
@@ -113,7 +115,8 @@ def test_the_grid_scores_a_text_tower_backbone_zero_shot_and_skips_one_without(t
         ids = dataset.split_ids("test", partition="classification")
         predictions = pd.read_csv(board.artifact_file(record.predictions), dtype={"id": str}).set_index("id")
         assert list(predictions.index) == ids
-        np.testing.assert_allclose(predictions.to_numpy(), expected_scores(tiny_mgca, dataset, ids), atol=1e-5)
+        loaded = build_backbone(user_backbone_spec("tiny_mgca", "resnet18"), checkpoint=tiny_mgca)
+        np.testing.assert_allclose(predictions.to_numpy(), expected_scores(loaded, dataset, ids), atol=1e-5)
         assert record.training == {} and record.config["max_epochs"] == 0 and "prompts version 1" in record.notes[0]
         assert record.config["prompts"]["Target" if name == "rsna" else "normal"]["positive"][0] in (
             "pneumonia", "no acute cardiopulmonary process")
@@ -158,6 +161,51 @@ def test_the_zeroshot_adapter_refuses_a_label_fraction_and_an_epoch_budget(tiny_
         zero_shot(loaded, PreparedDataset(prepared / "rsna"), 10, "direct", tmp_path, PROTOCOL)
     with pytest.raises(ValueError, match="max_epochs must be 0, not 3"):
         with_overrides(max_epochs=3)
+
+
+@pytest.fixture(scope="module")
+def clip_folders(tmp_path_factory: pytest.TempPathFactory, write_open_clip_folder) -> dict[str, Path]:
+    """A tiny open_clip CLIP (open_clip's bundled BPE tokenizer) and a tiny transformers CLIP folder, random weights."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("clip")
+    words = ["<pad>", "<unk>", "<eos>", *sorted({w for c in (*PROMPTS["rsna"], *PROMPTS["covidx"])
+                                                 for text in (*c.positive, *c.negative) for w in text.split()})]
+    torch.manual_seed(6)
+    text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=len(words),
+                max_position_embeddings=12, eos_token_id=2, pad_token_id=0)
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=20)).eval().save_pretrained(root / "hf")
+    # trained at 32, its processor says 224 (as a released CLIP): the input follows the protocol's 224/256 ratio
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(root / "hf")
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>").save_pretrained(root / "hf")
+    return {"open_clip": write_open_clip_folder(root / "open_clip", 32, text_vocab=49408), "hf": root / "hf"}
+
+
+# open_clip's ViT takes only its own 32 px: the 28-pixel crop is resized to 32; transformers' CLIP interpolates its
+# position embeddings: the crop at the model's 224/224 scale, rounded down to its 8-pixel patch, 24
+@pytest.mark.parametrize("source, fixed_size, input_size", [("open_clip", True, 32), ("hf", False, 24)])
+def test_open_clip_and_transformers_clip_backbones_are_scored_zero_shot(source: str, fixed_size: bool, input_size: int,
+                                                                        clip_folders, prepared: Path, tmp_path: Path) -> None:
+    from tasks.zeroshot.adapter import zero_shot
+    from tasks.zeroshot.protocol import PROTOCOL
+
+    folder = clip_folders[source]
+    loaded = build_backbone(user_backbone_spec("clip", f"{source}:{folder}"), checkpoint=folder)
+    assert get_task("zeroshot").unmet_requirement(loaded) is None
+    assert loaded.preprocessing.fixed_size == fixed_size
+    for name in ("rsna", "covidx"):
+        dataset = PreparedDataset(prepared / name)
+        result = zero_shot(loaded, dataset, 100, "direct", tmp_path / name, PROTOCOL)
+        ids = dataset.split_ids("test", partition="classification")
+        predictions = pd.read_csv(result.predictions_file, dtype={"id": str}).set_index("id")
+        np.testing.assert_allclose(predictions.to_numpy(), expected_scores(loaded, dataset, ids, input_size), atol=1e-5)
+        assert result.config["geometry"] == {"cache_size": 32, "crop_size": 28, "encoder_input_size": input_size}
+        report = scorer("zeroshot").score_files(result.predictions_file, result.targets_file, name, BootstrapOptions(n_resamples=20))
+        assert report.primary_metric in report.metrics
 
 
 def write_files(folder: Path, dataset: str, scores: list[list[float]], labels: list) -> tuple[Path, Path]:
