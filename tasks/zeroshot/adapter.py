@@ -47,7 +47,7 @@ def text_tower_requirement(backbone: LoadedBackbone) -> str | None:
     return None if tower is not None else "no text tower (an image-only checkpoint or source, or random weights)"
 
 
-def test_labels(dataset: PreparedDataset, ids: list[str], scheme: ClassificationScheme) -> np.ndarray:
+def label_matrix(dataset: PreparedDataset, ids: list[str], scheme: ClassificationScheme) -> np.ndarray:
     """[n, C] label matrix of the test ``ids`` from records.csv, as the classification scheme reads it."""
     records = dataset.records
     missing = [column for column in scheme.label_columns if column not in records.columns]
@@ -128,7 +128,7 @@ def zero_shot(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
         encode_seconds = time.perf_counter() - encode_started
         scores = column_scores(embeddings, tower, columns)
     predictions = write_predictions(work_dir / PREDICTIONS_FILE, ids, scores, scheme)
-    targets = write_targets(work_dir / TARGETS_FILE, ids, test_labels(dataset, ids, scheme), scheme)
+    targets = write_targets(work_dir / TARGETS_FILE, ids, label_matrix(dataset, ids, scheme), scheme)
     notes = [f"zero-shot: no head trained; class prompts version {protocol.prompts_version} (tasks/zeroshot/prompts.py)",
              *tower.notes]
     config = resolved_config(protocol, geometry, {

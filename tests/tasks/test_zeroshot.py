@@ -266,3 +266,13 @@ def test_score_zeroshot_prints_the_metrics_of_files_written_outside_the_grid(tmp
     assert printed["metrics"]["accuracy"]["n_resamples"] == 100
     assert cli_main(["score", "zeroshot", "--predictions", str(tmp_path / "mine.csv"), "--targets", str(targets),
                      "--dataset", "chexpert"]) != 0
+
+
+def test_every_zero_shot_dataset_has_prompts_for_exactly_its_scheme_columns() -> None:
+    from benchmark.scoring.zeroshot import ZERO_SHOT_SCHEMES
+
+    assert sorted(PROMPTS) == sorted(ZERO_SHOT_SCHEMES.names()) == sorted(get_task("zeroshot").datasets)
+    for name, columns in PROMPTS.items():
+        assert tuple(column.column for column in columns) == ZERO_SHOT_SCHEMES.get(name).classes, name
+        assert all(column.positive and len(set(column.positive)) == len(column.positive) for column in columns), name
+    assert PROMPTS["rsna"][0].negative  # RSNA's one column: pneumonia against normal
