@@ -54,6 +54,7 @@ class Check:
     seconds: float = 0.0
     peak_bytes: int | None = None
     error: str | None = None  # one line; the traceback goes to stderr
+    skipped: str | None = None  # why it did not run (a task's requirement the backbone does not meet)
 
     @property
     def ok(self) -> bool:
@@ -86,6 +87,13 @@ class SelfTest:
             with suppress(Exception):  # the peak up to the failure (an out-of-memory error), when the device answers
                 check.peak_bytes = peak_memory(self.device)
         check.seconds = time.perf_counter() - start
+        self.checks.append(check)
+        print(table_line(check), flush=True)
+
+
+    def skip(self, name: str, reason: str) -> None:
+        """A check that cannot run here, for ``reason``: shown in the table, neither passed nor failed."""
+        check = Check(name, skipped=reason)
         self.checks.append(check)
         print(table_line(check), flush=True)
 
@@ -294,7 +302,8 @@ def table_header(device: str) -> list[str]:
 
 
 def table_line(check: Check) -> str:
-    return f"{check.name:<{WIDTH}} {check.seconds:>8.1f} {human_bytes(check.peak_bytes):>16}  {check.error or 'ok'}"
+    result = check.error or (f"skipped: {check.skipped}" if check.skipped else "ok")
+    return f"{check.name:<{WIDTH}} {check.seconds:>8.1f} {human_bytes(check.peak_bytes):>16}  {result}"
 
 
 def run_selftest(device: str, root: Path, ddp: bool) -> SelfTest:
@@ -331,6 +340,11 @@ def run_selftest(device: str, root: Path, ddp: bool) -> SelfTest:
     if len(backbones) == len(TINY_BACKBONES):
         families = {name: loaded.model.arch.family for name, loaded in backbones.items()}
         for plan in plan_cells(infos, datasets, families):
+            reason = by_name[plan.task].unmet_requirement(backbones[plan.backbone])
+            if reason is not None:
+                test.skip(plan.name, reason)
+                continue
+
             def cell(plan: CellPlan = plan) -> None:
                 test.metrics[plan.name] = run_cell(plan, by_name[plan.task], backbones[plan.backbone], prepared, root,
                                                    device)

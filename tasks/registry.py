@@ -83,6 +83,11 @@ class TaskInfo:
     # Overrides in the board's vocabulary (``TaskCell.overrides``) that shrink a cell to seconds on
     # tiny demo data: what the device self-test (benchmark/selftest.py) runs every head and mode with.
     smoke: Mapping[str, Any] = field(default_factory=dict)
+    # What a backbone must bring besides an image encoder (a text tower, say): "module:function" taking the
+    # LoadedBackbone and giving why it cannot run the task, or None when it can. Asked when a cell is planned
+    # (imported then, so keep it light); a backbone it refuses gets no cell of the task: the grid and the
+    # self-test report it as skipped, with that reason.
+    requires: str | Callable[[LoadedBackbone], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.default_mode not in self.modes:
@@ -133,6 +138,10 @@ class TaskInfo:
         except RegistryError as error:
             raise TaskDeclarationError(f"task {self.name!r} declares dataset {dataset!r}, but its scorer {self.scorer!r} "
                                        f"gives it no declared headline metric: {error}") from None
+
+    def unmet_requirement(self, backbone: LoadedBackbone) -> str | None:
+        """Why ``backbone`` cannot run this task (its ``requires``), or None when it can."""
+        return None if self.requires is None else resolve(self.requires)(backbone)
 
     def run(self, cell: TaskCell) -> TaskResult:
         """Run the adapter on one cell (imports it first when it is named as a string)."""

@@ -38,13 +38,21 @@ def test_the_cpu_selftest_runs_every_task_head_and_mode_and_prints_the_table(tmp
     lines = finished.stdout.splitlines()
     assert "peak RSS" in lines[1]
     # the task packages the child process sees (other tests register plugin tasks, e.g. the toy task, in this one)
+    skipped = 0
     for info in (info for info in all_tasks() if info.name in task_packages()):
         for head in info.heads:
             for mode in info.modes:
                 row = next((line for line in lines if line.startswith(f"{info.name} ") and f" {head} {mode} (" in line), None)
-                assert row is not None and row.endswith("  ok"), (info.name, head, mode, finished.stdout)
+                assert row is not None, (info.name, head, mode, finished.stdout)
+                # a task that requires more than an image encoder (zero-shot: a text tower) is skipped, with its
+                # reason, on the self-test's random backbones; every other cell runs
+                if info.requires is not None and "  skipped: " in row:
+                    skipped += 1
+                    continue
+                assert row.endswith("  ok"), (info.name, head, mode, finished.stdout)
     assert any(line.startswith("pretraining:") and line.endswith("  ok") for line in lines)
-    assert lines[-1].startswith(f"{len(lines) - 4} of {len(lines) - 4} checks passed")
+    checks = len(lines) - 4 - skipped
+    assert lines[-1].startswith(f"{checks} of {checks} checks passed") and (f"; {skipped} skipped" in lines[-1]) == bool(skipped)
     assert list(tmp_path.iterdir()) == []  # nothing written outside its temporary folder
     before = json.loads(BEFORE_REFACTOR.read_text())
     now = json.loads(metrics_file.read_text())

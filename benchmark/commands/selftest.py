@@ -61,7 +61,8 @@ def _selftest(args: argparse.Namespace) -> int:
     if args.metrics is not None:
         args.metrics.write_text(json.dumps(test.metrics, indent=1, sort_keys=True) + "\n")
     failed = [check.name for check in checks if not check.ok]
+    skipped = [check.name for check in checks if check.skipped]
     total = sum(check.seconds for check in checks)
-    print(f"{len(checks) - len(failed)} of {len(checks)} checks passed in {total:.0f} s"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(f"{len(checks) - len(failed) - len(skipped)} of {len(checks) - len(skipped)} checks passed in {total:.0f} s"
+          + (f"; {len(skipped)} skipped" if skipped else "") + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -152,6 +152,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
                         backbones=_backbone_or_architecture(notes))
     if summary.not_prepared:
         notes.append(f"not prepared under {request.data_dir}, left out: {', '.join(summary.not_prepared)}")
+    notes += [f"skipped: {reason}" for reason in summary.skipped]
     device = resolve_device(request.device)
     speeds = {}
     for item in planned:

@@ -90,6 +90,10 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
         if info.version != board_task.version:
             raise GridError(f"task {task!r} is at version {info.version} but board {board.name!r} pins version "
                             f"{board_task.version}; results of different versions are never mixed: start a new board version")
+        reason = info.unmet_requirement(loaded)
+        if reason is not None:
+            summary.skipped.append(f"{task} for {loaded.spec.name}: {reason}")
+            continue
         mode = modes[task]
         if mode not in info.modes:
             raise GridError(f"task {task!r} has no mode {mode!r}; it declares {list(info.modes)}")
@@ -177,6 +181,7 @@ def plan_grid(board: Board, request: GridRequest, summary: GridSummary,
         planned += [PlannedCell(cell, choice, spec, loaded) for cell in cells]
     if not planned:
         missing = f"; not prepared under {request.data_dir}: {', '.join(summary.not_prepared)}" if summary.not_prepared else ""
+        missing += "".join(f"; skipped: {reason}" for reason in summary.skipped)
         raise GridError(f"nothing to evaluate on board {board.name!r} for tasks {', '.join(request.tasks or ['all'])} and "
                         f"datasets {', '.join(request.datasets or ['all'])} (tasks that exist: {', '.join(task_names())}){missing}")
     if request.shard is not None:

@@ -113,6 +113,7 @@ class GridSummary:
     failed: list[str] = field(default_factory=list)  # "cell: reason (failure file)", one line each
     busy: int = 0  # claimed by another process at the time
     not_prepared: list[str] = field(default_factory=list)  # datasets skipped (not under data_dir)
+    skipped: list[str] = field(default_factory=list)  # "task for backbone: why" (TaskInfo.requires unmet)
     invalid: list[str] = field(default_factory=list)  # records that fail verification, left as they are
     seconds: float = 0.0
     shard: str = ""  # "K/N" when the run evaluated one shard of the grid
@@ -126,5 +127,6 @@ class GridSummary:
             lines += [f"invalid: {reason}" for reason in self.invalid]
         if self.not_prepared:
             lines.append(f"skipped, not prepared under the data folder: {', '.join(self.not_prepared)}")
+        lines += [f"skipped: {reason}" for reason in self.skipped]
         lines += [f"failed: {key}" for key in self.failed]
         return lines

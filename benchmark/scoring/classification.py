@@ -32,7 +32,8 @@ AUROC is scikit-learn's ``roc_auc_score`` per class; the macro value is their un
 single value has no AUROC: its value is NaN, the macro value is NaN too (a mean over fewer
 classes would be a different metric), and the result carries a warning naming the class.
 COVIDx AUROC is one-vs-rest over its three classes. Accuracy is overall (micro) top-1
-accuracy, the reference's metric; balanced accuracy is the mean per-class recall (defect B18).
+accuracy, the reference's metric; balanced accuracy is the mean per-class recall (defect B18);
+macro-F1 is the mean per-class F1 of the top-1 class (zero-shot COVIDx, ``benchmark/scoring/zeroshot.py``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
 from benchmark.data.csvfields import too_many_fields
 from benchmark.data.datasets.chexpert import COMPETITION_TASKS
@@ -141,6 +142,16 @@ def balanced_accuracy(targets: np.ndarray, scores: np.ndarray, classes: Sequence
     return MetricResult(value, recalls, notes)
 
 
+@METRICS.register("macro_f1")
+def macro_f1(targets: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> MetricResult:
+    """Unweighted mean of the per-class F1 of the top-1 prediction over every class (scikit-learn's
+    ``f1_score(average="macro")``; a class neither present nor predicted has F1 0)."""
+    truth, predicted = targets.argmax(1), scores.argmax(1)
+    labels = list(range(len(classes)))
+    per_class = f1_score(truth, predicted, labels=labels, average=None, zero_division=0.0)
+    return MetricResult(float(np.mean(per_class)), {name: float(value) for name, value in zip(classes, per_class)})
+
+
 # ------------------------------------------------------------------ metrics on weighted resamples
 # The same metrics on image multiplicities ``weights[R, n]`` (R bootstrap resamples at once):
 # a resample that draws image i k times is the test set with weight k on image i. Equal to the
@@ -194,6 +205,21 @@ def weighted_balanced_accuracy(targets: np.ndarray, scores: np.ndarray, weights:
     with np.errstate(invalid="ignore", divide="ignore"):
         recalls = np.where(counts > 0, hits / counts, np.nan)
     return np.nanmean(recalls, axis=1)
+
+
+@WEIGHTED_METRICS.register("macro_f1")
+def weighted_macro_f1(targets: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """F1 per class = 2·TP / (2·TP + FP + FN) on the weighted counts (0 where the class is neither
+    present nor predicted, as scikit-learn's zero_division=0), averaged over the classes."""
+    n_classes = targets.shape[1]
+    truth, predicted = targets.argmax(1), scores.argmax(1)
+    actual = np.stack([truth == k for k in range(n_classes)], axis=1).astype(np.float64)  # [n, C]
+    chosen = np.stack([predicted == k for k in range(n_classes)], axis=1).astype(np.float64)
+    true_positives, actual_counts, chosen_counts = weights @ (actual * chosen), weights @ actual, weights @ chosen
+    denominator = actual_counts + chosen_counts  # 2·TP + FP + FN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(denominator > 0, 2 * true_positives / denominator, 0.0)
+    return per_class.mean(axis=1)
 
 
 SCHEMES.add("chexpert", ClassificationScheme("chexpert", COMPETITION_TASKS, "multilabel", "auroc", COMPETITION_TASKS, "moco2"))
@@ -356,10 +382,10 @@ def score_arrays(
     return metrics, notes
 
 
-def scheme_of(dataset: str | None) -> ClassificationScheme:
+def scheme_of(dataset: str | None, schemes: Registry[ClassificationScheme] = SCHEMES) -> ClassificationScheme:
     if dataset is None:
-        raise PredictionFileError(f"classification files are scored per dataset: name one of {SCHEMES.names()} (--dataset)")
-    return SCHEMES.get(dataset)
+        raise PredictionFileError(f"classification files are scored per dataset: name one of {schemes.names()} (--dataset)")
+    return schemes.get(dataset)
 
 
 def read_scored_files(predictions: Path, targets: Path, scheme: ClassificationScheme) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -371,25 +397,30 @@ def read_scored_files(predictions: Path, targets: Path, scheme: ClassificationSc
 
 
 class ClassificationScorer:
-    """The classification task's scorer (file formats and metrics: this module's docstring)."""
+    """A scorer of class-score files (formats and metrics: this module's docstring) on ``schemes``: the
+    classification task's (:data:`SCHEMES`), or another task's that writes the same files (zero-shot)."""
 
     metrics = {"auroc": MetricSpec("auroc", "AUROC"), "accuracy": MetricSpec("accuracy", "ACC"),
-               "balanced_accuracy": MetricSpec("balanced_accuracy", "balanced ACC")}
+               "balanced_accuracy": MetricSpec("balanced_accuracy", "balanced ACC"),
+               "macro_f1": MetricSpec("macro_f1", "macro-F1")}
+
+    def __init__(self, task: str = "classification", schemes: Registry[ClassificationScheme] = SCHEMES) -> None:
+        self.task, self.schemes = task, schemes
 
     def headline(self, dataset: str) -> str:
-        return SCHEMES.get(dataset).primary
+        return self.schemes.get(dataset).primary
 
     def score_files(self, predictions: Path, targets: Path, dataset: str | None,
                     options: BootstrapOptions = BootstrapOptions()) -> ScoreReport:
-        scheme = scheme_of(dataset)
+        scheme = scheme_of(dataset, self.schemes)
         target_frame, prediction_frame = read_scored_files(predictions, targets, scheme)
         metrics, notes = score_arrays(target_frame.to_numpy(), prediction_frame.to_numpy(), scheme, options)
-        return ScoreReport(task="classification", dataset=scheme.dataset, primary_metric=scheme.primary,
+        return ScoreReport(task=self.task, dataset=scheme.dataset, primary_metric=scheme.primary,
                            n_images=len(target_frame), metrics=metrics, warnings=tuple(notes),
                            predictions=str(predictions), targets=str(targets))
 
     def per_image(self, predictions: Path, targets: Path, dataset: str | None, metric: str) -> PerImageRun:
-        scheme = scheme_of(dataset)
+        scheme = scheme_of(dataset, self.schemes)
         if metric not in scheme.metric_names:
             raise PredictionFileError(f"{dataset} is not scored on {metric!r}; its metrics are {list(scheme.metric_names)}")
         target_frame, prediction_frame = read_scored_files(predictions, targets, scheme)
@@ -400,7 +431,7 @@ class ClassificationScorer:
                            lambda weights: function(labels, scores, weights), binary)
 
     def target_set(self, targets: Path, dataset: str | None) -> TargetSet:
-        frame = read_targets(targets, scheme_of(dataset))
+        frame = read_targets(targets, scheme_of(dataset, self.schemes))
         if frame.empty:
             raise PredictionFileError(f"{targets}: the targets file has no rows (a header only)")
         return TargetSet(labels_digest(frame))

@@ -1,0 +1,148 @@
+"""The zero-shot task adapter: frozen image encoder + its text tower + class prompts → class scores.
+
+One mode, ``direct``: the test images are encoded once with the backbone's preprocessing
+(``protocol.py``) into the joint image-text space, each prediction column's prompts
+(``prompts.py``) through the text tower, and each image gets one score per column: cosine
+similarity to the class embedding (the normalised mean of its prompts' embeddings), minus the
+negative class's for a binary column. The files are the classification task's formats, scored
+by ``benchmark/scoring/zeroshot.py``. Nothing is trained; no training or validation image is read.
+
+A backbone without a usable text tower gets no cell: :func:`text_tower_requirement` is the
+task's declared requirement, asked when the grid is planned.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from benchmark.backbones import LoadedBackbone
+from benchmark.backbones.preprocessing import normalise
+from benchmark.backbones.checkpoint import CheckpointError
+from benchmark.backbones.text import TextTower, TextTowerError, load_text_tower
+from benchmark.data.prepared import DataError, PreparedDataset
+from benchmark.heads.features import index_batches
+from benchmark.provenance import utc_now
+from benchmark.scoring.classification import ClassificationScheme, labels_to_matrix, write_predictions, write_targets
+from benchmark.scoring.zeroshot import ZERO_SHOT_SCHEMES
+from tasks.registry import TaskCell, TaskResult
+from tasks.zeroshot.prompts import PROMPTS, ColumnPrompts
+from tasks.zeroshot.protocol import MODES, Geometry, ZeroShotProtocol, resolve_geometry, resolved_config, with_overrides
+
+PREDICTIONS_FILE = "predictions.csv"
+TARGETS_FILE = "targets.csv"
+
+
+def text_tower_requirement(backbone: LoadedBackbone) -> str | None:
+    """Why ``backbone`` cannot be evaluated zero-shot (no text tower, or one that cannot be loaded), or None."""
+    try:
+        tower = load_text_tower(backbone)
+    except CheckpointError as error:  # a damaged or incomplete tower, a missing text model folder
+        return f"its text tower cannot be loaded: {str(error).splitlines()[0]}"
+    return None if tower is not None else "no text tower (an image-only checkpoint or source, or random weights)"
+
+
+def label_matrix(dataset: PreparedDataset, ids: list[str], scheme: ClassificationScheme) -> np.ndarray:
+    """[n, C] label matrix of the test ``ids`` from records.csv, as the classification scheme reads it."""
+    records = dataset.records
+    missing = [column for column in scheme.label_columns if column not in records.columns]
+    if missing:
+        raise DataError(f"{dataset.root}/records.csv: label column(s) {missing} missing; re-run `python -m benchmark prepare {dataset.name}`")
+    values = records.loc[ids, list(scheme.label_columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    allowed = np.arange(len(scheme.classes)) if scheme.target_format == "multiclass" else np.array([0, 1])
+    if not np.isin(values, allowed).all():
+        row = int(np.argwhere(~np.isin(values, allowed))[0][0])
+        raise DataError(f"{dataset.root}/records.csv: id {ids[row]!r} has label(s) {values[row].tolist()}; expected {allowed.tolist()}")
+    return labels_to_matrix(values, scheme)
+
+
+def class_embedding(tower: TextTower, prompts: tuple[str, ...]) -> torch.Tensor:
+    """(D,) unit-norm mean of the prompts' unit embeddings (CLIP's prompt ensembling)."""
+    return F.normalize(tower.text_features(list(prompts)).mean(dim=0), dim=-1)
+
+
+def column_scores(image_embeddings: torch.Tensor, tower: TextTower, columns: tuple[ColumnPrompts, ...]) -> np.ndarray:
+    """[n, C] scores: per column, cosine similarity to its class, minus the negative class's where it has one."""
+    scores = []
+    for column in columns:
+        score = image_embeddings @ class_embedding(tower, column.positive)
+        if column.negative:
+            score = score - image_embeddings @ class_embedding(tower, column.negative)
+        scores.append(score)
+    return torch.stack(scores, dim=1).double().cpu().numpy()
+
+
+def encode_images(tower: TextTower, dataset: PreparedDataset, ids: list[str], geometry: Geometry, backbone: LoadedBackbone,
+                  batch_size: int, device: torch.device) -> torch.Tensor:
+    """(n, D) unit-norm image embeddings of ``ids``: centre crop, the model's input size, its normalisation."""
+    rows = []
+    for batch in index_batches(len(ids), batch_size):
+        gray = torch.from_numpy(np.ascontiguousarray(dataset.images(ids[batch])))
+        offset = (geometry.cache_size - geometry.crop_size) // 2
+        crop = gray[:, offset:offset + geometry.crop_size, offset:offset + geometry.crop_size]
+        images = crop.unsqueeze(1).expand(-1, 3, -1, -1).to(device)
+        pixels = normalise(images, backbone.preprocessing)
+        if geometry.encoder_input_size != geometry.crop_size:
+            size = (geometry.encoder_input_size, geometry.encoder_input_size)
+            pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=True)
+        rows.append(tower.image_embeddings(pixels))
+    return torch.cat(rows)
+
+
+def run_zeroshot(cell: TaskCell) -> TaskResult:
+    """The task adapter: zero-shot class scores of ``cell``'s test split."""
+    return zero_shot(cell.backbone, cell.dataset, cell.fraction, cell.mode, cell.work_dir, with_overrides(**cell.overrides),
+                     cell.device)
+
+
+def zero_shot(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int, mode: str, work_dir: Path,
+              protocol: ZeroShotProtocol, device: str | None = None) -> TaskResult:
+    """Zero-shot scores of ``backbone`` on ``dataset``'s test split; writes predictions.csv and targets.csv."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
+    if fraction != 100:
+        raise ValueError(f"zero-shot classification uses no training labels: its only label fraction is 100, not {fraction}")
+    started_at, started = utc_now(), time.perf_counter()
+    tower = load_text_tower(backbone)
+    if tower is None:
+        raise TextTowerError(f"backbone {backbone.spec.name!r} has no text tower: zero-shot classification needs one")
+    scheme, columns = ZERO_SHOT_SCHEMES.get(dataset.name), PROMPTS[dataset.name]
+    if tuple(column.column for column in columns) != scheme.classes:
+        raise DataError(f"zero-shot prompts of {dataset.name} name columns {[c.column for c in columns]}, its scheme {list(scheme.classes)}")
+    run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tower.to(run_device)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ids = dataset.split_ids("test", partition=protocol.partition)
+    arch = backbone.model.arch
+    geometry = resolve_geometry(dataset.manifest.image_size, backbone.preprocessing.input_size, backbone.preprocessing.fixed_size,
+                                arch.feature_map_strides[0] if arch.family == "vit" else None)
+    with torch.no_grad():
+        encode_started = time.perf_counter()
+        embeddings = encode_images(tower, dataset, ids, geometry, backbone, protocol.encode_batch_size, run_device)
+        encode_seconds = time.perf_counter() - encode_started
+        scores = column_scores(embeddings, tower, columns)
+    predictions = write_predictions(work_dir / PREDICTIONS_FILE, ids, scores, scheme)
+    targets = write_targets(work_dir / TARGETS_FILE, ids, label_matrix(dataset, ids, scheme), scheme)
+    notes = [f"zero-shot: no head trained; class prompts version {protocol.prompts_version} (tasks/zeroshot/prompts.py)",
+             *tower.notes]
+    config = resolved_config(protocol, geometry, {
+        "preprocessing": backbone.preprocessing.to_dict(), "device": str(run_device), "n_images": {"test": len(ids)},
+        "prompts": {column.column: {"positive": list(column.positive), "negative": list(column.negative)} for column in columns},
+        "text_tower": {"tokenizer": tower.tokenizer_source, "embedding_dim": tower.embedding_dim,
+                       "load_report": {key: len(value) if isinstance(value, list) else value
+                                       for key, value in tower.load_report.to_dict().items()}},
+        "primary_metric": scheme.primary, "started": started_at,
+    })
+    return TaskResult(
+        predictions_file=predictions, targets_file=targets,
+        split_fingerprints={"test": dataset.split_fingerprint("test", partition=protocol.partition)},
+        config=config,
+        timings={"encode_seconds": encode_seconds, "total_seconds": time.perf_counter() - started, "images_encoded": len(ids)},
+        notes=notes,
+    )

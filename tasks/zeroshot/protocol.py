@@ -1,0 +1,78 @@
+"""The zero-shot protocol as data: what a cell encodes and how, in one place.
+
+No head is trained: the test images and the class prompts (``prompts.py``) are encoded once by
+the backbone's image encoder and text tower (``benchmark.backbones.text``) and compared in the
+space the model was trained to align them in. Images: the prepared letterboxed square, centre
+crop of 224/256 of its side (the reference's evaluation crop), resized to the model's own input
+size where it differs (bilinear, ``align_corners=True``), normalised with the backbone's
+preprocessing; the same crop rule on smaller demo images.
+
+Task version changelog (bump on any change that can move a number):
+  1: first version: prompts version 1, centre crop 224/256, the model's input size, cosine
+     similarity to the normalised mean prompt embedding per class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from benchmark.costs import TaskCost
+from tasks.registry import EPOCHS_OVERRIDE
+from tasks.zeroshot.prompts import PROMPTS_VERSION
+
+TASK_VERSION = 1
+HEADS = ("prompts",)  # the class prompts through the text tower take the place of a trained head
+MODES = ("direct",)  # scores read directly off the joint space: no training, no feature cache
+REFERENCE_CACHE_SIZE = 256
+REFERENCE_CROP_SIZE = 224
+
+
+@dataclass(frozen=True)
+class ZeroShotProtocol:
+    task_version: int = TASK_VERSION
+    prompts_version: int = PROMPTS_VERSION
+    partition: str = "classification"  # the test split of the classification partition
+    max_epochs: int = 0  # the board's epoch-budget key: zero-shot trains nothing, so 0 is the only value
+    encode_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_epochs != 0:
+            raise ValueError(f"zero-shot classification trains no head: {EPOCHS_OVERRIDE} must be 0, not {self.max_epochs}")
+        if self.encode_batch_size < 1:
+            raise ValueError(f"encode_batch_size must be at least 1, not {self.encode_batch_size}")
+
+
+PROTOCOL = ZeroShotProtocol()
+BOARD_OVERRIDES = tuple(f.name for f in fields(ZeroShotProtocol) if f.name not in ("task_version", "prompts_version", "partition"))
+# Each test image through the encoder once; no training sample, no cache entry (a mode outside
+# benchmark.costs.CACHED_MODES without paper_caches_eval: the test images are its one pass).
+COST = TaskCost(batch_size=PROTOCOL.encode_batch_size, max_epochs=PROTOCOL.max_epochs, head_cost=0.0, features="global",
+                cache_dtype_bytes=4)
+
+
+def with_overrides(**changes: Any) -> ZeroShotProtocol:
+    return replace(PROTOCOL, **changes)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    cache_size: int
+    crop_size: int
+    encoder_input_size: int
+
+
+def resolve_geometry(cache_size: int, input_size: int, fixed_size: bool, patch_size: int | None) -> Geometry:
+    """Crop round(S·224/256); the encoder input is the model's input size scaled by the same ratio
+    (exactly its input size when it takes no other), rounded down to a multiple of a ViT's patch."""
+    crop = round(cache_size * REFERENCE_CROP_SIZE / REFERENCE_CACHE_SIZE)
+    encoder_input = input_size if fixed_size else round(crop * input_size / REFERENCE_CROP_SIZE)
+    if patch_size:
+        encoder_input -= encoder_input % patch_size
+    if crop < 1 or encoder_input < 1:
+        raise ValueError(f"prepared images of {cache_size} px are too small for this model (input {input_size}, patch {patch_size})")
+    return Geometry(cache_size, crop, encoder_input)
+
+
+def resolved_config(protocol: ZeroShotProtocol, geometry: Geometry, extra: dict) -> dict:
+    return {**asdict(protocol), "geometry": asdict(geometry), **extra}

@@ -1,0 +1,278 @@
+"""Zero-shot classification: the task end to end through the grid with a tiny exported MGCA text tower on demo
+RSNA and COVIDx, the skip of a backbone without a text tower, the scorer against hand-computed values and the
+``score zeroshot`` verb on files written outside the grid."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.backbones import build_backbone, user_backbone_spec
+from benchmark.backbones.text import load_text_tower
+from benchmark.board.store import Board
+from benchmark.cli import main as cli_main
+from benchmark.data.demo import generate
+from benchmark.data.prepared import PreparedDataset
+from benchmark.grid import BackboneChoice, GridError, GridRequest, run_grid
+from benchmark.scoring import scorer
+from benchmark.scoring.bootstrap import BootstrapOptions
+from tasks.registry import get_task
+from tasks.zeroshot.prompts import PROMPTS
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPTIONS = ["no acute cardiopulmonary process", "findings consistent with pneumonia", "bilateral ground-glass opacities",
+            "normal chest radiograph", "covid-19 pneumonia", "the lungs are clear"] * 4
+
+
+@pytest.fixture(scope="module")
+def tiny_mgca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pretraining run's checkpoint (tiny ResNet-18 MGCA, one-layer BERT) exported with its text tower."""
+    from pretrain.config import load_config
+    from pretrain.export import export_checkpoint
+    from pretrain.model import MGCA
+    from pretrain.text import save_tokenizer, train_tokenizer
+
+    run = tmp_path_factory.mktemp("mgca_run")
+    config = load_config("demo", ["arch=resnet18", "text_layers=1", "text_hidden_size=32", "text_heads=2",
+                                  "text_intermediate_size=64", "projection_hidden=32", "emb_dim=16", "num_prototypes=8",
+                                  "max_words=16"])
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(CAPTIONS, vocab_size=80)
+    model = MGCA(config, tokenizer.get_vocab_size()).eval()
+    save_tokenizer(tokenizer, run / "tokenizer.json")
+    params = {"config": model.config.to_dict(), "data": {"vocab_size": tokenizer.get_vocab_size()},
+              "arch": model.config.arch, "tokenizer": "tokenizer.json", "initialisation": {}}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": params, "epoch": 1}, run / "best.ckpt")
+    checkpoint, _ = export_checkpoint(run / "best.ckpt", run / "export" / "tiny_mgca.ckpt")
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Demo RSNA (40 images) and COVIDx (24) prepared at 32 px."""
+    root = tmp_path_factory.mktemp("zeroshot-data")
+    for name, images in (("rsna", 40), ("covidx", 24)):
+        generate(root / "raw", [name], images=images, size=64, seed=0, scorable=True)
+        assert cli_main(["prepare", name, "--raw", str(root / "raw" / name), "--out", str(root / "prepared"),
+                         "--image-size", "32", "--workers", "1"]) == 0
+    return root / "prepared"
+
+
+def demo_board(folder: Path) -> Board:
+    """The demo board's protocol with its zero-shot entry alone (the cells of the other tasks are not ours)."""
+    protocol = json.loads((ROOT / "leaderboards" / "demo-mgca-cxr-v1" / "protocol.json").read_text())
+    protocol["tasks"] = {"zeroshot": protocol["tasks"]["zeroshot"]}
+    (folder / protocol["board"]).mkdir(parents=True)
+    (folder / protocol["board"] / "protocol.json").write_text(json.dumps(protocol))
+    return Board(folder / protocol["board"])
+
+
+def expected_scores(loaded, dataset: PreparedDataset, ids: list[str], input_size: int = 28) -> np.ndarray:
+    """The class scores written out by hand: the 28-pixel centre crop of the 32-pixel images (224/256), resized to
+    the model's input where it takes only its own, its mean and std, cosine similarity to each class's mean prompt
+    embedding (minus the negative class's for RSNA's one column)."""
+    tower = load_text_tower(loaded)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (loaded.preprocessing.mean, loaded.preprocessing.std))
+    pixels = torch.from_numpy(dataset.images(ids)).float()[:, 2:30, 2:30].unsqueeze(1).repeat(1, 3, 1, 1) / 255
+    if input_size != 28:
+        pixels = F.interpolate(pixels, size=(input_size, input_size), mode="bilinear", align_corners=True)
+    with torch.no_grad():
+        embedded = F.normalize(tower.project_images((pixels - mean) / std), dim=-1)
+
+        def similarity(prompts: tuple[str, ...]) -> torch.Tensor:
+            texts = F.normalize(tower.encode_texts(list(prompts)), dim=-1)
+            return embedded @ F.normalize(texts.mean(0), dim=-1)
+
+        columns = [similarity(c.positive) - (similarity(c.negative) if c.negative else 0) for c in PROMPTS[dataset.name]]
+    return torch.stack(columns, 1).double().numpy()
+
+
+def test_the_grid_scores_a_text_tower_backbone_zero_shot_and_skips_one_without(tiny_mgca: Path, prepared: Path,
+                                                                               tmp_path: Path) -> None:
+    board = demo_board(tmp_path / "boards")
+    request = GridRequest(backbones=(BackboneChoice("tiny_mgca", tiny_mgca, "resnet18"), BackboneChoice("random_resnet18")),
+                          data_dir=prepared, work_dir=tmp_path / "work", cache_dir=tmp_path / "cache", progress=False,
+                          keep_work=True)  # each cell in its child process, as a board runs it
+    summary = run_grid(board, request)
+    assert (summary.ran, summary.failed) == (2, [])
+    assert summary.skipped == ["zeroshot for random_resnet18: no text tower (an image-only checkpoint or source, or "
+                               "random weights)"]
+    assert "skipped: zeroshot for random_resnet18: no text tower" in "\n".join(summary.lines())
+    records = {record.identity.dataset: record for record in board.records()}
+    assert sorted(records) == ["covidx", "rsna"]
+    for name, record in records.items():
+        identity = record.identity
+        assert (identity.backbone, identity.head, identity.mode, identity.fraction, identity.partition) == (
+            "tiny_mgca", "prompts", "direct", 100, "classification")
+        dataset = PreparedDataset(prepared / name)
+        ids = dataset.split_ids("test", partition="classification")
+        predictions = pd.read_csv(board.artifact_file(record.predictions), dtype={"id": str}).set_index("id")
+        assert list(predictions.index) == ids
+        loaded = build_backbone(user_backbone_spec("tiny_mgca", "resnet18"), checkpoint=tiny_mgca)
+        np.testing.assert_allclose(predictions.to_numpy(), expected_scores(loaded, dataset, ids), atol=1e-5)
+        assert record.training == {} and record.config["max_epochs"] == 0 and "prompts version 1" in record.notes[0]
+        assert record.config["prompts"]["Target" if name == "rsna" else "normal"]["positive"][0] in (
+            "pneumonia", "no acute cardiopulmonary process")
+        # the number on the board is the scorer's on the stored files, at the board's bootstrap settings
+        scored = scorer("zeroshot").score_files(board.artifact_file(record.predictions), board.artifact_file(record.targets),
+                                                name, BootstrapOptions(n_resamples=200, seed=0))
+        assert {key: value.value for key, value in record.metrics.items()} == {
+            key: value.value for key, value in scored.metric_values().items()}
+    assert records["rsna"].headline_metric == "auroc" and records["covidx"].headline_metric == "accuracy"
+    assert {"accuracy", "macro_f1", "balanced_accuracy", "auroc"} <= set(records["covidx"].metrics)
+    # the targets are the classification task's: the board's pin of the test split is the same digest
+    classification = scorer("classification").target_set(board.artifact_file(records["rsna"].targets), "rsna")
+    assert records["rsna"].target_set["digest"] == classification.digest
+    assert run_grid(board, request).done_before == 2  # resumable like every task
+
+
+def test_a_grid_of_backbones_without_a_text_tower_has_nothing_to_evaluate_and_says_why(prepared: Path, tmp_path: Path) -> None:
+    board = demo_board(tmp_path / "boards")
+    request = GridRequest(backbones=(BackboneChoice("random_resnet18"),), data_dir=prepared, work_dir=tmp_path / "work",
+                          cache_dir=tmp_path / "cache", progress=False)
+    with pytest.raises(GridError, match=r"nothing to evaluate .*skipped: zeroshot for random_resnet18: no text tower"):
+        run_grid(board, request)
+    info = get_task("zeroshot")
+    assert info.unmet_requirement(build_backbone("random_resnet18")).startswith("no text tower")
+
+
+def test_a_damaged_text_tower_is_a_skip_with_its_error_not_a_failed_grid(tiny_mgca: Path, tmp_path: Path) -> None:
+    content = torch.load(tiny_mgca, weights_only=True)
+    content["text_tower"]["bert_config"]["num_hidden_layers"] = 2  # the checkpoint holds one layer
+    torch.save(content, tmp_path / "bad.ckpt")
+    loaded = build_backbone(user_backbone_spec("bad", "resnet18"), checkpoint=tmp_path / "bad.ckpt")
+    reason = get_task("zeroshot").unmet_requirement(loaded)
+    assert reason.startswith("its text tower cannot be loaded:") and "incomplete text tower" in reason
+
+
+def test_the_zeroshot_adapter_refuses_a_label_fraction_and_an_epoch_budget(tiny_mgca: Path, prepared: Path, tmp_path: Path) -> None:
+    from tasks.zeroshot.adapter import zero_shot
+    from tasks.zeroshot.protocol import PROTOCOL, with_overrides
+
+    loaded = build_backbone(user_backbone_spec("tiny_mgca", "resnet18"), checkpoint=tiny_mgca)
+    with pytest.raises(ValueError, match="its only label fraction is 100, not 10"):
+        zero_shot(loaded, PreparedDataset(prepared / "rsna"), 10, "direct", tmp_path, PROTOCOL)
+    with pytest.raises(ValueError, match="max_epochs must be 0, not 3"):
+        with_overrides(max_epochs=3)
+
+
+@pytest.fixture(scope="module")
+def clip_folders(tmp_path_factory: pytest.TempPathFactory, write_open_clip_folder) -> dict[str, Path]:
+    """A tiny open_clip CLIP (open_clip's bundled BPE tokenizer) and a tiny transformers CLIP folder, random weights."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("clip")
+    words = ["<pad>", "<unk>", "<eos>", *sorted({w for c in (*PROMPTS["rsna"], *PROMPTS["covidx"])
+                                                 for text in (*c.positive, *c.negative) for w in text.split()})]
+    torch.manual_seed(6)
+    text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=len(words),
+                max_position_embeddings=12, eos_token_id=2, pad_token_id=0)
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=20)).eval().save_pretrained(root / "hf")
+    # trained at 32, its processor says 224 (as a released CLIP): the input follows the protocol's 224/256 ratio
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(root / "hf")
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>").save_pretrained(root / "hf")
+    return {"open_clip": write_open_clip_folder(root / "open_clip", 32, text_vocab=49408), "hf": root / "hf"}
+
+
+# open_clip's ViT takes only its own 32 px: the 28-pixel crop is resized to 32; transformers' CLIP interpolates its
+# position embeddings: the crop at the model's 224/224 scale, rounded down to its 8-pixel patch, 24
+@pytest.mark.parametrize("source, fixed_size, input_size", [("open_clip", True, 32), ("hf", False, 24)])
+def test_open_clip_and_transformers_clip_backbones_are_scored_zero_shot(source: str, fixed_size: bool, input_size: int,
+                                                                        clip_folders, prepared: Path, tmp_path: Path) -> None:
+    from tasks.zeroshot.adapter import zero_shot
+    from tasks.zeroshot.protocol import PROTOCOL
+
+    folder = clip_folders[source]
+    loaded = build_backbone(user_backbone_spec("clip", f"{source}:{folder}"), checkpoint=folder)
+    assert get_task("zeroshot").unmet_requirement(loaded) is None
+    assert loaded.preprocessing.fixed_size == fixed_size
+    for name in ("rsna", "covidx"):
+        dataset = PreparedDataset(prepared / name)
+        result = zero_shot(loaded, dataset, 100, "direct", tmp_path / name, PROTOCOL)
+        ids = dataset.split_ids("test", partition="classification")
+        predictions = pd.read_csv(result.predictions_file, dtype={"id": str}).set_index("id")
+        np.testing.assert_allclose(predictions.to_numpy(), expected_scores(loaded, dataset, ids, input_size), atol=1e-5)
+        assert result.config["geometry"] == {"cache_size": 32, "crop_size": 28, "encoder_input_size": input_size}
+        report = scorer("zeroshot").score_files(result.predictions_file, result.targets_file, name, BootstrapOptions(n_resamples=20))
+        assert report.primary_metric in report.metrics
+
+
+def write_files(folder: Path, dataset: str, scores: list[list[float]], labels: list) -> tuple[Path, Path]:
+    classes = {"rsna": ["Target"], "covidx": ["normal", "pneumonia", "COVID-19"]}[dataset]
+    ids = [f"img{k}" for k in range(len(scores))]
+    predictions, targets = folder / f"{dataset}-predictions.csv", folder / f"{dataset}-targets.csv"
+    pd.DataFrame(scores, columns=classes).assign(id=ids)[["id", *classes]].to_csv(predictions, index=False)
+    pd.DataFrame({"id": ids, "label" if dataset == "covidx" else "Target": labels}).to_csv(targets, index=False)
+    return predictions, targets
+
+
+# COVIDx, 6 images: truth 0 0 1 1 2 2, top-1 predictions 0 1 1 1 2 0 -> accuracy 4/6.
+# F1: normal 2·1/(2·1+1+1) = 1/2 (TP 1, FP 1, FN 1); pneumonia 2·2/(4+1+0) = 4/5; COVID-19 2·1/(2+0+1) = 2/3.
+COVIDX_SCORES = [[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]]
+COVIDX_LABELS = [0, 0, 1, 1, 2, 2]
+MACRO_F1 = (1 / 2 + 4 / 5 + 2 / 3) / 3
+# RSNA, 5 images: positives score 0.8, 0.3; negatives 0.1, 0.5, 0.2 -> pairs won 3 + 2 of 6 -> AUROC 5/6.
+RSNA_SCORES, RSNA_LABELS = [[0.8], [0.3], [0.1], [0.5], [0.2]], [1, 1, 0, 0, 0]
+
+
+def test_the_zeroshot_scorer_gives_the_hand_computed_metrics(tmp_path: Path) -> None:
+    zeroshot = scorer("zeroshot")
+    report = zeroshot.score_files(*write_files(tmp_path, "covidx", COVIDX_SCORES, COVIDX_LABELS), "covidx",
+                                  BootstrapOptions(n_resamples=50))
+    assert report.task == "zeroshot" and report.primary_metric == "accuracy" and report.n_images == 6
+    assert report.metrics["accuracy"].value == pytest.approx(4 / 6, abs=1e-12)
+    assert report.metrics["macro_f1"].value == pytest.approx(MACRO_F1, abs=1e-12)
+    assert dict(report.metrics["macro_f1"].per_class) == pytest.approx({"normal": 1 / 2, "pneumonia": 4 / 5, "COVID-19": 2 / 3})
+    low, high = report.metrics["macro_f1"].interval.low, report.metrics["macro_f1"].interval.high
+    assert 0 <= low <= high <= 1
+    rsna = zeroshot.score_files(*write_files(tmp_path, "rsna", RSNA_SCORES, RSNA_LABELS), "rsna", BootstrapOptions(n_resamples=50))
+    assert rsna.primary_metric == "auroc" and rsna.metrics["auroc"].value == pytest.approx(5 / 6, abs=1e-12)
+    assert zeroshot.headline("rsna") == "auroc" and zeroshot.headline("covidx") == "accuracy"
+    with pytest.raises(KeyError, match="unknown zero-shot dataset 'chexpert'"):
+        zeroshot.headline("chexpert")
+
+
+def test_macro_f1_on_weighted_resamples_is_macro_f1_on_the_resampled_rows(tmp_path: Path) -> None:
+    predictions, targets = write_files(tmp_path, "covidx", COVIDX_SCORES, COVIDX_LABELS)
+    run = scorer("zeroshot").per_image(predictions, targets, "covidx", "macro_f1")
+    assert run.metric(np.ones((1, 6)))[0] == pytest.approx(MACRO_F1, abs=1e-12)
+    # images 0, 0, 2, 4, 5, 5: truth 0 0 1 2 2 2, predicted 0 0 1 2 0 0 -> F1 normal 2·2/(4+2+0) = 2/3,
+    # pneumonia 1, COVID-19 2·1/(2+0+2) = 1/2
+    weights = np.array([[2, 0, 1, 0, 1, 2]], dtype=float)
+    assert run.metric(weights)[0] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3, abs=1e-12)
+    # a class neither present nor predicted counts 0, as scikit-learn's zero_division=0: only images 0 and 1
+    assert run.metric(np.array([[1, 1, 0, 0, 0, 0]], dtype=float))[0] == pytest.approx((2 / 3 + 0 + 0) / 3, abs=1e-12)
+
+
+def test_score_zeroshot_prints_the_metrics_of_files_written_outside_the_grid(tmp_path: Path, capsys) -> None:
+    predictions, targets = write_files(tmp_path, "covidx", COVIDX_SCORES, COVIDX_LABELS)
+    shutil.move(predictions, tmp_path / "mine.csv")
+    assert cli_main(["score", "zeroshot", "--predictions", str(tmp_path / "mine.csv"), "--targets", str(targets),
+                     "--dataset", "covidx", "--n-resamples", "100"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["task"] == "zeroshot" and printed["primary_metric"] == "accuracy"
+    assert printed["metrics"]["macro_f1"]["value"] == pytest.approx(MACRO_F1, abs=1e-12)
+    assert printed["metrics"]["accuracy"]["n_resamples"] == 100
+    assert cli_main(["score", "zeroshot", "--predictions", str(tmp_path / "mine.csv"), "--targets", str(targets),
+                     "--dataset", "chexpert"]) != 0
+
+
+def test_every_zero_shot_dataset_has_prompts_for_exactly_its_scheme_columns() -> None:
+    from benchmark.scoring.zeroshot import ZERO_SHOT_SCHEMES
+
+    assert sorted(PROMPTS) == sorted(ZERO_SHOT_SCHEMES.names()) == sorted(get_task("zeroshot").datasets)
+    for name, columns in PROMPTS.items():
+        assert tuple(column.column for column in columns) == ZERO_SHOT_SCHEMES.get(name).classes, name
+        assert all(column.positive and len(set(column.positive)) == len(column.positive) for column in columns), name
+    assert PROMPTS["rsna"][0].negative  # RSNA's one column: pneumonia against normal
