@@ -180,7 +180,7 @@ def measure_detection(job: Job, backbone: LoadedBackbone, batch: int) -> dict[st
 
     from benchmark.data.prepared import PreparedDataset
     from tasks.detection.data import ImageSource, MapSource, SplitDataset, load_split
-    from tasks.detection.features import bytes_per_image
+    from benchmark.heads.features import bytes_per_image
     from tasks.detection.model import build_detector, detector_config, encoder_maps
     from tasks.detection.protocol import HEADS, PROTOCOL, resolve_geometry
 

@@ -35,7 +35,7 @@ def test_registration_declares_both_datasets_heads_and_modes():
         "rsna": ("detection", "map"), "object_cxr": ("detection", "map")}
     assert info.heads == HEAD_NAMES == ("yolov3_mgca", "yolov3", "faster_rcnn") and set(HEAD_NAMES) == set(HEADS.names())
     assert (info.default_head("resnet"), info.default_head("vit")) == ("yolov3_mgca", "faster_rcnn")
-    assert info.modes == ("cached", "paper") and info.default_mode == "cached"
+    assert info.modes == ("cached", "paper") and info.default_mode == "paper"
     assert info.adapter == "tasks.detection.adapter:run_detection" and scorer(info.scorer) is not None
 
 
