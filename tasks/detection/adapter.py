@@ -8,17 +8,16 @@ Two modes, recorded in every result:
 * ``paper`` (the task's declared default, see below): every step runs the images through the
   encoder, as the reference does.
 
-Does the cache pay? (``benchmarks/bench_costs.results.md``; ResNet-50 at 224 px, random weights,
-batch 16, RSNA-shaped demo images, 2 CPU cores shared with other work, so seconds are slower than
-the machine; the ratios are the point.) One training step took 13.8 s on cached maps and 23.8 s
-on images for ``yolov3_mgca`` (paper / cached 1.73), 7.1 s and 13.7 s for ``yolov3`` (1.92),
-taken in one process; decoding the float16 maps is 0.1-0.2 % of a cached step. The YOLOv3 neck
-and head on the 2048/1024/512-channel maps, forward and backward, cost about as much per image as
-the encoder's forward, and each validation pass runs the head's forward in both modes, so an epoch
-(training + validation, RSNA 100 %) is only 1.1-1.5x faster cached (ViT-B/16 + Faster R-CNN:
-1.2x). For that the cache stores 1.40 MB per image (37.5 GB for RSNA's 26,684 images). Cached is
-far from 3x faster, so ``paper`` (the reference loop) is the task's default mode; ``cached``
-stays for quick repeated runs (``--mode detection=cached``). Re-measure with ``python benchmarks/bench_costs.py --only detection``.
+Does the cache pay? (``benchmarks/bench_costs.results.md``; random weights, 2 quiet CPU cores,
+2026-12-06.) Per epoch at RSNA's size (training + validation), paper / cached is 1.94 for
+``yolov3_mgca`` and 1.89 for ``yolov3`` on ResNet-50 at 224 px (0.70 vs 0.37 training steps/s at
+batch 16), and 1.33 for ViT-B/16 + Faster R-CNN. Decoding the float16 maps is under 1 % of a cached
+step: the YOLOv3 neck and head on the 2048/1024/512-channel maps, forward and backward, cost about
+as much per image as the encoder's forward, and each validation pass runs the head in both modes.
+For that the cache stores 1.40 MB per image (37.5 GB for RSNA's 26,684 images). Cached is far
+from 3x faster, so ``paper`` (the reference loop) is the task's default mode; ``cached`` stays for
+quick repeated runs (``--mode detection=cached``). Re-measure with
+``python benchmarks/bench_costs.py --only detection``.
 
 The adapter writes ``predictions.json`` (COCO results on the test split, original pixels) and
 ``targets.json`` (the test split's COCO ground truth) into the cell's work folder, plus
