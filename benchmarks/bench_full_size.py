@@ -403,6 +403,7 @@ def step_pretrain_data(prepared: Path, workers: int, batch_size: int = 72, vocab
     from torch.utils.data import DataLoader
 
     from benchmark.data.prepared import PreparedDataset
+    from benchmark.backbones.text.mgca import prepare_for_encoding
     from pretrain import text
     from pretrain.data import PairDataset, crop_geometry, read_pairs
 
@@ -412,7 +413,7 @@ def step_pretrain_data(prepared: Path, workers: int, batch_size: int = 72, vocab
     train, val = read_pairs(dataset, "train"), read_pairs(dataset, "val")
     times["index_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    tokenizer = text.prepare_for_encoding(text.train_tokenizer(train.captions, vocab_size), max_words)
+    tokenizer = prepare_for_encoding(text.train_tokenizer(train.captions, vocab_size), max_words)
     times["tokenizer_s"] = time.perf_counter() - start
     start = time.perf_counter()
     encoded = text.encode(tokenizer, train.captions, max_words)

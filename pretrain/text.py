@@ -24,9 +24,6 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-# What a frozen MGCA text tower reads texts with too, so they live beside it (one home).
-from benchmark.backbones.text.mgca import prepare_for_encoding, pretrained_tokenizer  # noqa: F401 - used by train.py
-
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_STUDY_TOKENS = 3  # pretrain_dataset.py L118
 # Captions tokenised per call: a tokenizers Encoding of 112 tokens holds ~17 KB (tokens, offsets,
@@ -89,7 +86,7 @@ class EncodedCaptions:
 
 def encode(tokenizer: Tokenizer, captions: list[str], max_words: int) -> EncodedCaptions:
     """Token ids, attention masks and word slots of ``captions`` (tokenizer from
-    :func:`prepare_for_encoding`), tokenised :data:`ENCODE_CHUNK` at a time."""
+    :func:`benchmark.backbones.text.mgca.prepare_for_encoding`), tokenised :data:`ENCODE_CHUNK` at a time."""
     ids = np.empty((len(captions), max_words), dtype=np.int64)
     mask = np.empty((len(captions), max_words), dtype=np.int64)
     slots = np.full(ids.shape, max_words, dtype=np.int64)

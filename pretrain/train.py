@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from benchmark.backbones.text.mgca import prepare_for_encoding, pretrained_tokenizer
 from benchmark.data.prepared import PreparedDataset, ids_fingerprint
 from benchmark.files import write_atomically
 from pretrain import text
@@ -109,7 +110,7 @@ def tokenizer_for(config: PretrainConfig, train: Pairs, processes: Processes) ->
     training captions at the start of the run, saved as ``tokenizer.json`` beside the checkpoints)."""
     if text_model_source(config) != SMALL_BERT:
         try:
-            return text.pretrained_tokenizer(config.text_model)
+            return pretrained_tokenizer(config.text_model)
         except ValueError as error:
             raise ConfigError(f"text_model = {config.text_model!r}: {error}") from None
     path = Path(config.out) / "tokenizer.json"
@@ -126,7 +127,7 @@ def load_data(config: PretrainConfig, processes: Processes, patch_size: int | No
         raise ConfigError(f"{config.data}: the pretraining partition needs training and validation pairs "
                           f"(found {len(train.image_ids)} and {len(val.image_ids)})")
     dataset.image(train.image_ids[0])  # a damaged image cache is one error here, not one per loader worker
-    tokenizer = text.prepare_for_encoding(tokenizer_for(config, train, processes), config.max_words)
+    tokenizer = prepare_for_encoding(tokenizer_for(config, train, processes), config.max_words)
     crop, encoder_input = crop_geometry(dataset.manifest.image_size, patch_size, config.encoder_input_size or None)
 
     def loader(pairs: Pairs, training: bool) -> DataLoader:

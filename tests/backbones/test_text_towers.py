@@ -18,7 +18,8 @@ from benchmark.backbones.text.mgca import clean_text
 from pretrain.config import load_config
 from pretrain.export import export_checkpoint
 from pretrain.model import MGCA
-from pretrain.text import encode, prepare_for_encoding, save_tokenizer, train_tokenizer
+from benchmark.backbones.text.mgca import prepare_for_encoding
+from pretrain.text import encode, save_tokenizer, train_tokenizer
 
 TEXTS = ["No pleural effusion.", "Mild cardiomegaly", "no pleural effusion", "Effusion, no pleural."]
 CAPTIONS = ["no acute cardiopulmonary process", "small left pleural effusion", "mild cardiomegaly without edema",

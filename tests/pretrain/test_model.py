@@ -12,7 +12,8 @@ from transformers import BertConfig, BertModel
 from benchmark.backbones import ARCHITECTURES
 from pretrain.config import ConfigError, PretrainConfig, load_config
 from pretrain.model import MGCA, aggregate_words
-from pretrain.text import encode, pretrained_tokenizer, prepare_for_encoding
+from benchmark.backbones.text.mgca import prepare_for_encoding, pretrained_tokenizer
+from pretrain.text import encode
 
 SMALL = ("arch=vit_tiny_patch16_224", "text_layers=1", "text_hidden_size=32", "text_heads=2", "text_intermediate_size=64", "projection_hidden=64",
          "emb_dim=16", "num_prototypes=8", "max_words=12")

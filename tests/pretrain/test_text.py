@@ -5,7 +5,8 @@ from __future__ import annotations
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pretrain import text
-from pretrain.text import caption, encode, prepare_for_encoding, train_tokenizer
+from benchmark.backbones.text.mgca import prepare_for_encoding
+from pretrain.text import caption, encode, train_tokenizer
 
 VOCAB = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "no": 5, "pneumo": 6, "##thorax": 7, "effusion": 8, "small": 9}
 
