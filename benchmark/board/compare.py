@@ -26,7 +26,8 @@ from benchmark.board.protocol import BoardError, BoardProtocol
 from benchmark.board.store import Board
 from benchmark.files import write_atomically
 from benchmark.records import RunRecord
-from benchmark.scoring import PerImageRun, scorer
+from benchmark.scoring import PerImageRun, chance_test, scorer
+from benchmark.scoring.chance import ChanceResult, all_runs
 from benchmark.scoring.bootstrap import BootstrapOptions
 from benchmark.scoring.compare import (
     ComparisonError,
@@ -52,6 +53,23 @@ def _per_image(scorer_name: str, predictions: str, targets: str, dataset: str, m
     predictions is read again, never served from memory."""
     del content  # part of the memo key only
     return scorer(scorer_name).per_image(Path(predictions), Path(targets), dataset, metric)
+
+
+def chance_of_cell(board: Board, records: list[RunRecord], cell: CellAggregate) -> ChanceResult:
+    """``cell``'s headline metric against chance: each run tested from its saved files by the null its
+    metric declares (``benchmark/scoring/chance.py``), the runs combined by their largest p (``all_runs``).
+    A metric without a declared null raises :class:`~benchmark.scoring.chance.ChanceError`."""
+    return all_runs([_chance(record.scorer, str(board.artifact_file(record.predictions)),
+                             str(board.artifact_file(record.targets)), record.identity.dataset, record.headline_metric,
+                             record.predictions.sha256 + record.targets.sha256)
+                     for record in _runs_of(board, records, cell)])
+
+
+@functools.lru_cache(maxsize=512)
+def _chance(scorer_name: str, predictions: str, targets: str, dataset: str, metric: str, content: str) -> ChanceResult:
+    """Memoised by path and content hash, as :func:`_per_image`."""
+    del content  # part of the memo key only
+    return chance_test(scorer_name, Path(predictions), Path(targets), dataset, metric)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,17 @@ def output_file(text: str) -> Path:
 SEED_RANGE = (0, 2**32 - 1)  # what every generator seeded here (numpy's, torch's) accepts
 
 
+def significance_level(text: str) -> float:
+    """Argument type of ``--alpha``: a significance level in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a significance level between 0 and 1, got {text!r}")
+    return value
+
+
 def task_choices(text: str) -> dict[str | None, str]:
     """``paper`` (every task that declares it) or ``detection=paper,classification=cached``."""
     choices: dict[str | None, str] = {}
@@ -118,6 +129,45 @@ def task_choices(text: str) -> dict[str | None, str]:
             raise argparse.ArgumentTypeError(f"expected VALUE or TASK=VALUE items, got {item!r}")
         choices[task or None] = value
     return choices
+
+
+# ----------------------------------------------------------------------------- testing board columns
+
+def add_column_tests(parser: argparse.ArgumentParser, expect: str) -> None:
+    """Arguments of the verbs that test an entry's board columns (``compare``, ``chance``): the board, the
+    columns selected, the multiple-comparison correction over them and ``--expect-better`` (``expect``:
+    what it requires, for its help)."""
+    parser.add_argument("--board", default=None, help="board name or folder (default: the default real-data board)")
+    parser.add_argument("--demo", action="store_true", help="the default demo board (instead of naming it with --board)")
+    parser.add_argument("--tasks", type=comma_list, default=None, help="comma list (default: every task of the board)")
+    parser.add_argument("--datasets", type=comma_list, default=None,
+                        help="comma list (default: every dataset of the tasks selected)")
+    parser.add_argument("--fractions", type=comma_integers, default=None,
+                        help="label percentages, e.g. 1,100 (default: every fraction of the tasks selected)")
+    parser.add_argument("--mode", type=task_choices, default=None,
+                        help="which runs: MODE or TASK=MODE,... (default: each task's default mode on the board)")
+    parser.add_argument("--correction", choices=["holm", "bh", "none"], default=None,
+                        help="multiple-comparison correction over the columns shown (default: the board's)")
+    parser.add_argument("--alpha", type=significance_level, default=None,
+                        help="significance level of --expect-better, on the adjusted p (default: the board's, 0.05)")
+    parser.add_argument("--expect-better", action="store_true", help=expect)
+
+
+def column_name(column: tuple[str, str, int, str]) -> str:
+    """A board column (task, dataset, fraction, mode) as the column-testing verbs print it: ``toy/rsna 10%``."""
+    task, dataset, fraction, _ = column
+    return f"{task}/{dataset} {fraction}%"
+
+
+def entry_key(entries: dict[str, object], wanted: str, label: str, root: Path) -> str:
+    """The key of the one board entry whose name or key is ``wanted``; else a :class:`UsageError` saying
+    why (``label`` names the argument, e.g. "A"; ``root`` the board) and listing the entries."""
+    matches = [key for key, entry in entries.items() if wanted in (key, getattr(entry, "name", None))]
+    if len(matches) != 1:
+        known = ", ".join(sorted(getattr(entry, "name", key) for key, entry in entries.items())) or "none"
+        problem = "matches several entries; give the entry key" if matches else "is not on this board"
+        raise UsageError(f"{label} {wanted!r} {problem} (entries of {root}: {known})")
+    return matches[0]
 
 
 # ----------------------------------------------------------------------------- the grid options

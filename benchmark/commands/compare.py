@@ -16,47 +16,21 @@ demo's: README, DEVIATIONS.md).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import TYPE_CHECKING
 
 from benchmark.commands import command
-from benchmark.commands.arguments import comma_integers, comma_list, task_choices
+from benchmark.commands.arguments import UsageError, add_column_tests, column_name, entry_key
 
 if TYPE_CHECKING:
     from benchmark.board.aggregate import CellAggregate
     from benchmark.scoring import MetricSpec
 
 
-def _alpha(text: str) -> float:
-    """A significance level in (0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a significance level between 0 and 1, got {text!r}")
-    return value
-
-
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("entry", help="backbone name or entry key (name@sha12) of A")
     parser.add_argument("against", help="backbone name or entry key of B")
-    parser.add_argument("--board", default=None, help="board name or folder (default: the default real-data board)")
-    parser.add_argument("--demo", action="store_true", help="the default demo board (instead of naming it with --board)")
-    parser.add_argument("--tasks", type=comma_list, default=None, help="comma list (default: every task of the board)")
-    parser.add_argument("--datasets", type=comma_list, default=None,
-                        help="comma list (default: every dataset of the tasks selected)")
-    parser.add_argument("--fractions", type=comma_integers, default=None,
-                        help="label percentages, e.g. 1,100 (default: every fraction of the tasks selected)")
-    parser.add_argument("--mode", type=task_choices, default=None,
-                        help="which runs: MODE or TASK=MODE,... (default: each task's default mode on the board)")
-    parser.add_argument("--correction", choices=["holm", "bh", "none"], default=None,
-                        help="multiple-comparison correction over the columns shown (default: the board's)")
-    parser.add_argument("--alpha", type=_alpha, default=None,
-                        help="significance level of --expect-better, on the adjusted p (default: the board's, 0.05)")
-    parser.add_argument("--expect-better", action="store_true",
-                        help="exit 1 unless every column selected is paired, with A's mean above B's and adjusted p < alpha")
+    add_column_tests(parser, "exit 1 unless every column selected is paired, with A's mean above B's and adjusted p < alpha")
 
 
 def _spread(cell: CellAggregate, spec: MetricSpec) -> str:
@@ -77,15 +51,11 @@ def _compare(args: argparse.Namespace) -> int:
     except BoardError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    keys = {}
-    for label, wanted in (("A", args.entry), ("B", args.against)):
-        matches = [key for key, entry in view.entries.items() if wanted in (key, entry.name)]
-        if len(matches) != 1:
-            known = ", ".join(sorted(entry.name for entry in view.entries.values())) or "none"
-            problem = "matches several entries; give the entry key" if matches else "is not on this board"
-            print(f"error: {label} {wanted!r} {problem} (entries of {board.root}: {known})", file=sys.stderr)
-            return 2
-        keys[label] = matches[0]
+    try:
+        keys = {label: entry_key(view.entries, wanted, label, board.root) for label, wanted in (("A", args.entry), ("B", args.against))}
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     cells = {label: {cell.column: cell for cell in view.cells if cell.entry == key} for label, key in keys.items()}
     pairs, unusable = [], []  # unusable: (column, why it cannot be compared)
@@ -116,7 +86,7 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"{'column':<32} {'metric':<10} {'A':<24} {'B':<24} {'A - B':>7} {'test':<16} {'p adj':>8}")
     failures = []
     for (a, b, _), c in zip(pairs, comparisons):
-        column, spec = _name(a.column), board.protocol.metric(a.task, a.dataset)
+        column, spec = column_name(a.column), board.protocol.metric(a.task, a.dataset)
         print(f"{column:<32} {a.metric:<10} {_spread(a, spec):<24} {_spread(b, spec):<24} "
               f"{spec.shown(a.mean - b.mean):>+7.2f} {c.result.test:<16} {c.p_adjusted:>8.3g}")
         if spec.ranking(a.mean) <= spec.ranking(b.mean):
@@ -124,10 +94,10 @@ def _compare(args: argparse.Namespace) -> int:
         elif not c.p_adjusted < alpha:
             failures.append(f"{column}: adjusted p {c.p_adjusted:.3g} is not below alpha {alpha:g}")
     for column, why in unusable:
-        print(f"{_name(column)}: {why}")
+        print(f"{column_name(column)}: {why}")
     if not args.expect_better:
         return 0
-    failures = [f"{_name(column)}: {why}" for column, why in unusable] + failures
+    failures = [f"{column_name(column)}: {why}" for column, why in unusable] + failures
     if failures:
         print(f"A is not better than B on {len(failures)} of the {len(columns)} columns selected:")
         for line in failures:
@@ -136,7 +106,3 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"A is better than B on all {len(columns)} columns selected (better mean, paired test adjusted p < {alpha:g})")
     return 0
 
-
-def _name(column: tuple[str, str, int, str]) -> str:
-    task, dataset, fraction, _ = column
-    return f"{task}/{dataset} {fraction}%"

@@ -23,6 +23,9 @@ package) does two things from a run's saved files:
   place that says so (:func:`headline_spec`).
 - ``target_set``: the digest of a targets file's ground truth alone (:class:`TargetSet`), which
   a board pins per (dataset, partition, test split) so that no record is scored on other labels.
+- ``chance`` (optional): one run's metric against chance, a one-sided test against the null its
+  :class:`MetricSpec` declares (``MetricSpec.chance``, a key of
+  ``benchmark.scoring.chance.NULLS``), computed from the run's files (:func:`chance_test`).
 
 :func:`scorer` imports this package's modules on demand, so ``score detection`` does not
 need the detection task package.
@@ -43,6 +46,7 @@ from benchmark.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
     from benchmark.scoring.bootstrap import BootstrapOptions
+    from benchmark.scoring.chance import ChanceResult
     from benchmark.scoring.report import ScoreReport
 
 
@@ -80,6 +84,7 @@ class MetricSpec:
     high: float = 1.0
     higher_is_better: bool = True  # which end the best entry of a column is at
     scale: float = 100.0  # shown as value × scale (a fraction in [0, 1] as a percentage)
+    chance: str = ""  # the null it is tested against for "beats chance" (benchmark.scoring.chance.NULLS); "" none
 
     def clip(self, value: float) -> float:
         return min(self.high, max(self.low, value))
@@ -107,6 +112,9 @@ class TaskScorer(Protocol):
     def target_set(self, targets: Path, dataset: str) -> TargetSet:
         """The digest (and geometry) of the ground truth in ``targets``, validated as for scoring."""
 
+    # Optional, and required once a spec declares a null (MetricSpec.chance): ``chance(predictions, targets,
+    # dataset, metric) -> ChanceResult``, the run's ``metric`` against that null (benchmark/scoring/chance.py).
+
 
 SCORERS: Registry[TaskScorer] = Registry("scorer")
 
@@ -132,6 +140,27 @@ def headline_spec(scorer_name: str, dataset: str) -> MetricSpec:
     column of that dataset shows, ranks and clips. An unknown scorer or dataset, or an undeclared
     headline, raises :class:`RegistryError` naming what is known."""
     return metric_spec(scorer_name, scorer(scorer_name).headline(dataset))
+
+
+def chance_test(scorer_name: str, predictions: Path, targets: Path, dataset: str, metric: str) -> ChanceResult:
+    """One run's ``metric`` against chance, by the null its spec declares, from the run's files.
+
+    A metric that declares no null, a scorer without a ``chance`` method, or a result against
+    another null than the declared one is a :class:`~benchmark.scoring.chance.ChanceError` naming it.
+    """
+    from benchmark.scoring.chance import NULLS, ChanceError
+
+    spec = metric_spec(scorer_name, metric)
+    if not spec.chance:
+        raise ChanceError(f"scorer {scorer_name!r} declares no chance null for {metric!r} (MetricSpec.chance)")
+    NULLS.get(spec.chance)  # a declared null that does not exist fails here, by name
+    test = getattr(scorer(scorer_name), "chance", None)
+    if test is None:
+        raise ChanceError(f"scorer {scorer_name!r} declares a chance null for {metric!r} but has no chance method")
+    result = test(Path(predictions), Path(targets), dataset, metric)
+    if result.null != spec.chance:
+        raise ChanceError(f"scorer {scorer_name!r} tested {metric!r} against {result.null!r}; its spec declares {spec.chance!r}")
+    return result
 
 
 def scorer(name: str) -> TaskScorer:

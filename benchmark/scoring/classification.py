@@ -34,6 +34,11 @@ classes would be a different metric), and the result carries a warning naming th
 COVIDx AUROC is one-vs-rest over its three classes. Accuracy is overall (micro) top-1
 accuracy, the reference's metric; balanced accuracy is the mean per-class recall (defect B18);
 macro-F1 is the mean per-class F1 of the top-1 class (zero-shot COVIDx, ``benchmark/scoring/zeroshot.py``).
+
+Against chance (``benchmark/scoring/chance.py``): accuracy by the exact binomial test against the
+majority-class share of the test set, the AUROC of a one-class dataset (RSNA) by the Mann-Whitney U
+test against 0.5. A macro AUROC over several classes, balanced accuracy and macro-F1 declare no
+chance null.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
+from benchmark.scoring.chance import ChanceError, ChanceResult, accuracy_against_majority, auroc_against_half
 from benchmark.scoring.report import ScoredMetric, ScoreReport
 
 TargetFormat = Literal["multilabel", "multiclass"]
@@ -400,7 +406,8 @@ class ClassificationScorer:
     """A scorer of class-score files (formats and metrics: this module's docstring) on ``schemes``: the
     classification task's (:data:`SCHEMES`), or another task's that writes the same files (zero-shot)."""
 
-    metrics = {"auroc": MetricSpec("auroc", "AUROC"), "accuracy": MetricSpec("accuracy", "ACC"),
+    metrics = {"auroc": MetricSpec("auroc", "AUROC", chance="mann_whitney"),
+               "accuracy": MetricSpec("accuracy", "ACC", chance="majority_class"),
                "balanced_accuracy": MetricSpec("balanced_accuracy", "balanced ACC"),
                "macro_f1": MetricSpec("macro_f1", "macro-F1")}
 
@@ -430,11 +437,41 @@ class ClassificationScorer:
         return PerImageRun(tuple(target_frame.index), labels_digest(target_frame),
                            lambda weights: function(labels, scores, weights), binary)
 
+    def chance(self, predictions: Path, targets: Path, dataset: str | None, metric: str) -> ChanceResult:
+        """``metric`` of these files against chance (module docstring); :data:`CHANCE_TESTS` says how."""
+        scheme = scheme_of(dataset, self.schemes)
+        if metric not in scheme.metric_names:
+            raise PredictionFileError(f"{dataset} is not scored on {metric!r}; its metrics are {list(scheme.metric_names)}")
+        if metric not in CHANCE_TESTS.names():
+            raise ChanceError(f"{metric!r} has no chance test; those of classification files: {CHANCE_TESTS.names()}")
+        target_frame, prediction_frame = read_scored_files(predictions, targets, scheme)
+        return CHANCE_TESTS.get(metric)(target_frame.to_numpy(), prediction_frame.to_numpy(), scheme)
+
     def target_set(self, targets: Path, dataset: str | None) -> TargetSet:
         frame = read_targets(targets, scheme_of(dataset, self.schemes))
         if frame.empty:
             raise PredictionFileError(f"{targets}: the targets file has no rows (a header only)")
         return TargetSet(labels_digest(frame))
+
+
+# (label matrix [n, C], scores [n, C], scheme) -> the metric against chance (benchmark/scoring/chance.py)
+ChanceTest = Callable[[np.ndarray, np.ndarray, ClassificationScheme], ChanceResult]
+CHANCE_TESTS: Registry[ChanceTest] = Registry("classification chance test")
+
+
+@CHANCE_TESTS.register("accuracy")
+def accuracy_chance(targets: np.ndarray, scores: np.ndarray, scheme: ClassificationScheme) -> ChanceResult:
+    """Top-1 accuracy against the majority-class share: exact binomial (one label per image)."""
+    return accuracy_against_majority(targets.argmax(1), scores.argmax(1), scheme.classes)
+
+
+@CHANCE_TESTS.register("auroc")
+def auroc_chance(targets: np.ndarray, scores: np.ndarray, scheme: ClassificationScheme) -> ChanceResult:
+    """The AUROC of a one-class scheme against 0.5: Mann-Whitney U."""
+    if len(scheme.classes) != 1:
+        raise ChanceError(f"{scheme.dataset}: a macro AUROC over {len(scheme.classes)} classes has no chance test here "
+                          f"(the Mann-Whitney test is of one binary label's AUROC)")
+    return auroc_against_half(targets[:, 0], scores[:, 0])
 
 
 def labels_digest(target_frame: pd.DataFrame) -> str:

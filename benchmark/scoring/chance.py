@@ -1,0 +1,256 @@
+"""One system's result against chance: does it beat a model that knows nothing about the images?
+
+A zero-shot or retrieval number means little until it is shown to be above what a model without
+any information reaches. Each test here is one-sided (is the value *above* chance?) and exact or
+standard for its metric; the null hypothesis is always "the model's outputs are independent of
+the ground truth", and the chance level is the metric's value expected under it:
+
+``majority_class`` (accuracy)
+    Exact one-sided binomial test of the number of correct images against the share of the test
+    set's most frequent class. Under the null each image is correct with probability
+    ``sum_k q_k * pi_k <= max_k pi_k`` (``q``: how often the model predicts class k, ``pi``: the
+    class shares of the test set), so the majority share is the largest accuracy a label-blind
+    rule can expect, reached by always answering the majority class: the honest null, and the
+    test is valid (conservative) against every label-blind rule. For K balanced classes it is 1/K.
+    A uniform random guess (1/K) would be a wrong null on an unbalanced test set: a model that
+    always answers "normal" would beat it.
+``mann_whitney`` (AUROC of one binary label)
+    One-sided Mann-Whitney U test of AUROC = U / (n1 * n0) against 0.5 (scipy's ``mannwhitneyu``:
+    the exact distribution for small samples without ties, else the normal approximation with
+    the tie and continuity corrections).
+``random_ranking_recall`` (recall@K: a query is a hit when a relevant item is among its top K)
+    Under a random ranking of N candidates of which r are relevant, a query is a hit with
+    probability ``1 - C(N - r, K) / C(N, K)`` (K / N for one relevant item), independently over
+    queries: the number of hits is binomial (equal probabilities, scipy's exact ``binomtest``) or
+    Poisson-binomial (the exact distribution, by convolution).
+``random_ranking_precision`` (precision@K on a class-labelled pool)
+    Under a random ranking the number of relevant items among a query's top K is hypergeometric
+    (N candidates, r relevant, K drawn), independently over queries; the total over queries is
+    tested against the exact distribution of a sum of hypergeometric counts (convolution); the
+    chance precision is the mean of r / N.
+
+A metric without a declared null (macro-F1, a median rank, Dice) has no test here: a scorer
+declares per metric which null applies (``MetricSpec.chance``), and computes the test from its
+files with the functions below (``TaskScorer.chance``). Several runs of one board column (label
+draws, seeds) are combined by :func:`all_runs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+from benchmark.registry import Registry
+
+
+class ChanceError(ValueError):
+    """No chance test applies as asked (an undeclared null, a single class, no query, ...)."""
+
+
+@dataclass(frozen=True)
+class ChanceNull:
+    """A null hypothesis a metric can be tested against, described for people."""
+
+    name: str
+    metric_kind: str  # the kind of metric it applies to
+    description: str
+
+
+NULLS: Registry[ChanceNull] = Registry("chance null")
+for _null in (
+    ChanceNull("majority_class", "accuracy", "exact one-sided binomial test against the test set's majority-class share"),
+    ChanceNull("mann_whitney", "AUROC of one binary label", "one-sided Mann-Whitney U test of AUROC = U/(n1*n0) against 0.5"),
+    ChanceNull("random_ranking_recall", "recall@K", "exact one-sided test of the hits against a random ranking "
+               "(binomial, or Poisson-binomial when queries differ)"),
+    ChanceNull("random_ranking_precision", "precision@K", "exact one-sided test of the relevant items in the top K "
+               "against a random ranking (sum of hypergeometric counts)"),
+):
+    NULLS.add(_null.name, _null)
+
+
+@dataclass(frozen=True)
+class ChanceResult:
+    """One run's metric against chance: its value, the value expected under the null, one-sided p."""
+
+    null: str  # a key of NULLS
+    test: str  # the test in a few words
+    value: float  # the metric as the test computed it
+    chance: float  # the metric's expected value under the null (its chance level)
+    p_value: float  # one-sided: P(a result at least this good | null)
+    n: int  # test items (images or queries)
+    detail: str = ""  # what the null was, e.g. "majority class COVID-19: 60 of 120"
+    runs: int = 1  # runs combined (all_runs)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- building blocks
+
+def binomial_above(successes: int, trials: int, rate: float) -> float:
+    """Exact one-sided binomial p-value P(X >= successes), X ~ Binomial(trials, rate)."""
+    if trials <= 0:
+        raise ChanceError("a binomial test needs at least one trial")
+    if not 0 <= successes <= trials:
+        raise ChanceError(f"{successes} successes in {trials} trials")
+    if not 0 <= rate <= 1:
+        raise ChanceError(f"a chance rate must lie in [0, 1], got {rate}")
+    return float(stats.binomtest(int(successes), int(trials), float(rate), alternative="greater").pvalue)
+
+
+def sum_distribution(pmfs: Sequence[np.ndarray]) -> np.ndarray:
+    """The exact distribution of a sum of independent counts, ``pmfs[i][j] = P(X_i = j)``: their
+    convolution. Equal distributions are grouped and raised to their multiplicity by squaring, so
+    a thousand queries of one kind cost a few convolutions."""
+    groups: dict[bytes, list] = {}
+    for pmf in pmfs:
+        pmf = np.asarray(pmf, dtype=np.float64)
+        if pmf.ndim != 1 or pmf.size == 0 or (pmf < 0).any() or not np.isclose(pmf.sum(), 1.0):
+            raise ChanceError(f"not a probability mass function over 0, 1, ...: {pmf.tolist()}")
+        groups.setdefault(pmf.tobytes(), [pmf, 0])[1] += 1
+    total = np.ones(1)
+    for pmf, count in groups.values():
+        power, base = np.ones(1), pmf
+        while count:
+            if count & 1:
+                power = np.convolve(power, base)
+            count >>= 1
+            if count:
+                base = np.convolve(base, base)
+        total = np.convolve(total, power)
+    return total
+
+
+def sum_above(observed: int, pmfs: Sequence[np.ndarray]) -> float:
+    """Exact one-sided p-value P(sum_i X_i >= observed) for independent counts with ``pmfs``."""
+    if not len(pmfs):
+        raise ChanceError("no counts to test")
+    distribution = sum_distribution(pmfs)
+    return float(min(1.0, max(0.0, distribution[max(0, int(observed)):].sum())))
+
+
+def _as_per_query(value: int | Sequence[int] | np.ndarray, n_queries: int, what: str) -> np.ndarray:
+    array = np.broadcast_to(np.asarray(value, dtype=np.int64), (n_queries,))
+    if (array < 0).any():
+        raise ChanceError(f"{what} must not be negative")
+    return array
+
+
+# --------------------------------------------------------------------------- tests
+
+def accuracy_against_majority(truth: np.ndarray, predicted: np.ndarray, classes: Sequence[str]) -> ChanceResult:
+    """Top-1 accuracy of ``predicted`` (class indices) against the majority-class share of ``truth``
+    (class indices): exact one-sided binomial test (module docstring, ``majority_class``)."""
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    if truth.shape != predicted.shape or truth.ndim != 1 or truth.size == 0:
+        raise ChanceError(f"truth {truth.shape} and predictions {predicted.shape} must be one class index per image")
+    counts = np.bincount(truth, minlength=len(classes))
+    majority = int(counts.argmax())
+    rate = counts[majority] / truth.size
+    correct = int((truth == predicted).sum())
+    return ChanceResult(
+        null="majority_class", test="exact binomial", value=correct / truth.size, chance=float(rate),
+        p_value=binomial_above(correct, truth.size, rate), n=int(truth.size),
+        detail=f"majority class {classes[majority]}: {counts[majority]} of {truth.size}; {correct} correct",
+    )
+
+
+def auroc_against_half(targets: np.ndarray, scores: np.ndarray) -> ChanceResult:
+    """AUROC of one binary label against 0.5: one-sided Mann-Whitney U test (``mann_whitney``)."""
+    targets = np.asarray(targets).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives, negatives = scores[targets], scores[~targets]
+    if positives.size == 0 or negatives.size == 0:
+        raise ChanceError(f"AUROC needs both classes; got {positives.size} positive and {negatives.size} negative images")
+    test = stats.mannwhitneyu(positives, negatives, alternative="greater", method="auto")
+    auroc = float(test.statistic) / (positives.size * negatives.size)
+    return ChanceResult(
+        null="mann_whitney", test="Mann-Whitney U", value=auroc, chance=0.5, p_value=float(test.pvalue),
+        n=int(targets.size), detail=f"{positives.size} positive, {negatives.size} negative images",
+    )
+
+
+def hit_probability(k: int, n_candidates: int, n_relevant: int) -> float:
+    """P(at least one of ``n_relevant`` relevant items among the top ``k`` of ``n_candidates`` randomly
+    ranked ones) = 1 - C(N - r, K) / C(N, K); K is capped at N (the whole pool is then retrieved)."""
+    if n_candidates <= 0 or not 0 <= n_relevant <= n_candidates or k <= 0:
+        raise ChanceError(f"no random ranking of {n_relevant} relevant among {n_candidates} candidates at K={k}")
+    return float(stats.hypergeom.sf(0, n_candidates, n_relevant, min(k, n_candidates)))
+
+
+def recall_at_k_against_random(hits: np.ndarray, k: int, n_candidates: int | Sequence[int] | np.ndarray,
+                               n_relevant: int | Sequence[int] | np.ndarray = 1) -> ChanceResult:
+    """Recall@K (the share of queries with a relevant item in their top K; ``hits`` one boolean per
+    query) against a random ranking of each query's ``n_candidates`` of which ``n_relevant`` are
+    relevant (``random_ranking_recall``): exact binomial when every query has the same hit
+    probability, else the exact Poisson-binomial distribution."""
+    hits = np.asarray(hits).astype(bool).reshape(-1)
+    if hits.size == 0:
+        raise ChanceError("recall@K needs at least one query")
+    candidates = _as_per_query(n_candidates, hits.size, "candidate counts")
+    relevant = _as_per_query(n_relevant, hits.size, "relevant counts")
+    cache: dict[tuple[int, int], float] = {}
+    probabilities = np.array([cache.setdefault((int(c), int(r)), hit_probability(k, int(c), int(r)))
+                              for c, r in zip(candidates, relevant)])
+    observed = int(hits.sum())
+    if np.all(probabilities == probabilities[0]):
+        p_value, test = binomial_above(observed, hits.size, float(probabilities[0])), "exact binomial"
+    else:
+        p_value, test = sum_above(observed, [np.array([1 - p, p]) for p in probabilities]), "exact Poisson-binomial"
+    pool = (f"{candidates[0]} candidates" if np.all(candidates == candidates[0]) else "various pool sizes") + (
+        f", {relevant[0]} relevant" if np.all(relevant == relevant[0]) else ", various relevant counts")
+    return ChanceResult(
+        null="random_ranking_recall", test=test, value=observed / hits.size, chance=float(probabilities.mean()),
+        p_value=p_value, n=int(hits.size), detail=f"K={k}, {pool}; {observed} of {hits.size} queries hit",
+    )
+
+
+def precision_at_k_against_random(relevant_in_top_k: np.ndarray, k: int, n_candidates: int | Sequence[int] | np.ndarray,
+                                  n_relevant: int | Sequence[int] | np.ndarray) -> ChanceResult:
+    """Precision@K (relevant items among each query's top K, averaged over queries and divided by K;
+    ``relevant_in_top_k`` one count per query) against a random ranking of each query's
+    ``n_candidates`` of which ``n_relevant`` are relevant (``random_ranking_precision``): the exact
+    distribution of a sum of independent hypergeometric counts."""
+    found = np.asarray(relevant_in_top_k, dtype=np.int64).reshape(-1)
+    if found.size == 0:
+        raise ChanceError("precision@K needs at least one query")
+    candidates = _as_per_query(n_candidates, found.size, "candidate counts")
+    relevant = _as_per_query(n_relevant, found.size, "relevant counts")
+    if k <= 0 or (k > candidates).any():
+        raise ChanceError(f"precision@{k} needs K between 1 and every query's candidate count ({int(candidates.min())})")
+    if (relevant > candidates).any() or (found > np.minimum(k, relevant)).any() or (found < 0).any():
+        raise ChanceError("a query has more relevant items in its top K than K or than it has relevant candidates")
+    cache: dict[tuple[int, int], np.ndarray] = {}
+    pmfs = [cache.setdefault((int(c), int(r)), stats.hypergeom.pmf(np.arange(k + 1), int(c), int(r), k))
+            for c, r in zip(candidates, relevant)]
+    total = int(found.sum())
+    pool = (f"{candidates[0]} candidates" if np.all(candidates == candidates[0]) else "various pool sizes") + (
+        f", {relevant[0]} relevant" if np.all(relevant == relevant[0]) else ", various relevant counts")
+    return ChanceResult(
+        null="random_ranking_precision", test="exact hypergeometric sum", value=total / (k * found.size),
+        chance=float(np.mean(relevant / candidates)), p_value=sum_above(total, pmfs), n=int(found.size),
+        detail=f"K={k}, {pool}; {total} relevant of {k * found.size} retrieved",
+    )
+
+
+def all_runs(results: Sequence[ChanceResult]) -> ChanceResult:
+    """Several runs of one column (label draws, seeds) against chance, as one result: the mean value
+    and chance level, and the *largest* p-value. Rejecting with it claims that every run beats
+    chance (an intersection-union test: valid at the level of each run's test, with no assumption
+    about how the runs depend on each other, which they do: they share the test images)."""
+    if not results:
+        raise ChanceError("no runs to test against chance")
+    nulls = {result.null for result in results}
+    if len(nulls) != 1:
+        raise ChanceError(f"runs of one column were tested against different nulls: {sorted(nulls)}")
+    if len(results) == 1:
+        return results[0]
+    worst = max(results, key=lambda result: result.p_value)
+    return ChanceResult(
+        null=worst.null, test=worst.test, value=float(np.mean([r.value for r in results])),
+        chance=float(np.mean([r.chance for r in results])), p_value=worst.p_value,
+        n=worst.n, detail=f"largest p of {len(results)} runs: {worst.detail}", runs=len(results),
+    )

@@ -1,0 +1,118 @@
+"""``chance``: an entry's columns against chance, and ``--expect-better`` as an exit status.
+
+``--expect-better`` passes only when every column the selection names has runs of the entry whose
+metric declares a chance null, with a value above chance and the adjusted p below alpha: each way
+of failing has a test here (toy board: binary AUROC by the Mann-Whitney test; a demo-board copy
+for a value below chance and a metric without a null).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import toy_task
+from benchmark.board.store import Board, BoardEntry, copy_board_protocol, default_board
+from benchmark.cli import main
+from benchmark.records import CellIdentity, MetricValue, RunRecord
+from benchmark.scoring import record_target_set
+from benchmark.scoring.compare import holm
+
+RESNET, VIT = "random_resnet18", "random_vit_tiny"
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both backbones at 10 % (two draws) and 100 %; the ResNet alone at 1 %."""
+    root = tmp_path_factory.mktemp("chance")
+    data = toy_task.write_toy_dataset(root / "data")
+    board = toy_task.write_toy_board(root / "boards", draws=(0, 1))
+    for backbones, fractions in ((f"{RESNET},{VIT}", "10,100"), (RESNET, "1")):
+        assert main(["run", "--backbone", backbones, "--board", str(board), "--data", str(data), "--work-dir",
+                     str(root / "work"), "--no-progress", "--fractions", fractions, "--in-process"]) == 0
+    return board
+
+
+def _table(output: str) -> dict[str, tuple[float, float, float, float]]:
+    """column -> (value, chance, p, adjusted p) from the printed table."""
+    rows = re.findall(r"^(\S+ \d+%)\s+\S+\s+([\d.]+)\s+([\d.]+)\s+Mann-Whitney U\s+(\S+)\s+(\S+)  ", output, re.M)
+    return {column: tuple(map(float, numbers)) for column, *numbers in rows}
+
+
+def test_each_column_is_tested_and_corrected_and_expect_better_passes(board: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["chance", RESNET, "--board", str(board), "--expect-better"]) == 0
+    output = capsys.readouterr().out
+    table = _table(output)
+    assert list(table) == ["toy/rsna 1%", "toy/rsna 10%", "toy/rsna 100%"], output
+    assert all(chance == 50.0 and value > 50.0 for value, chance, _, _ in table.values())
+    p_values = [p for _, _, p, _ in table.values()]
+    assert [adjusted for *_, adjusted in table.values()] == pytest.approx(holm(p_values), rel=2e-3)  # printed to 3 digits
+    assert "holm correction over 3 columns" in output and "(n=2 runs)" in output  # 1 % and 10 %: two draws
+    assert "beats chance on all 3 columns selected" in output
+
+
+def test_a_column_without_runs_fails_expect_better_and_is_named(board: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["chance", VIT, "--board", str(board), "--expect-better"]) == 1
+    output = capsys.readouterr().out
+    assert list(_table(output)) == ["toy/rsna 10%", "toy/rsna 100%"]
+    assert "does not beat chance on 1 of the 3 columns selected" in output and "  toy/rsna 1%: missing: the entry has no runs" in output
+    assert main(["chance", VIT, "--board", str(board), "--fractions", "10,100", "--expect-better"]) == 0
+    capsys.readouterr()
+
+
+def test_an_adjusted_p_above_alpha_fails_expect_better(board: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["chance", VIT, "--board", str(board), "--fractions", "10,100"])
+    adjusted = {column: p for column, (*_, p) in _table(capsys.readouterr().out).items()}
+    alpha = min(adjusted.values()) / 2
+    assert main(["chance", VIT, "--board", str(board), "--fractions", "10,100", "--expect-better", "--alpha", f"{alpha:g}"]) == 1
+    output = capsys.readouterr().out
+    assert all(f"{column}: adjusted p {p:.3g} is not below alpha {alpha:g}" in output for column, p in adjusted.items()), output
+
+
+def test_an_unknown_entry_or_selection_is_one_error_line(board: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for arguments, message in ((["nope"], "entry 'nope' is not on this board"),
+                               ([RESNET, "--tasks", "retrieval"], "task 'retrieval' is not on board 'toy-board'")):
+        assert main(["chance", *arguments, "--board", str(board)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and message in error, error
+
+
+def _add_run(board: Board, name: str, sha: str, dataset: str, classes: list[str], targets: np.ndarray, scores: np.ndarray) -> None:
+    """One classification run record at 1 %, draw 0, with the given targets and scores."""
+    identity = CellIdentity(board.name, name, sha, "classification", dataset, "classification", "linear", 1, 0, 0, "cached")
+    work = board.root.parent / "work"
+    work.mkdir(exist_ok=True)
+    ids = [f"p{k:03d}" for k in range(len(targets))]
+    header = "id," + ",".join(classes) + "\n"
+    (work / "p.csv").write_text(header + "".join(f"{i}," + ",".join(f"{v:.6g}" for v in row) + "\n" for i, row in zip(ids, scores)))
+    (work / "t.csv").write_text(header + "".join(f"{i}," + ",".join(str(int(v)) for v in row) + "\n" for i, row in zip(ids, targets)))
+    board.add(RunRecord(
+        identity=identity, protocol_version=board.protocol.protocol_version, scorer="classification",
+        metrics={"auroc": MetricValue(0.5, bootstrap_se=0.03)}, headline_metric="auroc",
+        predictions=board.store_artifact(identity, "predictions", work / "p.csv"),
+        targets=board.store_artifact(identity, "targets", work / "t.csv"),
+        target_set=record_target_set("classification", work / "t.csv", dataset, "classification"),
+        timings={"total": 1.0}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={},
+        provenance={"code": {"commit": "abc", "dirty": False}}, created="2026-01-01T00:00:00+00:00",
+    ))
+
+
+def test_below_chance_and_no_declared_null_fail_expect_better(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    board = copy_board_protocol(Board(default_board(demo=True)), tmp_path / "boards" / "chance-test", "chance-test")
+    sha = "d" * 64
+    board.register_entry(BoardEntry("reversed", sha, "resnet18", "reference", [], "test entry", "random", "2026-01-01"))
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 40)
+    _add_run(board, "reversed", sha, "rsna", ["Target"], y[:, None], (-(y - 0.5) + rng.normal(size=80))[:, None])
+    chexpert = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    labels = np.eye(5, dtype=int)[np.arange(80) % 5]
+    _add_run(board, "reversed", sha, "chexpert", chexpert, labels, labels + rng.normal(size=(80, 5)))
+    assert main(["chance", "reversed", "--board", str(board.root), "--tasks", "classification", "--datasets", "rsna,chexpert",
+                 "--fractions", "1", "--expect-better"]) == 1
+    output = capsys.readouterr().out
+    assert "  classification/rsna 1%: not above chance" in output, output
+    assert "classification/chexpert 1%: no chance test: chexpert: a macro AUROC over 5 classes" in output, output
+    assert "does not beat chance on 2 of the 2 columns selected" in output
