@@ -1,4 +1,5 @@
-"""Published numbers of MGCA's Tables 1 and 2, with their sources, keyed by (task, dataset, fraction).
+"""Published numbers of MGCA's Tables 1 and 2, and Table 3 (zero-shot classification and image-text
+retrieval, not in the MGCA paper), with their sources, keyed by (task, dataset, fraction).
 
 Which columns a rendered table has is the board's (``benchmark/board/render.py: board_tables``):
 its tasks × datasets × fractions, labelled as its ``protocol.json`` says.
@@ -123,4 +124,30 @@ TABLE_2 = PublishedTable(
              "Published mAP skips images without boxes (PROTOCOL.md B1); published Dice is a mean of per-batch means (B8)."),
 )
 
-TABLES: tuple[PublishedTable, ...] = (TABLE_1, TABLE_2)
+# Table 3 has no published row: the MGCA paper reports no zero-shot or retrieval numbers, and no source read
+# so far prints a number on the board's definitions (the caveats list what was tried). Sources, for whoever
+# reads them: a row is added only with a number read in the source, on the same definition, cited with its table.
+GLORIA_PAPER = ("https://openaccess.thecvf.com/content/ICCV2021/html/Huang_GLoRIA_A_Multimodal_Global-Local_"
+                "Representation_Learning_Framework_for_Label-Efficient_Medical_ICCV_2021_paper.html")
+MEDCLIP_PAPER = "https://arxiv.org/abs/2210.10163"
+
+TABLE_3 = PublishedTable(
+    key="table3",
+    title="Table 3: zero-shot classification and image-text retrieval (frozen image and text towers, no training labels)",
+    tasks=("zeroshot", "retrieval"),
+    rows=(),
+    source="none (no source read prints these numbers on the board's definitions; the sources tried are in the notes)",
+    caveats=(
+        f"The MGCA paper ({MGCA_PAPER}) reports no zero-shot classification or retrieval numbers.",
+        f"Sources tried for CheXpert 5x200 zero-shot accuracy and image-to-text precision@K (GLoRIA, ConVIRT, "
+        f"MedCLIP, MGCA re-evaluations): the GLoRIA paper ({GLORIA_PAPER}) and its code's README "
+        f"(github.com/marshuang80/gloria), the MedCLIP paper ({MEDCLIP_PAPER}; also PMC11323634) and its README "
+        f"(github.com/RyanWangZf/MedCLIP), the CXR-CLIP README; only their opening pages or code were readable, "
+        f"no results table: every cell stays empty until a number is read in its source.",
+        "Zero-shot and retrieval use no training labels: the label fraction of their columns is nominal (100%).",
+        "Against chance: `python -m benchmark chance ENTRY` tests each column of an entry against a model "
+        "that ignores the images (benchmark/scoring/chance.py).",
+    ),
+)
+
+TABLES: tuple[PublishedTable, ...] = (TABLE_1, TABLE_2, TABLE_3)

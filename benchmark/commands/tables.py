@@ -21,7 +21,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not print the Markdown tables")
 
 
-@command("tables", "render Tables 1-2 (md/tex/html), data-efficiency plots and the static page of a board", _configure)
+@command("tables", "render Tables 1-3 (md/tex/html), data-efficiency plots and the static page of a board", _configure)
 def _tables(args: argparse.Namespace) -> int:
     from benchmark.board.render import FORMATS, render_board, to_markdown
     from benchmark.board.store import Board, BoardError, default_board

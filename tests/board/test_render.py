@@ -185,3 +185,45 @@ def test_tables_take_their_columns_from_the_board_and_a_task_without_a_published
     assert {(c.task, c.dataset, c.fraction) for c in table2.columns} == {
         (task, dataset, fraction) for task in ("segmentation", "detection") for dataset in demo.task(task).datasets
         for fraction in demo.task(task).fractions or demo.fractions}
+
+
+def test_table_3_shows_the_boards_zero_shot_columns_without_an_unsourced_number(tmp_path: Path) -> None:
+    """Table 3 takes the board's zero-shot (and retrieval, where the board has it) columns; no published number
+    exists on the board's definitions, so it has no published row, and the sources tried are in its notes."""
+    copy = copy_board_protocol(Board(DEMO_BOARD), tmp_path / "boards" / "table3", "table3")
+    spec = {spec.table.key: spec for spec in board_tables(copy.protocol)}["table3"]
+    zeroshot = copy.protocol.task("zeroshot")
+    assert [(c.task, c.dataset, c.fraction) for c in spec.columns if c.task == "zeroshot"] == [
+        ("zeroshot", dataset, fraction) for dataset in zeroshot.datasets for fraction in zeroshot.fractions]
+    assert {c.task for c in spec.columns} <= {"zeroshot", "retrieval"} and spec.table.rows == ()
+    assert "zeroshot" not in {s.table.key for s in board_tables(copy.protocol)}  # no longer a table of its own
+    empty = to_markdown(build_table(BoardView.load(copy), spec))
+    assert "No board results for this table yet" in empty and "reports no zero-shot" in empty and "published |" not in empty
+
+    # one zero-shot RSNA run: a board row in Table 3, in every format and on the page
+    sha = "e" * 64
+    copy.register_entry(BoardEntry("clip_like", sha, "resnet18", "reference", ["mimic-cxr"], "test entry", "random", "2026-01-01"))
+    identity = CellIdentity(copy.name, "clip_like", sha, "zeroshot", "rsna", "classification", "prompts", 100, 0, 0, "direct")
+    y = np.tile([0, 1], N_TEST // 2)
+    scores = y * 0.5 + np.random.default_rng(3).normal(size=N_TEST)
+    ids = [f"p{k:03d}" for k in range(N_TEST)]
+    (tmp_path / "p.csv").write_text("id,Target\n" + "".join(f"{i},{s:.8g}\n" for i, s in zip(ids, scores)))
+    (tmp_path / "t.csv").write_text("id,Target\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, y)))
+    copy.add(RunRecord(
+        identity=identity, protocol_version=copy.protocol.protocol_version, scorer="zeroshot",
+        metrics={"auroc": MetricValue(roc_auc_score(y, np.round(scores, 8)), bootstrap_se=0.04)}, headline_metric="auroc",
+        predictions=copy.store_artifact(identity, "predictions", tmp_path / "p.csv"),
+        targets=copy.store_artifact(identity, "targets", tmp_path / "t.csv"),
+        target_set=record_target_set("zeroshot", tmp_path / "t.csv", "rsna", "classification"),
+        timings={"total": 1.0}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={},
+        provenance={"code": {"commit": "abc", "dirty": False}}, created="2026-01-01T00:00:00+00:00",
+    ))
+    result = render_board(copy)
+    table3 = next(model for model in result.models if model.spec.table.key == "table3")
+    [row] = [row for row in table3.rows if row.kind == "board"]
+    rsna = [c.header for c in table3.spec.columns].index("RSNA zero-shot AUROC 100%")
+    assert row.label == "clip_like" and row.cells[rsna].text == f"{100 * roc_auc_score(y, np.round(scores, 8)):.1f}"
+    out = copy.root / "rendered"
+    assert "| clip_like | this board |" in (out / "table3.md").read_text()
+    assert r"\label{tab:table3}" in (out / "table3.tex").read_text()
+    assert 'id="table3"' in (out / "index.html").read_text() and (out / "plots" / "zeroshot-rsna.svg").is_file()
