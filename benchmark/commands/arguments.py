@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from benchmark.board.store import Board
@@ -159,7 +159,7 @@ def column_name(column: tuple[str, str, int, str]) -> str:
     return f"{task}/{dataset} {fraction}%"
 
 
-def entry_key(entries: dict[str, object], wanted: str, label: str, root: Path) -> str:
+def entry_key(entries: Mapping[str, Any], wanted: str, label: str, root: Path) -> str:
     """The key of the one board entry whose name or key is ``wanted``; else a :class:`UsageError` saying
     why (``label`` names the argument, e.g. "A"; ``root`` the board) and listing the entries."""
     matches = [key for key, entry in entries.items() if wanted in (key, getattr(entry, "name", None))]
