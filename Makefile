@@ -108,8 +108,9 @@ bench: $(STAMP) $(NEEDS_DATA)
 ## demo-check: does the demo MGCA beat the random backbone of its architecture on demo linear classification
 ##             at 1 % labels, on every dataset (higher mean over the board's draws and seeds, paired test's
 ##             Holm-adjusted p < 0.05)? And does it beat chance on every zero-shot and retrieval column (one-sided
-##             exact or rank test against a model that ignores the images, Holm-adjusted p < 0.05)? Exit 1 if not,
-##             or if a column lacks the runs. (`make bench` prints both without failing on them.)
+##             permutation, exact or rank test against a model whose outputs ignore the images, Holm-adjusted
+##             p < 0.05)? Exit 1 if not, or if a column lacks the runs. (`make bench` prints both without
+##             failing on them.)
 DEMO_COMPARISON := compare mgca_demo random_resnet18 --demo --tasks classification --fractions 1
 DEMO_CHANCE     := chance mgca_demo --demo --tasks zeroshot,retrieval
 .PHONY: demo-check

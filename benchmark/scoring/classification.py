@@ -35,10 +35,11 @@ COVIDx AUROC is one-vs-rest over its three classes. Accuracy is overall (micro) 
 accuracy, the reference's metric; balanced accuracy is the mean per-class recall (defect B18);
 macro-F1 is the mean per-class F1 of the top-1 class (zero-shot COVIDx, ``benchmark/scoring/zeroshot.py``).
 
-Against chance (``benchmark/scoring/chance.py``): accuracy by the exact binomial test against the
-majority-class share of the test set, the AUROC of a one-class dataset (RSNA) by the Mann-Whitney U
-test against 0.5. A macro AUROC over several classes, balanced accuracy and macro-F1 declare no
-chance null.
+Against chance (``benchmark/scoring/chance.py``): accuracy by the permutation test of independence
+between the top-1 classes and the labels (chance: sum_k p_pred(k) * p_true(k)), the AUROC of a
+one-class dataset (RSNA) by the Mann-Whitney U test against 0.5. A macro AUROC over several
+classes has no test (the Mann-Whitney null is of one binary label); balanced accuracy and
+macro-F1 declare no chance null.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
-from benchmark.scoring.chance import ChanceError, ChanceResult, accuracy_against_majority, auroc_against_half
+from benchmark.scoring.chance import ChanceError, ChanceResult, accuracy_against_independence, auroc_against_half
 from benchmark.scoring.report import ScoredMetric, ScoreReport
 
 TargetFormat = Literal["multilabel", "multiclass"]
@@ -407,7 +408,7 @@ class ClassificationScorer:
     classification task's (:data:`SCHEMES`), or another task's that writes the same files (zero-shot)."""
 
     metrics = {"auroc": MetricSpec("auroc", "AUROC", chance="mann_whitney"),
-               "accuracy": MetricSpec("accuracy", "ACC", chance="majority_class"),
+               "accuracy": MetricSpec("accuracy", "ACC", chance="independence"),
                "balanced_accuracy": MetricSpec("balanced_accuracy", "balanced ACC"),
                "macro_f1": MetricSpec("macro_f1", "macro-F1")}
 
@@ -461,8 +462,8 @@ CHANCE_TESTS: Registry[ChanceTest] = Registry("classification chance test")
 
 @CHANCE_TESTS.register("accuracy")
 def accuracy_chance(targets: np.ndarray, scores: np.ndarray, scheme: ClassificationScheme) -> ChanceResult:
-    """Top-1 accuracy against the majority-class share: exact binomial (one label per image)."""
-    return accuracy_against_majority(targets.argmax(1), scores.argmax(1), scheme.classes)
+    """Top-1 accuracy against top-1 classes independent of the labels: permutation test (one label per image)."""
+    return accuracy_against_independence(targets.argmax(1), scores.argmax(1), scheme.classes)
 
 
 @CHANCE_TESTS.register("auroc")

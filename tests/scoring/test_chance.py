@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from math import comb
+from itertools import permutations
+from math import comb, sqrt
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,13 @@ from benchmark.scoring.chance import (
     NULLS,
     ChanceError,
     ChanceResult,
-    accuracy_against_majority,
+    PERMUTATIONS,
+    accuracy_against_independence,
     all_runs,
     auroc_against_half,
     binomial_above,
     hit_probability,
+    matches_under_permutation,
     precision_at_k_against_random,
     recall_at_k_against_random,
     sum_above,
@@ -35,16 +38,90 @@ def test_binomial_tail_by_hand() -> None:
         binomial_above(11, 10, 0.5)
 
 
-def test_accuracy_is_tested_against_the_majority_share_not_one_over_k() -> None:
-    truth = np.array([0] * 6 + [1] * 2 + [2] * 2)  # majority share 0.6, not 1/3
-    always_majority = accuracy_against_majority(truth, np.zeros(10, dtype=int), ("a", "b", "c"))
-    assert (always_majority.value, always_majority.chance) == (0.6, 0.6)
-    assert always_majority.p_value == pytest.approx(stats.binom.sf(5, 10, 0.6))  # P(X >= 6): far from significant
-    assert always_majority.p_value > 0.5 and "majority class a: 6 of 10" in always_majority.detail
-    perfect = accuracy_against_majority(truth, truth, ("a", "b", "c"))
-    assert perfect.p_value == pytest.approx(0.6 ** 10)  # every image right: P(X = 10)
-    balanced = accuracy_against_majority(np.repeat(np.arange(5), 4), np.repeat(np.arange(5), 4), tuple("abcde"))
-    assert balanced.chance == pytest.approx(0.2) and balanced.p_value == pytest.approx(0.2 ** 20)
+def _exact_matches(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """The number correct under every one of the n! orderings of ``truth`` (repeats included: each
+    ordering is one equally likely permutation), by enumeration."""
+    return np.array([np.count_nonzero(np.array(order) == predicted) for order in permutations(truth.tolist())])
+
+
+def _monte_carlo_tolerance(p: float, draws: int) -> float:
+    """How far a Monte Carlo p of ``draws`` permutations may sit from the exact p: 4.5 binomial standard
+    errors plus the 1/(1 + draws) the (1 + count)/(1 + draws) estimate adds (a miss has chance < 1e-5)."""
+    return 4.5 * sqrt(p * (1 - p) / draws) + 1 / (1 + draws)
+
+
+# (truth, predicted): 8 images, so all 8! = 40320 permutations are enumerated; exact p 0.036, 0.13, 0.35, 0.64
+TINY_SETS = [
+    (np.array([0, 0, 0, 0, 1, 1, 2, 2]), np.array([0, 0, 0, 1, 1, 2, 2, 0])),
+    (np.array([0, 0, 0, 0, 1, 1, 2, 2]), np.array([0, 1, 2, 0, 1, 0, 2, 0])),
+    (np.array([0, 0, 0, 0, 0, 0, 1, 1]), np.array([0, 0, 0, 0, 1, 1, 1, 0])),
+    (np.array([0, 0, 1, 1, 2, 2, 3, 3]), np.array([0, 0, 1, 1, 3, 2, 2, 0])),
+]
+
+
+@pytest.mark.parametrize("truth,predicted", TINY_SETS)
+def test_accuracy_permutation_p_matches_the_enumerated_exact_p(truth: np.ndarray, predicted: np.ndarray) -> None:
+    exact = _exact_matches(truth, predicted)
+    correct = int(np.count_nonzero(truth == predicted))
+    exact_p = float(np.mean(exact >= correct))
+    assert 0.01 < exact_p < 0.7  # a p where Monte Carlo error shows, not 1/(1 + draws) or 1
+    classes = tuple("abcd")[: truth.max() + 1]
+    for seed in (0, 1, 2):
+        result = accuracy_against_independence(truth, predicted, classes, seed=seed)
+        assert abs(result.p_value - exact_p) <= _monte_carlo_tolerance(exact_p, PERMUTATIONS), (seed, result.p_value, exact_p)
+        assert result.null == "independence" and result.value == correct / truth.size
+    # the chance level is the exact mean over all permutations, sum_k p_pred(k) * p_true(k)
+    assert result.chance == pytest.approx(exact.mean() / truth.size, rel=1e-12)
+    # and the Monte Carlo null distribution is the enumerated one, count by count
+    drawn = np.bincount(matches_under_permutation(truth, predicted), minlength=truth.size + 1)
+    exact_pmf = np.bincount(exact, minlength=truth.size + 1) / exact.size
+    assert np.all(np.abs(drawn / PERMUTATIONS - exact_pmf) <= 4.5 * np.sqrt(exact_pmf * (1 - exact_pmf) / PERMUTATIONS) + 1e-12)
+
+
+def test_accuracy_chance_level_by_hand_and_an_informative_model_below_the_majority_share() -> None:
+    # 100 normal, 100 pneumonia, 200 COVID-19: the majority share is 0.5
+    truth = np.array([0] * 100 + [1] * 100 + [2] * 200)
+    predicted = np.array([0] * 60 + [1] * 40 + [1] * 60 + [0] * 40 + [2] * 70 + [0] * 65 + [1] * 65)
+    result = accuracy_against_independence(truth, predicted, ("normal", "pneumonia", "COVID-19"))
+    assert result.value == pytest.approx(190 / 400) and result.value < 0.5  # below the majority share, yet informative
+    # predicted 165, 165, 70: chance = (100 * 165 + 100 * 165 + 200 * 70) / 400^2
+    assert result.chance == pytest.approx(47_000 / 160_000)
+    assert result.p_value == 1 / (1 + PERMUTATIONS)  # no permutation reaches 190 correct (mean 117.5)
+    assert result.detail == "predicted normal 41%, pneumonia 41%, COVID-19 18%; 190 of 400 correct"
+    again = accuracy_against_independence(truth, predicted, ("normal", "pneumonia", "COVID-19"))
+    assert again == result  # a fixed seed: the same files always give the same p
+
+
+def test_a_constant_predictor_is_exactly_at_chance_and_a_perfect_one_gets_the_smallest_p() -> None:
+    truth = np.array([0] * 6 + [1] * 2 + [2] * 2)
+    for answer in (0, 1, 2):  # always one class, the majority or not: p = 1, value = chance = its share
+        constant = accuracy_against_independence(truth, np.full(10, answer), ("a", "b", "c"))
+        assert constant.p_value == 1.0 and constant.value == constant.chance == np.mean(truth == answer)
+    balanced = np.repeat(np.arange(5), 4)
+    perfect = accuracy_against_independence(balanced, balanced, tuple("abcde"))
+    assert (perfect.value, perfect.chance) == (1.0, pytest.approx(0.2))
+    assert perfect.p_value == 1 / (1 + PERMUTATIONS)  # a permutation as good: chance (4!)^5 / 20! ~ 3e-11
+    reversed_ = accuracy_against_independence(balanced, (balanced + 1) % 5, tuple("abcde"))
+    assert reversed_.value == 0.0 and reversed_.p_value == 1.0  # worse than chance is not significant
+
+
+def test_permutation_draws_depend_on_the_seed_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmark.scoring.chance as chance
+
+    truth, predicted = np.repeat(np.arange(3), 7), np.tile(np.arange(3), 7)
+    whole = matches_under_permutation(truth, predicted, 500, seed=3)
+    monkeypatch.setattr(chance, "_PERMUTED_ELEMENTS", 50)  # batches of 2 rows
+    assert np.array_equal(matches_under_permutation(truth, predicted, 500, seed=3), whole)
+    assert not np.array_equal(matches_under_permutation(truth, predicted, 500, seed=4), whole)
+
+
+def test_accuracy_permutation_rejects_malformed_input() -> None:
+    with pytest.raises(ChanceError, match="one class index per image"):
+        accuracy_against_independence(np.zeros(3, dtype=int), np.zeros(4, dtype=int), ("a", "b"))
+    with pytest.raises(ChanceError, match=r"integers in \[0, 2\)"):
+        accuracy_against_independence(np.array([0, 2]), np.array([0, 1]), ("a", "b"))
+    with pytest.raises(ChanceError, match="at least one permutation"):
+        matches_under_permutation(np.array([0, 1]), np.array([0, 1]), 0)
 
 
 def test_auroc_against_one_half_by_hand_and_with_ties() -> None:
@@ -111,7 +188,7 @@ def test_precision_at_k_against_a_random_ranking() -> None:
 
 def test_several_runs_need_every_run_to_beat_chance() -> None:
     def run(value: float, p: float) -> ChanceResult:
-        return ChanceResult("majority_class", "exact binomial", value, 0.5, p, 100, "d")
+        return ChanceResult("independence", "permutation (20000)", value, 0.5, p, 100, "d")
 
     combined = all_runs([run(0.7, 1e-5), run(0.6, 0.03)])
     assert (combined.p_value, combined.runs) == (0.03, 2) and combined.value == pytest.approx(0.65)
@@ -125,7 +202,7 @@ def test_every_declared_null_exists() -> None:
     declared = {(name, metric, spec.chance) for name in SCORERS.names() for metric, spec in SCORERS.get(name).metrics.items()
                 if spec.chance}
     assert {null for *_, null in declared} <= set(NULLS.names())
-    assert ("zeroshot", "accuracy", "majority_class") in declared and ("zeroshot", "auroc", "mann_whitney") in declared
+    assert ("zeroshot", "accuracy", "independence") in declared and ("zeroshot", "auroc", "mann_whitney") in declared
 
 
 def _covidx_files(folder: Path, truth: np.ndarray, predicted: np.ndarray) -> tuple[Path, Path]:
@@ -142,9 +219,10 @@ def test_the_zeroshot_scorer_tests_its_files_against_the_declared_null(tmp_path:
     predicted[:10] = 0  # 50 of 60 right
     predictions, targets = _covidx_files(tmp_path, truth, predicted)
     result = chance_test("zeroshot", predictions, targets, "covidx", "accuracy")
-    assert result.value == pytest.approx(50 / 60) and result.chance == pytest.approx(0.5)
-    assert result.p_value == pytest.approx(stats.binom.sf(49, 60, 0.5))
-    assert "COVID-19" in result.detail
+    # predicted normal 25, pneumonia 15, COVID-19 20 of 60: chance (15 * 25 + 15 * 15 + 30 * 20) / 60^2 = 1/3
+    assert result.value == pytest.approx(50 / 60) and result.chance == pytest.approx(1 / 3)
+    assert result.p_value == 1 / (1 + PERMUTATIONS) and result.null == "independence"
+    assert result.detail == "predicted normal 42%, pneumonia 25%, COVID-19 33%; 50 of 60 correct"
     with pytest.raises(ChanceError, match="declares no chance null for 'macro_f1'"):
         chance_test("zeroshot", predictions, targets, "covidx", "macro_f1")
     with pytest.raises(ChanceError, match="macro AUROC over 3 classes"):
