@@ -27,7 +27,7 @@ from benchmark.board.store import Board
 from benchmark.files import write_atomically
 from benchmark.records import RunRecord
 from benchmark.scoring import PerImageRun, chance_test, scorer
-from benchmark.scoring.chance import ChanceResult, all_runs
+from benchmark.scoring.chance import ChanceError, ChanceResult, all_runs
 from benchmark.scoring.bootstrap import BootstrapOptions
 from benchmark.scoring.compare import (
     ComparisonError,
@@ -59,10 +59,33 @@ def chance_of_cell(board: Board, records: list[RunRecord], cell: CellAggregate) 
     """``cell``'s headline metric against chance: each run tested from its saved files by the null its
     metric declares (``benchmark/scoring/chance.py``), the runs combined by their largest p (``all_runs``).
     A metric without a declared null raises :class:`~benchmark.scoring.chance.ChanceError`."""
-    return all_runs([_chance(record.scorer, str(board.artifact_file(record.predictions)),
-                             str(board.artifact_file(record.targets)), record.identity.dataset, record.headline_metric,
-                             record.predictions.sha256 + record.targets.sha256)
-                     for record in _runs_of(board, records, cell)])
+    return all_runs([_chance_of_run(board, record, record.headline_metric) for record in _runs_of(board, records, cell)])
+
+
+def secondary_chance_metrics(board: Board, records: list[RunRecord], cell: CellAggregate) -> tuple[str, ...]:
+    """The declared metrics besides ``cell``'s headline that its runs report and that have a chance test on
+    their files (a declared null whose test applies to this dataset, tried on the first run), in the
+    record's order: what to name when the headline has no test. Only the names come back: a
+    column is tested against chance on the number the board shows, its headline."""
+    runs = _runs_of(board, records, cell)
+    if not runs:
+        return ()
+    first, testable = runs[0], []
+    declared = scorer(first.scorer).metrics  # a record also holds undeclared details, e.g. "auroc[Edema]"
+    for metric in first.metrics:
+        if metric == first.headline_metric or metric not in declared or not declared[metric].chance:
+            continue
+        try:
+            _chance_of_run(board, first, metric)
+        except ChanceError:
+            continue
+        testable.append(metric)
+    return tuple(testable)
+
+
+def _chance_of_run(board: Board, record: RunRecord, metric: str) -> ChanceResult:
+    return _chance(record.scorer, str(board.artifact_file(record.predictions)), str(board.artifact_file(record.targets)),
+                   record.identity.dataset, metric, record.predictions.sha256 + record.targets.sha256)
 
 
 @functools.lru_cache(maxsize=512)

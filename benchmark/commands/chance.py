@@ -3,14 +3,17 @@
 A zero-shot or retrieval number says nothing until it beats a model that knows nothing about the
 images. For each column the selection names (task, dataset, fraction, in the task's mode) this
 prints the headline metric of the entry (mean over its runs), its chance level, the one-sided test
-its metric declares (``benchmark/scoring/chance.py``: exact binomial against the majority-class
-share for accuracy, Mann-Whitney U against 0.5 for a binary AUROC, exact tests against a random
-ranking for recall@K and precision@K), the p-value and the p adjusted over the columns shown
-(Holm by default, the board's correction). With several runs in a column (draws, seeds) its p is
-the largest of theirs: every run must beat chance. ``--expect-better`` turns this into an exit
-status: 0 only when every column selected has runs of the entry, its metric declares a null, the
-value is above chance and the adjusted p is below ``--alpha``; the demo's check that the demo MGCA's
-text tower learned something (``make demo-check``).
+its metric declares (``benchmark/scoring/chance.py``: for accuracy a permutation test of the
+labels against the predicted classes, chance sum_k p_pred(k) * p_true(k); Mann-Whitney U against
+0.5 for a binary AUROC; exact tests against a random ranking for recall@K and precision@K), the
+p-value and the p adjusted over the columns shown (Holm by default, the board's correction). A
+column whose headline has no test is listed with the reason, and with the secondary metrics its
+runs report that do have one (named, not tested: the column's number is its headline). With
+several runs in a column (draws, seeds) its p is the largest of theirs: every run must beat chance.
+``--expect-better`` turns this into an exit status: 0 only when every column selected has runs of
+the entry, its metric declares a null, the value is above chance and the adjusted p is below
+``--alpha``; the demo's check that the demo MGCA's text tower learned something
+(``make demo-check``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def p_text(p_value: float) -> str:
 
 @command("chance", "test an entry's results against chance column by column (one-sided exact or rank tests)", _configure)
 def _chance(args: argparse.Namespace) -> int:
-    from benchmark.board.compare import chance_of_cell, grid_columns
+    from benchmark.board.compare import chance_of_cell, grid_columns, secondary_chance_metrics
     from benchmark.board.render import BoardView
     from benchmark.board.store import Board, BoardError, default_board
     from benchmark.scoring.chance import ChanceError
@@ -60,7 +63,11 @@ def _chance(args: argparse.Namespace) -> int:
         try:
             tested.append((cell, chance_of_cell(board, view.records, cell)))
         except ChanceError as error:
-            untested.append((column, f"no chance test: {error}"))
+            secondary = secondary_chance_metrics(board, view.records, cell)
+            offer = (f"; its runs also report {', '.join(secondary)}, which {'has' if len(secondary) == 1 else 'have'} a "
+                     f"chance test (not run: this verb tests the headline {cell.metric}, the number the board shows)"
+                     if secondary else "")
+            untested.append((column, f"no chance test of the headline {cell.metric}: {error}{offer}"))
     correction = args.correction or board.protocol.comparison.correction
     alpha = args.alpha or board.protocol.comparison.alpha
     adjusted = adjust([result.p_value for _, result in tested], correction)

@@ -3,7 +3,8 @@
 ``--expect-better`` passes only when every column the selection names has runs of the entry whose
 metric declares a chance null, with a value above chance and the adjusted p below alpha: each way
 of failing has a test here (toy board: binary AUROC by the Mann-Whitney test; a demo-board copy
-for a value below chance and a metric without a null).
+for a value below chance, a metric without a null, and a headline without a test whose runs report
+a secondary metric with one, which is named).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from benchmark.board.store import Board, BoardEntry, copy_board_protocol, defaul
 from benchmark.cli import main
 from benchmark.records import CellIdentity, MetricValue, RunRecord
 from benchmark.scoring import record_target_set
+from benchmark.scoring.classification import SCHEMES, write_predictions, write_targets
 from benchmark.scoring.compare import holm
 
 RESNET, VIT = "random_resnet18", "random_vit_tiny"
@@ -80,18 +82,19 @@ def test_an_unknown_entry_or_selection_is_one_error_line(board: Path, capsys: py
         assert error.count("\n") == 0 and message in error, error
 
 
-def _add_run(board: Board, name: str, sha: str, dataset: str, classes: list[str], targets: np.ndarray, scores: np.ndarray) -> None:
-    """One classification run record at 1 %, draw 0, with the given targets and scores."""
+def _add_run(board: Board, name: str, sha: str, dataset: str, targets: np.ndarray, scores: np.ndarray,
+             headline: str = "auroc", metrics: tuple[str, ...] = ("auroc",)) -> None:
+    """One classification run record at 1 %, draw 0, with the given targets and scores (files in the
+    dataset's formats) and ``metrics`` reported, ``headline`` the one the board shows."""
     identity = CellIdentity(board.name, name, sha, "classification", dataset, "classification", "linear", 1, 0, 0, "cached")
     work = board.root.parent / "work"
     work.mkdir(exist_ok=True)
-    ids = [f"p{k:03d}" for k in range(len(targets))]
-    header = "id," + ",".join(classes) + "\n"
-    (work / "p.csv").write_text(header + "".join(f"{i}," + ",".join(f"{v:.6g}" for v in row) + "\n" for i, row in zip(ids, scores)))
-    (work / "t.csv").write_text(header + "".join(f"{i}," + ",".join(str(int(v)) for v in row) + "\n" for i, row in zip(ids, targets)))
+    scheme, ids = SCHEMES.get(dataset), [f"p{k:03d}" for k in range(len(targets))]
+    write_predictions(work / "p.csv", ids, scores, scheme)
+    write_targets(work / "t.csv", ids, targets, scheme)
     board.add(RunRecord(
         identity=identity, protocol_version=board.protocol.protocol_version, scorer="classification",
-        metrics={"auroc": MetricValue(0.5, bootstrap_se=0.03)}, headline_metric="auroc",
+        metrics={metric: MetricValue(0.5, bootstrap_se=0.03) for metric in metrics}, headline_metric=headline,
         predictions=board.store_artifact(identity, "predictions", work / "p.csv"),
         targets=board.store_artifact(identity, "targets", work / "t.csv"),
         target_set=record_target_set("classification", work / "t.csv", dataset, "classification"),
@@ -100,19 +103,45 @@ def _add_run(board: Board, name: str, sha: str, dataset: str, classes: list[str]
     ))
 
 
-def test_below_chance_and_no_declared_null_fail_expect_better(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def demo_copy(tmp_path: Path) -> tuple[Board, str]:
+    """A copy of the demo board's protocol with one entry, "reversed", and no runs."""
     board = copy_board_protocol(Board(default_board(demo=True)), tmp_path / "boards" / "chance-test", "chance-test")
     sha = "d" * 64
     board.register_entry(BoardEntry("reversed", sha, "resnet18", "reference", [], "test entry", "random", "2026-01-01"))
+    return board, sha
+
+
+def test_below_chance_and_no_declared_null_fail_expect_better(demo_copy: tuple[Board, str], capsys: pytest.CaptureFixture[str]) -> None:
+    board, sha = demo_copy
     rng = np.random.default_rng(0)
     y = np.tile([0, 1], 40)
-    _add_run(board, "reversed", sha, "rsna", ["Target"], y[:, None], (-(y - 0.5) + rng.normal(size=80))[:, None])
-    chexpert = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    _add_run(board, "reversed", sha, "rsna", y[:, None], (-(y - 0.5) + rng.normal(size=80))[:, None])
     labels = np.eye(5, dtype=int)[np.arange(80) % 5]
-    _add_run(board, "reversed", sha, "chexpert", chexpert, labels, labels + rng.normal(size=(80, 5)))
+    _add_run(board, "reversed", sha, "chexpert", labels, labels + rng.normal(size=(80, 5)))
     assert main(["chance", "reversed", "--board", str(board.root), "--tasks", "classification", "--datasets", "rsna,chexpert",
                  "--fractions", "1", "--expect-better"]) == 1
     output = capsys.readouterr().out
     assert "  classification/rsna 1%: not above chance" in output, output
-    assert "classification/chexpert 1%: no chance test: chexpert: a macro AUROC over 5 classes" in output, output
+    assert ("classification/chexpert 1%: no chance test of the headline auroc: chexpert: a macro AUROC over 5 classes"
+            in output), output
+    assert "its runs also report" not in output  # CheXpert reports no other metric
     assert "does not beat chance on 2 of the 2 columns selected" in output
+
+
+def test_a_headline_without_a_test_names_the_secondary_metric_that_has_one(demo_copy: tuple[Board, str],
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """No shipped scheme has a headline without a chance test beside a secondary metric with one yet
+    (a retrieval median rank beside recall@K would be one); a COVIDx record whose headline is balanced
+    accuracy (no declared null) stands in: its accuracy has a test, its 3-class macro AUROC has none."""
+    board, sha = demo_copy
+    labels = np.eye(3, dtype=int)[np.arange(60) % 3]
+    _add_run(board, "reversed", sha, "covidx", labels, labels + 0.1, headline="balanced_accuracy",
+             metrics=("balanced_accuracy", "accuracy", "auroc"))
+    assert main(["chance", "reversed", "--board", str(board.root), "--tasks", "classification", "--datasets", "covidx",
+                 "--fractions", "1", "--expect-better"]) == 1
+    output = capsys.readouterr().out
+    assert ("classification/covidx 1%: no chance test of the headline balanced_accuracy: scorer 'classification' declares "
+            "no chance null for 'balanced_accuracy' (MetricSpec.chance); its runs also report accuracy, which has a chance "
+            "test (not run: this verb tests the headline balanced_accuracy, the number the board shows)") in output, output
+    assert "holm correction over 0 columns" in output and "does not beat chance on 1 of the 1 columns selected" in output
