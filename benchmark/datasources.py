@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
 from benchmark.costs import SplitCounts
 from benchmark.data.prepared import PreparedDataset, split_file_name
+from benchmark.data.registry import PrepareOptions
 
 SHIPPED_SPLITS = Path(__file__).parent / "splits"
+# The side ``prepare`` writes images at unless told otherwise: what a dataset planned from split sizes is assumed at.
+DEFAULT_IMAGE_SIZE: int = next(f.default for f in fields(PrepareOptions) if f.name == "image_size")
 
 
 class DatasetSource(Protocol):
     root: Path  # where the cells read the dataset (the prepared folder)
     demo: bool
     preparation_version: int | None  # None: not prepared (planned from split sizes)
+    image_size: int  # side of the prepared images (the preparation default when planned from split sizes)
 
     def partition(self, name: str) -> str: ...
 
@@ -39,6 +43,7 @@ class PreparedSource:
         self.dataset = PreparedDataset(root)
         self.demo = self.dataset.manifest.demo
         self.preparation_version: int | None = self.dataset.manifest.preparation_version
+        self.image_size = self.dataset.manifest.image_size
         self._counts: dict[tuple, SplitCounts] = {}
 
     def partition(self, name: str) -> str:
@@ -65,6 +70,7 @@ class SizesSource:
     sizes: dict[str, int] = field(default_factory=dict)  # "<partition>/<file name>" -> images
     demo: bool = False
     preparation_version: int | None = None
+    image_size: int = DEFAULT_IMAGE_SIZE
 
     def partition(self, name: str) -> str:
         if not any(key.startswith(f"{name}/") for key in self.sizes):

@@ -4,7 +4,10 @@ What runs is read from the registries: every registered task with every head and
 (a new head is covered the day it is registered), each cell shrunk to seconds by the task's own
 ``smoke`` overrides (``tasks.registry.TaskInfo``), on synthetic data written by the demo generator
 and prepared at 64 px in a scratch folder. Each cell goes through the real path: the task's adapter
-on the device, then the task's scorer on the files it wrote. Pretraining runs the shipped demo
+on the device, then the task's scorer on the files it wrote. A task that ``requires`` more than an
+image encoder (a text tower: zero-shot, retrieval) runs on the first tiny backbone that meets the
+requirement: besides the two random image encoders there is one with a text tower, the shrunk demo
+pretraining config at initialisation exported by ``pretrain/export.py`` (:func:`text_tower_backbone`). Pretraining runs the shipped demo
 config, shrunk, with the config's precision (fp32, as the reference trains). With two or more GPUs,
 two processes under ``torchrun`` (NCCL) run pretraining and one segmentation cell.
 
@@ -35,7 +38,9 @@ if TYPE_CHECKING:
 IMAGE_SIZE = 64  # prepared image side: the smallest that every head's strides and a 16-pixel ViT patch take
 CELL_IMAGES = 24  # per dataset: the smallest that every demo dataset the cells use can score (RSNA needs 20)
 PRETRAIN_IMAGES = 40  # MIMIC demo: about 20 training pairs, three steps of 8
+PRETRAIN_DATASET = "mimic"  # the pretraining corpus (image-report pairs), prepared whether a cell uses it or not
 TINY_BACKBONES = ("random_resnet18", "random_vit_tiny")  # the first whose family defaults to a head runs it
+TEXT_TOWER_BACKBONE = "mgca_tiny_init"  # after them: only a task that requires its text tower gets it first
 # The demo config shrunk to a few steps: ViT-Tiny (patch attention), a one-layer BERT, one epoch.
 PRETRAIN_OVERRIDES = (
     "arch=vit_tiny_patch16_224", "text_layers=1", "text_hidden_size=32", "text_heads=2", "text_intermediate_size=64",
@@ -195,23 +200,39 @@ def backbone_for(info: TaskInfo, head: str, families: dict[str, str]) -> str:
     return next(iter(families))
 
 
-def plan_cells(infos: list[TaskInfo], datasets: dict[str, str], families: dict[str, str]) -> list[CellPlan]:
-    """Every (task, head, mode), on the task's shared dataset and the head's tiny backbone."""
-    return [CellPlan(info.name, datasets[info.name], head, mode, backbone_for(info, head, families))
-            for info in infos for head in info.heads for mode in info.modes]
+def plan_cells(infos: list[TaskInfo], datasets: dict[str, str], families: dict[str, str],
+               meets: Callable[[TaskInfo, str], bool] = lambda info, backbone: True) -> list[CellPlan]:
+    """Every (task, head, mode), on the task's shared dataset and the head's tiny backbone: of the backbones
+    that ``meets`` the task's requirement (all of them when none does: the cell is then reported skipped,
+    with the first one's reason), the first whose family gets the head by default."""
+    plans = []
+    for info in infos:
+        able = {name: family for name, family in families.items() if meets(info, name)} or families
+        plans += [CellPlan(info.name, datasets[info.name], head, mode, backbone_for(info, head, able))
+                  for head in info.heads for mode in info.modes]
+    return plans
 
 
 # ------------------------------------------------------------------------------------- the checks
 
-def prepare_demo(root: Path, names: list[str]) -> Path:
-    """Demo datasets ``names`` generated and prepared at :data:`IMAGE_SIZE`; returns the prepared folder."""
+def demo_datasets(datasets: dict[str, str]) -> list[str]:
+    """The demo datasets to prepare: those the cells run on (task -> dataset), then the pretraining corpus."""
+    cells = sorted(set(datasets.values()))
+    return cells + [PRETRAIN_DATASET] * (PRETRAIN_DATASET not in cells)
+
+
+def prepare_demo(root: Path, names: list[str], scored: set[str] | None = None) -> Path:
+    """Demo datasets ``names`` generated and prepared at :data:`IMAGE_SIZE`; returns the prepared folder.
+    ``scored``: those cells run on (default: all but the pretraining corpus), large enough to score."""
     import benchmark.data.datasets  # noqa: F401 - registers the preparers
     from benchmark.data.demo import DEMO_WRITERS, generate
     from benchmark.data.registry import DATASETS, PrepareOptions
 
+    scored = set(names) - {PRETRAIN_DATASET} if scored is None else scored
     for name in names:
-        images = PRETRAIN_IMAGES if name == "mimic" else max(CELL_IMAGES, DEMO_WRITERS.get(name).minimum_images or 0)
-        generate(root / "raw", [name], images=images, size=IMAGE_SIZE, seed=0, scorable=name != "mimic")
+        cell_images = max(CELL_IMAGES, DEMO_WRITERS.get(name).minimum_images or 0) if name in scored else 0
+        images = max(PRETRAIN_IMAGES if name == PRETRAIN_DATASET else 0, cell_images)
+        generate(root / "raw", [name], images=images, size=IMAGE_SIZE, seed=0, scorable=name in scored)
         DATASETS.get(name).prepare(PrepareOptions(raw=root / "raw" / name, out=root / "prepared" / name,
                                                   image_size=IMAGE_SIZE, workers=1))
     return root / "prepared"
@@ -263,7 +284,37 @@ def run_pretraining(prepared: Path, out: Path) -> None:
     from pretrain.config import load_config
     from pretrain.train import train
 
-    train(load_config("demo", [f"data={prepared / 'mimic'}", f"out={out}", *PRETRAIN_OVERRIDES]))
+    train(load_config("demo", [f"data={prepared / PRETRAIN_DATASET}", f"out={out}", *PRETRAIN_OVERRIDES]))
+
+
+def text_tower_backbone(prepared: Path, out: Path) -> LoadedBackbone:
+    """:data:`TEXT_TOWER_BACKBONE`: a tiny backbone with a text tower, for the tasks that require one.
+
+    The pretraining check's model (the demo config shrunk by :data:`PRETRAIN_OVERRIDES`) at its seeded
+    initialisation, with the WordPiece vocabulary of the pretraining corpus's training reports, saved as
+    pretraining saves a run's checkpoint and exported by ``pretrain/export.py``: the file an image-text task
+    reads (its ``text_tower`` entry), loaded through the backbone registry as a user's checkpoint. Untrained,
+    so deterministic and independent of the pretraining check; a second or so on a CPU.
+    """
+    from benchmark.backbones import build_backbone, user_backbone_spec
+    from benchmark.data.prepared import PreparedDataset
+    from pretrain.checkpoints import save_atomic
+    from pretrain.config import load_config
+    from pretrain.data import read_pairs
+    from pretrain.export import export_checkpoint
+    from pretrain.text import save_tokenizer, train_tokenizer
+    from pretrain.train import build_model
+
+    config = load_config("demo", [f"data={prepared / PRETRAIN_DATASET}", f"out={out}", *PRETRAIN_OVERRIDES])
+    tokenizer = train_tokenizer(read_pairs(PreparedDataset(config.data), "train").captions, config.vocab_size)
+    out.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(tokenizer, out / "tokenizer.json")
+    model = build_model(config, tokenizer.get_vocab_size())
+    params = {"config": config.to_dict(), "data": {"vocab_size": tokenizer.get_vocab_size()}, "arch": config.arch,
+              "tokenizer": "tokenizer.json", "initialisation": model.initialisation}
+    save_atomic({"state_dict": model.state_dict(), "hyper_parameters": params, "epoch": 0}, out / "best.ckpt")
+    checkpoint, _ = export_checkpoint(out / "best.ckpt", out / f"{TEXT_TOWER_BACKBONE}.ckpt")
+    return build_backbone(user_backbone_spec(TEXT_TOWER_BACKBONE, config.arch), checkpoint=checkpoint)
 
 
 def torchrun(module_args: list[str], root: Path, name: str, device: str) -> int:
@@ -319,11 +370,11 @@ def run_selftest(device: str, root: Path, ddp: bool) -> SelfTest:
     infos = all_tasks()
     by_name = {info.name: info for info in infos}
     datasets = shared_datasets(infos, set(DEMO_WRITERS.names()))
-    names = sorted(set(datasets.values())) + ["mimic"]
+    names = demo_datasets(datasets)
     state: dict = {}
 
     def prepare() -> None:
-        state["prepared"] = prepare_demo(root / "data", names)
+        state["prepared"] = prepare_demo(root / "data", names, scored=set(datasets.values()))
 
     test.run(f"data: demo {', '.join(names)} at {IMAGE_SIZE} px", prepare)
     if "prepared" not in state:
@@ -337,10 +388,23 @@ def run_selftest(device: str, root: Path, ddp: bool) -> SelfTest:
             backbones[name] = build_backbone(name)
 
     test.run(f"backbones: {', '.join(TINY_BACKBONES)}", load)
-    if len(backbones) == len(TINY_BACKBONES):
+    if any(info.requires is not None for info in infos):  # only tasks with a requirement run on it
+
+        def load_text_tower_backbone() -> None:
+            backbones[TEXT_TOWER_BACKBONE] = text_tower_backbone(prepared, root / TEXT_TOWER_BACKBONE)
+
+        test.run(f"backbone with a text tower: {TEXT_TOWER_BACKBONE}", load_text_tower_backbone)
+    if all(name in backbones for name in TINY_BACKBONES):
         families = {name: loaded.model.arch.family for name, loaded in backbones.items()}
-        for plan in plan_cells(infos, datasets, families):
-            reason = by_name[plan.task].unmet_requirement(backbones[plan.backbone])
+        reasons: dict[tuple[str, str], str | None] = {}
+
+        def unmet(info: TaskInfo, backbone: str) -> str | None:
+            if (info.name, backbone) not in reasons:
+                reasons[info.name, backbone] = info.unmet_requirement(backbones[backbone])
+            return reasons[info.name, backbone]
+
+        for plan in plan_cells(infos, datasets, families, lambda info, backbone: unmet(info, backbone) is None):
+            reason = unmet(by_name[plan.task], plan.backbone)
             if reason is not None:
                 test.skip(plan.name, reason)
                 continue
@@ -353,7 +417,7 @@ def run_selftest(device: str, root: Path, ddp: bool) -> SelfTest:
     test.run("pretraining: demo config, a few steps", lambda: run_pretraining(prepared, root / "pretrain"))
     if ddp:
         test.run("pretraining: 2 processes (DDP)", lambda: torchrun(
-            ["pretrain", "--config", "demo", f"data={prepared / 'mimic'}", f"out={root / 'pretrain-ddp'}",
+            ["pretrain", "--config", "demo", f"data={prepared / PRETRAIN_DATASET}", f"out={root / 'pretrain-ddp'}",
              *PRETRAIN_OVERRIDES], root, "pretrain-ddp", device))
         test.run("segmentation: 2 processes (DDP)", lambda: torchrun(
             ["tasks.segmentation", *DDP_SEGMENTATION, "--data", str(prepared / datasets["segmentation"]),

@@ -88,6 +88,11 @@ class TaskInfo:
     # (imported then, so keep it light); a backbone it refuses gets no cell of the task: the grid and the
     # self-test report it as skipped, with that reason.
     requires: str | Callable[[LoadedBackbone], str | None] | None = None
+    # The side of the images the task feeds a backbone's encoder: "module:function" taking the LoadedBackbone,
+    # the prepared images' side, the head and the board's overrides, giving the side in pixels (the task's own
+    # geometry rule: the linear probe feeds ResNet-50 at 299 under the MGCA protocol, B20). None: the
+    # backbone's own input size. ``run --dry-run`` measures each encoder at this size.
+    encoder_input: str | Callable[[LoadedBackbone, int, str, Mapping[str, Any]], int] | None = None
 
     def __post_init__(self) -> None:
         if self.default_mode not in self.modes:
@@ -142,6 +147,14 @@ class TaskInfo:
     def unmet_requirement(self, backbone: LoadedBackbone) -> str | None:
         """Why ``backbone`` cannot run this task (its ``requires``), or None when it can."""
         return None if self.requires is None else resolve(self.requires)(backbone)
+
+    def encoder_input_size(self, backbone: LoadedBackbone, cache_size: int, head: str,
+                           overrides: Mapping[str, Any] | None = None) -> int:
+        """The side of the images a cell of ``head`` feeds ``backbone``'s encoder on data prepared at
+        ``cache_size`` px (its ``encoder_input``; the backbone's own input size when it declares none)."""
+        if self.encoder_input is None:
+            return backbone.preprocessing.input_size
+        return int(resolve(self.encoder_input)(backbone, cache_size, head, overrides or {}))
 
     def run(self, cell: TaskCell) -> TaskResult:
         """Run the adapter on one cell (imports it first when it is named as a string)."""

@@ -4,8 +4,10 @@ The plan counts, per task and dataset, the cells, those already on the board, th
 passes still needed (each feature-cache entry once, the reference mode's training loop in full),
 the optimiser steps, the bytes the feature cache will grow by, and an estimated wall time per
 shard: the shard's work in encoder passes (``benchmark/costs.py``) divided by a throughput
-measured once on this machine (a few batches through the backbone) or given with
-``--throughput``, or, with ``--device-class NAME``, from speeds measured on that device class
+measured on this machine (a few batches through the backbone at the side each task feeds it,
+``TaskInfo.encoder_input_size`` on the prepared images: the linear probe's ResNet-50 at 299 px,
+B20; once per backbone and side) or given with ``--throughput``, or, with ``--device-class NAME``,
+from speeds measured on that device class
 (``benchmark/costs.py``: encoder, head training and head evaluation per task, head, mode and
 architecture). Counts are exact (the same planner as the run); times and steps are upper
 bounds (every head trains its maximum epochs; early stopping ends most sooner).
@@ -28,10 +30,13 @@ import torch
 from benchmark.backbones import CheckpointNotFound, LoadedBackbone, build_backbone
 from benchmark.board.store import Board
 from benchmark.costs import TaskCost, device_classes, shard_seconds
-from benchmark.datasources import DatasetSource
+from benchmark.datasources import DatasetSource, prepared_sources
 from benchmark.grid.planning import PlannedCell, cell_costs, cell_estimate, plan_grid
-from benchmark.grid.request import BackboneChoice, GridRequest, GridSummary, resolve_device
+from benchmark.grid.request import BackboneChoice, GridError, GridRequest, GridSummary, resolve_device
+from benchmark.records import CellIdentity
 from benchmark.sharding import partition
+
+SpeedKey = tuple[str, int]  # (the backbone's entry key, the side of the images its encoder is fed)
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,10 @@ class Throughput:
     map_values: int  # numbers in one image's feature maps (stored as the task's cache dtype)
 
 
-def measure(loaded: LoadedBackbone, device: str, given: float | None = None, batch: int = 8, batches: int = 3) -> Throughput:
-    """Time ``batches`` batches of random images through the frozen encoder (after one warm-up)."""
-    size, channels = loaded.preprocessing.input_size, loaded.preprocessing.channels
+def measure(loaded: LoadedBackbone, device: str, size: int, given: float | None = None, batch: int = 8,
+            batches: int = 3) -> Throughput:
+    """Time ``batches`` batches of random ``size``-pixel images through the frozen encoder (after one warm-up)."""
+    channels = loaded.preprocessing.channels
     model = loaded.model.to(device)
     with torch.inference_mode():
         probe = model(torch.randn(1, channels, size, size, device=device))
@@ -154,14 +160,22 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
         notes.append(f"not prepared under {request.data_dir}, left out: {', '.join(summary.not_prepared)}")
     notes += [f"skipped: {reason}" for reason in summary.skipped]
     device = resolve_device(request.device)
-    speeds = {}
+    find = sources or prepared_sources(request.data_dir)
+    cache_sizes: dict[str, int] = {}
+    keys: dict[CellIdentity, SpeedKey] = {}
+    speeds: dict[SpeedKey, Throughput] = {}
     for item in planned:
-        key = item.cell.identity.entry_key
+        identity = item.cell.identity
+        if identity.dataset not in cache_sizes:
+            cache_sizes[identity.dataset] = _source(find, identity.dataset).image_size
+        size = item.cell.task.encoder_input_size(item.loaded, cache_sizes[identity.dataset], identity.head,
+                                                 board.protocol.task(identity.task).overrides)
+        key = keys[identity] = (identity.entry_key, size)
         if key not in speeds:
             given = throughput
             if measured:
                 given = measured.encoder_images_per_second(item.loaded.spec.arch, item.loaded.preprocessing.input_size)
-            speeds[key] = measure(item.loaded, device, given)
+            speeds[key] = measure(item.loaded, device, size, given)
     todo = [item for item in planned if board.completed(item.cell.identity) is None]
     done = {item.cell.identity for item in planned} - {item.cell.identity for item in todo}
     rows: dict[str, Row] = defaultdict(Row)
@@ -181,7 +195,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
             if entry not in written:
                 written.add(entry)
                 row.encoder_passes += images
-                row.cache_bytes += images * _bytes_per_image(item.cell.task.cost, speeds[identity.entry_key])
+                row.cache_bytes += images * _bytes_per_image(item.cell.task.cost, speeds[keys[identity]])
     costs = cell_costs(board, [item.cell for item in planned])
     by_identity = {item.cell.identity: item for item in todo}
     shard_times, shard_cells = [], []
@@ -192,26 +206,40 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
             shard_times.append(shard_seconds([(cell_estimate(board, item.cell), measured.rates(
                 item.cell.identity.task, item.cell.identity.head, item.cell.identity.mode, item.loaded.spec.arch)) for item in mine]))
         else:
-            shard_times.append(_shard_passes(board, mine, speeds))
+            shard_times.append(_shard_passes(board, mine, {cell: speeds[key] for cell, key in keys.items()}))
     first = next(iter(speeds.values()))
     how = measured.describe() if measured else first.measured
     if measured:
         notes.append(f"times from the speeds measured on {measured.name} at each task's protocol image size "
                      f"(data prepared smaller runs faster); head evaluation on validation every epoch included")
+    elif throughput is None and len(speeds) > 1:
+        notes += [f"throughput of {entry} at {size} px: {speed.images_per_second:.1f} encoder images/s ({speed.measured})"
+                  for (entry, size), speed in list(speeds.items())[1:]]
     return Plan(board.name, shards, dict(rows), shard_times, shard_cells,
-                {"images_per_second": round(first.images_per_second, 2), "measured": how, "device": device}, notes)
+                {"images_per_second": round(first.images_per_second, 2), "measured": how, "device": device,
+                 "encoders": [{"entry": entry, "input_size": size, "images_per_second": round(speed.images_per_second, 2)}
+                              for (entry, size), speed in speeds.items()]}, notes)
+
+
+def _source(find: Callable[[str], DatasetSource | None], dataset: str) -> DatasetSource:
+    """The source planning read ``dataset``'s cells from (gone since: an error, not a guess at its image size)."""
+    source = find(dataset)
+    if source is None:
+        raise GridError(f"{dataset}: its prepared folder disappeared while the grid was planned")
+    return source
 
 
 def _bytes_per_image(model: TaskCost, speed: Throughput) -> int:
     return speed.global_bytes if model.features == "global" else speed.map_values * model.cache_dtype_bytes
 
 
-def _shard_passes(board: Board, items: list[PlannedCell], speeds: dict[str, Throughput]) -> float:
-    """Seconds of one shard: its own cache entries once, its uncached passes, its heads' training."""
+def _shard_passes(board: Board, items: list[PlannedCell], speeds: dict[CellIdentity, Throughput]) -> float:
+    """Seconds of one shard: its own cache entries once, its uncached passes, its heads' training, each
+    cell's at the speed of its encoder at the side its task feeds it."""
     seconds, entries = 0.0, set()
     for item in items:
         work = cell_estimate(board, item.cell)
-        speed = speeds[item.cell.identity.entry_key].images_per_second
+        speed = speeds[item.cell.identity].images_per_second
         passes = work.uncached_passes + item.cell.task.cost.head_cost * work.training_samples
         for entry, images in work.cache_entries.items():
             if entry not in entries:

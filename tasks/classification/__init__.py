@@ -23,4 +23,5 @@ TASKS.add("classification", TaskInfo(
     cost=COST,
     override_keys=BOARD_OVERRIDES,
     smoke={"max_epochs": 1, "batch_size": 8, "encode_batch_size": 16},
+    encoder_input="tasks.classification.adapter:encoder_input_size",
 ))

@@ -20,9 +20,10 @@ scorer (``benchmark/scoring/classification.py``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -130,6 +131,12 @@ def _geometry(backbone: LoadedBackbone, cache_size: int) -> Geometry:
                                 why="as the reference's ResNet-50 probe (defect B20)")
     return resolve_geometry(cache_size, _patch_size(backbone), preprocessing.input_size, preprocessing.fixed_size,
                             why=f"the model's input size ({preprocessing.source})")
+
+
+def encoder_input_size(backbone: LoadedBackbone, cache_size: int, head: str, overrides: Mapping[str, Any]) -> int:  # noqa: ARG001
+    """The side the probe feeds ``backbone``'s encoder on images prepared at ``cache_size`` px (the task's
+    ``encoder_input``: the dry run measures the encoder there); one geometry for every head and recipe."""
+    return _geometry(backbone, cache_size).encoder_input_size
 
 
 def run_classification(cell: TaskCell) -> TaskResult:

@@ -13,7 +13,10 @@ both L2-normalised, so a dot product is the cosine similarity the model was trai
 
 :func:`load_text_tower` builds the tower of a loaded backbone from the same checkpoint, or returns
 None when the backbone has none (an image-only source, random weights, a checkpoint without text
-weights): a task skips such a backbone with ``if tower is None``. One module per source that can
+weights): a task skips such a backbone with ``if tower is None``. A task that needs a tower
+declares :func:`text_tower_requirement` as its ``requires``: the same checks, without building
+the tower's weights (``load_text_tower(..., weights=False)``), so planning a grid does not load
+every backbone's text encoder once more than its cells do. One module per source that can
 carry a text tower registers a builder in :data:`TEXT_TOWERS` under the architecture's source
 name: ``mgca`` (MGCA checkpoints, ``mgca.py``), ``open_clip`` and ``hf`` (CLIP, SigLIP).
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +48,11 @@ if TYPE_CHECKING:
     from benchmark.backbones.encoder import Backbone
 
 __all__ = ["TEXT_TOWERS", "TOKENIZER_FILES", "TextModelMissing", "TextTower", "TextTowerError", "load_text_tower",
-           "require_tokenizer_files"]
+           "require_tokenizer_files", "text_tower_requirement"]
+
+# Whether the builder being run materialises the tower's weights (load_text_tower's ``weights``): read by
+# ``weights.load_parts``, the one place every builder builds its modules, so no builder needs a flag of its own.
+MATERIALISE: ContextVar[bool] = ContextVar("materialise_text_tower", default=True)
 
 
 class TextTowerError(CheckpointError):
@@ -134,12 +142,16 @@ def text_model_candidates(name: str, explicit: str | Path | None) -> list[Path]:
 
 
 def load_text_tower(loaded: LoadedBackbone, text_model: str | Path | None = None,
-                    allow_partial: bool = False) -> TextTower | None:
+                    allow_partial: bool = False, weights: bool = True) -> TextTower | None:
     """The text tower of ``loaded`` from the checkpoint its image encoder came from, or None when it has none.
 
     ``text_model``: a local folder the tower needs besides the checkpoint (a released MGCA
     checkpoint's Bio_ClinicalBERT, BiomedCLIP's PubMedBERT: tokenizer and config); a named
     backbone's ``spec.text_model`` is looked for like its checkpoint file when none is given.
+    ``weights=False`` checks as much as a load does (config, tokenizer, every tensor's name and shape
+    against the checkpoint, the load report) but leaves the tower's modules on the meta device:
+    nothing is allocated, initialised or copied. Such a tower answers whether a backbone has a
+    usable one (:func:`text_tower_requirement`); it cannot encode anything.
     """
     arch = loaded.model.arch
     if loaded.load_report is None or arch.source not in TEXT_TOWERS:
@@ -148,11 +160,25 @@ def load_text_tower(loaded: LoadedBackbone, text_model: str | Path | None = None
     folder = next((path for path in candidates if path.is_dir()), None)
     if text_model and folder is None:
         raise TextModelMissing(f"text model folder {text_model}: no such folder")
+    materialise = MATERIALISE.set(weights)
     try:
         return TEXT_TOWERS.get(arch.source)(loaded.model, Path(loaded.load_report.source), folder, allow_partial)
     except TextModelMissing as error:
         looked = f" (looked at {', '.join(map(str, candidates))})" if candidates else ""
         raise TextModelMissing(f"{error}{looked}") from None
+    finally:
+        MATERIALISE.reset(materialise)
+
+
+def text_tower_requirement(loaded: LoadedBackbone) -> str | None:
+    """Why ``loaded`` has no usable text tower (none, or one that cannot be loaded), or None when it has one:
+    the ``requires`` of a task that needs one (``tasks.registry.TaskInfo``), checked without building the
+    tower's weights (``load_text_tower(loaded, weights=False)``); the cell then loads it once."""
+    try:
+        tower = load_text_tower(loaded, weights=False)
+    except CheckpointError as error:  # a damaged or incomplete tower, a missing text model folder
+        return f"its text tower cannot be loaded: {str(error).splitlines()[0]}"
+    return None if tower is not None else "no text tower (an image-only checkpoint or source, or random weights)"
 
 
 for _module in ("mgca", "open_clip", "hf"):

@@ -8,7 +8,8 @@ first component is one of the part's own top-level names); such a key that the p
 *unexpected*, unless the tower declares it unused (*ignored*: MGCA's cross-attention layers, and
 the constant position-id buffers older libraries saved).
 The parts are first built on the meta device, so a checkpoint that does not describe them is
-refused before anything is allocated.
+refused before anything is allocated; a tower only being checked (``load_text_tower(...,
+weights=False)``) stays there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from benchmark.backbones.checkpoint import CheckpointMismatchError, LoadReport, checkpoint_sha256
-from benchmark.backbones.text import TextTowerError
+from benchmark.backbones.text import MATERIALISE, TextTowerError
 from benchmark.quoting import one_line, quote_some
 
 Parts = dict[str, nn.Module]  # checkpoint namespace -> module
@@ -94,7 +95,8 @@ def load_parts(path: Path, state: Mapping[str, torch.Tensor], build: Callable[[]
     """Build the parts of the tower ``name`` and load their weights from ``state`` (read from ``path``).
 
     The match is made on the meta device first; an incomplete match raises
-    :class:`CheckpointMismatchError` (unless ``allow_partial`` and something matched).
+    :class:`CheckpointMismatchError` (unless ``allow_partial`` and something matched). When the
+    tower is only checked (:data:`MATERIALISE` unset), the matched meta parts are returned.
     """
     try:
         with torch.device("meta"):
@@ -112,6 +114,8 @@ def load_parts(path: Path, state: Mapping[str, torch.Tensor], build: Callable[[]
             "Does the checkpoint hold this model's text tower? To accept an incomplete tower, pass allow_partial",
             report,
         )
+    if not MATERIALISE.get():
+        return meta, report
     parts = build()
     layout = _layout(parts)
     for namespace, module in parts.items():
