@@ -19,6 +19,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 from benchmark.data.datasets import chexpert, rsna, siim
 from benchmark.data.prepared import ids_fingerprint, split_file_name, write_ids
 from benchmark.data.preparation import SHIPPED_SPLITS, Partition
@@ -33,7 +35,7 @@ SOURCES: dict[str, tuple[str, str, Callable[[Path], list[Partition]]]] = {
 }
 
 
-def chexpert_partitions(table) -> list[Partition]:
+def chexpert_partitions(table: pd.DataFrame) -> list[Partition]:
     """CheXpert's partitions from ``train.csv``: classification (without its test) and the 5×200 hold-out."""
     return [chexpert.training_partition(table, test_ids=[]), chexpert.holdout_partition(table)]
 
