@@ -19,8 +19,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 from benchmark.data.datasets import chexpert, rsna, siim
-from benchmark.data.prepared import ids_fingerprint, write_ids
+from benchmark.data.prepared import ids_fingerprint, split_file_name, write_ids
 from benchmark.data.preparation import SHIPPED_SPLITS, Partition
 from benchmark.hashing import file_sha256
 
@@ -28,9 +30,14 @@ from benchmark.hashing import file_sha256
 SOURCES: dict[str, tuple[str, str, Callable[[Path], list[Partition]]]] = {
     "rsna": ("kaggle_stage_2_train_labels.csv.zip", rsna.LABELS_FILE, lambda path: rsna.make_partitions(rsna.read_patients(path))),
     "siim": ("siim-pneumothorax-train-rle.csv.gz", siim.LABELS_FILE, lambda path: [siim.make_partition(siim.read_rle_rows(path))]),
-    # Test comes from valid.csv at preparation time (not in the wheel): its empty list is not shipped.
-    "chexpert": ("chexpert_train.csv.gz", "train.csv", lambda path: [chexpert.training_partition(chexpert.read_label_table(path), test_ids=[])]),
+    # Classification's test comes from valid.csv at preparation time (not in the wheel): its empty list is not shipped.
+    "chexpert": ("chexpert_train.csv.gz", "train.csv", lambda path: chexpert_partitions(chexpert.read_label_table(path))),
 }
+
+
+def chexpert_partitions(table: pd.DataFrame) -> list[Partition]:
+    """CheXpert's partitions from ``train.csv``: classification (without its test) and the 5×200 hold-out."""
+    return [chexpert.training_partition(table, test_ids=[]), chexpert.holdout_partition(table)]
 
 
 def torchxrayvision_labels(name: str) -> Path:
@@ -50,8 +57,10 @@ def write_shipped(dataset: str, labels: Path, root: Path = SHIPPED_SPLITS) -> di
     fingerprints: dict[str, str] = {}
     for partition in partitions:
         for file_name, ids in partition.files().items():
-            if not ids:  # a split the label file cannot give (CheXpert's test)
-                continue
+            if not ids:
+                if file_name != split_file_name("test"):  # empty by construction (the 5x200 hold-out trains nothing)
+                    sizes[f"{partition.name}/{file_name}"] = 0
+                continue  # no file; an empty test list is one the label file cannot give (CheXpert's classification test)
             write_ids(folder / partition.name / file_name, ids)
             sizes[f"{partition.name}/{file_name}"] = len(ids)
             fingerprints[f"{partition.name}/{file_name}"] = ids_fingerprint(ids)

@@ -64,7 +64,7 @@ from benchmark.data.prepared import (
     split_file_name,
     write_ids,
 )
-from benchmark.data.registry import PrepareOptions
+from benchmark.data.registry import DATASETS, PrepareOptions
 from benchmark.hashing import file_sha256
 
 DEMO_MARKER = "DEMO_DATASET"  # written by the demo generator into every raw folder it creates
@@ -419,10 +419,16 @@ class Problems:
 
 def stale_reason(out: Path, raw: Path, image_size: int) -> str | None:
     """Why the preparation in ``out`` no longer matches ``raw`` at ``image_size`` (None: it does):
-    another preparation version, another image size, or label files that changed or went missing."""
+    another preparation version, a partition its preparer now also writes (CheXpert's
+    ``holdout_5x200``: added without moving any existing list, so without a version bump that
+    would re-prepare every dataset), another image size, or label files that changed or went missing."""
     manifest = Manifest.read(out)
     if manifest.preparation_version != PREPARATION_VERSION:
         return f"preparation version {manifest.preparation_version}, this code writes {PREPARATION_VERSION}"
+    declared = DATASETS.get(manifest.dataset).partitions if manifest.dataset in DATASETS else ()
+    missing = [name for name in declared if name not in manifest.partitions]
+    if missing:
+        return f"no partition {', '.join(missing)} (prepared before the preparer wrote it)"
     if manifest.image_size != image_size:
         return f"image size {manifest.image_size}, asked for {image_size}"
     for source in manifest.source_files:

@@ -127,7 +127,9 @@ class PreparedDataset:
                 raise DataError(f"{self.root}: choose a partition among {known}")
             return known[0]
         if partition not in known:
-            raise DataError(f"{self.root}: unknown partition {partition!r}; prepared: {known}")
+            raise DataError(f"{self.root}: unknown partition {partition!r}; prepared: {known} (one its preparer "
+                            f"writes now? `python -m benchmark prepare {self.name} --raw RAW --out DATA_DIR --refresh` "
+                            "prepares the dataset again)")
         return partition
 
     def split_ids(self, split: str, fraction: int = 100, draw: int = 0, partition: str | None = None) -> list[str]:

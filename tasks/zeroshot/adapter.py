@@ -1,7 +1,8 @@
 """The zero-shot task adapter: frozen image encoder + its text tower + class prompts → class scores.
 
-One mode, ``direct``: the test images are encoded once with the backbone's preprocessing
-(``protocol.py``) into the joint image-text space, each prediction column's prompts
+One mode, ``direct``: the test images (the test split of the dataset's partition,
+``protocol.PARTITIONS``) are encoded once with the backbone's preprocessing (``protocol.py``)
+into the joint image-text space, each prediction column's prompts
 (``prompts.py``) through the text tower, and each image gets one score per column: cosine
 similarity to the class embedding (the normalised mean of its prompts' embeddings), minus the
 negative class's for a binary column. The files are the classification task's formats, scored
@@ -32,7 +33,7 @@ from benchmark.scoring.classification import ClassificationScheme, labels_to_mat
 from benchmark.scoring.zeroshot import ZERO_SHOT_SCHEMES
 from tasks.registry import TaskCell, TaskResult
 from tasks.zeroshot.prompts import PROMPTS, ColumnPrompts
-from tasks.zeroshot.protocol import MODES, Geometry, ZeroShotProtocol, resolve_geometry, resolved_config, with_overrides
+from tasks.zeroshot.protocol import MODES, PARTITIONS, Geometry, ZeroShotProtocol, resolve_geometry, resolved_config, with_overrides
 
 PREDICTIONS_FILE = "predictions.csv"
 TARGETS_FILE = "targets.csv"
@@ -48,16 +49,25 @@ def text_tower_requirement(backbone: LoadedBackbone) -> str | None:
 
 
 def label_matrix(dataset: PreparedDataset, ids: list[str], scheme: ClassificationScheme) -> np.ndarray:
-    """[n, C] label matrix of the test ``ids`` from records.csv, as the classification scheme reads it."""
+    """[n, C] label matrix of the test ``ids`` from records.csv, as the scheme reads it: a class index
+    (COVIDx's ``label``), 0/1 columns (RSNA), or for a multi-class scheme with one column per class
+    (CheXpert 5×200: its five competition labels) 0/1 columns with exactly one 1 per image."""
     records = dataset.records
     missing = [column for column in scheme.label_columns if column not in records.columns]
     if missing:
         raise DataError(f"{dataset.root}/records.csv: label column(s) {missing} missing; re-run `python -m benchmark prepare {dataset.name}`")
     values = records.loc[ids, list(scheme.label_columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    allowed = np.arange(len(scheme.classes)) if scheme.target_format == "multiclass" else np.array([0, 1])
+    one_hot = scheme.target_format == "multiclass" and len(scheme.label_columns) == len(scheme.classes) > 1
+    allowed = np.arange(len(scheme.classes)) if scheme.target_format == "multiclass" and not one_hot else np.array([0, 1])
     if not np.isin(values, allowed).all():
         row = int(np.argwhere(~np.isin(values, allowed))[0][0])
         raise DataError(f"{dataset.root}/records.csv: id {ids[row]!r} has label(s) {values[row].tolist()}; expected {allowed.tolist()}")
+    if one_hot:
+        if (values.sum(axis=1) != 1).any():
+            row = int(np.flatnonzero(values.sum(axis=1) != 1)[0])
+            raise DataError(f"{dataset.root}/records.csv: id {ids[row]!r} has labels {values[row].tolist()} in "
+                            f"{list(scheme.label_columns)}; a {dataset.name} zero-shot test image is positive for exactly one")
+        values = values.argmax(axis=1)
     return labels_to_matrix(values, scheme)
 
 
@@ -118,7 +128,8 @@ def zero_shot(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
     tower.to(run_device)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    ids = dataset.split_ids("test", partition=protocol.partition)
+    partition = PARTITIONS[dataset.name]
+    ids = dataset.split_ids("test", partition=partition)
     arch = backbone.model.arch
     geometry = resolve_geometry(dataset.manifest.image_size, backbone.preprocessing.input_size, backbone.preprocessing.fixed_size,
                                 arch.feature_map_strides[0] if arch.family == "vit" else None)
@@ -132,7 +143,8 @@ def zero_shot(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
     notes = [f"zero-shot: no head trained; class prompts version {protocol.prompts_version} (tasks/zeroshot/prompts.py)",
              *tower.notes]
     config = resolved_config(protocol, geometry, {
-        "preprocessing": backbone.preprocessing.to_dict(), "device": str(run_device), "n_images": {"test": len(ids)},
+        "partition": partition, "preprocessing": backbone.preprocessing.to_dict(), "device": str(run_device),
+        "n_images": {"test": len(ids)},
         "prompts": {column.column: {"positive": list(column.positive), "negative": list(column.negative)} for column in columns},
         "text_tower": {"tokenizer": tower.tokenizer_source, "embedding_dim": tower.embedding_dim,
                        "load_report": {key: len(value) if isinstance(value, list) else value
@@ -141,7 +153,7 @@ def zero_shot(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
     })
     return TaskResult(
         predictions_file=predictions, targets_file=targets,
-        split_fingerprints={"test": dataset.split_fingerprint("test", partition=protocol.partition)},
+        split_fingerprints={"test": dataset.split_fingerprint("test", partition=partition)},
         config=config,
         timings={"encode_seconds": encode_seconds, "total_seconds": time.perf_counter() - started, "images_encoded": len(ids)},
         notes=notes,

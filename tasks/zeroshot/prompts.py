@@ -13,22 +13,31 @@ any image: changing one is a new :data:`PROMPTS_VERSION` and a new task version.
 How a dataset's prediction columns (its classification scheme's classes,
 ``benchmark/scoring/zeroshot.py``) are scored from the prompts:
 
-* a column with ``positive`` prompts only (COVIDx: one column per class): the cosine similarity
+* a column with ``positive`` prompts only (COVIDx and CheXpert 5×200: one column per class): the cosine similarity
   of the image embedding with the class embedding, the normalised mean of the prompts' unit
   embeddings (CLIP's prompt ensembling);
 * a column with ``positive`` and ``negative`` prompts (RSNA's one binary column ``Target``):
   similarity to the positive class minus similarity to the negative class (CheXzero's
   positive-versus-negative softmax ranks images the same way).
 
+CheXpert 5×200 (one finding per image, no normal class): each finding is named, then stated as
+"findings consistent with ...", then described by the radiographic sign that defines it
+(atelectasis: volume loss with a linear or plate-like opacity; cardiomegaly: an enlarged cardiac
+silhouette; consolidation: airspace opacity with air bronchograms; pulmonary edema: vascular
+congestion with interstitial opacities; pleural effusion: a blunted costophrenic angle with a
+meniscus), in the wording radiology reports use.
+
 Changelog:
   1: first version (RSNA pneumonia vs normal; COVIDx normal, pneumonia, COVID-19).
+  2: CheXpert 5×200: Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion.
+     RSNA and COVIDx unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROMPTS_VERSION = 1
+PROMPTS_VERSION = 2
 
 NORMAL = ("no acute cardiopulmonary process", "normal chest radiograph", "the lungs are clear")
 
@@ -52,5 +61,17 @@ PROMPTS: dict[str, tuple[ColumnPrompts, ...]] = {
         ColumnPrompts("pneumonia", positive=("pneumonia", "findings consistent with pneumonia", "focal consolidation concerning for pneumonia")),
         ColumnPrompts("COVID-19", positive=("covid-19 pneumonia", "findings consistent with covid-19",
                                             "bilateral peripheral ground-glass opacities")),
+    ),
+    "chexpert": (
+        ColumnPrompts("Atelectasis", positive=("atelectasis", "findings consistent with atelectasis",
+                                               "volume loss with linear opacity at the lung base")),
+        ColumnPrompts("Cardiomegaly", positive=("cardiomegaly", "findings consistent with cardiomegaly",
+                                                "enlarged cardiac silhouette")),
+        ColumnPrompts("Consolidation", positive=("consolidation", "findings consistent with consolidation",
+                                                 "airspace opacity with air bronchograms")),
+        ColumnPrompts("Edema", positive=("pulmonary edema", "findings consistent with pulmonary edema",
+                                         "pulmonary vascular congestion with interstitial opacities")),
+        ColumnPrompts("Pleural Effusion", positive=("pleural effusion", "findings consistent with pleural effusion",
+                                                    "blunting of the costophrenic angle with a meniscus")),
     ),
 }

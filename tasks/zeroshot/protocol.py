@@ -7,9 +7,16 @@ crop of 224/256 of its side (the reference's evaluation crop), resized to the mo
 size where it differs (bilinear, ``align_corners=True``), normalised with the backbone's
 preprocessing; the same crop rule on smaller demo images.
 
+Test sets (:data:`PARTITIONS`): the classification test split of RSNA and COVIDx, and for
+CheXpert the reference's 5×200 hold-out (partition ``holdout_5x200``: 200 frontal training
+images positive for exactly one of its five competition findings, PROTOCOL.md 3.2), the
+zero-shot set of GLoRIA and later vision-language models.
+
 Task version changelog (bump on any change that can move a number):
   1: first version: prompts version 1, centre crop 224/256, the model's input size, cosine
      similarity to the normalised mean prompt embedding per class.
+  2: CheXpert 5×200 (prompts version 2: the five findings; accuracy and macro-F1). RSNA and
+     COVIDx unchanged: same prompts, test splits, scores and metrics.
 """
 
 from __future__ import annotations
@@ -18,21 +25,23 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from benchmark.costs import TaskCost
+from benchmark.data.datasets.chexpert import HOLDOUT_PARTITION
 from tasks.registry import EPOCHS_OVERRIDE
 from tasks.zeroshot.prompts import PROMPTS_VERSION
 
-TASK_VERSION = 1
+TASK_VERSION = 2
 HEADS = ("prompts",)  # the class prompts through the text tower take the place of a trained head
 MODES = ("direct",)  # scores read directly off the joint space: no training, no feature cache
 REFERENCE_CACHE_SIZE = 256
 REFERENCE_CROP_SIZE = 224
+# dataset -> the prepared partition whose test split it is scored on (benchmark/data/prepared.py)
+PARTITIONS = {"chexpert": HOLDOUT_PARTITION, "rsna": "classification", "covidx": "classification"}
 
 
 @dataclass(frozen=True)
 class ZeroShotProtocol:
     task_version: int = TASK_VERSION
     prompts_version: int = PROMPTS_VERSION
-    partition: str = "classification"  # the test split of the classification partition
     max_epochs: int = 0  # the board's epoch-budget key: zero-shot trains nothing, so 0 is the only value
     encode_batch_size: int = 64
 
@@ -44,7 +53,7 @@ class ZeroShotProtocol:
 
 
 PROTOCOL = ZeroShotProtocol()
-BOARD_OVERRIDES = tuple(f.name for f in fields(ZeroShotProtocol) if f.name not in ("task_version", "prompts_version", "partition"))
+BOARD_OVERRIDES = tuple(f.name for f in fields(ZeroShotProtocol) if f.name not in ("task_version", "prompts_version"))
 # Each test image through the encoder once; no training sample, no cache entry (a mode outside
 # benchmark.costs.CACHED_MODES without paper_caches_eval: the test images are its one pass).
 COST = TaskCost(batch_size=PROTOCOL.encode_batch_size, max_epochs=PROTOCOL.max_epochs, head_cost=0.0, features="global",

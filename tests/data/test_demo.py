@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmark.cli import main
+from benchmark.data.datasets import chexpert
 from benchmark.data.datasets.siim import rle_to_mask
 from benchmark.data.demo import DEMO_WRITERS, generate, sources
 from benchmark.data.demo.mimic import LABELS as MIMIC_LABELS
@@ -77,6 +78,9 @@ def test_chexpert_layout(demo: Path) -> None:
     assert train["Path"].str.split("/").str[2].value_counts().max() > 1, "one image per patient"
     real = set(sources.chexpert_rows()["Path"])
     assert set(train["Path"]) <= real, "train rows must be real CheXpert rows"
+    # the 5x200 hold-out of demo data can always be drawn: the writer adds candidates where the sampled patients lack them
+    pools = chexpert.holdout_pools(chexpert.read_label_table(root / "train.csv"))
+    assert all(len(pool) >= chexpert.DEMO_HOLDOUT_PER_TASK for pool in pools.values()), pools
 
 
 def test_rsna_layout(demo: Path) -> None:
@@ -358,4 +362,6 @@ def test_prepare_accepts_demo_data(demo: Path, tmp_path: Path, name: str) -> Non
     prepared = PreparedDataset(tmp_path / name)
     assert prepared.manifest.demo
     for partition in prepared.manifest.partitions:
-        assert prepared.split_ids("train", partition=partition)
+        assert prepared.split_ids("test", partition=partition)
+        if partition != chexpert.HOLDOUT_PARTITION:  # CheXpert's 5x200 hold-out is test only: zero-shot trains nothing
+            assert prepared.split_ids("train", partition=partition)

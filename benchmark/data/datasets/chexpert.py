@@ -5,25 +5,32 @@ Raw folder: the ``CheXpert-v1.0-small`` (or ``CheXpert-v1.0``) folder with ``tra
 the release folder name, which is dropped and the rest resolved against the raw folder (as the
 reference does), so both releases give the same IDs.
 
-Split (partition ``classification``), see PROTOCOL.md section 3:
+Partitions, see PROTOCOL.md section 3:
 
-1. The reference's 5×200 hold-out (``mgca/preprocess/chexpert.py`` L8-36) is rebuilt exactly and
-   its 1,000 rows removed from training, as the reference does, so that a zero-shot 5×200 task
-   can later use them.
-2. The remaining frontal rows are grouped by patient. Patients are shuffled with
+1. ``holdout_5x200`` (zero-shot classification, test only): the reference's 5×200 hold-out
+   (``mgca/preprocess/chexpert.py`` L8-36) rebuilt exactly: per competition task, 200 frontal
+   rows positive for that task alone (:func:`holdout_5x200`), in the reference's order. Their
+   five competition labels are one-hot. Its training and validation lists are empty.
+2. ``classification``: the hold-out's 1,000 rows are removed from training, as the reference
+   does. The remaining frontal rows are grouped by patient. Patients are shuffled with
    ``numpy.random.default_rng(0)`` (patients sorted by ID first) and taken in that order until
    the validation split holds at least 5,000 frontal images. Training is every other remaining
    frontal image. Deviation (defect B5): the reference draws 5,000 rows of any view by position
    and drops them by label, so 4,203 of its 4,284 frontal validation images stay in training;
    here validation is drawn after the frontal filter and is disjoint from training by patient.
-3. Test = the frontal images of the official ``valid.csv`` (202 of 234), as the reference.
+   Test = the frontal images of the official ``valid.csv`` (202 of 234), as the reference.
 
 On the public ``train.csv`` this gives 185,027 training and 5,000 validation images (1,683
-patients); 1% / 10% subsets hold 1,850 / 18,503. The shipped ID lists in
-``benchmark/splits/chexpert/classification/`` were made from the CheXpert-v1.0-small ``train.csv``
-(copy in torchxrayvision 1.5.7); the test list comes from ``valid.csv`` at preparation time. Demo
-data (raw folder with the demo marker) is too small for the reference's sizes: no hold-out and
-10% of the frontal images for validation, recorded in the manifest (``extra.split_sizes``).
+patients); 1% / 10% subsets hold 1,850 / 18,503; the hold-out's candidate pools hold 1,087 /
+1,034 / 537 / 2,257 / 2,425 rows (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural
+Effusion). The shipped ID lists in ``benchmark/splits/chexpert/{classification,holdout_5x200}/``
+were made from the CheXpert-v1.0-small ``train.csv`` (copy in torchxrayvision 1.5.7); the
+classification test list comes from ``valid.csv`` at preparation time.
+
+Demo data (raw folder with the demo marker) is too small for the reference's sizes: a hold-out
+of :data:`DEMO_HOLDOUT_PER_TASK` rows per task, drawn by the same rule (the demo writer adds
+candidate rows where its sampled patients hold too few), and 10% of the frontal images left
+for training and validation as validation, recorded in the manifest (``extra.split_sizes``).
 
 Labels: NaN → 0, uncertain (−1) → U-Ones for Atelectasis, Edema, Pleural Effusion and U-Zeros for
 Cardiomegaly, Consolidation (``CHEXPERT_UNCERTAIN_MAPPINGS``).
@@ -63,6 +70,7 @@ from benchmark.data.registry import DATASETS, DatasetInfo, PrepareOptions
 
 NAME = "chexpert"
 PARTITION = "classification"
+HOLDOUT_PARTITION = "holdout_5x200"  # zero-shot classification's test set (tasks/zeroshot)
 COMPETITION_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 UNCERTAIN_MAPPING = {"Atelectasis": 1, "Cardiomegaly": 0, "Consolidation": 0, "Edema": 1, "Pleural Effusion": 1}
 # The further observations that must be 0 for a 5×200 candidate (mgca/preprocess/chexpert.py).
@@ -84,13 +92,20 @@ class SplitSizes:
 
 
 REFERENCE_SIZES = SplitSizes(holdout_per_task=200, validation_images=5000)
-DEMO_VALIDATION_FRACTION = 0.1  # demo data (a few hundred images): no hold-out, 10% validation
+# Demo data (a few hundred to a few thousand images): 10 hold-out rows per task (50 zero-shot test images), and
+# 10% of the frontal images left after the hold-out as validation. Ten keeps the demo's training split almost whole:
+# at the 3,000 images of `make bench` the hold-out takes 44 of the 2,100 sampled frontal images (training 1,890 ->
+# 1,850, validation 210 -> 206, the 1% draw 19 -> 18); the demo writer adds candidate rows of new patients where the
+# sampled ones hold fewer than 10 for a task (6 rows there), so every demo size can be prepared.
+DEMO_HOLDOUT_PER_TASK = 10
+DEMO_VALIDATION_FRACTION = 0.1
 NOTES = (
     "Validation: whole patients (default_rng(0) over sorted patient IDs) until >= 5,000 frontal images, "
     "drawn after the frontal filter and disjoint from training by patient; the reference draws 5,000 rows "
     "of any view and drops them by index label, leaving 4,203 of its 4,284 frontal validation images in "
     "training (defect B5).",
-    "The reference's 5x200 hold-out (1,000 frontal rows) is removed from training as in the reference.",
+    "The reference's 5x200 hold-out (1,000 frontal rows) is removed from training as in the reference and "
+    "prepared as partition holdout_5x200 (test only, one-hot labels) for zero-shot classification.",
     "Label fractions: draw 0 = df.sample(frac, random_state=42) on the frontal training split in train.csv "
     "order (the reference's rule on a different, leak-free training split); draws 1, 2 = seeded draws "
     "stratified by the 5-label combination.",
@@ -148,32 +163,47 @@ def competition_labels(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_sizes(options: PrepareOptions, train_table: pd.DataFrame) -> SplitSizes:
-    """The reference's sizes, or for demo data (marker file) no hold-out and 10% validation."""
+    """The reference's sizes, or for demo data (marker file) :data:`DEMO_HOLDOUT_PER_TASK` hold-out
+    rows per task and 10% of the frontal images left after the hold-out as validation."""
     if not is_demo(options.raw):
         return REFERENCE_SIZES
-    frontal = int((train_table["Frontal/Lateral"] == "Frontal").sum())
-    return SplitSizes(holdout_per_task=0, validation_images=max(1, round(DEMO_VALIDATION_FRACTION * frontal)))
+    holdout = DEMO_HOLDOUT_PER_TASK * len(COMPETITION_TASKS)
+    frontal = int((train_table["Frontal/Lateral"] == "Frontal").sum()) - holdout
+    return SplitSizes(holdout_per_task=DEMO_HOLDOUT_PER_TASK, validation_images=max(1, round(DEMO_VALIDATION_FRACTION * frontal)))
+
+
+def holdout_pools(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per competition task, the 5×200 candidates of a parsed ``train.csv`` (label columns as floats):
+    frontal rows where that task is 1 and the other competition tasks and the eight further
+    observations are 0 after NaN → 0 (``mgca/preprocess/chexpert.py`` L8-36; uncertain rows never
+    qualify). The demo writer counts them with this same rule."""
+    filled = frame[["Frontal/Lateral", *LABEL_COLUMNS]].fillna(0.0)
+    frontal = filled[filled["Frontal/Lateral"] == "Frontal"]
+    pools = {}
+    for task in COMPETITION_TASKS:
+        others = [column for column in LABEL_COLUMNS if column != task]
+        pools[task] = frontal[(frontal[task] == 1) & (frontal[others] == 0).all(axis=1)]
+    return pools
 
 
 def holdout_5x200(frame: pd.DataFrame, per_task: int = REFERENCE_SIZES.holdout_per_task) -> pd.Index:
-    """Index labels of the reference's 5×200 hold-out rows (``mgca/preprocess/chexpert.py`` L8-36).
-
-    Per competition task, frontal rows where that task is 1 and the other competition tasks and
-    the eight further observations are 0 (after NaN → 0); ``per_task`` (200) sampled with
-    ``random_state=0``.
-    """
-    if per_task == 0:
-        return frame.index[:0]
-    filled = frame[["Frontal/Lateral", *LABEL_COLUMNS]].fillna(0.0)
-    frontal = filled[filled["Frontal/Lateral"] == "Frontal"]
+    """Index labels of the reference's 5×200 hold-out rows (``mgca/preprocess/chexpert.py`` L8-36),
+    in its order: per competition task, ``per_task`` (200) of :func:`holdout_pools` sampled with
+    ``random_state=0``."""
     chosen = []
-    for task in COMPETITION_TASKS:
-        others = [column for column in LABEL_COLUMNS if column != task]
-        pool = frontal[(frontal[task] == 1) & (frontal[others] == 0).all(axis=1)]
+    for task, pool in holdout_pools(frame).items():
         if len(pool) < per_task:
-            raise DataError(f"train.csv: only {len(pool)} 5x200 candidates for {task}; use the complete official train.csv")
+            raise DataError(f"train.csv: only {len(pool)} 5x200 candidates for {task}, {per_task} needed; use the complete "
+                            "official train.csv (demo data: generate it again with `python -m benchmark demo-data`)")
         chosen.append(pool.sample(n=per_task, random_state=HOLDOUT_SEED).index)
     return chosen[0].append(chosen[1:])
+
+
+def holdout_partition(train_table: pd.DataFrame, sizes: SplitSizes = REFERENCE_SIZES) -> Partition:
+    """The test-only ``holdout_5x200`` partition: the hold-out's IDs in the reference's order;
+    nothing to train or validate on (zero-shot classification trains nothing)."""
+    ids = train_table.loc[holdout_5x200(train_table, sizes.holdout_per_task), "id"].tolist()
+    return Partition(HOLDOUT_PARTITION, {"train": [], "val": [], "test": ids})
 
 
 def patient_disjoint_validation(patients: pd.Series, target: int, seed: int = VALIDATION_SEED) -> np.ndarray:
@@ -210,7 +240,7 @@ def training_partition(train_table: pd.DataFrame, test_ids: list[str], sizes: Sp
 
 
 def prepare(options: PrepareOptions) -> Manifest:
-    """CheXpert raw folder → prepared ``classification`` dataset (see the module docstring)."""
+    """CheXpert raw folder → prepared ``classification`` and ``holdout_5x200`` partitions (see the module docstring)."""
     train_csv, valid_csv = options.raw / "train.csv", options.raw / "valid.csv"
     train_table, valid_table = read_label_table(train_csv), read_label_table(valid_csv)
     shared = sorted(set(train_table["patient"]) & set(valid_table["patient"]))
@@ -218,14 +248,18 @@ def prepare(options: PrepareOptions) -> Manifest:
         raise DataError(f"{valid_csv}: patients {shared[:3]} also appear in {train_csv}; use the official files")
     test = valid_table[valid_table["Frontal/Lateral"] == "Frontal"]
     sizes = split_sizes(options, train_table)
-    partition = training_partition(train_table, test["id"].tolist(), sizes)
-    (partition,), verification = verify_partitions(NAME, [partition], options)
+    partitions = [training_partition(train_table, test["id"].tolist(), sizes), holdout_partition(train_table, sizes)]
+    (partition, holdout), verification = verify_partitions(NAME, partitions, options)
     test_labels = competition_labels(test)
     positives = {task: set(test["id"][test_labels[task] == 1]) for task in COMPETITION_TASKS}
     require_scorable(NAME, partition, positives, "AUROC", options.raw, needs_negatives=True)
+    held = train_table[train_table["id"].isin(holdout.splits["test"])]
+    held_labels = competition_labels(held)
+    holdout_positives = {task: set(held["id"][held_labels[task] == 1]) for task in COMPETITION_TASKS}
+    require_scorable(NAME, holdout, holdout_positives, "per-class accuracy", options.raw)
     out = prepare_output(options)
 
-    used = set().union(*partition.splits.values())
+    used = set().union(*partition.splits.values(), *holdout.splits.values())
     rows = pd.concat([train_table.assign(label_file=train_csv), test.assign(label_file=valid_csv)])
     rows = rows[rows["id"].isin(used)]
     records = pd.concat([rows[["id", "path", "patient"]], competition_labels(rows)], axis=1)
@@ -234,11 +268,12 @@ def prepare(options: PrepareOptions) -> Manifest:
     listed_at = {item: (label_file, line) for item, label_file, line in zip(rows["id"], rows["label_file"], rows[LINE])}
     cache, excluded_ids = cache_images(options, jobs, read_gray, "letterbox", listed_at)
     return finish(
-        options, dataset=NAME, partitions=[partition], records=records,
+        options, dataset=NAME, partitions=[partition, holdout], records=records,
         sources=describe_sources(options.raw, [train_csv, valid_csv]), cache=cache, image_mode="letterbox",
         verification=verification, excluded_ids=excluded_ids, notes=NOTES,
         extra={"label_columns": list(COMPETITION_TASKS), "uncertain_mapping": UNCERTAIN_MAPPING,
                "split_sizes": asdict(sizes),
+               "holdout_pool_sizes": {task: len(pool) for task, pool in holdout_pools(train_table).items()},
                "images": listing_fingerprint(options.raw, paths)},
     )
 
@@ -246,7 +281,7 @@ def prepare(options: PrepareOptions) -> Manifest:
 DATASETS.add(NAME, DatasetInfo(
     name=NAME,
     title="CheXpert v1.0 (5 competition labels)",
-    partitions=(PARTITION,),
+    partitions=(PARTITION, HOLDOUT_PARTITION),
     raw_layout="the CheXpert-v1.0(-small) folder: train.csv, valid.csv, train/, valid/",
     prepare=prepare,
 ))

@@ -7,6 +7,17 @@ renumbered from ``patient64541`` as the official validation set is, with labels 
 way expert labels are (uncertain → 1.0, empty → 0.0). Every image draws the findings of its row;
 an uncertain label draws a weaker finding. All images of a patient share one build, so a split
 that ignores patients leaks.
+
+The 5×200 hold-out: preparation takes ``DEMO_HOLDOUT_PER_TASK`` (10) rows per competition task
+from ``train.csv`` by the reference's rule (``benchmark.data.datasets.chexpert.holdout_pools``:
+frontal, positive for that task alone). Where the sampled patients hold fewer candidates for a
+task, the writer adds the missing number of real candidate rows, each of a patient not otherwise
+in the demo (one image), so every demo size can be prepared and scored zero-shot. The rows
+sampled as before are unchanged; the effect on the demo's classification split is that the
+hold-out takes up to 10 candidate rows per task out of its training and validation images (at
+the 3,000 images of ``make bench``: 44 of 2,100 frontal images, training 1,890 → 1,850,
+validation 210 → 206, the 1% draw 19 → 18), and ``train.csv`` holds the added rows beyond
+``--images`` (6 there; at most 50, at the smallest sizes).
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from benchmark.data.datasets.chexpert import DEMO_HOLDOUT_PER_TASK, LABEL_COLUMNS as CANDIDATE_COLUMNS, holdout_pools
 from benchmark.data.demo import sources
 from benchmark.data.demo.base import DemoOptions, dataset_rng, demo_writer, image_rng, split_counts, write_csv, write_image, write_marker
 from benchmark.data.demo.synthesis import CHEXPERT_FINDINGS, apply_findings, chexpert_strengths, new_chest, new_lateral
@@ -66,8 +78,35 @@ def render(options: DemoOptions, row: pd.Series) -> np.ndarray:
     return chest.render()
 
 
-@demo_writer(NAME, "train.csv, valid.csv (official columns; Path = CheXpert-v1.0-small/...), train/, valid/", minimum_images=96)
-def write_chexpert(options: DemoOptions) -> dict[str, int]:
+def label_floats(rows: pd.DataFrame) -> pd.DataFrame:
+    """The view and the label columns as the preparer reads them (floats, empty → NaN): the input of ``holdout_pools``."""
+    labels = rows[list(CANDIDATE_COLUMNS)].replace("", np.nan).astype(float)
+    return pd.concat([rows[["Frontal/Lateral"]], labels], axis=1)
+
+
+def holdout_additions(table: pd.DataFrame, train_positions: list[int], used_patients: set[str],
+                      rng: np.random.Generator) -> list[int]:
+    """Positions in ``table`` of the candidate rows to add so that each competition task has at least
+    ``DEMO_HOLDOUT_PER_TASK`` 5×200 candidates among the training rows: per task the shortfall, drawn from
+    the real candidates of patients not in ``used_patients`` (one row per added patient)."""
+    floats = label_floats(table)
+    present = {task: len(pool) for task, pool in holdout_pools(floats.iloc[train_positions]).items()}
+    taken, added = set(used_patients), []
+    for task, pool in holdout_pools(floats).items():
+        needed = DEMO_HOLDOUT_PER_TASK - present[task]
+        for position in rng.permutation(pool.index.to_numpy()):
+            if needed <= 0:
+                break
+            patient = patient_of(table["Path"].iat[position])
+            if patient not in taken:
+                taken.add(patient)
+                added.append(int(position))
+                needed -= 1
+    return added
+
+
+def demo_rows(options: DemoOptions) -> dict[str, pd.DataFrame]:
+    """The rows of ``train.csv`` and ``valid.csv``: whole patients in a seeded order, then the 5×200 candidates added."""
     rng = dataset_rng(options.seed, NAME)
     table = sources.chexpert_rows()
     groups = table.groupby(table["Path"].map(patient_of), sort=False).indices
@@ -75,9 +114,17 @@ def write_chexpert(options: DemoOptions) -> dict[str, int]:
     n_train, n_valid = split_counts(options.images, [1 - VALID_SHARE, VALID_SHARE], minimum=2)
     train_positions, next_patient = take_patients(order, groups, 0, n_train)
     valid_positions, _ = take_patients(order, groups, next_patient, n_valid)
-    splits = {"train": table.iloc[train_positions], "valid": validation_rows(table.iloc[valid_positions])}
+    used = {patient_of(path) for path in table["Path"].iloc[train_positions + valid_positions]}
+    train_positions = sorted(train_positions + holdout_additions(table, train_positions, used, rng))
+    return {"train": table.iloc[train_positions], "valid": validation_rows(table.iloc[valid_positions])}
+
+
+@demo_writer(NAME, "train.csv, valid.csv (official columns; Path = CheXpert-v1.0-small/...), train/, valid/", minimum_images=96)
+def write_chexpert(options: DemoOptions) -> dict[str, int]:
+    splits = demo_rows(options)
+    columns = list(sources.chexpert_rows().columns)
     for split, rows in splits.items():
-        write_csv(options.out / f"{split}.csv", list(table.columns), rows.to_numpy().tolist())
+        write_csv(options.out / f"{split}.csv", columns, rows.to_numpy().tolist())
         for _, row in tqdm(rows.iterrows(), total=len(rows), desc=f"demo chexpert {split}", unit="img"):
             relative = row["Path"].split("/", 1)[1]  # drop the release folder
             write_image(options.out / relative, render(options, row))
