@@ -26,5 +26,5 @@ TASKS.add("zeroshot", TaskInfo(
     cost=COST,
     override_keys=BOARD_OVERRIDES,
     smoke={"encode_batch_size": 8},
-    requires="tasks.zeroshot.adapter:text_tower_requirement",
+    requires="benchmark.backbones.text:text_tower_requirement",
 ))

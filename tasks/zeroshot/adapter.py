@@ -8,8 +8,8 @@ similarity to the class embedding (the normalised mean of its prompts' embedding
 negative class's for a binary column. The files are the classification task's formats, scored
 by ``benchmark/scoring/zeroshot.py``. Nothing is trained; no training or validation image is read.
 
-A backbone without a usable text tower gets no cell: :func:`text_tower_requirement` is the
-task's declared requirement, asked when the grid is planned.
+A backbone without a usable text tower gets no cell: the task declares
+``benchmark.backbones.text.text_tower_requirement`` as its requirement, asked when the grid is planned.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from benchmark.backbones import LoadedBackbone
 from benchmark.backbones.preprocessing import normalise
-from benchmark.backbones.checkpoint import CheckpointError
 from benchmark.backbones.text import TextTower, TextTowerError, load_text_tower
 from benchmark.data.prepared import DataError, PreparedDataset
 from benchmark.heads.features import index_batches
@@ -37,15 +36,6 @@ from tasks.zeroshot.protocol import MODES, PARTITIONS, Geometry, ZeroShotProtoco
 
 PREDICTIONS_FILE = "predictions.csv"
 TARGETS_FILE = "targets.csv"
-
-
-def text_tower_requirement(backbone: LoadedBackbone) -> str | None:
-    """Why ``backbone`` cannot be evaluated zero-shot (no text tower, or one that cannot be loaded), or None."""
-    try:
-        tower = load_text_tower(backbone)
-    except CheckpointError as error:  # a damaged or incomplete tower, a missing text model folder
-        return f"its text tower cannot be loaded: {str(error).splitlines()[0]}"
-    return None if tower is not None else "no text tower (an image-only checkpoint or source, or random weights)"
 
 
 def label_matrix(dataset: PreparedDataset, ids: list[str], scheme: ClassificationScheme) -> np.ndarray:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from benchmark.backbones import build_backbone, user_backbone_spec
-from benchmark.backbones.text import load_text_tower, text_tower_requirement
+from benchmark.backbones.checkpoint import CheckpointError
+from benchmark.backbones.text import TextTower, load_text_tower, text_tower_requirement
 from pretrain.config import load_config
 from pretrain.export import export_checkpoint
 from pretrain.model import MGCA
@@ -51,9 +52,7 @@ def test_a_checked_tower_is_the_loaded_one_without_its_weights(exported: Path) -
     assert text_tower_requirement(loaded) is None
 
 
-def test_the_requirement_names_what_is_missing_as_the_zero_shot_task_did(exported: Path, tmp_path: Path) -> None:
-    from tasks.zeroshot.adapter import text_tower_requirement as loading_requirement
-
+def test_the_requirement_names_what_is_missing_as_a_full_load_does(exported: Path, tmp_path: Path) -> None:
     content = torch.load(exported, weights_only=True)
     content["text_tower"]["bert_config"]["num_hidden_layers"] = 2  # the checkpoint holds 1: missing layer
     torch.save(content, tmp_path / "incomplete.ckpt")
@@ -63,5 +62,9 @@ def test_the_requirement_names_what_is_missing_as_the_zero_shot_task_did(exporte
     assert reasons[0] is None and reasons[1] == reasons[2] == (
         "no text tower (an image-only checkpoint or source, or random weights)")
     assert reasons[3].startswith("its text tower cannot be loaded: ") and "incomplete text tower" in reasons[3]
-    # a drop-in for the requirement that loads the whole tower (tasks/zeroshot/adapter.py)
-    assert reasons == [loading_requirement(loaded) for loaded in backbones]
+    # the answer of a load of the whole tower (what the zero-shot cell then does): a tower, None, or the same error
+    assert isinstance(load_text_tower(backbones[0]), TextTower)
+    assert load_text_tower(backbones[1]) is None and load_text_tower(backbones[2]) is None
+    with pytest.raises(CheckpointError) as loading:
+        load_text_tower(backbones[3])
+    assert reasons[3] == f"its text tower cannot be loaded: {str(loading.value).splitlines()[0]}"

@@ -155,6 +155,7 @@ def test_a_grid_of_backbones_without_a_text_tower_has_nothing_to_evaluate_and_sa
     with pytest.raises(GridError, match=r"nothing to evaluate .*skipped: zeroshot for random_resnet18: no text tower"):
         run_grid(board, request)
     info = get_task("zeroshot")
+    assert info.requires == "benchmark.backbones.text:text_tower_requirement"  # the check that builds no weights
     assert info.unmet_requirement(build_backbone("random_resnet18")).startswith("no text tower")
 
 
