@@ -93,6 +93,9 @@ class TaskInfo:
     # geometry rule: the linear probe feeds ResNet-50 at 299 under the MGCA protocol, B20). None: the
     # backbone's own input size. ``run --dry-run`` measures each encoder at this size.
     encoder_input: str | Callable[[LoadedBackbone, int, str, Mapping[str, Any]], int] | None = None
+    # Whether a cell's outcome depends on its seed (``TaskCell.seed``: a head's training). False for a task that
+    # trains nothing (zero-shot): a board plans it with one seed (check_board) and ``--seeds`` does not apply.
+    seeded: bool = True
 
     def __post_init__(self) -> None:
         if self.default_mode not in self.modes:
@@ -232,9 +235,10 @@ def all_tasks() -> list[TaskInfo]:
 
 def check_board(protocol: BoardProtocol) -> None:
     """Refuse a board whose task entries disagree with the registered tasks' declarations: the scorer
-    it pins, datasets the task does not declare or gives no headline metric, and overrides outside the
-    task's vocabulary (each error names the entry, the key and what the task declares). A task the
-    board names that is not registered is not checked: the planner refuses it when asked for it."""
+    it pins, datasets the task does not declare or gives no headline metric, overrides outside the
+    task's vocabulary, several seeds for a task that uses none (each error names the entry, the key
+    and what the task declares). A task the board names that is not registered is not checked: the
+    planner refuses it when asked for it."""
     for name, board_task in protocol.tasks.items():
         if name not in TASKS and name not in task_packages():
             continue
@@ -251,3 +255,7 @@ def check_board(protocol: BoardProtocol) -> None:
             info.check_overrides(board_task.overrides, f"{where}.overrides")
         except TaskDeclarationError as error:
             raise BoardError(str(error)) from None
+        seeds = board_task.seeds or protocol.seeds
+        if not info.seeded and len(seeds) > 1:
+            raise BoardError(f"{where} plans seeds {list(seeds)}, but task {name!r} uses no seed (it trains nothing): "
+                             f"{len(seeds)} identical cells per column; give the entry one seed, \"seeds\": [{seeds[0]}]")

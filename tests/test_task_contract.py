@@ -305,3 +305,73 @@ def test_a_board_that_does_not_take_the_default_head_gets_its_first_head(toy: tu
     assert run_grid(Board(board.root), replace(request, fractions=None)).ran == 1
     (record,) = Board(board.root).records()
     assert (record.identity.head, record.identity.fraction, record.identity.draw) == ("mlp", 10, 1)
+
+
+@pytest.mark.parametrize("seeds", [[3], [], 0, [0, 0], [True], ["0"]])
+def test_a_task_entrys_seeds_must_be_a_subset_of_the_boards(tmp_path: Path, seeds) -> None:
+    path = toy_task.write_toy_board(tmp_path, seeds=(0, 1, 2)) / "protocol.json"
+    data = json.loads(path.read_text())
+    data["tasks"]["toy"]["seeds"] = seeds
+    path.write_text(json.dumps(data))
+    with pytest.raises(BoardError) as refused:
+        BoardProtocol.read(path)
+    assert str(refused.value) == (f"{path}: tasks.toy.seeds={seeds!r}: expected a non-empty list of distinct seeds "
+                                  "among the board's seeds [0, 1, 2]")
+
+
+def test_a_task_entrys_seeds_narrow_the_boards_and_the_request_overrides_them(toy: tuple[Board, GridRequest]) -> None:
+    from benchmark.grid import GridSummary, plan_grid
+
+    _, request = toy
+    folder = toy_task.write_toy_board(request.work_dir.parent / "seeded", seeds=(0, 1, 2))
+    data = json.loads((folder / "protocol.json").read_text())
+
+    def planned_seeds(task_seeds: list[int] | None, seeds: tuple[int, ...] | None = None) -> list[int]:
+        data["tasks"]["toy"].pop("seeds", None)
+        data["tasks"]["toy"].update({} if task_seeds is None else {"seeds": task_seeds})
+        (folder / "protocol.json").write_text(json.dumps(data))
+        cells = plan_grid(Board(folder), replace(request, seeds=seeds), GridSummary())
+        return [item.cell.identity.seed for item in cells]
+
+    assert planned_seeds(None) == [0, 1, 2]  # the board's
+    assert planned_seeds([2, 0]) == [2, 0]  # the entry's, like its fractions and draws
+    assert planned_seeds([2, 0], seeds=(1,)) == [1]  # --seeds, like --draws
+
+
+def test_a_task_that_trains_nothing_is_planned_once_per_dataset_on_a_board_of_three_seeds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mgca-cxr-v1 (seeds 0, 1, 2) runs zero-shot at seed 0 only; without its entry's ``seeds`` the board is refused."""
+    from benchmark.backbones import build_backbone
+    from benchmark.datasources import SizesSource
+    from benchmark.grid import GridSummary
+    from benchmark.grid.planning import plan_cells
+    from tasks.registry import TASKS, get_task
+
+    info = get_task("zeroshot")
+    assert not info.seeded
+    monkeypatch.setitem(TASKS._entries, "zeroshot", replace(info, requires=None))  # a backbone without a text tower
+    sizes = {f"{partition}/{split}.txt": 5 for partition in ("classification", "holdout_5x200")
+             for split in ("train", "val", "test")}
+    real = Path(__file__).resolve().parents[1] / "leaderboards" / "mgca-cxr-v1"
+    board = Board(real)
+    assert board.protocol.seeds == (0, 1, 2) and board.protocol.task("zeroshot").seeds == (0,)
+    request = GridRequest(backbones=(BackboneChoice("random_resnet18"),), data_dir=tmp_path / "data",
+                          work_dir=tmp_path / "work", cache_dir=tmp_path / "cache", tasks=("zeroshot",))
+    loaded = build_backbone("random_resnet18")
+
+    def plan(board: Board, request: GridRequest) -> list[tuple[str, int, int, int]]:
+        cells = plan_cells(board, request, loaded, GridSummary(), lambda name: SizesSource(tmp_path / name, sizes))
+        return [(c.identity.dataset, c.identity.fraction, c.identity.draw, c.identity.seed) for c in cells]
+
+    once = [(dataset, 100, 0, 0) for dataset in board.protocol.task("zeroshot").datasets]
+    assert len(once) == 3 and plan(board, request) == once
+    assert plan(board, replace(request, seeds=(1, 2))) == once  # --seeds is a head's: nothing here takes one
+    copy = tmp_path / "boards" / "mgca-cxr-v1"
+    copy.mkdir(parents=True)
+    data = json.loads((real / "protocol.json").read_text())
+    del data["tasks"]["zeroshot"]["seeds"]
+    (copy / "protocol.json").write_text(json.dumps(data))
+    with pytest.raises(BoardError, match=r"board 'mgca-cxr-v1': tasks.zeroshot plans seeds \[0, 1, 2\], but task "
+                                         r"'zeroshot' uses no seed .*3 identical cells per column; give the entry one "
+                                         r"seed, \"seeds\": \[0\]"):
+        plan(Board(copy), request)

@@ -42,17 +42,22 @@ class BoardTask:
     datasets: dict[str, str]  # dataset -> column label
     fractions: tuple[int, ...] | None = None  # this task's label fractions when not the board's (a demo's budget)
     draws: tuple[int, ...] | None = None  # this task's label-fraction draws when not the board's (a demo's budget)
+    # this task's head training seeds when not all the board's (a subset): one for a task that trains nothing
+    seeds: tuple[int, ...] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # protocol changes handed to the task (a demo's budget)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> BoardTask:
+    def from_dict(cls, data: Any, where: str, board_seeds: tuple[int, ...]) -> BoardTask:
+        """The task entry at ``where`` (the board file and key); ``board_seeds``: the board's seeds, of
+        which the entry's own ``seeds`` must be a subset."""
         _strict_keys(data, {"version", "scorer", "modes", "default_mode", "heads", "datasets"},
-                     {"fractions", "draws", "overrides"}, where)
+                     {"fractions", "draws", "seeds", "overrides"}, where)
         task = cls(version=data["version"], scorer=data["scorer"], modes=tuple(data["modes"]),
                    default_mode=data["default_mode"], heads=tuple(data["heads"]),
                    datasets={ds: item["label"] for ds, item in data["datasets"].items()},
                    fractions=tuple(data["fractions"]) if "fractions" in data else None,
                    draws=tuple(data["draws"]) if "draws" in data else None,
+                   seeds=_task_seeds(data["seeds"], board_seeds, f"{where}.seeds") if "seeds" in data else None,
                    overrides=dict(data.get("overrides", {})))
         if not isinstance(task.version, int) or isinstance(task.version, bool):
             raise BoardError(f"{where}.version={task.version!r}: expected the task version as an integer")
@@ -63,6 +68,16 @@ class BoardTask:
         for ds, item in data["datasets"].items():
             _strict_keys(item, {"label"}, set(), f"{where}.datasets.{ds}")
         return task
+
+
+def _task_seeds(seeds: Any, board_seeds: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """A task entry's ``seeds``: distinct seeds of the board, at least one (a task runs no seed the
+    board does not list, so its columns aggregate over the seeds the board declares)."""
+    if not (isinstance(seeds, list) and seeds and all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds)
+            and len(set(seeds)) == len(seeds) and set(seeds) <= set(board_seeds)):
+        raise BoardError(f"{where}={seeds!r}: expected a non-empty list of distinct seeds among the board's "
+                         f"seeds {list(board_seeds)}")
+    return tuple(seeds)
 
 
 @dataclass(frozen=True)
@@ -137,7 +152,8 @@ class BoardProtocol:
                 preparation_version=data["preparation_version"], title=data["title"],
                 description=data["description"], demo=bool(data["demo"]),
                 fractions=tuple(data["fractions"]), seeds=tuple(data["seeds"]), draws=tuple(data["draws"]),
-                tasks={task: BoardTask.from_dict(item, f"{path}: tasks.{task}") for task, item in data["tasks"].items()},
+                tasks={task: BoardTask.from_dict(item, f"{path}: tasks.{task}", tuple(data["seeds"]))
+                       for task, item in data["tasks"].items()},
                 comparison=ComparisonSettings(**data["comparison"]), default=bool(data.get("default", False)),
                 test_set_sources={ds: tuple(sources) for ds, sources in data.get("test_set_sources", {}).items()},
                 source_aliases=dict(data.get("source_aliases", {})),

@@ -103,6 +103,8 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
         if head not in info.heads or head not in board_task.heads:
             raise GridError(f"head {head!r} of task {task!r} is not declared by the task {list(info.heads)} "
                             f"and the board {list(board_task.heads)}; choose one of both with --head {task}=HEAD")
+        # a task that trains nothing takes no --seeds: the board's one seed for it (check_board), as 100 % has draw 0 only
+        seeds = (request.seeds if info.seeded else None) or board_task.seeds or protocol.seeds
         for dataset in request.datasets or tuple(board_task.datasets):
             if dataset not in board_task.datasets:
                 if request.datasets and request.tasks is None:
@@ -132,7 +134,7 @@ def plan_cells(board: Board, request: GridRequest, loaded: LoadedBackbone, summa
                     raise GridError(f"{root}: {fraction}% draw(s) {missing} are not prepared (have {prepared_draws}); prepare more draws or pass --draws")
                 require_training_images(source, dataset, partition, fraction, draws)
                 for draw in draws:
-                    for seed in request.seeds or protocol.seeds:
+                    for seed in seeds:
                         identity = CellIdentity(
                             board=board.name, backbone=loaded.spec.name, weights_sha256=loaded.weights_sha256,
                             task=task, dataset=dataset, partition=partition, head=head, fraction=fraction, draw=draw,

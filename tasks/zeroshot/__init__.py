@@ -27,4 +27,5 @@ TASKS.add("zeroshot", TaskInfo(
     override_keys=BOARD_OVERRIDES,
     smoke={"encode_batch_size": 8},
     requires="benchmark.backbones.text:text_tower_requirement",
+    seeded=False,  # nothing is trained: one seed per column (a board's tasks.zeroshot.seeds)
 ))
