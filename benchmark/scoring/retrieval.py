@@ -26,6 +26,13 @@ the class name). IDs are unique per side; every image must have a relevant text,
 scored text→image every text a relevant image. The targets hold no report text (MIMIC-CXR's
 reports may not be redistributed): the IDs name them in the prepared dataset.
 
+The ground truth a board pins (:meth:`RetrievalScorer.target_set`): the sha256 of every (side, ID,
+group) row in sorted order; on a dataset whose groups are its classes (CheXpert 5×200, scheme
+``classes``) the classification digest of the images' one-hot labels instead
+(:func:`benchmark.scoring.classification.labels_digest`), so that a board pins one ground truth for
+the split whichever task reads it (zero-shot classification scores the same images). The class of
+each text is then protocol data of the task (its versioned text pool), as zero-shot prompts are.
+
 Both files hold the same image IDs and the same text IDs (any order). A missing or extra ID, a
 duplicated ID, a wrong shape, a non-finite similarity or a pickled array is a
 :class:`RetrievalFileError` naming the file and the problem.
@@ -72,9 +79,11 @@ import pandas as pd
 
 from benchmark.data.csvfields import too_many_fields
 from benchmark.data.prepared import DataError
+from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
+from benchmark.scoring.classification import labels_digest
 from benchmark.scoring.report import ScoredMetric, ScoreReport
 
 Direction = Literal["i2t", "t2i"]  # image queries against texts, text queries against images
@@ -191,6 +200,9 @@ class RetrievalScheme:
     primary: str  # a key of METRICS: the board's number
     secondary: tuple[str, ...]
     why: str  # why this headline
+    # The groups are these classes (one per image): the images' labels are the split's ground truth, pinned
+    # with the classification digest (module docstring). Empty: groups are free (MIMIC-CXR's report groups).
+    classes: tuple[str, ...] = ()
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -211,7 +223,8 @@ RETRIEVAL_SCHEMES.add("mimic", RetrievalScheme(
 RETRIEVAL_SCHEMES.add("chexpert", RetrievalScheme(
     "chexpert", "precision_at_5", ("precision_at_1", "precision_at_10"),
     why="GLoRIA's first column for CheXpert 5x200 image→text retrieval; @1 hangs on one sentence, @10 spans a "
-        "whole class of the text pool"))
+        "whole class of the text pool",
+    classes=COMPETITION_TASKS))
 
 
 # ------------------------------------------------------------------------------ files
@@ -241,11 +254,20 @@ class Targets:
 
     @cached_property
     def digest(self) -> str:
-        """sha256 of the relevance structure in sorted order: runs scored on other targets never pair."""
+        """sha256 of the relevance structure in sorted order (a scheme with ``classes`` pins :meth:`class_digest`)."""
         lines = sorted(f"{side}\t{item}\t{group}" for side, ids, groups in (("image", self.image_ids, self.image_groups),
                                                                           ("text", self.text_ids, self.text_groups))
                        for item, group in zip(ids, groups))
         return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+
+    def class_digest(self, classes: tuple[str, ...], path: Path) -> str:
+        """The classification digest of the images' one-hot labels over ``classes`` (their groups)."""
+        unknown = sorted(set(self.image_groups) - set(classes))
+        if unknown:
+            raise RetrievalFileError(f"{path}: image group(s) {unknown} are not classes of this dataset {list(classes)}")
+        column = {name: k for k, name in enumerate(classes)}
+        one_hot = np.eye(len(classes), dtype=np.int64)[[column[group] for group in self.image_groups]]
+        return labels_digest(pd.DataFrame(one_hot, index=pd.Index(self.image_ids), columns=list(classes)))
 
     @cached_property
     def relevant(self) -> np.ndarray:
@@ -349,12 +371,18 @@ def _order(found: Sequence[str], wanted: Sequence[str], side: str, path: Path) -
     return np.array([position[item] for item in wanted], dtype=np.int64)
 
 
+def truth_digest(targets: Targets, scheme: RetrievalScheme, path: Path) -> str:
+    """The digest a board pins and paired runs must share (module docstring)."""
+    return targets.class_digest(scheme.classes, path) if scheme.classes else targets.digest
+
+
 @dataclass(frozen=True)
 class RetrievalProblem:
     """A prediction file aligned to its targets: similarity [n images, m texts] in the targets' order."""
 
     targets: Targets
     similarity: np.ndarray
+    digest: str  # truth_digest of the targets
 
     def queries(self, direction: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
         """(query IDs, similarity [q, c], relevance [q, c]) of ``direction``."""
@@ -374,7 +402,7 @@ def read_problem(predictions: Path, targets: Path, scheme: RetrievalScheme) -> R
     image_ids, text_ids, similarity = read_predictions(predictions)
     rows = _order(image_ids, truth.image_ids, "image", Path(predictions))
     columns = _order(text_ids, truth.text_ids, "text", Path(predictions))
-    return RetrievalProblem(truth, similarity[np.ix_(rows, columns)])
+    return RetrievalProblem(truth, similarity[np.ix_(rows, columns)], truth_digest(truth, scheme, Path(targets)))
 
 
 def scheme_of(dataset: str | None) -> RetrievalScheme:
@@ -427,10 +455,11 @@ class RetrievalScorer:
         problem = read_problem(predictions, targets, scheme)
         ids, values = problem.per_query(metric)
         weighted = REDUCERS[METRICS.get(metric).reduce][1]
-        return PerImageRun(tuple(ids), problem.targets.digest, lambda weights: weighted(values, weights))
+        return PerImageRun(tuple(ids), problem.digest, lambda weights: weighted(values, weights))
 
     def target_set(self, targets: Path, dataset: str | None) -> TargetSet:
-        return TargetSet(read_targets(targets, scheme_of(dataset).directions).digest)
+        scheme = scheme_of(dataset)
+        return TargetSet(truth_digest(read_targets(targets, scheme.directions), scheme, Path(targets)))
 
 
 SCORERS.add("retrieval", RetrievalScorer())

@@ -116,16 +116,43 @@ def test_the_mimic_scheme_scores_both_directions_and_its_runs_resample_their_own
 def test_the_chexpert_scheme_gives_the_hand_computed_precision(tmp_path: Path) -> None:
     # two classes of six texts each; image x ranks x1, then y1, then x2..x6, then y2..y6; image y sees every text at
     # 0.0, and the ties put the six x texts first
+    x, y = "Atelectasis", "Edema"
     texts = [f"x{k}" for k in range(1, 7)] + [f"y{k}" for k in range(1, 7)]
-    groups = ["X"] * 6 + ["Y"] * 6
+    groups = [x] * 6 + [y] * 6
     similarity = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.85, 0.1, 0.1, 0.1, 0.1, 0.1], [0.0] * 12])
-    report = scorer("retrieval").score_files(*write_files(tmp_path, ["ix", "iy"], ["X", "Y"], texts, groups, similarity),
+    report = scorer("retrieval").score_files(*write_files(tmp_path, ["ix", "iy"], [x, y], texts, groups, similarity),
                                              "chexpert", BootstrapOptions(n_resamples=20))
     values = {name: metric.value for name, metric in report.metrics.items()}
     # x: P@1 1, P@5 4/5, P@10 6/10; y: 0, 0, 4/10
     assert values == pytest.approx({"precision_at_5": 0.4, "precision_at_1": 0.5, "precision_at_10": 0.5}, abs=1e-12)
     assert report.primary_metric == "precision_at_5"
-    assert report.warnings == ("precision_at_10: group(s) ['X', 'Y'] have fewer than 10 texts; their images cannot reach 1",)
+    assert report.warnings == (f"precision_at_10: group(s) {[x, y]} have fewer than 10 texts; their images cannot reach 1",)
+
+
+def test_chexpert_targets_pin_the_digest_of_the_images_labels_that_zero_shot_classification_pins(tmp_path: Path) -> None:
+    """One ground truth per test split on a board: the 5x200 images' one-hot labels, whichever task reads them."""
+    from benchmark.data.datasets.chexpert import COMPETITION_TASKS
+    from benchmark.registry import Registry
+    from benchmark.scoring.classification import ClassificationScheme, ClassificationScorer
+    from benchmark.scoring.classification import write_targets as write_class_targets
+
+    images = ["p3", "p1", "p2", "p0"]
+    labels = np.eye(5, dtype=np.int64)[[3, 0, 4, 3]]
+    schemes = Registry("test scheme")
+    schemes.add("chexpert", ClassificationScheme("chexpert", COMPETITION_TASKS, "multiclass", "accuracy", COMPETITION_TASKS))
+    classification = ClassificationScorer(task="zeroshot", schemes=schemes).target_set(
+        write_class_targets(tmp_path / "class.csv", images, labels, schemes.get("chexpert")), "chexpert")
+    groups = [COMPETITION_TASKS[k] for k in labels.argmax(1)]
+    pool, pool_groups = ["t1", "t2", "t3"], ["Edema", "Atelectasis", "Pleural Effusion"]
+    targets = write_targets(tmp_path / "t.csv", images, groups, pool, pool_groups)
+    ours = scorer("retrieval").target_set(targets, "chexpert")
+    assert ours.digest == classification.digest and ours.geometry == ""
+    relabelled = write_targets(tmp_path / "r.csv", images, ["Edema", "Atelectasis", "Edema", "Edema"], pool, pool_groups)
+    assert scorer("retrieval").target_set(relabelled, "chexpert").digest != classification.digest
+    predictions = write_predictions(tmp_path / "p.npz", images, pool, np.zeros((4, 3)))
+    assert scorer("retrieval").per_image(predictions, targets, "chexpert", "precision_at_1").labels_digest == ours.digest
+    with pytest.raises(RetrievalFileError, match=r"image group\(s\) \['Nodule'\] are not classes of this dataset"):
+        scorer("retrieval").target_set(write_targets(tmp_path / "n.csv", ["p0"], ["Nodule"], ["t"], ["Nodule"]), "chexpert")
 
 
 def test_the_targets_digest_is_the_relevance_structure_in_any_row_order(tmp_path: Path) -> None:
