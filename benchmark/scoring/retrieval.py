@@ -272,7 +272,9 @@ class Targets:
     @cached_property
     def relevant(self) -> np.ndarray:
         """[n images, m texts] bool: same group."""
-        return np.asarray(self.image_groups, dtype=object)[:, None] == np.asarray(self.text_groups, dtype=object)[None, :]
+        codes, _ = pd.factorize(pd.Series([*self.image_groups, *self.text_groups], dtype=object))
+        images, texts = codes[:len(self.image_groups)], codes[len(self.image_groups):]
+        return images[:, None] == texts[None, :]
 
 
 def read_targets(path: Path, directions: set[str] | None = None) -> Targets:

@@ -172,27 +172,23 @@ def exported_pairs(backbone: LoadedBackbone) -> dict[str, str] | None:
 
 
 def pretraining_notes(backbone: LoadedBackbone, dataset: PreparedDataset) -> list[str]:
-    """What the record says of the backbone's pretraining against this test split (``protocol.py``, overlap)."""
-    declared = [name.strip().lower() for name in backbone.spec.pretraining_data]
-    if MIMIC_TEST_SOURCE in declared:
-        rule = (f"pretraining data declared {declared}: {MIMIC_TEST_SOURCE!r} says its training or checkpoint selection "
-                f"read MIMIC-CXR's test split; the board marks these cells as overlapping the test set")
-    elif any(name.startswith("mimic") for name in declared):
-        rule = (f"pretraining data declared {declared}: read as MIMIC-CXR's official train/validate splits, disjoint from "
-                f"this test split by patient (the standard setting); not an overlap. A model that read the test split "
-                f"declares {MIMIC_TEST_SOURCE!r} and is marked")
-    else:
-        rule = f"pretraining data declared {declared or 'none'}: no MIMIC-CXR"
+    """What the record says of the backbone's pretraining against this test split: the rule the board marks
+    overlaps by (``protocol.py``), the declaration, and what the checkpoint itself records."""
+    declared = list(backbone.spec.pretraining_data)
+    rule = (f"pretraining data declared {declared or 'none'}. Overlap rule of MIMIC-CXR retrieval: 'mimic-cxr' means "
+            f"the official train/validate splits, disjoint from this test split by patient (the standard setting), and is "
+            f"not an overlap; a model whose training or checkpoint selection read the test split declares "
+            f"{MIMIC_TEST_SOURCE!r} and the board marks its cells (test_set_sources.mimic)")
     pairs = exported_pairs(backbone)
     if pairs is None:
-        return [rule + "; the checkpoint does not record which pairs it was pretrained on, so the mark rests on the declaration"]
+        return [rule + ". The checkpoint does not record which pairs it was pretrained on: the mark rests on the declaration"]
     from pretrain.data import read_pairs  # the one home of which pairs a pretraining run reads
 
     here = {split: ids_fingerprint(read_pairs(dataset, split).image_ids) for split in ("train", "val")}
     if here == pairs:
-        return [rule + f"; the checkpoint (python -m pretrain) trained on this prepared dataset's train pairs and validated "
+        return [rule + f". The checkpoint (python -m pretrain) trained on this prepared dataset's train pairs and validated "
                        f"on its val pairs (fingerprints {pairs['train'][:12]}, {pairs['val'][:12]}): it never read the test split"]
-    return [rule + f"; the checkpoint (python -m pretrain) was pretrained on other pairs than this prepared dataset's train "
+    return [rule + f". The checkpoint (python -m pretrain) was pretrained on other pairs than this prepared dataset's train "
                    f"and val splits (train fingerprint {pairs['train'][:12]}, here {here['train'][:12]}): which images it "
                    f"read cannot be checked here"]
 

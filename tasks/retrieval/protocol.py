@@ -49,6 +49,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from benchmark.backbones.zoo import MIMIC_CXR_TEST
 from benchmark.costs import TaskCost
 from benchmark.data.datasets.mimic import PARTITION as MIMIC_PARTITION
 from tasks.registry import EPOCHS_OVERRIDE
@@ -61,7 +62,7 @@ MODES = ("direct",)  # similarities read directly off the joint space: no traini
 CHEXPERT_PARTITION = "holdout_5x200"
 PARTITIONS = {"mimic": MIMIC_PARTITION, "chexpert": CHEXPERT_PARTITION}
 FRONTAL_PREFERENCE = ("PA", "AP")  # which frontal image of a study is its query image, in this order
-MIMIC_TEST_SOURCE = "mimic-cxr-test"  # the pretraining source a backbone declares when it read MIMIC-CXR's test split
+MIMIC_TEST_SOURCE = MIMIC_CXR_TEST  # the pretraining source a backbone declares when it read MIMIC-CXR's test split
 
 
 @dataclass(frozen=True)

@@ -164,8 +164,8 @@ def test_the_grid_scores_retrieval_for_a_text_tower_backbone_and_skips_one_witho
     assert {"t2i_recall_at_1", "i2t_median_rank", "t2i_median_rank"} <= set(records["mimic"].metrics)
     notes = "\n".join(records["mimic"].notes)
     assert "13 test studies, one frontal image each" in notes
-    assert ("read as MIMIC-CXR's official train/validate splits" in notes and "never read the test split" in notes
-            and "not an overlap" in notes)
+    assert ("pretraining data declared ['mimic-cxr']. Overlap rule of MIMIC-CXR retrieval: 'mimic-cxr' means the official "
+            "train/validate splits" in notes and "never read the test split" in notes)
     assert records["mimic"].target_set["key"] == "mimic/pretraining/test"
     # the board does not mark MIMIC-CXR train-split pretraining on the MIMIC test reports
     entry = next(e for e in board.entries().values() if e.name == "tiny_mgca")
@@ -196,7 +196,8 @@ def test_the_overlap_rule_marks_a_model_that_read_the_mimic_test_split_and_the_n
     marked = build_backbone(user_backbone_spec("t", "resnet18", pretraining_data=("mimic-cxr", "mimic-cxr-test")),
                             checkpoint=tiny_mgca)
     (note,) = pretraining_notes(marked, dataset)
-    assert "read MIMIC-CXR's test split; the board marks these cells" in note and "never read the test split" in note
+    assert note.startswith("pretraining data declared ['mimic-cxr', 'mimic-cxr-test']. Overlap rule")
+    assert "declares 'mimic-cxr-test' and the board marks its cells" in note and "never read the test split" in note
     # the same weights trained on other pairs: the record says it cannot be checked, and the mark rests on the words
     other = prepared.parent / "other"
     generate(other / "raw", ["mimic"], images=40, size=64, seed=2, scorable=False)
@@ -205,7 +206,7 @@ def test_the_overlap_rule_marks_a_model_that_read_the_mimic_test_split_and_the_n
     (note,) = pretraining_notes(marked, PreparedDataset(other / "prepared" / "mimic"))
     assert "was pretrained on other pairs than this prepared dataset's train and val splits" in note
     (note,) = pretraining_notes(build_backbone("random_resnet18"), dataset)
-    assert note.startswith("pretraining data declared none: no MIMIC-CXR") and "rests on the declaration" in note
+    assert note.startswith("pretraining data declared none.") and note.endswith("the mark rests on the declaration")
 
 
 def test_one_frontal_image_per_study_pa_first_and_reports_of_the_same_words_share_a_group() -> None:
