@@ -86,12 +86,15 @@ endif
 
 .PHONY: bench tables submit demo-prepared demo-inputs
 ## demo-inputs: the demo data and the demo MGCA checkpoint, side by side (independent; generating and preparing
-##              data is mostly one Python thread, so on 2 cores it fits beside pretraining)
+##              data is mostly one Python thread, so on 2 cores it fits beside pretraining); then the demo MIMIC
+##              corpus, which the checkpoint is pretrained on and the retrieval task reads (a no-op when current)
 demo-inputs: $(STAMP)
 	$(MAKE) -j2 demo-prepared $(DEMO_MGCA_CKPT)
+	$(MAKE) demo-mimic
 
 ## demo-prepared: generate and prepare the demo datasets of the demo board that are missing or out of date
-##                (other sizes, an older generator or preparation version); MIMIC-CXR is demo-mimic's
+##                (other sizes, an older generator or preparation version); MIMIC-CXR is demo-mimic's (the
+##                pretraining corpus, made before the demo checkpoint: never rewritten while pretraining reads it)
 demo-prepared: $(STAMP)
 	@for ds in $$($(PYTHON) -m benchmark run --print-datasets --demo); do \
 	  if [ $$ds = mimic ]; then echo "mimic: made by demo-mimic (the demo pretraining corpus, whose test split retrieval reads)"; continue; fi; \

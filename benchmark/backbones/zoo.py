@@ -47,14 +47,22 @@ def _add(spec: BackboneSpec) -> None:
     BACKBONES.add(spec.name, spec)
 
 
+# Pretraining sources are named as boards name test-set sources (protocol.json test_set_sources). "mimic-cxr" is
+# MIMIC-CXR's official train and validate splits, the standard pretraining set; a model whose training or
+# checkpoint selection read its official test split (the retrieval task's test set) declares this one too.
+MIMIC_CXR_TEST = "mimic-cxr-test"
+# MGCA's released checkpoints were pretrained on MIMIC-CXR's train split but validated, stopped early
+# and kept on the official validate and test splits merged (PROTOCOL.md 11.1, 11.7).
+MGCA_RELEASE_PRETRAINING = ("mimic-cxr", MIMIC_CXR_TEST)
+
 _add(BackboneSpec(
     name="mgca_vit", arch="vit_base_patch16_224", weights="checkpoint", checkpoint_file="vit_base.ckpt", text_model="Bio_ClinicalBERT",
-    prefix="img_encoder_q.model.", published_at=MGCA_RELEASE, paper=MGCA_PAPER, pretraining_data=("mimic-cxr",),
+    prefix="img_encoder_q.model.", published_at=MGCA_RELEASE, paper=MGCA_PAPER, pretraining_data=MGCA_RELEASE_PRETRAINING,
     description="MGCA ViT-B/16 image encoder, released checkpoint vit_base.ckpt",
 ))
 _add(BackboneSpec(
     name="mgca_resnet50", arch="resnet50", weights="checkpoint", checkpoint_file="resnet_50.ckpt", text_model="Bio_ClinicalBERT",
-    prefix="img_encoder_q.model.", published_at=MGCA_RELEASE, paper=MGCA_PAPER, pretraining_data=("mimic-cxr",),
+    prefix="img_encoder_q.model.", published_at=MGCA_RELEASE, paper=MGCA_PAPER, pretraining_data=MGCA_RELEASE_PRETRAINING,
     description="MGCA ResNet-50 image encoder, released checkpoint resnet_50.ckpt",
 ))
 _add(BackboneSpec(

@@ -1,0 +1,96 @@
+"""The retrieval protocol as data: what a cell compares and how, in one place.
+
+No head is trained. The test images go through the backbone's image encoder and image projection,
+the texts through its text tower (``benchmark.backbones.text``: the model's own tokenizer, text
+encoder and projection), both unit-norm in the model's joint space; the prediction is their cosine
+similarity matrix (``benchmark/scoring/retrieval.py`` gives the file format and the metrics).
+Images are fed as zero-shot classification feeds them (``benchmark.heads.joint``: centre crop
+224/256 of the prepared square, the model's input size, its normalisation).
+
+MIMIC-CXR (partition ``pretraining``, split ``test``: the official test split, frontal images,
+studies with report text; ``benchmark/data/datasets/mimic.py``), image ↔ report:
+
+* **one image per study**: the study's first PA image in the split's order, else its first AP
+  image (:data:`FRONTAL_PREFERENCE`). A study's report is one text; with one image per study both
+  directions have one query per study, the gallery of the other side one item per study, and the
+  bootstrap resamples studies. (Scoring every frontal image against its study's report would
+  count studies with two frontal views twice in image→report and leave report→image with several
+  relevant images per query.) The manifest's split order is the official metadata order.
+* **report text**: ``records.csv``'s ``text``, the prepared ``impression + " " + findings`` (as
+  pretraining reads it before its caption cleaning), handed to the tower as it is: the tower's
+  own cleaning, tokenizer and token budget apply (MGCA: 112 tokens for the released checkpoints).
+* **equal reports**: reports made of the same words (lowercased, punctuation ignored: the words of
+  ``\\w+``) are one report for retrieval: their studies share a relevance group, so retrieving an
+  identical report of another study is not an error, and a model is never asked to tell apart
+  texts its tokenizer cannot. The count of such studies is in each record's config.
+* **overlap**: a backbone's declared pretraining source ``mimic-cxr`` means MIMIC-CXR's official
+  train and validate splits (disjoint from the test split by patient), the standard setting of
+  image-report pretraining: it is not an overlap with this test set. A backbone whose training or
+  checkpoint selection read the official test split declares ``mimic-cxr-test`` as well, and the
+  board marks its MIMIC retrieval cells (``test_set_sources.mimic`` of the board protocol).
+  MGCA's released checkpoints are declared so: the reference validates, stops early and keeps
+  checkpoints on the official validate + test splits merged (PROTOCOL.md 11.1, 11.7). A declaration
+  is the submitter's word; a checkpoint exported by ``python -m pretrain`` also records the
+  fingerprints of the pairs it trained and validated on, which each record's notes check against
+  the prepared dataset (:func:`tasks.retrieval.adapter.pretraining_note`).
+
+CheXpert 5×200 (partition :data:`CHEXPERT_PARTITION`, split ``test``: 200 frontal training images
+per competition finding with that finding alone, held out of the classification training data),
+image → text: each image's class is its one positive competition label in ``records.csv``; the
+texts are the versioned pool of ``texts.py``, relevant when of the image's class.
+
+Task version changelog (bump on any change that can move a number):
+  1: first version: texts version 1, one image per study (PA first), equal reports by their
+     words, centre crop 224/256, the model's input size, cosine similarity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from benchmark.backbones.zoo import MIMIC_CXR_TEST
+from benchmark.costs import TaskCost
+from benchmark.data.datasets.mimic import PARTITION as MIMIC_PARTITION
+from tasks.registry import EPOCHS_OVERRIDE
+from tasks.retrieval.texts import TEXTS_VERSION
+
+TASK_VERSION = 1
+HEADS = ("similarity",)  # the text tower's embeddings take the place of a trained head
+MODES = ("direct",)  # similarities read directly off the joint space: no training, no feature cache
+# The prepared CheXpert partition of the 5×200 hold-out (benchmark/data/datasets/chexpert.py).
+CHEXPERT_PARTITION = "holdout_5x200"
+PARTITIONS = {"mimic": MIMIC_PARTITION, "chexpert": CHEXPERT_PARTITION}
+FRONTAL_PREFERENCE = ("PA", "AP")  # which frontal image of a study is its query image, in this order
+MIMIC_TEST_SOURCE = MIMIC_CXR_TEST  # the pretraining source a backbone declares when it read MIMIC-CXR's test split
+
+
+@dataclass(frozen=True)
+class RetrievalProtocol:
+    task_version: int = TASK_VERSION
+    texts_version: int = TEXTS_VERSION
+    max_epochs: int = 0  # the board's epoch-budget key: retrieval trains nothing, so 0 is the only value
+    encode_batch_size: int = 64  # images, and texts, per forward pass
+
+    def __post_init__(self) -> None:
+        if self.max_epochs != 0:
+            raise ValueError(f"retrieval trains no head: {EPOCHS_OVERRIDE} must be 0, not {self.max_epochs}")
+        if self.encode_batch_size < 1:
+            raise ValueError(f"encode_batch_size must be at least 1, not {self.encode_batch_size}")
+
+
+PROTOCOL = RetrievalProtocol()
+BOARD_OVERRIDES = tuple(f.name for f in fields(RetrievalProtocol) if f.name not in ("task_version", "texts_version"))
+# Each test image through the encoder once, no training sample, no cache entry (a mode outside
+# benchmark.costs.CACHED_MODES: the test images are its one pass). The texts' passes through the
+# text tower are not counted: the cost model counts image-encoder passes.
+COST = TaskCost(batch_size=PROTOCOL.encode_batch_size, max_epochs=PROTOCOL.max_epochs, head_cost=0.0, features="global",
+                cache_dtype_bytes=4)
+
+
+def with_overrides(**changes: Any) -> RetrievalProtocol:
+    return replace(PROTOCOL, **changes)
+
+
+def resolved_config(protocol: RetrievalProtocol, extra: dict) -> dict:
+    return {**asdict(protocol), **extra}
