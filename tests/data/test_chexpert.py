@@ -123,6 +123,38 @@ def test_preparation_verifies_against_the_shipped_lists(tmp_path, real_partition
         verify_partitions("chexpert", [altered], options)
 
 
+# --- the demo hold-out size -----------------------------------------------------------------------
+
+
+def label_frame(kept: int, candidates: int = 0, laterals: int = 0) -> pd.DataFrame:
+    """A parsed train.csv (label columns as floats): ``kept`` frontal rows that are no 5x200 candidate (half empty,
+    half Edema with a support device), ``candidates`` frontal 5x200 candidates (Edema alone) and ``laterals``
+    lateral Edema-only rows."""
+    empty = dict.fromkeys(chexpert.LABEL_COLUMNS, np.nan)
+    rows = ([dict(empty, **{"Frontal/Lateral": "Frontal"})] * (kept - kept // 2)
+            + [dict(empty, **{"Frontal/Lateral": "Frontal", "Edema": 1.0, "Support Devices": 1.0})] * (kept // 2)
+            + [dict(empty, **{"Frontal/Lateral": "Frontal", "Edema": 1.0})] * candidates
+            + [dict(empty, **{"Frontal/Lateral": "Lateral", "Edema": 1.0})] * laterals)
+    return pd.DataFrame(rows, columns=["Frontal/Lateral", *chexpert.LABEL_COLUMNS])
+
+
+@pytest.mark.parametrize(("kept", "per_task"), [
+    (0, 10), (439, 10), (440, 11), (479, 11), (1000, 25), (1599, 39), (1600, 40), (2007, 40), (5000, 40)])
+def test_demo_holdout_per_task_is_one_per_40_kept_frontal_rows_within_10_to_40(kept, per_task):
+    # floor(kept / 40) clipped to [10, 40]; candidates and lateral rows do not count, so the rows the demo writer
+    # adds (candidates) leave the size unchanged
+    assert chexpert.demo_holdout_per_task(label_frame(kept)) == per_task
+    assert chexpert.demo_holdout_per_task(label_frame(kept, candidates=200, laterals=300)) == per_task
+
+
+def test_split_sizes_take_the_demo_rule_for_demo_data_only(tmp_path):
+    table = label_frame(1000, candidates=125)  # 25 per task would be drawn
+    assert chexpert.split_sizes(PrepareOptions(raw=tmp_path, out=tmp_path / "out"), table) == chexpert.REFERENCE_SIZES
+    (tmp_path / DEMO_MARKER).write_text("test data\n")
+    # 1,125 frontal rows, 125 in the hold-out: validation 10% of the 1,000 left
+    assert chexpert.split_sizes(PrepareOptions(raw=tmp_path, out=tmp_path / "out"), table) == chexpert.SplitSizes(25, 100)
+
+
 # --- a tiny raw folder ---------------------------------------------------------------------------
 
 LABELS = {task: "" for task in chexpert.LABEL_COLUMNS}

@@ -21,13 +21,15 @@ from benchmark.cli import main
 from benchmark.data.datasets import chexpert
 from benchmark.data.datasets.siim import rle_to_mask
 from benchmark.data.demo import DEMO_WRITERS, generate, sources
+from benchmark.data.demo.base import DemoOptions, write_csv
+from benchmark.data.demo.chexpert import demo_rows
 from benchmark.data.demo.mimic import LABELS as MIMIC_LABELS
 from benchmark.data.demo.mimic import MENTIONS
 from benchmark.data.demo.siim import rle_encode
 from benchmark.data.dicom import read_dicom
 from benchmark.data.preparation import DEMO_MARKER
 from benchmark.data.prepared import DataError, PreparedDataset
-from benchmark.data.registry import DATASETS
+from benchmark.data.registry import DATASETS, PrepareOptions
 
 SIZE = 64
 CHEXPERT_COLUMNS = [
@@ -79,8 +81,24 @@ def test_chexpert_layout(demo: Path) -> None:
     real = set(sources.chexpert_rows()["Path"])
     assert set(train["Path"]) <= real, "train rows must be real CheXpert rows"
     # the 5x200 hold-out of demo data can always be drawn: the writer adds candidates where the sampled patients lack them
-    pools = chexpert.holdout_pools(chexpert.read_label_table(root / "train.csv"))
-    assert all(len(pool) >= chexpert.DEMO_HOLDOUT_PER_TASK for pool in pools.values()), pools
+    table = chexpert.read_label_table(root / "train.csv")
+    pools = chexpert.holdout_pools(table)
+    assert all(len(pool) >= chexpert.demo_holdout_per_task(table) == 10 for pool in pools.values()), pools
+
+
+@pytest.mark.parametrize(("images", "per_task"), [(240, 10), (1000, 16)])
+def test_chexpert_writer_and_preparer_agree_on_the_holdout_size(tmp_path: Path, images: int, per_task: int) -> None:
+    """The writer's rows (no images drawn) as the preparer reads them: the preparer's hold-out size is the one the
+    writer filled the short candidate pools to (it adds candidates, so each pool holds at least that many and the
+    short ones exactly that many), and at 1,000 images it has grown past the smallest demos' 10."""
+    rows = demo_rows(DemoOptions(tmp_path, images, SIZE, 0))["train"]
+    write_csv(tmp_path / "train.csv", list(rows.columns), rows.to_numpy().tolist())
+    (tmp_path / DEMO_MARKER).write_text("test data\n")
+    table = chexpert.read_label_table(tmp_path / "train.csv")
+    sizes = chexpert.split_sizes(PrepareOptions(raw=tmp_path, out=tmp_path / "out"), table)
+    pools = {task: len(pool) for task, pool in chexpert.holdout_pools(table).items()}
+    assert sizes.holdout_per_task == per_task and min(pools.values()) == per_task, pools
+    assert len(chexpert.holdout_5x200(table, sizes.holdout_per_task)) == 5 * per_task
 
 
 def test_rsna_layout(demo: Path) -> None:

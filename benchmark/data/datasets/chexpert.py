@@ -28,9 +28,16 @@ were made from the CheXpert-v1.0-small ``train.csv`` (copy in torchxrayvision 1.
 classification test list comes from ``valid.csv`` at preparation time.
 
 Demo data (raw folder with the demo marker) is too small for the reference's sizes: a hold-out
-of :data:`DEMO_HOLDOUT_PER_TASK` rows per task, drawn by the same rule (the demo writer adds
-candidate rows where its sampled patients hold too few), and 10% of the frontal images left
-for training and validation as validation, recorded in the manifest (``extra.split_sizes``).
+that grows with the demo (:func:`demo_holdout_per_task`: one row per task for every 40 frontal
+rows of ``train.csv`` that are no 5×200 candidate, clipped to 10-40), drawn by the same rule
+(the demo writer adds candidate rows of new patients where its sampled patients hold too few,
+by the same function), and 10% of the frontal images left for training and validation as
+validation, recorded in the manifest (``extra.split_sizes``). The tests' demos (96-500 images)
+keep 10 per task (50 zero-shot test images). At the 3,000 images of ``make bench`` (seed 0):
+40 per task, the 5×200 test set holds 200 images (was 50); ``train.csv`` holds 2,657 rows
+(2,550 sampled, 107 candidates added; 2,207 frontal), and the hold-out takes all 93 sampled
+candidates out of classification, which gives train/val/test 1,806 / 201 / 380 and 1% / 10%
+draws of 18 / 181 (10 per task gave 1,850 / 206 / 380 and 18 / 185).
 
 Labels: NaN → 0, uncertain (−1) → U-Ones for Atelectasis, Edema, Pleural Effusion and U-Zeros for
 Cardiomegaly, Consolidation (``CHEXPERT_UNCERTAIN_MAPPINGS``).
@@ -92,12 +99,14 @@ class SplitSizes:
 
 
 REFERENCE_SIZES = SplitSizes(holdout_per_task=200, validation_images=5000)
-# Demo data (a few hundred to a few thousand images): 10 hold-out rows per task (50 zero-shot test images), and
-# 10% of the frontal images left after the hold-out as validation. Ten keeps the demo's training split almost whole:
-# at the 3,000 images of `make bench` the hold-out takes 44 of the 2,100 sampled frontal images (training 1,890 ->
-# 1,850, validation 210 -> 206, the 1% draw 19 -> 18); the demo writer adds candidate rows of new patients where the
-# sampled ones hold fewer than 10 for a task (6 rows there), so every demo size can be prepared.
-DEMO_HOLDOUT_PER_TASK = 10
+# Demo data (a few hundred to a few thousand images): the hold-out grows with the demo, one row per task for every
+# DEMO_KEPT_PER_HOLDOUT_ROW frontal rows that are no 5x200 candidate (the images that stay for classification),
+# clipped to DEMO_HOLDOUT_PER_TASK_RANGE: the tests' demos (96-500 images) keep 10 per task (50 zero-shot test
+# images), `make bench` (3,000 images) gets 40 (200 images: there a 28% accuracy against 20% chance has a binomial
+# tail p of 0.004, at 50 images 0.11, too weak for a test against chance with Holm over a few columns).
+# 10% of the frontal images left after the hold-out are validation. See demo_holdout_per_task.
+DEMO_HOLDOUT_PER_TASK_RANGE = (10, 40)
+DEMO_KEPT_PER_HOLDOUT_ROW = 40
 DEMO_VALIDATION_FRACTION = 0.1
 NOTES = (
     "Validation: whole patients (default_rng(0) over sorted patient IDs) until >= 5,000 frontal images, "
@@ -162,14 +171,26 @@ def competition_labels(frame: pd.DataFrame) -> pd.DataFrame:
     return labels.astype(int)
 
 
+def demo_holdout_per_task(frame: pd.DataFrame) -> int:
+    """Hold-out rows per competition task of demo data (a parsed ``train.csv``, label columns as floats): one per
+    :data:`DEMO_KEPT_PER_HOLDOUT_ROW` frontal rows that are no 5×200 candidate of any task (:func:`holdout_pools`),
+    clipped to :data:`DEMO_HOLDOUT_PER_TASK_RANGE`. The one rule of the preparer (:func:`split_sizes`) and the demo
+    writer (``benchmark.data.demo.chexpert.holdout_additions``): the writer computes it on its sampled rows, then
+    adds candidate rows only, which leave the count unchanged, so both get the same size."""
+    frontal = int((frame["Frontal/Lateral"] == "Frontal").sum())
+    kept = frontal - sum(len(pool) for pool in holdout_pools(frame).values())  # the pools are disjoint
+    fewest, most = DEMO_HOLDOUT_PER_TASK_RANGE
+    return min(max(kept // DEMO_KEPT_PER_HOLDOUT_ROW, fewest), most)
+
+
 def split_sizes(options: PrepareOptions, train_table: pd.DataFrame) -> SplitSizes:
-    """The reference's sizes, or for demo data (marker file) :data:`DEMO_HOLDOUT_PER_TASK` hold-out
-    rows per task and 10% of the frontal images left after the hold-out as validation."""
+    """The reference's sizes, or for demo data (marker file) :func:`demo_holdout_per_task` hold-out rows per
+    task and 10% of the frontal images left after the hold-out as validation."""
     if not is_demo(options.raw):
         return REFERENCE_SIZES
-    holdout = DEMO_HOLDOUT_PER_TASK * len(COMPETITION_TASKS)
-    frontal = int((train_table["Frontal/Lateral"] == "Frontal").sum()) - holdout
-    return SplitSizes(holdout_per_task=DEMO_HOLDOUT_PER_TASK, validation_images=max(1, round(DEMO_VALIDATION_FRACTION * frontal)))
+    per_task = demo_holdout_per_task(train_table)
+    frontal = int((train_table["Frontal/Lateral"] == "Frontal").sum()) - per_task * len(COMPETITION_TASKS)
+    return SplitSizes(holdout_per_task=per_task, validation_images=max(1, round(DEMO_VALIDATION_FRACTION * frontal)))
 
 
 def holdout_pools(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:

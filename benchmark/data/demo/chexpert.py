@@ -8,16 +8,19 @@ way expert labels are (uncertain → 1.0, empty → 0.0). Every image draws the 
 an uncertain label draws a weaker finding. All images of a patient share one build, so a split
 that ignores patients leaks.
 
-The 5×200 hold-out: preparation takes ``DEMO_HOLDOUT_PER_TASK`` (10) rows per competition task
-from ``train.csv`` by the reference's rule (``benchmark.data.datasets.chexpert.holdout_pools``:
-frontal, positive for that task alone). Where the sampled patients hold fewer candidates for a
-task, the writer adds the missing number of real candidate rows, each of a patient not otherwise
-in the demo (one image), so every demo size can be prepared and scored zero-shot. The rows
-sampled as before are unchanged; the effect on the demo's classification split is that the
-hold-out takes up to 10 candidate rows per task out of its training and validation images (at
-the 3,000 images of ``make bench``: 44 of 2,100 frontal images, training 1,890 → 1,850,
-validation 210 → 206, the 1% draw 19 → 18), and ``train.csv`` holds the added rows beyond
-``--images`` (6 there; at most 50, at the smallest sizes).
+The 5×200 hold-out: preparation takes ``demo_holdout_per_task`` rows per competition task from
+``train.csv`` (``benchmark.data.datasets.chexpert``: one per 40 frontal non-candidate rows,
+clipped to 10-40) by the reference's rule (``holdout_pools``: frontal, positive for that task
+alone). The writer computes that size with the same function on its sampled rows and, where
+the sampled patients hold fewer candidates for a task, adds the missing number of real
+candidate rows, each of a patient not otherwise in the demo (one image); added candidates do
+not change the size, so writer and preparer agree and every demo size can be prepared and
+scored zero-shot. The rows sampled as before are unchanged; ``train.csv`` holds the added rows
+beyond ``--images``, and the hold-out takes the sampled candidates (all of a task's, where they
+are fewer than its size) out of the classification split. Up to 500 images: 10 per task (50
+added rows at most, at the smallest sizes). At the 3,000 images of ``make bench``: 40 per task,
+107 rows added, 93 of the 2,100 sampled frontal images held out (training 1,890 → 1,806,
+validation 210 → 201, the 1% draw 19 → 18; 10 per task took 44: 1,850 / 206 / 18).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from benchmark.data.datasets.chexpert import DEMO_HOLDOUT_PER_TASK, LABEL_COLUMNS as CANDIDATE_COLUMNS, holdout_pools
+from benchmark.data.datasets.chexpert import LABEL_COLUMNS as CANDIDATE_COLUMNS, demo_holdout_per_task, holdout_pools
 from benchmark.data.demo import sources
 from benchmark.data.demo.base import DemoOptions, dataset_rng, demo_writer, image_rng, split_counts, write_csv, write_image, write_marker
 from benchmark.data.demo.synthesis import CHEXPERT_FINDINGS, apply_findings, chexpert_strengths, new_chest, new_lateral
@@ -86,14 +89,17 @@ def label_floats(rows: pd.DataFrame) -> pd.DataFrame:
 
 def holdout_additions(table: pd.DataFrame, train_positions: list[int], used_patients: set[str],
                       rng: np.random.Generator) -> list[int]:
-    """Positions in ``table`` of the candidate rows to add so that each competition task has at least
-    ``DEMO_HOLDOUT_PER_TASK`` 5×200 candidates among the training rows: per task the shortfall, drawn from
-    the real candidates of patients not in ``used_patients`` (one row per added patient)."""
+    """Positions in ``table`` of the candidate rows to add so that each competition task has at least as many
+    5×200 candidates among the training rows as the preparer's hold-out takes (``demo_holdout_per_task`` of the
+    training rows; the added rows, all candidates, leave it unchanged): per task the shortfall, drawn from the real
+    candidates of patients not in ``used_patients`` (one row per added patient)."""
     floats = label_floats(table)
-    present = {task: len(pool) for task, pool in holdout_pools(floats.iloc[train_positions]).items()}
+    sampled = floats.iloc[train_positions]
+    per_task = demo_holdout_per_task(sampled)
+    present = {task: len(pool) for task, pool in holdout_pools(sampled).items()}
     taken, added = set(used_patients), []
     for task, pool in holdout_pools(floats).items():
-        needed = DEMO_HOLDOUT_PER_TASK - present[task]
+        needed = per_task - present[task]
         for position in rng.permutation(pool.index.to_numpy()):
             if needed <= 0:
                 break
