@@ -223,7 +223,9 @@ def demo_datasets(datasets: dict[str, str]) -> list[str]:
 
 def prepare_demo(root: Path, names: list[str], scored: set[str] | None = None) -> Path:
     """Demo datasets ``names`` generated and prepared at :data:`IMAGE_SIZE`; returns the prepared folder.
-    ``scored``: those cells run on (default: all but the pretraining corpus), large enough to score."""
+    ``scored``: those cells run on (default: all but the pretraining corpus), large enough to score, with every
+    partition their preparers write (CheXpert's 5×200 hold-out, whose images the demo writer adds beside the
+    classification splits: the retrieval cell reads it)."""
     import benchmark.data.datasets  # noqa: F401 - registers the preparers
     from benchmark.data.demo import DEMO_WRITERS, generate
     from benchmark.data.registry import DATASETS, PrepareOptions

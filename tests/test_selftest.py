@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # Keys added later, none changed: "zeroshot rsna prompts direct (mgca_tiny_init)" when the self-test got a backbone
 # with a text tower (before, zero-shot was skipped); its value is the one the first run gave (4 test images, scores
 # from an untrained tower: AUROC 0.5, two of four positive-negative pairs ordered, with margins far above fp32 noise).
+# "retrieval chexpert similarity direct (mgca_tiny_init)" when retrieval joined the self-test (before, its cell had no
+# entry): the first run's values (the demo 5x200 hold-out, 50 images against the 60-sentence pool, an untrained tower:
+# P@1/5/10 near the 1/5 of chance). The untrained texts' embeddings lie close together, so some orderings hang on
+# gaps of 1e-7; the values did not move with the text tower in float64, one or two threads, oneDNN off, or other
+# image and text batch sizes (similarities moved by up to 7e-7), so fp32 rounding on another CPU should not move them.
 BEFORE_REFACTOR = Path(__file__).parent / "selftest_metrics_before_refactor.json"
 FAMILIES = {"random_resnet18": "resnet", "random_vit_tiny": "vit"}
 

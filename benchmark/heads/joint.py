@@ -5,12 +5,11 @@ Nothing is trained: the backbone's text tower (``benchmark.backbones.text``) giv
 and text embeddings in the space the model was trained to align them in. Images are fed as the
 reference evaluates: the prepared letterboxed square, centre crop of 224/256 of its side, resized to
 the model's own input size where it differs (bilinear, ``align_corners=True``), normalised with the
-backbone's preprocessing (:func:`resolve_geometry`, :func:`encode_images`). A backbone without a
-usable text tower gets no cell of such a task: :func:`text_tower_requirement` is the requirement a
-task declares (``TaskInfo.requires``).
-
-The geometry rule and the image encoding are those of ``tasks/zeroshot`` (its adapter and protocol
-hold the same code; they give the same embeddings, ``tests/tasks/test_retrieval.py`` checks it).
+backbone's preprocessing (:func:`resolve_geometry`, :func:`encode_images`). Such a task trains
+nothing: :func:`check_untrained_cell` and :func:`check_untrained_protocol` hold its rules, :func:`untrained_cost`
+its cost. A backbone without a usable text tower gets no cell of such a task: the task declares
+``benchmark.backbones.text:text_tower_requirement`` as its requirement (``TaskInfo.requires``), and
+:func:`require_text_tower` loads the tower in the cell.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.backbones import LoadedBackbone
-from benchmark.backbones.checkpoint import CheckpointError
 from benchmark.backbones.preprocessing import normalise
-from benchmark.backbones.text import TextTower, load_text_tower
+from benchmark.backbones.text import TextTower, TextTowerError, load_text_tower
+from benchmark.costs import TaskCost
 from benchmark.data.prepared import PreparedDataset
 from benchmark.heads.features import index_batches
 
@@ -33,13 +32,35 @@ REFERENCE_CACHE_SIZE = 256
 REFERENCE_CROP_SIZE = 224
 
 
-def text_tower_requirement(backbone: LoadedBackbone) -> str | None:
-    """Why ``backbone`` cannot be compared with texts (no text tower, or one that cannot be loaded), or None."""
-    try:
-        tower = load_text_tower(backbone)
-    except CheckpointError as error:  # a damaged or incomplete tower, a missing text model folder
-        return f"its text tower cannot be loaded: {str(error).splitlines()[0]}"
-    return None if tower is not None else "no text tower (an image-only checkpoint or source, or random weights)"
+def check_untrained_cell(task: str, mode: str, modes: Sequence[str], fraction: int) -> None:
+    """A cell of a task that trains nothing runs one of its ``modes`` at label fraction 100 (it reads no training label)."""
+    if mode not in modes:
+        raise ValueError(f"unknown mode {mode!r}; one of {tuple(modes)}")
+    if fraction != 100:
+        raise ValueError(f"{task} uses no training labels: its only label fraction is 100, not {fraction}")
+
+
+def check_untrained_protocol(task: str, epochs_key: str, max_epochs: int, encode_batch_size: int) -> None:
+    """The protocol of a task that trains nothing: an epoch budget (the board's ``epochs_key``) of 0, a positive batch."""
+    if max_epochs != 0:
+        raise ValueError(f"{task} trains no head: {epochs_key} must be 0, not {max_epochs}")
+    if encode_batch_size < 1:
+        raise ValueError(f"encode_batch_size must be at least 1, not {encode_batch_size}")
+
+
+def untrained_cost(encode_batch_size: int) -> TaskCost:
+    """Each test image through the encoder once, no training sample, no cache entry (a mode outside
+    ``benchmark.costs.CACHED_MODES`` without ``paper_caches_eval``: the test images are its one pass). Text passes
+    through the text tower are not counted: the cost model counts image-encoder passes."""
+    return TaskCost(batch_size=encode_batch_size, max_epochs=0, head_cost=0.0, features="global", cache_dtype_bytes=4)
+
+
+def require_text_tower(backbone: LoadedBackbone, task: str) -> TextTower:
+    """``backbone``'s text tower, loaded; a backbone without one is a :class:`TextTowerError` (``task`` needs one)."""
+    tower = load_text_tower(backbone)
+    if tower is None:
+        raise TextTowerError(f"backbone {backbone.spec.name!r} has no text tower: {task} needs one")
+    return tower
 
 
 @dataclass(frozen=True)

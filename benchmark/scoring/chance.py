@@ -34,8 +34,19 @@ expected under it:
     (N candidates, r relevant, K drawn), independently over queries; the total over queries is
     tested against the exact distribution of a sum of hypergeometric counts (convolution); the
     chance precision is the mean of r / N.
+``random_ranking_rank`` (median rank: the median over queries of the rank of each query's best relevant item)
+    Under a random ranking of N candidates of which r are relevant, the rank of the first relevant
+    one has the exact distribution ``P(rank <= k) = 1 - C(N - r, k) / C(N, k)``, k = 1 .. N - r + 1
+    (:func:`rank_cdf`), independently over queries. The median of independent ranks with different
+    distributions has no convenient closed form (for an even count it is the mean of two order
+    statistics), so the test is Monte Carlo with the accuracy test's seed and draw count: each
+    draw gives every query a rank from its exact distribution (inverse CDF of uniforms from
+    ``np.random.default_rng(PERMUTATION_SEED)``) and takes the median as the metric does (numpy's:
+    the mean of the two middle ranks for an even count); p = (1 + draws with a median at most the
+    observed one) / (1 + draws), and the chance level is the mean median over the draws. It tests
+    the reported median itself, not a mean or a rank sum standing in for it.
 
-A metric without a declared null (macro-F1, a median rank, Dice) has no test here: a scorer
+A metric without a declared null (macro-F1, Dice) has no test here: a scorer
 declares per metric which null applies (``MetricSpec.chance``), and computes the test from its
 files with the functions below (``TaskScorer.chance``). Several runs of one board column (label
 draws, seeds) are combined by :func:`all_runs`.
@@ -74,6 +85,8 @@ for _null in (
                "(binomial, or Poisson-binomial when queries differ)"),
     ChanceNull("random_ranking_precision", "precision@K", "exact one-sided test of the relevant items in the top K "
                "against a random ranking (sum of hypergeometric counts)"),
+    ChanceNull("random_ranking_rank", "median rank", "one-sided Monte Carlo test of the median rank against random "
+               "rankings (each query's rank drawn from its exact distribution; chance = the mean null median)"),
 ):
     NULLS.add(_null.name, _null)
 
@@ -272,6 +285,59 @@ def precision_at_k_against_random(relevant_in_top_k: np.ndarray, k: int, n_candi
         null="random_ranking_precision", test="exact hypergeometric sum", value=total / (k * found.size),
         chance=float(np.mean(relevant / candidates)), p_value=sum_above(total, pmfs), n=int(found.size),
         detail=f"K={k}, {pool}; {total} relevant of {k * found.size} retrieved",
+    )
+
+
+def rank_cdf(n_candidates: int, n_relevant: int) -> np.ndarray:
+    """``P(rank <= k)`` for k = 1 .. N - r + 1: the rank of the first of ``n_relevant`` relevant items among
+    ``n_candidates`` randomly ranked ones (1 + the non-relevant items ranked before it) is at most k exactly when
+    a relevant item is among the top k, ``1 - C(N - r, k) / C(N, k)``; the last entry is 1."""
+    if n_candidates <= 0 or not 1 <= n_relevant <= n_candidates:
+        raise ChanceError(f"no rank of a relevant item: {n_relevant} relevant among {n_candidates} candidates")
+    cdf = stats.hypergeom.sf(0, n_candidates, n_relevant, np.arange(1, n_candidates - n_relevant + 2))
+    cdf[-1] = 1.0  # every non-relevant item before the first relevant one: certain, whatever the rounding
+    return np.minimum(np.maximum.accumulate(cdf), 1.0)
+
+
+def median_rank_against_random(ranks: np.ndarray, n_candidates: int | Sequence[int] | np.ndarray,
+                               n_relevant: int | Sequence[int] | np.ndarray = 1, draws: int = PERMUTATIONS,
+                               seed: int = PERMUTATION_SEED) -> ChanceResult:
+    """The median of ``ranks`` (one per query: the rank of its best relevant item, lower is better) against
+    random rankings of each query's ``n_candidates`` of which ``n_relevant`` are relevant
+    (``random_ranking_rank``): Monte Carlo over ``draws`` draws of every query's rank from its exact
+    distribution (:func:`rank_cdf`), one-sided towards lower ranks. Uniforms are drawn query-major within
+    each draw, in batches of draws that consume the stream in order, so the result depends on ``seed``
+    alone."""
+    ranks = np.asarray(ranks, dtype=np.float64).reshape(-1)
+    if ranks.size == 0:
+        raise ChanceError("a median rank needs at least one query")
+    if draws <= 0:
+        raise ChanceError(f"a Monte Carlo test needs at least one draw, got {draws}")
+    candidates = _as_per_query(n_candidates, ranks.size, "candidate counts")
+    relevant = _as_per_query(n_relevant, ranks.size, "relevant counts")
+    if (ranks < 1).any() or (ranks > candidates - relevant + 1).any() or (ranks != np.round(ranks)).any():
+        raise ChanceError("a rank must be a whole number from 1 to (candidates - relevant + 1) of its query")
+    pools: dict[tuple[int, int], list[int]] = {}
+    for query, key in enumerate(zip(candidates.tolist(), relevant.tolist())):
+        pools.setdefault(key, []).append(query)
+    cdfs = {key: rank_cdf(*key) for key in pools}
+    observed = float(np.median(ranks))
+    rng = np.random.default_rng(seed)
+    rows = max(1, _PERMUTED_ELEMENTS // ranks.size)
+    medians = np.empty(draws, dtype=np.float64)
+    for start in range(0, draws, rows):
+        uniforms = rng.random((min(draws, start + rows) - start, ranks.size))
+        drawn = np.empty_like(uniforms)
+        for key, queries in pools.items():
+            drawn[:, queries] = 1 + np.searchsorted(cdfs[key], uniforms[:, queries], side="left")
+        medians[start:start + len(uniforms)] = np.median(drawn, axis=1)
+    at_most = int(np.count_nonzero(medians <= observed))
+    pool = (f"{candidates[0]} candidates" if np.all(candidates == candidates[0]) else "various pool sizes") + (
+        f", {relevant[0]} relevant" if np.all(relevant == relevant[0]) else ", various relevant counts")
+    return ChanceResult(
+        null="random_ranking_rank", test=f"Monte Carlo ({draws})", value=observed, chance=float(medians.mean()),
+        p_value=(1 + at_most) / (1 + draws), n=int(ranks.size),
+        detail=f"{pool}; median rank {observed:g} of {ranks.size} queries",
     )
 
 

@@ -55,6 +55,14 @@ the same similarity ranks the relevant item last, never first (:func:`relevant_r
 Datasets (:data:`RETRIEVAL_SCHEMES`): MIMIC-CXR is scored both ways, headline image→report
 Recall@5; CheXpert 5×200 image→text, headline Precision@5 (the reasons are in the scheme entries).
 
+Against chance (``benchmark/scoring/chance.py``, ``python -m benchmark chance``): each metric is tested
+against a random ranking of each query's candidates, with the query's own candidate and relevant
+counts, on the ranks and top-K counts above (ties against the model, so a model that gives every
+candidate the same similarity is never above chance): recall@K by the exact binomial or
+Poisson-binomial test of the hits (``random_ranking_recall``), precision@K by the exact test of the
+summed hypergeometric counts (``random_ranking_precision``), the median rank by a seeded Monte Carlo
+test of the median of ranks drawn from their exact distributions (``random_ranking_rank``).
+
 Intervals and paired tests resample the queries of a metric's direction (images for image→text,
 texts for text→image) with the candidate gallery held fixed: every rank is computed once against
 the whole test gallery and a resample reweights queries (:class:`~benchmark.scoring.PerImageRun`
@@ -83,6 +91,12 @@ from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.registry import Registry
 from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
+from benchmark.scoring.chance import (
+    ChanceResult,
+    median_rank_against_random,
+    precision_at_k_against_random,
+    recall_at_k_against_random,
+)
 from benchmark.scoring.classification import labels_digest
 from benchmark.scoring.report import ScoredMetric, ScoreReport
 
@@ -165,6 +179,23 @@ REDUCERS: dict[str, tuple[Callable[[np.ndarray], float], Callable[[np.ndarray, n
 }
 
 
+def recall_chance(similarity: np.ndarray, relevant: np.ndarray, k: int) -> ChanceResult:
+    """Recall@``k`` of these queries against a random ranking of each one's candidates (exact, ``random_ranking_recall``)."""
+    return recall_at_k_against_random(relevant_ranks(similarity, relevant) <= k, k, relevant.shape[1], relevant.sum(axis=1))
+
+
+def precision_chance(similarity: np.ndarray, relevant: np.ndarray, k: int) -> ChanceResult:
+    """Precision@``k`` of these queries against a random ranking (exact, ``random_ranking_precision``); the top-``k``
+    counts are :func:`precision_at_k`'s, ties against the model."""
+    found = np.rint(precision_at_k(similarity, relevant, k) * k).astype(np.int64)
+    return precision_at_k_against_random(found, k, relevant.shape[1], relevant.sum(axis=1))
+
+
+def median_rank_chance(similarity: np.ndarray, relevant: np.ndarray) -> ChanceResult:
+    """The median rank of these queries against random rankings (Monte Carlo, ``random_ranking_rank``)."""
+    return median_rank_against_random(relevant_ranks(similarity, relevant), relevant.shape[1], relevant.sum(axis=1))
+
+
 @dataclass(frozen=True)
 class RetrievalMetric:
     """A metric as a per-query statistic of the (query × candidate) similarity and relevance, reduced over queries."""
@@ -173,6 +204,8 @@ class RetrievalMetric:
     direction: Direction
     per_query: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (similarity [q, c], relevant [q, c]) -> [q]
     reduce: Reduce
+    # (similarity [q, c], relevant [q, c]) -> the metric against the null spec.chance names (benchmark/scoring/chance.py)
+    chance: Callable[[np.ndarray, np.ndarray], ChanceResult]
 
 
 METRICS: Registry[RetrievalMetric] = Registry("retrieval metric")
@@ -180,16 +213,20 @@ ARROWS = {"i2t": "I→T", "t2i": "T→I"}
 for _direction in ("i2t", "t2i"):
     for _k in KS:
         METRICS.add(f"{_direction}_recall_at_{_k}", RetrievalMetric(
-            MetricSpec(f"{_direction}_recall_at_{_k}", f"{ARROWS[_direction]} R@{_k}"), _direction,
-            lambda similarity, relevant, k=_k: (relevant_ranks(similarity, relevant) <= k).astype(np.float64), "mean"))
+            MetricSpec(f"{_direction}_recall_at_{_k}", f"{ARROWS[_direction]} R@{_k}", chance="random_ranking_recall"),
+            _direction,
+            lambda similarity, relevant, k=_k: (relevant_ranks(similarity, relevant) <= k).astype(np.float64), "mean",
+            lambda similarity, relevant, k=_k: recall_chance(similarity, relevant, k)))
     METRICS.add(f"{_direction}_median_rank", RetrievalMetric(
         MetricSpec(f"{_direction}_median_rank", f"{ARROWS[_direction]} median rank", low=1.0, high=math.inf,
-                   higher_is_better=False, scale=1.0),
-        _direction, lambda similarity, relevant: relevant_ranks(similarity, relevant).astype(np.float64), "median"))
+                   higher_is_better=False, scale=1.0, chance="random_ranking_rank"),
+        _direction, lambda similarity, relevant: relevant_ranks(similarity, relevant).astype(np.float64), "median",
+        median_rank_chance))
 for _k in KS:
     METRICS.add(f"precision_at_{_k}", RetrievalMetric(
-        MetricSpec(f"precision_at_{_k}", f"P@{_k}"), "i2t",
-        lambda similarity, relevant, k=_k: precision_at_k(similarity, relevant, k), "mean"))
+        MetricSpec(f"precision_at_{_k}", f"P@{_k}", chance="random_ranking_precision"), "i2t",
+        lambda similarity, relevant, k=_k: precision_at_k(similarity, relevant, k), "mean",
+        lambda similarity, relevant, k=_k: precision_chance(similarity, relevant, k)))
 
 
 @dataclass(frozen=True)
@@ -458,6 +495,15 @@ class RetrievalScorer:
         ids, values = problem.per_query(metric)
         weighted = REDUCERS[METRICS.get(metric).reduce][1]
         return PerImageRun(tuple(ids), problem.digest, lambda weights: weighted(values, weights))
+
+    def chance(self, predictions: Path, targets: Path, dataset: str | None, metric: str) -> ChanceResult:
+        """``metric`` of these files against a random ranking of each query's candidates (module docstring)."""
+        scheme = scheme_of(dataset)
+        if metric not in scheme.metric_names:
+            raise RetrievalFileError(f"{dataset} is not scored on {metric!r}; its metrics are {list(scheme.metric_names)}")
+        definition = METRICS.get(metric)  # every retrieval metric declares a null and its test
+        _, similarity, relevant = read_problem(predictions, targets, scheme).queries(definition.direction)
+        return definition.chance(similarity, relevant)
 
     def target_set(self, targets: Path, dataset: str | None) -> TargetSet:
         scheme = scheme_of(dataset)

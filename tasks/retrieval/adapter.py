@@ -8,7 +8,7 @@ formats, and the metrics, are ``benchmark/scoring/retrieval.py``'s. Nothing is t
 or validation image is read.
 
 A backbone without a usable text tower gets no cell: the task declares
-:func:`benchmark.heads.joint.text_tower_requirement`, asked when the grid is planned.
+:func:`benchmark.backbones.text.text_tower_requirement`, asked when the grid is planned.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,17 @@ import torch
 
 from benchmark.backbones import LoadedBackbone
 from benchmark.backbones.safe_pickle import torch_load_safely
-from benchmark.backbones.text import TextTowerError, load_text_tower
 from benchmark.checkpoint_files import PICKLE_SUFFIXES, weights_file
 from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.data.prepared import DataError, PreparedDataset, ids_fingerprint
-from benchmark.heads.joint import backbone_geometry, encode_images, encode_texts, tower_summary
+from benchmark.heads.joint import (
+    backbone_geometry,
+    check_untrained_cell,
+    encode_images,
+    encode_texts,
+    require_text_tower,
+    tower_summary,
+)
 from benchmark.provenance import utc_now
 from benchmark.registry import Registry
 from benchmark.scoring.retrieval import RETRIEVAL_SCHEMES, write_predictions, write_targets
@@ -203,14 +209,9 @@ def retrieval(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
               protocol: RetrievalProtocol, device: str | None = None, partition: str | None = None) -> TaskResult:
     """Similarities of ``backbone``'s image and text embeddings on ``dataset``'s retrieval test set; writes
     predictions.npz and targets.csv."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
-    if fraction != 100:
-        raise ValueError(f"retrieval uses no training labels: its only label fraction is 100, not {fraction}")
+    check_untrained_cell("retrieval", mode, MODES, fraction)
     started_at, started = utc_now(), time.perf_counter()
-    tower = load_text_tower(backbone)
-    if tower is None:
-        raise TextTowerError(f"backbone {backbone.spec.name!r} has no text tower: image-text retrieval needs one")
+    tower = require_text_tower(backbone, "image-text retrieval")
     build, scheme = ITEMS.get(dataset.name), RETRIEVAL_SCHEMES.get(dataset.name)
     partition = partition or PARTITIONS[dataset.name]
     ids = dataset.split_ids("test", partition=partition)
@@ -232,8 +233,7 @@ def retrieval(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
     notes = [f"retrieval: no head trained; cosine similarity of image and text embeddings in the model's joint space "
              f"(task version {protocol.task_version}, texts version {protocol.texts_version})", *items.notes, *tower.notes]
     config = resolved_config(protocol, {
-        "partition": partition, "geometry": {"cache_size": geometry.cache_size, "crop_size": geometry.crop_size,
-                                             "encoder_input_size": geometry.encoder_input_size},
+        "partition": partition, "geometry": asdict(geometry),
         "preprocessing": backbone.preprocessing.to_dict(), "device": str(run_device),
         "n_images": {"test": len(ids)}, "queries": {"images": len(items.image_ids), "texts": len(items.text_ids)},
         dataset.name: items.config, "text_tower": tower_summary(tower), "primary_metric": scheme.primary,

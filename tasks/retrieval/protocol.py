@@ -32,11 +32,11 @@ studies with report text; ``benchmark/data/datasets/mimic.py``), image ↔ repor
   checkpoints on the official validate + test splits merged (PROTOCOL.md 11.1, 11.7). A declaration
   is the submitter's word; a checkpoint exported by ``python -m pretrain`` also records the
   fingerprints of the pairs it trained and validated on, which each record's notes check against
-  the prepared dataset (:func:`tasks.retrieval.adapter.pretraining_note`).
+  the prepared dataset (:func:`tasks.retrieval.adapter.pretraining_notes`).
 
-CheXpert 5×200 (partition :data:`CHEXPERT_PARTITION`, split ``test``: 200 frontal training images
-per competition finding with that finding alone, held out of the classification training data),
-image → text: each image's class is its one positive competition label in ``records.csv``; the
+CheXpert 5×200 (partition ``holdout_5x200``, ``benchmark.data.datasets.chexpert.HOLDOUT_PARTITION``,
+split ``test``: 200 frontal training images per competition finding with that finding alone, held
+out of the classification training data), image → text: each image's class is its one positive competition label in ``records.csv``; the
 texts are the versioned pool of ``texts.py``, relevant when of the image's class.
 
 Task version changelog (bump on any change that can move a number):
@@ -50,17 +50,17 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from benchmark.backbones.zoo import MIMIC_CXR_TEST
-from benchmark.costs import TaskCost
+from benchmark.data.datasets.chexpert import HOLDOUT_PARTITION
 from benchmark.data.datasets.mimic import PARTITION as MIMIC_PARTITION
+from benchmark.heads.joint import check_untrained_protocol, untrained_cost
 from tasks.registry import EPOCHS_OVERRIDE
 from tasks.retrieval.texts import TEXTS_VERSION
 
 TASK_VERSION = 1
 HEADS = ("similarity",)  # the text tower's embeddings take the place of a trained head
 MODES = ("direct",)  # similarities read directly off the joint space: no training, no feature cache
-# The prepared CheXpert partition of the 5×200 hold-out (benchmark/data/datasets/chexpert.py).
-CHEXPERT_PARTITION = "holdout_5x200"
-PARTITIONS = {"mimic": MIMIC_PARTITION, "chexpert": CHEXPERT_PARTITION}
+# dataset -> the prepared partition whose test split it is scored on (benchmark/data/prepared.py)
+PARTITIONS = {"mimic": MIMIC_PARTITION, "chexpert": HOLDOUT_PARTITION}
 FRONTAL_PREFERENCE = ("PA", "AP")  # which frontal image of a study is its query image, in this order
 MIMIC_TEST_SOURCE = MIMIC_CXR_TEST  # the pretraining source a backbone declares when it read MIMIC-CXR's test split
 
@@ -73,19 +73,12 @@ class RetrievalProtocol:
     encode_batch_size: int = 64  # images, and texts, per forward pass
 
     def __post_init__(self) -> None:
-        if self.max_epochs != 0:
-            raise ValueError(f"retrieval trains no head: {EPOCHS_OVERRIDE} must be 0, not {self.max_epochs}")
-        if self.encode_batch_size < 1:
-            raise ValueError(f"encode_batch_size must be at least 1, not {self.encode_batch_size}")
+        check_untrained_protocol("retrieval", EPOCHS_OVERRIDE, self.max_epochs, self.encode_batch_size)
 
 
 PROTOCOL = RetrievalProtocol()
 BOARD_OVERRIDES = tuple(f.name for f in fields(RetrievalProtocol) if f.name not in ("task_version", "texts_version"))
-# Each test image through the encoder once, no training sample, no cache entry (a mode outside
-# benchmark.costs.CACHED_MODES: the test images are its one pass). The texts' passes through the
-# text tower are not counted: the cost model counts image-encoder passes.
-COST = TaskCost(batch_size=PROTOCOL.encode_batch_size, max_epochs=PROTOCOL.max_epochs, head_cost=0.0, features="global",
-                cache_dtype_bytes=4)
+COST = untrained_cost(PROTOCOL.encode_batch_size)  # each test image through the encoder once; texts are not counted
 
 
 def with_overrides(**changes: Any) -> RetrievalProtocol:

@@ -23,16 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.backbones import LoadedBackbone
-from benchmark.backbones.preprocessing import normalise
-from benchmark.backbones.text import TextTower, TextTowerError, load_text_tower
+from benchmark.backbones.text import TextTower
 from benchmark.data.prepared import DataError, PreparedDataset
-from benchmark.heads.features import index_batches
+from benchmark.heads.joint import backbone_geometry, check_untrained_cell, encode_images, require_text_tower, tower_summary
 from benchmark.provenance import utc_now
 from benchmark.scoring.classification import ClassificationScheme, labels_to_matrix, write_predictions, write_targets
 from benchmark.scoring.zeroshot import ZERO_SHOT_SCHEMES
 from tasks.registry import TaskCell, TaskResult
 from tasks.zeroshot.prompts import PROMPTS, ColumnPrompts
-from tasks.zeroshot.protocol import MODES, PARTITIONS, Geometry, ZeroShotProtocol, resolve_geometry, resolved_config, with_overrides
+from tasks.zeroshot.protocol import MODES, PARTITIONS, ZeroShotProtocol, resolved_config, with_overrides
 
 PREDICTIONS_FILE = "predictions.csv"
 TARGETS_FILE = "targets.csv"
@@ -77,23 +76,6 @@ def column_scores(image_embeddings: torch.Tensor, tower: TextTower, columns: tup
     return torch.stack(scores, dim=1).double().cpu().numpy()
 
 
-def encode_images(tower: TextTower, dataset: PreparedDataset, ids: list[str], geometry: Geometry, backbone: LoadedBackbone,
-                  batch_size: int, device: torch.device) -> torch.Tensor:
-    """(n, D) unit-norm image embeddings of ``ids``: centre crop, the model's input size, its normalisation."""
-    rows = []
-    for batch in index_batches(len(ids), batch_size):
-        gray = torch.from_numpy(np.ascontiguousarray(dataset.images(ids[batch])))
-        offset = (geometry.cache_size - geometry.crop_size) // 2
-        crop = gray[:, offset:offset + geometry.crop_size, offset:offset + geometry.crop_size]
-        images = crop.unsqueeze(1).expand(-1, 3, -1, -1).to(device)
-        pixels = normalise(images, backbone.preprocessing)
-        if geometry.encoder_input_size != geometry.crop_size:
-            size = (geometry.encoder_input_size, geometry.encoder_input_size)
-            pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=True)
-        rows.append(tower.image_embeddings(pixels))
-    return torch.cat(rows)
-
-
 def run_zeroshot(cell: TaskCell) -> TaskResult:
     """The task adapter: zero-shot class scores of ``cell``'s test split."""
     return zero_shot(cell.backbone, cell.dataset, cell.fraction, cell.mode, cell.work_dir, with_overrides(**cell.overrides),
@@ -103,14 +85,9 @@ def run_zeroshot(cell: TaskCell) -> TaskResult:
 def zero_shot(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int, mode: str, work_dir: Path,
               protocol: ZeroShotProtocol, device: str | None = None) -> TaskResult:
     """Zero-shot scores of ``backbone`` on ``dataset``'s test split; writes predictions.csv and targets.csv."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
-    if fraction != 100:
-        raise ValueError(f"zero-shot classification uses no training labels: its only label fraction is 100, not {fraction}")
+    check_untrained_cell("zero-shot classification", mode, MODES, fraction)
     started_at, started = utc_now(), time.perf_counter()
-    tower = load_text_tower(backbone)
-    if tower is None:
-        raise TextTowerError(f"backbone {backbone.spec.name!r} has no text tower: zero-shot classification needs one")
+    tower = require_text_tower(backbone, "zero-shot classification")
     scheme, columns = ZERO_SHOT_SCHEMES.get(dataset.name), PROMPTS[dataset.name]
     if tuple(column.column for column in columns) != scheme.classes:
         raise DataError(f"zero-shot prompts of {dataset.name} name columns {[c.column for c in columns]}, its scheme {list(scheme.classes)}")
@@ -120,9 +97,7 @@ def zero_shot(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
     work_dir.mkdir(parents=True, exist_ok=True)
     partition = PARTITIONS[dataset.name]
     ids = dataset.split_ids("test", partition=partition)
-    arch = backbone.model.arch
-    geometry = resolve_geometry(dataset.manifest.image_size, backbone.preprocessing.input_size, backbone.preprocessing.fixed_size,
-                                arch.feature_map_strides[0] if arch.family == "vit" else None)
+    geometry = backbone_geometry(backbone, dataset)
     with torch.no_grad():
         encode_started = time.perf_counter()
         embeddings = encode_images(tower, dataset, ids, geometry, backbone, protocol.encode_batch_size, run_device)
@@ -136,9 +111,7 @@ def zero_shot(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
         "partition": partition, "preprocessing": backbone.preprocessing.to_dict(), "device": str(run_device),
         "n_images": {"test": len(ids)},
         "prompts": {column.column: {"positive": list(column.positive), "negative": list(column.negative)} for column in columns},
-        "text_tower": {"tokenizer": tower.tokenizer_source, "embedding_dim": tower.embedding_dim,
-                       "load_report": {key: len(value) if isinstance(value, list) else value
-                                       for key, value in tower.load_report.to_dict().items()}},
+        "text_tower": tower_summary(tower),
         "primary_metric": scheme.primary, "started": started_at,
     })
     return TaskResult(

@@ -24,16 +24,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from benchmark.costs import TaskCost
 from benchmark.data.datasets.chexpert import HOLDOUT_PARTITION
+from benchmark.heads.joint import Geometry, check_untrained_protocol, untrained_cost
 from tasks.registry import EPOCHS_OVERRIDE
 from tasks.zeroshot.prompts import PROMPTS_VERSION
 
 TASK_VERSION = 2
 HEADS = ("prompts",)  # the class prompts through the text tower take the place of a trained head
 MODES = ("direct",)  # scores read directly off the joint space: no training, no feature cache
-REFERENCE_CACHE_SIZE = 256
-REFERENCE_CROP_SIZE = 224
 # dataset -> the prepared partition whose test split it is scored on (benchmark/data/prepared.py)
 PARTITIONS = {"chexpert": HOLDOUT_PARTITION, "rsna": "classification", "covidx": "classification"}
 
@@ -46,41 +44,16 @@ class ZeroShotProtocol:
     encode_batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.max_epochs != 0:
-            raise ValueError(f"zero-shot classification trains no head: {EPOCHS_OVERRIDE} must be 0, not {self.max_epochs}")
-        if self.encode_batch_size < 1:
-            raise ValueError(f"encode_batch_size must be at least 1, not {self.encode_batch_size}")
+        check_untrained_protocol("zero-shot classification", EPOCHS_OVERRIDE, self.max_epochs, self.encode_batch_size)
 
 
 PROTOCOL = ZeroShotProtocol()
 BOARD_OVERRIDES = tuple(f.name for f in fields(ZeroShotProtocol) if f.name not in ("task_version", "prompts_version"))
-# Each test image through the encoder once; no training sample, no cache entry (a mode outside
-# benchmark.costs.CACHED_MODES without paper_caches_eval: the test images are its one pass).
-COST = TaskCost(batch_size=PROTOCOL.encode_batch_size, max_epochs=PROTOCOL.max_epochs, head_cost=0.0, features="global",
-                cache_dtype_bytes=4)
+COST = untrained_cost(PROTOCOL.encode_batch_size)  # each test image through the encoder once
 
 
 def with_overrides(**changes: Any) -> ZeroShotProtocol:
     return replace(PROTOCOL, **changes)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    cache_size: int
-    crop_size: int
-    encoder_input_size: int
-
-
-def resolve_geometry(cache_size: int, input_size: int, fixed_size: bool, patch_size: int | None) -> Geometry:
-    """Crop round(S·224/256); the encoder input is the model's input size scaled by the same ratio
-    (exactly its input size when it takes no other), rounded down to a multiple of a ViT's patch."""
-    crop = round(cache_size * REFERENCE_CROP_SIZE / REFERENCE_CACHE_SIZE)
-    encoder_input = input_size if fixed_size else round(crop * input_size / REFERENCE_CROP_SIZE)
-    if patch_size:
-        encoder_input -= encoder_input % patch_size
-    if crop < 1 or encoder_input < 1:
-        raise ValueError(f"prepared images of {cache_size} px are too small for this model (input {input_size}, patch {patch_size})")
-    return Geometry(cache_size, crop, encoder_input)
 
 
 def resolved_config(protocol: ZeroShotProtocol, geometry: Geometry, extra: dict) -> dict:

@@ -4,7 +4,8 @@
 metric declares a chance null, with a value above chance and the adjusted p below alpha: each way
 of failing has a test here (toy board: binary AUROC by the Mann-Whitney test; a demo-board copy
 for a value below chance, a metric without a null, and a headline without a test whose runs report
-a secondary metric with one, which is named).
+a secondary metric with one, which is named; the demo board's retrieval columns, tested against a
+random ranking).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from benchmark.board.store import Board, BoardEntry, copy_board_protocol, defaul
 from benchmark.cli import main
 from benchmark.records import CellIdentity, MetricValue, RunRecord
 from benchmark.scoring import record_target_set
+from benchmark.scoring import retrieval
 from benchmark.scoring.classification import SCHEMES, write_predictions, write_targets
 from benchmark.scoring.compare import holm
 
@@ -131,9 +133,9 @@ def test_below_chance_and_no_declared_null_fail_expect_better(demo_copy: tuple[B
 
 def test_a_headline_without_a_test_names_the_secondary_metric_that_has_one(demo_copy: tuple[Board, str],
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """No shipped scheme has a headline without a chance test beside a secondary metric with one yet
-    (a retrieval median rank beside recall@K would be one); a COVIDx record whose headline is balanced
-    accuracy (no declared null) stands in: its accuracy has a test, its 3-class macro AUROC has none."""
+    """No shipped scheme has a headline without a chance test beside a secondary metric with one; a COVIDx
+    record whose headline is balanced accuracy (no declared null) stands in: its accuracy has a test, its
+    3-class macro AUROC has none."""
     board, sha = demo_copy
     labels = np.eye(3, dtype=int)[np.arange(60) % 3]
     _add_run(board, "reversed", sha, "covidx", labels, labels + 0.1, headline="balanced_accuracy",
@@ -145,3 +147,46 @@ def test_a_headline_without_a_test_names_the_secondary_metric_that_has_one(demo_
             "no chance null for 'balanced_accuracy' (MetricSpec.chance); its runs also report accuracy, which has a chance "
             "test (not run: this verb tests the headline balanced_accuracy, the number the board shows)") in output, output
     assert "holm correction over 0 columns" in output and "does not beat chance on 1 of the 1 columns selected" in output
+
+
+def _add_retrieval_run(board: Board, name: str, sha: str, dataset: str, partition: str, image_groups: list[str],
+                       text_groups: list[str], similarity: np.ndarray) -> None:
+    """One retrieval run record (files in the scorer's formats) of ``similarity`` between images and texts of the
+    given relevance groups."""
+    identity = CellIdentity(board.name, name, sha, "retrieval", dataset, partition, "similarity", 100, 0, 0, "direct")
+    work = board.root.parent / "work" / dataset
+    work.mkdir(parents=True)
+    images, texts = [f"i{k:03d}" for k in range(len(image_groups))], [f"t{k:03d}" for k in range(len(text_groups))]
+    predictions = retrieval.write_predictions(work / "p.npz", images, texts, similarity)
+    targets = retrieval.write_targets(work / "t.csv", images, image_groups, texts, text_groups)
+    headline = retrieval.RETRIEVAL_SCHEMES.get(dataset).primary
+    board.add(RunRecord(
+        identity=identity, protocol_version=board.protocol.protocol_version, scorer="retrieval",
+        metrics={headline: MetricValue(0.5, bootstrap_se=0.03)}, headline_metric=headline,
+        predictions=board.store_artifact(identity, "predictions", predictions, large=True),
+        targets=board.store_artifact(identity, "targets", targets),
+        target_set=record_target_set("retrieval", targets, dataset, partition),
+        timings={"total": 1.0}, config={}, training={}, split_fingerprints={"test": "0" * 64}, backbone={},
+        provenance={"code": {"commit": "abc", "dirty": False}}, created="2026-01-01T00:00:00+00:00",
+    ))
+
+
+def test_both_retrieval_columns_are_tested_against_a_random_ranking(demo_copy: tuple[Board, str], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """MIMIC-CXR image->report R@5 by the exact binomial test, CheXpert 5x200 P@5 by the exact hypergeometric sum."""
+    monkeypatch.setenv("MGCA_BENCH_ARTIFACTS", str(tmp_path / "artifacts"))
+    board, sha = demo_copy
+    rng = np.random.default_rng(0)
+    studies = [f"s{k}" for k in range(40)]  # each study's image against its own report among 40: R@5 chance 5/40
+    _add_retrieval_run(board, "reversed", sha, "mimic", "pretraining", studies, studies, np.eye(40) + rng.normal(0, 0.3, (40, 40)))
+    classes = list(retrieval.RETRIEVAL_SCHEMES.get("chexpert").classes)
+    images, texts = [c for c in classes for _ in range(4)], [c for c in classes for _ in range(12)]
+    relevant = np.array(images)[:, None] == np.array(texts)[None, :]
+    _add_retrieval_run(board, "reversed", sha, "chexpert", "holdout_5x200", images, texts, relevant + rng.normal(0, 0.5, relevant.shape))
+    assert main(["chance", "reversed", "--board", str(board.root), "--tasks", "retrieval", "--expect-better"]) == 0
+    output = capsys.readouterr().out
+    rows = dict(re.findall(r"^(retrieval/\S+ 100%)\s+(\S+)\s+[\d.]+\s+[\d.]+\s+exact .*$", output, re.M))
+    assert rows == {"retrieval/mimic 100%": "i2t_recall_at_5", "retrieval/chexpert 100%": "precision_at_5"}, output
+    assert "K=5, 40 candidates, 1 relevant" in output and "K=5, 60 candidates, 12 relevant" in output
+    assert "beats chance on all 2 columns selected" in output

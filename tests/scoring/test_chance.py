@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from itertools import permutations
+from fractions import Fraction
+from itertools import combinations, permutations, product
 from math import comb, sqrt
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from benchmark.scoring.chance import (
     binomial_above,
     hit_probability,
     matches_under_permutation,
+    median_rank_against_random,
     precision_at_k_against_random,
+    rank_cdf,
     recall_at_k_against_random,
     sum_above,
     sum_distribution,
@@ -186,6 +189,90 @@ def test_precision_at_k_against_a_random_ranking() -> None:
         precision_at_k_against_random(np.array([3]), 2, 4, 2)  # 3 relevant in a top 2
 
 
+def test_the_rank_of_the_first_relevant_item_has_the_hypergeometric_distribution() -> None:
+    # 4 candidates, 2 relevant: P(rank 1) = 2/4, P(rank <= 2) = 1 - C(2,2)/C(4,2) = 5/6, rank 3 at the latest
+    np.testing.assert_allclose(rank_cdf(4, 2), [1 / 2, 5 / 6, 1], rtol=1e-12)
+    np.testing.assert_allclose(rank_cdf(3, 1), [1 / 3, 2 / 3, 1], rtol=1e-12)  # one relevant: uniform
+    np.testing.assert_allclose(rank_cdf(10, 2), [1 - comb(8, k) / comb(10, k) for k in range(1, 10)], rtol=1e-12)
+    # every placement of 3 relevant among 7 candidates, equally likely: the rank is the first relevant position
+    firsts = np.array([min(places) + 1 for places in combinations(range(7), 3)])
+    np.testing.assert_allclose(rank_cdf(7, 3), [np.mean(firsts <= k) for k in range(1, 6)], rtol=1e-12)
+    assert rank_cdf(5, 5).tolist() == [1.0]  # every candidate relevant: rank 1
+    with pytest.raises(ChanceError, match="0 relevant among 3"):
+        rank_cdf(3, 0)
+
+
+def _exact_median_p(ranks: list[int], pools: list[tuple[int, int]]) -> tuple[float, float]:
+    """(P(median <= observed), E[median]) under random rankings, by enumerating every combination of ranks with
+    its probability (the product of each query's exact probabilities, as fractions)."""
+    pmfs = []
+    for candidates, relevant in pools:
+        cdf = [Fraction(1) - Fraction(comb(candidates - relevant, k), comb(candidates, k))
+               for k in range(1, candidates - relevant + 2)]
+        pmfs.append({k + 1: cdf[k] - (cdf[k - 1] if k else 0) for k in range(len(cdf))})
+    observed = Fraction(int(np.median(ranks) * 2), 2)
+    below, mean = Fraction(0), Fraction(0)
+    for combination in product(*(pmf.items() for pmf in pmfs)):
+        probability = np.prod([p for _, p in combination])
+        ordered = sorted(rank for rank, _ in combination)
+        median = Fraction(ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2], 2)
+        mean += probability * median
+        below += probability if median <= observed else 0
+    return float(below), float(mean)
+
+
+# (ranks, (candidates, relevant) per query, the exact p by hand where short): odd and even counts, mixed pools
+MEDIAN_SETS = [
+    # uniform ranks 1..3, median 1: at least two of three queries at rank 1, 3 * (1/3)^2 * (2/3) + (1/3)^3 = 7/27
+    ([1, 1, 2], [(3, 1)] * 3, 7 / 27),
+    # two queries, median 1.5: rank sum at most 3, (1,1), (1,2), (2,1) of 9
+    ([1, 2], [(3, 1)] * 2, 3 / 9),
+    ([1, 3, 1, 3], [(4, 1), (4, 1), (4, 2), (4, 2)], 49 / 72),
+    ([2, 1, 4, 2, 1], [(6, 1), (5, 2), (6, 1), (4, 1), (7, 3)], None),
+]
+
+
+@pytest.mark.parametrize("ranks,pools,by_hand", MEDIAN_SETS)
+def test_median_rank_monte_carlo_p_matches_the_enumerated_exact_p(ranks: list[int], pools: list[tuple[int, int]],
+                                                                  by_hand: float | None) -> None:
+    exact_p, exact_mean = _exact_median_p(ranks, pools)
+    if by_hand is not None:
+        assert exact_p == pytest.approx(by_hand, rel=1e-12)
+    assert 0.01 < exact_p < 0.9  # a p where Monte Carlo error shows
+    candidates, relevant = [c for c, _ in pools], [r for _, r in pools]
+    for seed in (0, 1, 2):
+        result = median_rank_against_random(np.array(ranks), candidates, relevant, seed=seed)
+        assert abs(result.p_value - exact_p) <= _monte_carlo_tolerance(exact_p, PERMUTATIONS), (seed, result.p_value, exact_p)
+        assert result.null == "random_ranking_rank" and result.value == np.median(ranks) and result.n == len(ranks)
+        # the chance level: the mean null median, within 4.5 standard errors (the median spans at most 1 .. N)
+        assert abs(result.chance - exact_mean) <= 4.5 * max(candidates) / np.sqrt(PERMUTATIONS)
+
+
+def test_a_median_rank_at_the_bottom_is_not_significant_and_one_at_the_top_gets_the_smallest_p(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmark.scoring.chance as chance
+
+    # a constant model: ties against it put every relevant item last (N - r + 1); no draw is worse
+    worst = median_rank_against_random(np.array([7, 7, 6, 6, 7]), 8, [2, 2, 3, 3, 2])
+    assert worst.p_value == 1.0 and worst.value == 7 and worst.chance < 7
+    # 50 queries of 100 candidates, all at rank 1: a null median of 1 has chance below (1/100)^25
+    perfect = median_rank_against_random(np.ones(50), 100)
+    assert perfect.p_value == 1 / (1 + PERMUTATIONS) and perfect.chance == pytest.approx(50.5, abs=1.0)
+    assert perfect.detail == "100 candidates, 1 relevant; median rank 1 of 50 queries"
+    assert median_rank_against_random(np.ones(50), 100) == perfect  # a fixed seed
+    monkeypatch.setattr(chance, "_PERMUTED_ELEMENTS", 120)  # batches of 2 draws: the same stream, the same p
+    ranks = np.array([3, 1, 4, 2, 5, 1, 2, 3, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4, 6, 2, 6, 4, 3, 3, 8,
+                      3, 2, 7, 9, 5, 2, 1, 4, 1, 9, 7, 1, 6, 9, 3, 9, 9, 3, 7, 5, 1, 0, 5, 8, 2, 0, 9, 7, 4, 9]) + 1
+    batched = median_rank_against_random(ranks, 20, draws=500, seed=3)
+    monkeypatch.setattr(chance, "_PERMUTED_ELEMENTS", 1 << 22)
+    assert median_rank_against_random(ranks, 20, draws=500, seed=3) == batched
+    for bad in (np.array([0, 1]), np.array([1, 20]), np.array([1.5, 2])):  # rank 20 of 20 with 2 relevant: at most 19
+        with pytest.raises(ChanceError, match="a rank must be a whole number"):
+            median_rank_against_random(bad, 20, 2)
+    with pytest.raises(ChanceError, match="at least one query"):
+        median_rank_against_random(np.array([]), 20)
+
+
 def test_several_runs_need_every_run_to_beat_chance() -> None:
     def run(value: float, p: float) -> ChanceResult:
         return ChanceResult("independence", "permutation (20000)", value, 0.5, p, 100, "d")
@@ -203,6 +290,8 @@ def test_every_declared_null_exists() -> None:
                 if spec.chance}
     assert {null for *_, null in declared} <= set(NULLS.names())
     assert ("zeroshot", "accuracy", "independence") in declared and ("zeroshot", "auroc", "mann_whitney") in declared
+    assert {("retrieval", "i2t_recall_at_5", "random_ranking_recall"), ("retrieval", "precision_at_5", "random_ranking_precision"),
+            ("retrieval", "t2i_median_rank", "random_ranking_rank")} <= declared
 
 
 def _covidx_files(folder: Path, truth: np.ndarray, predicted: np.ndarray) -> tuple[Path, Path]:

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import main as cli_main
-from benchmark.scoring import scorer
+from benchmark.scoring import chance_test, scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
+from benchmark.scoring.chance import PERMUTATIONS
 from benchmark.scoring.retrieval import (
     RETRIEVAL_SCHEMES,
     RetrievalFileError,
@@ -127,6 +128,53 @@ def test_the_chexpert_scheme_gives_the_hand_computed_precision(tmp_path: Path) -
     assert values == pytest.approx({"precision_at_5": 0.4, "precision_at_1": 0.5, "precision_at_10": 0.5}, abs=1e-12)
     assert report.primary_metric == "precision_at_5"
     assert report.warnings == (f"precision_at_10: group(s) {[x, y]} have fewer than 10 texts; their images cannot reach 1",)
+
+
+def test_recall_and_median_rank_against_a_random_ranking_by_hand(tmp_path: Path) -> None:
+    """Every query ranks 4 candidates; ia, ib (texts a, b) have one relevant, ic1 and ic2 two (c1, c2): a hit at K = 1
+    has chance 1/4 for one relevant and 1 - C(2,1)/C(4,1) = 1/2 for two."""
+    files = write_files(tmp_path, IMAGES, GROUPS, TEXTS, GROUPS, SIMILARITY)
+    # image -> text R@1: ia and ic1 hit (ranks 1, 3, 1, 3). P(at least 2 hits) = 1 - P(0) - P(1) with
+    # P(0) = (3/4)^2 (1/2)^2 = 9/64, P(1) = 2 (1/4)(3/4)(1/4) + 2 (1/2)(1/2)(3/4)^2 = 24/64: 31/64
+    i2t = chance_test("retrieval", *files, "mimic", "i2t_recall_at_1")
+    assert (i2t.null, i2t.test, i2t.n) == ("random_ranking_recall", "exact Poisson-binomial", 4)
+    assert (i2t.value, i2t.chance) == (0.5, pytest.approx(3 / 8)) and i2t.p_value == pytest.approx(31 / 64, rel=1e-12)
+    # text -> image R@1: texts a, b, c2 hit (ranks 1, 1, 3, 1), the same chances by text;
+    # P(4 hits) = 1/64, P(3) = 2 (3/4)(1/4)(1/2)^2 + 2 (1/2)(1/4)^2(1/2) = 8/64: 9/64
+    t2i = chance_test("retrieval", *files, "mimic", "t2i_recall_at_1")
+    assert t2i.value == 0.75 and t2i.p_value == pytest.approx(9 / 64, rel=1e-12)
+    # R@5 with 4 candidates: every query hits under any ranking, p = 1
+    assert chance_test("retrieval", *files, "mimic", "i2t_recall_at_5").p_value == pytest.approx(1.0)
+    # median image -> text rank 2; null ranks uniform on 1..4 (ia, ib) and 1, 2, 3 with 1/2, 1/3, 1/6 (ic1, ic2):
+    # P(median <= 2) = 49/72 and the mean null median 63/32, enumerated over the 4 * 4 * 3 * 3 rank combinations
+    median = chance_test("retrieval", *files, "mimic", "i2t_median_rank")
+    assert (median.null, median.value) == ("random_ranking_rank", 2.0)
+    assert abs(median.p_value - 49 / 72) <= 4.5 * np.sqrt(49 / 72 * 23 / 72 / PERMUTATIONS) + 1 / PERMUTATIONS
+    assert abs(median.chance - 63 / 32) <= 0.05
+    # a constant model: ties put every relevant item last, never above chance
+    (tmp_path / "flat").mkdir()
+    flat = write_files(tmp_path / "flat", IMAGES, GROUPS, TEXTS, GROUPS, np.zeros((4, 4)))
+    assert chance_test("retrieval", *flat, "mimic", "i2t_recall_at_1").p_value == 1.0
+    assert chance_test("retrieval", *flat, "mimic", "t2i_median_rank").p_value == 1.0
+    with pytest.raises(RetrievalFileError, match="mimic is not scored on 'precision_at_5'"):
+        scorer("retrieval").chance(*files, "mimic", "precision_at_5")
+
+
+def test_precision_against_a_random_ranking_by_hand(tmp_path: Path) -> None:
+    """Two images against 12 texts, 6 of each image's class: the top-K relevant count is hypergeometric (12, 6, K)."""
+    x, y = "Atelectasis", "Edema"
+    texts = [f"x{k}" for k in range(1, 7)] + [f"y{k}" for k in range(1, 7)]
+    groups = [x] * 6 + [y] * 6
+    similarity = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.85, 0.1, 0.1, 0.1, 0.1, 0.1], [0.0] * 12])
+    files = write_files(tmp_path, ["ix", "iy"], [x, y], texts, groups, similarity)
+    # P@1: x's top text relevant, y's not (ties against the model); each 1/2 under the null: P(S >= 1) = 3/4
+    at_1 = chance_test("retrieval", *files, "chexpert", "precision_at_1")
+    assert (at_1.null, at_1.test, at_1.value, at_1.chance) == ("random_ranking_precision", "exact hypergeometric sum", 0.5, 0.5)
+    assert at_1.p_value == pytest.approx(3 / 4, rel=1e-12)
+    # P@5: 4 + 0 relevant; per image (6, 90, 300, 300, 90, 6) / 792 for 0..5 relevant: P(S >= 4) = 1289/1452
+    at_5 = chance_test("retrieval", *files, "chexpert", "precision_at_5")
+    assert at_5.value == pytest.approx(0.4) and at_5.p_value == pytest.approx(1289 / 1452, rel=1e-12)
+    assert at_5.detail == "K=5, 12 candidates, 6 relevant; 4 relevant of 10 retrieved"
 
 
 def test_chexpert_targets_pin_the_digest_of_the_images_labels_that_zero_shot_classification_pins(tmp_path: Path) -> None:

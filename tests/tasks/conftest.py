@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,35 @@ def dinov2_patch14(tmp_path_factory: pytest.TempPathFactory) -> LoadedBackbone:
                              image_size=28, patch_size=14)).save_pretrained(folder)
     BitImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(folder)
     return random_backbone(f"hf:{folder}")
+
+
+TinyMgcaWriter = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def write_tiny_mgca() -> TinyMgcaWriter:
+    """``write(run, captions, data=None)``: a pretraining run's checkpoint (tiny ResNet-18 MGCA at its seed-0
+    initialisation, one-layer BERT, a WordPiece vocabulary of 80 from ``captions``) saved in ``run`` and exported with
+    its text tower; ``data`` adds to the run's data record (the pair fingerprints a run records). Returns the export."""
+
+    def write(run: Path, captions: list[str], data: dict | None = None) -> Path:
+        import torch
+
+        from pretrain.config import load_config
+        from pretrain.export import export_checkpoint
+        from pretrain.model import MGCA
+        from pretrain.text import save_tokenizer, train_tokenizer
+
+        config = load_config("demo", ["arch=resnet18", "text_layers=1", "text_hidden_size=32", "text_heads=2",
+                                      "text_intermediate_size=64", "projection_hidden=32", "emb_dim=16", "num_prototypes=8",
+                                      "max_words=16"])
+        torch.manual_seed(0)
+        tokenizer = train_tokenizer(captions, vocab_size=80)
+        model = MGCA(config, tokenizer.get_vocab_size()).eval()
+        save_tokenizer(tokenizer, run / "tokenizer.json")
+        params = {"config": model.config.to_dict(), "data": {"vocab_size": tokenizer.get_vocab_size(), **(data or {})},
+                  "arch": model.config.arch, "tokenizer": "tokenizer.json", "initialisation": {}}
+        torch.save({"state_dict": model.state_dict(), "hyper_parameters": params, "epoch": 1}, run / "best.ckpt")
+        return export_checkpoint(run / "best.ckpt", run / "export" / "tiny_mgca.ckpt")[0]
+
+    return write

@@ -21,7 +21,7 @@ from benchmark.board.store import Board
 from benchmark.cli import main as cli_main
 from benchmark.data.demo import generate
 from benchmark.data.prepared import PreparedDataset
-from benchmark.grid import BackboneChoice, GridError, GridRequest, run_grid
+from benchmark.grid import BackboneChoice, GridRequest, run_grid
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
 from benchmark.scoring.classification import PredictionFileError
@@ -36,26 +36,9 @@ CAPTIONS = ["no acute cardiopulmonary process", "findings consistent with pneumo
 
 
 @pytest.fixture(scope="module")
-def tiny_mgca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_mgca(tmp_path_factory: pytest.TempPathFactory, write_tiny_mgca) -> Path:
     """A pretraining run's checkpoint (tiny ResNet-18 MGCA, one-layer BERT) exported with its text tower."""
-    from pretrain.config import load_config
-    from pretrain.export import export_checkpoint
-    from pretrain.model import MGCA
-    from pretrain.text import save_tokenizer, train_tokenizer
-
-    run = tmp_path_factory.mktemp("mgca_run")
-    config = load_config("demo", ["arch=resnet18", "text_layers=1", "text_hidden_size=32", "text_heads=2",
-                                  "text_intermediate_size=64", "projection_hidden=32", "emb_dim=16", "num_prototypes=8",
-                                  "max_words=16"])
-    torch.manual_seed(0)
-    tokenizer = train_tokenizer(CAPTIONS, vocab_size=80)
-    model = MGCA(config, tokenizer.get_vocab_size()).eval()
-    save_tokenizer(tokenizer, run / "tokenizer.json")
-    params = {"config": model.config.to_dict(), "data": {"vocab_size": tokenizer.get_vocab_size()},
-              "arch": model.config.arch, "tokenizer": "tokenizer.json", "initialisation": {}}
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": params, "epoch": 1}, run / "best.ckpt")
-    checkpoint, _ = export_checkpoint(run / "best.ckpt", run / "export" / "tiny_mgca.ckpt")
-    return checkpoint
+    return write_tiny_mgca(tmp_path_factory.mktemp("mgca_run"), CAPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -146,17 +129,6 @@ def test_the_grid_scores_a_text_tower_backbone_zero_shot_and_skips_one_without(t
     classification = scorer("classification").target_set(board.artifact_file(records["rsna"].targets), "rsna")
     assert records["rsna"].target_set["digest"] == classification.digest
     assert run_grid(board, request).done_before == 3  # resumable like every task
-
-
-def test_a_grid_of_backbones_without_a_text_tower_has_nothing_to_evaluate_and_says_why(prepared: Path, tmp_path: Path) -> None:
-    board = demo_board(tmp_path / "boards")
-    request = GridRequest(backbones=(BackboneChoice("random_resnet18"),), data_dir=prepared, work_dir=tmp_path / "work",
-                          cache_dir=tmp_path / "cache", progress=False)
-    with pytest.raises(GridError, match=r"nothing to evaluate .*skipped: zeroshot for random_resnet18: no text tower"):
-        run_grid(board, request)
-    info = get_task("zeroshot")
-    assert info.requires == "benchmark.backbones.text:text_tower_requirement"  # the check that builds no weights
-    assert info.unmet_requirement(build_backbone("random_resnet18")).startswith("no text tower")
 
 
 def test_a_damaged_text_tower_is_a_skip_with_its_error_not_a_failed_grid(tiny_mgca: Path, tmp_path: Path) -> None:
