@@ -87,11 +87,10 @@ endif
 
 .PHONY: bench tables submit demo-prepared demo-inputs demo-shards
 ## demo-inputs: the demo data and the demo MGCA checkpoint, side by side (independent; generating and preparing
-##              data is mostly one Python thread, so on 2 cores it fits beside pretraining); then the demo MIMIC
-##              corpus, which the checkpoint is pretrained on and the retrieval task reads (a no-op when current)
+##              data is mostly one Python thread, so on 2 cores it fits beside pretraining); the demo MIMIC corpus,
+##              which the checkpoint is pretrained on and the retrieval task reads, comes first on the checkpoint's side
 demo-inputs: $(STAMP)
 	$(MAKE) -j2 demo-prepared $(DEMO_MGCA_CKPT)
-	$(MAKE) demo-mimic
 
 ## demo-prepared: generate and prepare the demo datasets of the demo board that are missing or out of date
 ##                (other sizes, an older generator or preparation version); MIMIC-CXR is demo-mimic's (the
@@ -107,13 +106,14 @@ demo-prepared: $(STAMP)
 # The demo's cells are small (a ResNet-18 at 112 px, probes of a few seconds): one process with two threads
 # left a core idle most of the time. The default demo evaluates its grid as DEMO_SHARDS shards side by side
 # (`run --shard K/N`: whole feature-cache groups per shard, balanced by estimated cost), one thread each; the
-# run after them finds every cell done, retries any that failed and prints the summary.
+# run after them finds every cell done, retries any that failed and prints the summary. Shard 1 shows its
+# progress bars; the others print their summary line only (bars of two processes would overwrite each other).
 DEMO_SHARDS := 2
 demo-shards: $(STAMP) $(NEEDS_DATA)
 	$(MAKE) -j$(DEMO_SHARDS) $(foreach k,$(shell seq $(DEMO_SHARDS)),demo-shard-$(k))
 demo-shard-%: $(STAMP)
 	OMP_NUM_THREADS=1 $(PYTHON) -m benchmark run --backbone $(RUN_BACKBONES) $(RUN_BOARD) --data $(RUN_DATA) \
-	  --shard $*/$(DEMO_SHARDS) --no-progress
+	  --shard $*/$(DEMO_SHARDS) $(if $(filter 1,$*),,--no-progress)
 
 bench: $(STAMP) $(NEEDS_DATA) $(if $(DATA)$(BACKBONE)$(BENCH_ARGS),,demo-shards)
 	$(PYTHON) -m benchmark run --backbone $(RUN_BACKBONES) $(RUN_BOARD) --data $(RUN_DATA) $(BENCH_ARGS)
@@ -155,11 +155,13 @@ demo-mimic: $(STAMP)
 # folder (a run folder resumes only the settings it was started with).
 DEMO_PRETRAIN_CONFIG := pretrain/configs/demo.toml
 DEMO_PRETRAIN_OUT     = runs/pretrain/demo-$(shell cksum < $(DEMO_PRETRAIN_CONFIG) | cut -d" " -f1)
+DEMO_PRETRAIN_PATHS   = data=$(DEMO_PREPARED)/mimic out=$(DEMO_PRETRAIN_OUT) export=$(DEMO_MGCA_CKPT)
 pretrain: $(STAMP) $(if $(filter demo,$(PRETRAIN_CONFIG)),demo-mimic)
-	$(PYTHON) -m pretrain --config $(PRETRAIN_CONFIG) $(if $(filter demo,$(PRETRAIN_CONFIG)),data=$(DEMO_PREPARED)/mimic out=$(DEMO_PRETRAIN_OUT) export=$(DEMO_MGCA_CKPT)) $(PRETRAIN_ARGS)
+	$(PYTHON) -m pretrain --config $(PRETRAIN_CONFIG) $(if $(filter demo,$(PRETRAIN_CONFIG)),$(DEMO_PRETRAIN_PATHS)) $(PRETRAIN_ARGS)
 
-$(DEMO_MGCA_CKPT): $(DEMO_PRETRAIN_CONFIG)
-	$(MAKE) pretrain PRETRAIN_CONFIG=demo
+# demo-mimic is order-only: it always runs first (a no-op when current) without making the checkpoint stale.
+$(DEMO_MGCA_CKPT): $(DEMO_PRETRAIN_CONFIG) | $(STAMP) demo-mimic
+	$(PYTHON) -m pretrain --config demo $(DEMO_PRETRAIN_PATHS)
 
 ## tables: Tables 1-3 (md, tex, html; Table 3 where the board has zero-shot or retrieval tasks), plots and the static page of a board (BOARD, default: the default real-data board)
 tables: $(STAMP)
