@@ -66,6 +66,7 @@ DEMO_IMAGES   ?= 300
 DEMO_CLASSIFICATION_IMAGES ?= 3000
 DEMO_CLASSIFICATION_DATASETS := chexpert rsna covidx
 DEMO_SIZE     ?= 128
+DEMO_DATA_NICE ?=
 # The pretrained demo backbone and its random twin, what the demo check compares. random_vit_tiny is not in
 # the default, for make bench's time: its 25 cells were the costliest third of the demo's 75, its probe
 # encoding each image at its own 224 px (3.2x the CPU of a ResNet-18 at the demo's 112).
@@ -88,9 +89,11 @@ endif
 .PHONY: bench tables submit demo-prepared demo-inputs demo-shards
 ## demo-inputs: the demo data and the demo MGCA checkpoint, side by side (independent; generating and preparing
 ##              data is mostly one Python thread, so on 2 cores it fits beside pretraining); the demo MIMIC corpus,
-##              which the checkpoint is pretrained on and the retrieval task reads, comes first on the checkpoint's side
+##              which the checkpoint is pretrained on and the retrieval task reads, comes first on the checkpoint's side.
+##              The data side runs at lower priority (nice 10): pretraining is the longer side and leaves enough of a
+##              core idle for the data, which finishes long before it, so pretraining is not slowed down by it
 demo-inputs: $(STAMP)
-	$(MAKE) -j2 demo-prepared $(DEMO_MGCA_CKPT)
+	$(MAKE) -j2 demo-prepared $(DEMO_MGCA_CKPT) DEMO_DATA_NICE="nice -n 10"
 
 ## demo-prepared: generate and prepare the demo datasets of the demo board that are missing or out of date
 ##                (other sizes, an older generator or preparation version); MIMIC-CXR is demo-mimic's (the
@@ -99,8 +102,8 @@ demo-prepared: $(STAMP)
 	@for ds in $$($(PYTHON) -m benchmark run --print-datasets --demo); do \
 	  if [ $$ds = mimic ]; then echo "mimic: made by demo-mimic (the demo pretraining corpus, whose test split retrieval reads)"; continue; fi; \
 	  case " $(DEMO_CLASSIFICATION_DATASETS) " in *" $$ds "*) images=$(DEMO_CLASSIFICATION_IMAGES);; *) images=$(DEMO_IMAGES);; esac; \
-	  $(PYTHON) -m benchmark demo-data --out $(DEMO_DIR) --datasets $$ds --images $$images --size $(DEMO_SIZE) --refresh || exit 1; \
-	  $(PYTHON) -m benchmark prepare $$ds --raw $(DEMO_DIR)/$$ds --out $(DEMO_PREPARED) --image-size $(DEMO_SIZE) --refresh || exit 1; \
+	  $(DEMO_DATA_NICE) $(PYTHON) -m benchmark demo-data --out $(DEMO_DIR) --datasets $$ds --images $$images --size $(DEMO_SIZE) --refresh || exit 1; \
+	  $(DEMO_DATA_NICE) $(PYTHON) -m benchmark prepare $$ds --raw $(DEMO_DIR)/$$ds --out $(DEMO_PREPARED) --image-size $(DEMO_SIZE) --refresh || exit 1; \
 	done
 
 # The demo's cells are small (a ResNet-18 at 112 px, probes of a few seconds): one process with two threads
