@@ -119,6 +119,19 @@ class TaskScorer(Protocol):
 SCORERS: Registry[TaskScorer] = Registry("scorer")
 
 
+def unique_string_ids(ids: np.ndarray, path: Path, array: str, item: str, error: type[Exception]) -> list[str]:
+    """The IDs of an NPZ array as strings; ``error`` naming ``path`` when the array is not a 1-D string array or
+    repeats an ID (the NPZ prediction files' one rule)."""
+    if ids.ndim != 1 or ids.dtype.kind not in "US":
+        raise error(f"{path}: {array!r} must be a 1-D string array, got {ids.dtype} {ids.shape}")
+    values = [str(value) for value in ids]
+    seen: set[str] = set()
+    repeated = [value for value in values if value in seen or seen.add(value)]
+    if repeated:
+        raise error(f"{path}: {len(repeated)} duplicated {item}(s), e.g. {repeated[:3]}")
+    return values
+
+
 def record_target_set(scorer_name: str, targets: Path, dataset: str, partition: str) -> dict[str, str]:
     """A run record's ``target_set``: the board's pin key of ``targets`` and the scorer's digest of them."""
     from benchmark.records import target_pin_key

@@ -89,7 +89,7 @@ from benchmark.data.csvfields import too_many_fields
 from benchmark.data.prepared import DataError
 from benchmark.data.datasets.chexpert import COMPETITION_TASKS
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
+from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet, unique_string_ids
 from benchmark.scoring.bootstrap import BootstrapOptions, bootstrap_ci_weighted
 from benchmark.scoring.chance import (
     ChanceResult,
@@ -357,18 +357,6 @@ def read_targets(path: Path, directions: set[str] | None = None) -> Targets:
     return targets
 
 
-def _string_ids(data: np.lib.npyio.NpzFile, key: str, path: Path) -> list[str]:
-    ids = data[key]
-    if ids.ndim != 1 or ids.dtype.kind not in "US":
-        raise RetrievalFileError(f"{path}: {key!r} must be a 1-D string array, got {ids.dtype} {ids.shape}")
-    ids = [str(item) for item in ids]
-    seen: set[str] = set()
-    repeated = [item for item in ids if item in seen or seen.add(item)]
-    if repeated:
-        raise RetrievalFileError(f"{path}: {len(repeated)} duplicated {key[:-1]}(s), e.g. {repeated[:3]}")
-    return ids
-
-
 def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """(image IDs, text IDs, similarity [n, m] as float64), validated."""
     path = Path(path)
@@ -382,7 +370,8 @@ def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray]:
             missing = [key for key in PREDICTION_ARRAYS if key not in data.files]
             if missing:
                 raise RetrievalFileError(f"{path}: no array(s) {missing} in this predictions file (it holds {sorted(data.files)})")
-            image_ids, text_ids = _string_ids(data, "image_ids", path), _string_ids(data, "text_ids", path)
+            image_ids = unique_string_ids(data["image_ids"], path, "image_ids", "image_id", RetrievalFileError)
+            text_ids = unique_string_ids(data["text_ids"], path, "text_ids", "text_id", RetrievalFileError)
             similarity = data["similarity"]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # ValueError: a pickled (object) array
         raise RetrievalFileError(f"{path}: not a readable NPZ predictions file of plain arrays ({error})") from None

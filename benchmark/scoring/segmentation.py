@@ -51,7 +51,7 @@ import numpy as np
 
 from benchmark.data.prepared import DataError
 from benchmark.registry import Registry
-from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet
+from benchmark.scoring import SCORERS, MetricSpec, PerImageRun, TargetSet, unique_string_ids
 from benchmark.scoring.bootstrap import BootstrapOptions, ConfidenceInterval, percentile_interval, resample_weights
 from benchmark.scoring.report import ScoredMetric, ScoreReport
 
@@ -246,14 +246,7 @@ def read_ids(path: Path, what: str) -> list[str]:
             ids = data["ids"]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # EOFError: an empty file
         raise SegmentationFileError(f"{path}: not a readable NPZ {what} file with a string 'ids' array ({error})") from None
-    if ids.ndim != 1 or ids.dtype.kind not in "US":
-        raise SegmentationFileError(f"{path}: 'ids' must be a 1-D string array, got {ids.dtype} {ids.shape}")
-    ids = [str(item) for item in ids]
-    seen: set[str] = set()
-    repeated = [item for item in ids if item in seen or seen.add(item)]
-    if repeated:
-        raise SegmentationFileError(f"{path}: {len(repeated)} duplicated id(s), e.g. {repeated[:3]}")
-    return ids
+    return unique_string_ids(ids, path, "ids", "id", SegmentationFileError)
 
 
 def iter_rows(path: Path, key: str, what: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
