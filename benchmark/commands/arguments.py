@@ -159,6 +159,25 @@ def column_name(column: tuple[str, str, int, str]) -> str:
     return f"{task}/{dataset} {fraction}%"
 
 
+def column_verdict(failures: list[str], unusable: list[tuple[tuple[str, str, int, str], str]], selected: int,
+                   expect_better: bool, failed: str, passed: str) -> int:
+    """The end of a column test (``compare``, ``chance``): print the columns that could not be tested; with
+    ``expect_better``, list every failing column under ``failed`` ("... on N of the M columns selected:") and
+    return 1, or print ``passed`` and return 0."""
+    for column, why in unusable:
+        print(f"{column_name(column)}: {why}")
+    if not expect_better:
+        return 0
+    failures = [f"{column_name(column)}: {why}" for column, why in unusable] + failures
+    if failures:
+        print(f"{failed} on {len(failures)} of the {selected} columns selected:")
+        for line in failures:
+            print(f"  {line}")
+        return 1
+    print(passed)
+    return 0
+
+
 def entry_key(entries: Mapping[str, Any], wanted: str, label: str, root: Path) -> str:
     """The key of the one board entry whose name or key is ``wanted``; else a :class:`UsageError` saying
     why (``label`` names the argument, e.g. "A"; ``root`` the board) and listing the entries."""

@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from benchmark.commands import command
-from benchmark.commands.arguments import UsageError, add_column_tests, column_name, entry_key
+from benchmark.commands.arguments import UsageError, add_column_tests, column_name, column_verdict, entry_key
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -85,16 +85,6 @@ def _chance(args: argparse.Namespace) -> int:
             failures.append(f"{name}: not above chance")
         elif not p_adjusted < alpha:
             failures.append(f"{name}: adjusted p {p_text(float(p_adjusted))} is not below alpha {alpha:g}")
-    for column, why in untested:
-        print(f"{column_name(column)}: {why}")
-    if not args.expect_better:
-        return 0
-    failures = [f"{column_name(column)}: {why}" for column, why in untested] + failures
-    if failures:
-        print(f"{args.entry} does not beat chance on {len(failures)} of the {len(columns)} columns selected:")
-        for line in failures:
-            print(f"  {line}")
-        return 1
-    print(f"{args.entry} beats chance on all {len(columns)} columns selected (adjusted p < {alpha:g})")
-    return 0
+    return column_verdict(failures, untested, len(columns), args.expect_better, f"{args.entry} does not beat chance",
+                          f"{args.entry} beats chance on all {len(columns)} columns selected (adjusted p < {alpha:g})")
 

@@ -20,7 +20,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from benchmark.commands import command
-from benchmark.commands.arguments import UsageError, add_column_tests, column_name, entry_key
+from benchmark.commands.arguments import UsageError, add_column_tests, column_name, column_verdict, entry_key
 
 if TYPE_CHECKING:
     from benchmark.board.aggregate import CellAggregate
@@ -93,16 +93,7 @@ def _compare(args: argparse.Namespace) -> int:
             failures.append(f"{column}: A's mean is not better than B's")
         elif not c.p_adjusted < alpha:
             failures.append(f"{column}: adjusted p {c.p_adjusted:.3g} is not below alpha {alpha:g}")
-    for column, why in unusable:
-        print(f"{column_name(column)}: {why}")
-    if not args.expect_better:
-        return 0
-    failures = [f"{column_name(column)}: {why}" for column, why in unusable] + failures
-    if failures:
-        print(f"A is not better than B on {len(failures)} of the {len(columns)} columns selected:")
-        for line in failures:
-            print(f"  {line}")
-        return 1
-    print(f"A is better than B on all {len(columns)} columns selected (better mean, paired test adjusted p < {alpha:g})")
-    return 0
+    return column_verdict(failures, unusable, len(columns), args.expect_better, "A is not better than B",
+                          f"A is better than B on all {len(columns)} columns selected (better mean, paired test adjusted "
+                          f"p < {alpha:g})")
 
