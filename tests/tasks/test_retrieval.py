@@ -29,6 +29,7 @@ from benchmark.provenance import utc_now
 from benchmark.scoring import scorer
 from benchmark.scoring.bootstrap import BootstrapOptions
 from benchmark.scoring.retrieval import read_predictions, read_targets
+from tasks.registry import get_task
 from tasks.retrieval.texts import TEXTS, TEXTS_PER_CLASS, text_pool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,12 +90,16 @@ def demo_board(folder: Path) -> Board:
     return Board(folder / protocol["board"])
 
 
-def expected_similarity(loaded, dataset: PreparedDataset, image_ids: list[str], texts: list[str]) -> np.ndarray:
-    """The similarities written out by hand: the 28-pixel centre crop of the 32-pixel images (224/256), the model's
-    mean and std, image and text embeddings normalised, their dot products."""
+def expected_similarity(loaded, dataset: PreparedDataset, image_ids: list[str], texts: list[str],
+                        input_size: int = 28) -> np.ndarray:
+    """The similarities written out by hand: the 28-pixel centre crop of the 32-pixel images (224/256), resized to
+    the model's input where it takes only its own, the model's mean and std, image and text embeddings normalised,
+    their dot products."""
     tower = load_text_tower(loaded)
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (loaded.preprocessing.mean, loaded.preprocessing.std))
     pixels = torch.from_numpy(dataset.images(image_ids)).float()[:, 2:30, 2:30].unsqueeze(1).repeat(1, 3, 1, 1) / 255
+    if input_size != 28:
+        pixels = F.interpolate(pixels, size=(input_size, input_size), mode="bilinear", align_corners=True)
     with torch.no_grad():
         images = F.normalize(tower.project_images((pixels - mean) / std), dim=-1)
         embedded = F.normalize(tower.encode_texts(texts), dim=-1)
@@ -162,6 +167,31 @@ def test_the_grid_scores_retrieval_for_a_text_tower_backbone_and_skips_one_witho
                                                                 "retrieval/chexpert": "precision_at_5"}, output
     assert all(0 < float(p) <= 1 for *_, p, _ in rows), output
     assert "K=5, 13 candidates, 1 relevant" in output and "K=5, 60 candidates, 12 relevant" in output, output
+
+
+# open_clip's ViT takes only its own 32 px: the 28-pixel crop is resized to 32; transformers' CLIP interpolates its
+# position embeddings: the crop at the model's 224/224 scale, rounded down to its 8-pixel patch, 24
+@pytest.mark.parametrize("source, input_size", [("open_clip", 32), ("hf", 24)])
+def test_open_clip_and_transformers_clip_backbones_are_scored_on_both_retrieval_datasets(
+        source: str, input_size: int, clip_folders, prepared: Path, tmp_path: Path) -> None:
+    from tasks.retrieval.adapter import retrieval
+    from tasks.retrieval.protocol import PROTOCOL
+
+    folder = clip_folders[source]
+    loaded = build_backbone(user_backbone_spec("clip", f"{source}:{folder}"), checkpoint=folder)
+    assert get_task("retrieval").unmet_requirement(loaded) is None
+    for name in ("mimic", "chexpert"):
+        dataset = PreparedDataset(prepared / name)
+        result = retrieval(loaded, dataset, 100, "direct", tmp_path / name, PROTOCOL)
+        image_ids, text_ids, similarity = read_predictions(result.predictions_file)
+        assert image_ids == dataset.split_ids("test", partition={"mimic": "pretraining", "chexpert": HOLDOUT_PARTITION}[name])
+        texts = list(dataset.records.loc[image_ids, "text"]) if name == "mimic" else text_pool()[1]
+        assert similarity.shape == (len(image_ids), len(text_ids)) == (len(image_ids), len(texts))
+        np.testing.assert_allclose(similarity, expected_similarity(loaded, dataset, image_ids, texts, input_size), atol=1e-5)
+        assert result.config["geometry"]["encoder_input_size"] == input_size
+        report = scorer("retrieval").score_files(result.predictions_file, result.targets_file, name,
+                                                 BootstrapOptions(n_resamples=20))
+        assert report.primary_metric in report.metrics
 
 
 def test_the_overlap_rule_marks_a_model_that_read_the_mimic_test_split_and_the_notes_say_why(tiny_mgca: Path,

@@ -151,28 +151,6 @@ def test_the_zeroshot_adapter_refuses_a_label_fraction_and_an_epoch_budget(tiny_
         with_overrides(max_epochs=3)
 
 
-@pytest.fixture(scope="module")
-def clip_folders(tmp_path_factory: pytest.TempPathFactory, write_open_clip_folder) -> dict[str, Path]:
-    """A tiny open_clip CLIP (open_clip's bundled BPE tokenizer) and a tiny transformers CLIP folder, random weights."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
-
-    root = tmp_path_factory.mktemp("clip")
-    words = ["<pad>", "<unk>", "<eos>", *sorted({w for c in (*PROMPTS["rsna"], *PROMPTS["covidx"])
-                                                 for text in (*c.positive, *c.negative) for w in text.split()})]
-    torch.manual_seed(6)
-    text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=len(words),
-                max_position_embeddings=12, eos_token_id=2, pad_token_id=0)
-    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
-    CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=20)).eval().save_pretrained(root / "hf")
-    # trained at 32, its processor says 224 (as a released CLIP): the input follows the protocol's 224/256 ratio
-    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(root / "hf")
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>").save_pretrained(root / "hf")
-    return {"open_clip": write_open_clip_folder(root / "open_clip", 32, text_vocab=49408), "hf": root / "hf"}
-
-
 # open_clip's ViT takes only its own 32 px: the 28-pixel crop is resized to 32; transformers' CLIP interpolates its
 # position embeddings: the crop at the model's 224/224 scale, rounded down to its 8-pixel patch, 24
 @pytest.mark.parametrize("source, fixed_size, input_size", [("open_clip", True, 32), ("hf", False, 24)])
