@@ -1,4 +1,5 @@
-"""No import runs upward: each rule names a lower layer and the higher modules it must not import.
+"""No import runs upward: each rule names a lower layer and the higher modules it must not import. And a task is
+its package and its scorer: no other module imports or names it (the seam a new task plugs into).
 
 Every ``import`` and ``from ... import`` statement of benchmark/, tasks/ and pretrain/ counts, at
 module level or inside a function (a lazy import is still an arrow), ``TYPE_CHECKING`` ones included.
@@ -100,7 +101,7 @@ RULES = {rule.name: rule for rule in [
          and within(b, "tasks", "benchmark.board", "benchmark.grid", "benchmark.commands", "benchmark.cli")),
 ]}
 
-# Arrows that other work in progress removes (issue 20); the lead drops a mark when that work is merged.
+
 def _case(name: str) -> object:
     return pytest.param(name, id=name.split(" (")[0].replace(" ", "-"))
 
@@ -117,3 +118,53 @@ def test_the_scanner_sees_lazy_and_type_checking_imports() -> None:
     assert ("benchmark.commands.run", "benchmark.grid.dry_run") in found  # inside a function
     assert ("benchmark.executors", "benchmark.grid") in found  # under TYPE_CHECKING and inside run_shard
     assert ("benchmark.grid.loop", "benchmark.grid.planning") in found  # module level
+
+
+# The seam a task plugs into: the suite finds task packages and scorers by scanning (tasks.registry.task_packages,
+# benchmark.scoring.scorer) and reads task names from a board's protocol, so no other module needs to import or name
+# one. The exceptions, each with its reason:
+TASK_IMPORTERS = {"benchmark/selftest.py": "the self-test's two-process check runs one segmentation cell under torchrun"}
+TASK_NAMERS = {"benchmark/published.py": "the published tables name the tasks of their columns (data)"}
+
+
+def _code_strings(path: Path) -> list[ast.Constant]:
+    """The string constants of a module that are not docstrings."""
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_a_task_is_imported_only_by_its_package_and_its_scorer_only_by_task_and_scoring_modules() -> None:
+    from tasks.registry import task_packages
+
+    wrong = []
+    for task in task_packages():
+        for a, b, where in arrows():
+            if within(b, f"tasks.{task}") and not within(a, f"tasks.{task}") and not where.startswith(tuple(TASK_IMPORTERS)):
+                wrong.append(f"{where}: {a} imports the task package {b}")
+            if b == f"benchmark.scoring.{task}" and not within(a, "tasks", "benchmark.scoring"):
+                wrong.append(f"{where}: {a} imports the scorer {b} (the core reaches it through benchmark.scoring.scorer)")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_task_is_named_only_in_its_package_its_scorer_and_the_published_tables() -> None:
+    """For the tasks whose name is not also a partition's: a dataset's partitions are named after the task whose
+    splits they hold ("classification", "detection", "segmentation"), so those literals are data-layer names too."""
+    import benchmark.data.datasets  # noqa: F401 (registers the datasets)
+    from benchmark.data.registry import DATASETS
+    from tasks.registry import task_packages
+
+    partitions = {partition for dataset in DATASETS.names() for partition in DATASETS.get(dataset).partitions}
+    named_alone = [task for task in task_packages() if task not in partitions]
+    assert {"zeroshot", "retrieval"} <= set(named_alone)
+    wrong = []
+    for task in named_alone:
+        homes = (f"tasks/{task}/", f"benchmark/scoring/{task}.py", *TASK_NAMERS)
+        for path in modules().values():
+            where = str(path.relative_to(ROOT))
+            if not where.startswith(homes):
+                wrong += [f"{where}:{node.lineno}: names the task {task!r}" for node in _code_strings(path) if node.value == task]
+    assert not wrong, "\n".join(wrong)

@@ -215,7 +215,9 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=comma_list, default=None, help="comma list (default: every task on the board that exists)")
     parser.add_argument("--datasets", type=comma_list, default=None, help="comma list (default: every prepared dataset of the board)")
     parser.add_argument("--fractions", type=comma_integers, default=None, help="label percentages, e.g. 1,10,100 (default: the board's)")
-    parser.add_argument("--seeds", type=comma_integers_between(*SEED_RANGE), default=None, help="head training seeds (default: the board's)")
+    parser.add_argument("--seeds", type=comma_integers_between(*SEED_RANGE), default=None,
+                        help="head training seeds (default: the board's, or a task entry's own subset; a task that "
+                             "trains nothing (zero-shot, retrieval) runs its one seed whatever --seeds says)")
     parser.add_argument("--draws", type=comma_integers, default=None, help="label-fraction draws for 1%%/10%% (default: the board's)")
     parser.add_argument("--mode", type=task_choices, default=None,
                         help="execution mode: MODE for every task declaring it, or TASK=MODE,... (default: each task's "
