@@ -154,17 +154,21 @@ demo-mimic: $(STAMP)
 	$(PYTHON) -m benchmark demo-data --out $(DEMO_DIR) --datasets mimic --images $(DEMO_PRETRAIN_IMAGES) --size $(DEMO_PRETRAIN_SIZE) --refresh
 	$(PYTHON) -m benchmark prepare mimic --raw $(DEMO_DIR)/mimic --out $(DEMO_PREPARED) --image-size $(DEMO_PRETRAIN_SIZE) --refresh
 
-# The demo checkpoint is remade when its config changes; each version of the config trains in its own run
-# folder (a run folder resumes only the settings it was started with).
+# The demo checkpoint is remade when its config or its corpus size changes (a stamp file named after the size);
+# each version of the two trains in its own run folder (a run folder resumes only the settings it was started with).
 DEMO_PRETRAIN_CONFIG := pretrain/configs/demo.toml
-DEMO_PRETRAIN_OUT     = runs/pretrain/demo-$(shell cksum < $(DEMO_PRETRAIN_CONFIG) | cut -d" " -f1)
+DEMO_PRETRAIN_STAMP  := $(DEMO_DIR)/pretrain-corpus-$(DEMO_PRETRAIN_SIZE)px.stamp
+DEMO_PRETRAIN_OUT     = runs/pretrain/demo-$(shell cksum < $(DEMO_PRETRAIN_CONFIG) | cut -d" " -f1)-$(DEMO_PRETRAIN_SIZE)px
 DEMO_PRETRAIN_PATHS   = data=$(DEMO_PREPARED)/mimic out=$(DEMO_PRETRAIN_OUT) export=$(DEMO_MGCA_CKPT)
 pretrain: $(STAMP) $(if $(filter demo,$(PRETRAIN_CONFIG)),demo-mimic)
 	$(PYTHON) -m pretrain --config $(PRETRAIN_CONFIG) $(if $(filter demo,$(PRETRAIN_CONFIG)),$(DEMO_PRETRAIN_PATHS)) $(PRETRAIN_ARGS)
 
 # demo-mimic is order-only: it always runs first (a no-op when current) without making the checkpoint stale.
-$(DEMO_MGCA_CKPT): $(DEMO_PRETRAIN_CONFIG) | $(STAMP) demo-mimic
+$(DEMO_MGCA_CKPT): $(DEMO_PRETRAIN_CONFIG) $(DEMO_PRETRAIN_STAMP) | $(STAMP) demo-mimic
 	$(PYTHON) -m pretrain --config demo $(DEMO_PRETRAIN_PATHS)
+
+$(DEMO_PRETRAIN_STAMP):
+	mkdir -p $(@D) && touch $@
 
 ## tables: Tables 1-3 (md, tex, html; Table 3 where the board has zero-shot or retrieval tasks), plots and the static page of a board (BOARD, default: the default real-data board)
 tables: $(STAMP)
