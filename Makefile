@@ -139,7 +139,7 @@ demo-check: $(STAMP)
 
 ## pretrain: MGCA pretraining (pretrain/). No arguments: the demo MGCA (ResNet-18) on the demo MIMIC corpus, generated
 ##           and prepared under data/demo/ if missing, exported to checkpoints/mgca_demo.ckpt (a few minutes on 2 cores;
-##           remade by make bench when pretrain/configs/demo.toml changes).
+##           remade by make bench when pretrain/configs/demo.toml or DEMO_PRETRAIN_SIZE changes).
 ##           Real data: make pretrain PRETRAIN_CONFIG=mimic_vit_base PRETRAIN_ARGS="data=DATA/mimic image_init=FILE text_model=PATH"
 ##           (several GPUs: torchrun --nproc_per_node N -m pretrain --config mimic_vit_base ...)
 PRETRAIN_CONFIG      ?= demo
