@@ -187,18 +187,26 @@ def test_tables_take_their_columns_from_the_board_and_a_task_without_a_published
         for fraction in demo.task(task).fractions or demo.fractions}
 
 
-def test_table_3_shows_the_boards_zero_shot_columns_without_an_unsourced_number(tmp_path: Path) -> None:
-    """Table 3 takes the board's zero-shot (and retrieval, where the board has it) columns; no published number
-    exists on the board's definitions, so it has no published row, and the sources tried are in its notes."""
+def test_table_3_shows_the_boards_zero_shot_columns_and_only_the_sourced_published_cells(tmp_path: Path) -> None:
+    """Table 3 takes the board's zero-shot (and retrieval, where the board has it) columns; its published rows fill
+    the one column a source prints on the board's definition (CheXpert 5x200 accuracy, EGMA Table 2), the others
+    stay empty, and the notes say why."""
     copy = copy_board_protocol(Board(DEMO_BOARD), tmp_path / "boards" / "table3", "table3")
     spec = {spec.table.key: spec for spec in board_tables(copy.protocol)}["table3"]
     zeroshot = copy.protocol.task("zeroshot")
     assert [(c.task, c.dataset, c.fraction) for c in spec.columns if c.task == "zeroshot"] == [
         ("zeroshot", dataset, fraction) for dataset in zeroshot.datasets for fraction in zeroshot.fractions]
-    assert {c.task for c in spec.columns} <= {"zeroshot", "retrieval"} and spec.table.rows == ()
+    assert {c.task for c in spec.columns} <= {"zeroshot", "retrieval"}
+    assert {key for row in spec.table.rows for key in row.values} == {("zeroshot", "chexpert", 100)}
     assert "zeroshot" not in {s.table.key for s in board_tables(copy.protocol)}  # no longer a table of its own
     empty = to_markdown(build_table(BoardView.load(copy), spec))
-    assert "No board results for this table yet" in empty and "reports no zero-shot" in empty and "published |" not in empty
+    assert "No board results for this table yet" in empty and "reports no zero-shot" in empty
+    # the MGCA row as EGMA printed it (43.60): the 5x200 column filled, every other column of the row empty
+    [mgca] = [line for line in empty.splitlines() if line.startswith("| MGCA (backbone not stated) | published |")]
+    cells = [cell.strip() for cell in mgca.strip("|").split("|")][2:]
+    chexpert = [c.header for c in spec.columns].index("CheXpert 5x200 zero-shot ACC 100%")
+    assert cells[chexpert] == "43.6" and [cell for k, cell in enumerate(cells) if k != chexpert] == [""] * (len(cells) - 1)
+    assert "arxiv.org/abs/2403.12416" in empty and "GLoRIA's radiologist-written prompts" in empty
 
     # one zero-shot RSNA run: a board row in Table 3, in every format and on the page
     sha = "e" * 64
