@@ -63,6 +63,9 @@ class PublishedTable:
     rows: tuple[PublishedRow, ...]
     source: str  # where the published rows come from, in words with links
     caveats: tuple[str, ...] = ()
+    # each board number also shows its chance level and one-sided p against it (render.build_table): for tables
+    # whose numbers mean little until they beat a model that ignores the images
+    chance: bool = False
 
 
 def _printed(order: list[tuple[str, str]]) -> tuple[Key, ...]:
@@ -163,6 +166,7 @@ TABLE_3 = PublishedTable(
         "Against chance: `python -m benchmark chance ENTRY` tests each column of an entry against a model "
         "that ignores the images (benchmark/scoring/chance.py).",
     ),
+    chance=True,
 )
 
 TABLES: tuple[PublishedTable, ...] = (TABLE_1, TABLE_2, TABLE_3)

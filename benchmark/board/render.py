@@ -12,7 +12,12 @@ Conventions, stated in every output:
   different from the best (paired test on the same test images, corrected across the column);
   ‡: the entry declares pretraining data that shares images with this test set;
 * published rows are copied with their source (``benchmark/published.py``); an empty cell is a
-  number nobody has verified, never a guess; the best published value of a column is bold too.
+  number nobody has verified, never a guess; the best published value of a column is bold too;
+* a table that declares it (``PublishedTable.chance``: Table 3) shows under each board number its
+  chance level and the one-sided p of the entry's runs against it (``compare.chance_of_cell``);
+* plots: a task run at several label fractions is a curve per entry against the fraction; a task
+  the board plans at one fraction only is a dot (with its 95% interval) per entry, its chance
+  level marked where the metric declares a null.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from benchmark.board.aggregate import CellAggregate, aggregate, shown_runs
-from benchmark.board.compare import Comparison, compare_entry, ties_with_best
+from benchmark.board.compare import Comparison, chance_of_cell, compare_entry, ties_with_best
 from benchmark.board.protocol import BoardProtocol
 from benchmark.board.store import Board, BoardEntry
 from benchmark.published import SECONDARY_MARK, TABLES, PublishedTable, Secondary
 from benchmark.files import write_atomically
 from benchmark.records import RunRecord
 from benchmark.scoring import MetricSpec
+from benchmark.scoring.chance import ChanceError, ChanceResult, p_text
 
 Format = Literal["md", "tex", "html"]
 FORMATS: tuple[str, ...] = ("md", "tex", "html")
@@ -48,6 +54,7 @@ class TableCell:
     tie: bool = False
     overlap: bool = False
     detail: str = ""  # 95% interval and run count (board) or nothing (published)
+    chance: str = ""  # "chance 20.0 · p 5e-05" under a board number of a table that declares chance; or nothing
     sort_value: float | None = None
 
 
@@ -117,6 +124,7 @@ class BoardView:
     entries: dict[str, BoardEntry]
     ties: dict[tuple, dict[str, object]]
     invalid: list[str]  # records that fail verification: listed with the reason, never shown as results
+    chances: dict[tuple, ChanceResult | None] = field(default_factory=dict, repr=False)  # memo of chance()
 
     @classmethod
     def load(cls, board: Board, modes: dict[str | None, str] | None = None) -> BoardView:
@@ -137,6 +145,19 @@ class BoardView:
             if cell.entry == entry and (cell.task, cell.dataset, cell.fraction) == (column.task, column.dataset, column.fraction):
                 return cell
         return None
+
+    def chance(self, cell: CellAggregate) -> ChanceResult | None:
+        """``cell`` against chance (``compare.chance_of_cell``: each run from its stored files, the largest p),
+        computed once per view: the tables and the plots of one render share it. None where there is
+        nothing to show: the metric declares no null, its test does not apply, or a run's files cannot
+        be read; that never fails a render."""
+        key = (cell.entry, cell.partition, cell.head, cell.column)
+        if key not in self.chances:
+            try:
+                self.chances[key] = chance_of_cell(self.board, self.records, cell)
+            except (ChanceError, OSError, ValueError, KeyError):  # ChanceError: no null; the others: unreadable files
+                self.chances[key] = None
+        return self.chances[key]
 
     def entry_keys(self) -> list[str]:
         present = {cell.entry for cell in self.cells}
@@ -172,8 +193,25 @@ def preprocessing_text(values: dict[str, Any] | None) -> str:
             f"({values.get('mode', 'model')})")
 
 
+def chance_text(spec: MetricSpec, result: ChanceResult) -> str:
+    """The chance line of a table cell: ``chance 20.0 · p 5e-05`` (the level as the metric is shown, one-sided p)."""
+    return f"chance {shown(spec, result.chance)} · p {p_text(result.p_value)}"
+
+
+def chance_note(protocol: BoardProtocol) -> str:
+    """What the chance line under a board number is (a note of every table that shows one)."""
+    return ("chance C · p P with a board number: the chance level of its metric (the value expected from a model whose "
+            "outputs ignore the images) and the one-sided p-value of the entry's runs against it, each run tested from "
+            "its stored prediction and target files by the null its metric declares (benchmark/scoring/chance.py), the "
+            "largest p over its runs (every run must beat chance); not adjusted for the table's several columns: "
+            f"`python -m benchmark chance ENTRY` gives the p-values adjusted over an entry's columns "
+            f"({protocol.comparison.correction} correction). No such line: the metric declares no chance null, its test "
+            "does not apply, or the runs' files are not readable here.")
+
+
 def build_table(view: BoardView, spec: TableSpec) -> TableModel:
-    """Published rows, then one row per board entry, with bold/tie/overlap marks."""
+    """Published rows, then one row per board entry, with bold/tie/overlap marks (and, in a table that declares
+    ``chance``, each board number's chance level and p)."""
     rows: list[TableRow] = []
     protocol = view.board.protocol
     metrics = [protocol.metric(column.task, column.dataset) for column in spec.columns]
@@ -213,11 +251,12 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
             verdict = view.ties.get(cell.column, {})
             text = shown(metric, cell.mean) + (f" ± {shown(metric, cell.std)}" if cell.std is not None else "")
             overlap = bool(entry and protocol.overlaps(entry.pretraining_data, column.dataset))
+            against = view.chance(cell) if spec.table.chance else None
             cells.append(TableCell(
                 text=text, bold=verdict.get("best") == key, tie=key in verdict.get("ties", []), overlap=overlap,
                 detail=f"[{shown(metric, cell.ci_low)}, {shown(metric, cell.ci_high)}] n={cell.n}"
                        + (f", {cell.head}" if len(protocol.task(cell.task).heads) > 1 else ""),
-                sort_value=metric.shown(cell.mean),
+                sort_value=metric.shown(cell.mean), chance=chance_text(metric, against) if against else "",
             ))
         label = entry.name if entry else key
         note = (f"{entry.role}, {entry.arch}, weights {entry.weights_sha256[:12]}, input "
@@ -231,8 +270,10 @@ def build_table(view: BoardView, spec: TableSpec) -> TableModel:
         f"Bold: best of its block. {TIE_MARK}: not significantly different from the best board entry "
         f"(paired test on the same test images, {protocol.comparison.correction} correction, alpha {protocol.comparison.alpha}). "
         f"{OVERLAP_MARK}: pretraining data shares images with this test set.",
-        *spec.table.caveats,
     ]
+    if any(cell.chance for row in rows for cell in row.cells):
+        notes.append(chance_note(protocol))
+    notes += spec.table.caveats
     if preprocessing_notes:
         notes.append("Encoder input of each board row (declared size, channels, intensity range, mean/std; --preprocess "
                      "model: the backbone's own, protocol: the MGCA protocol's mean = std = 0.5; then the image sizes its "
@@ -263,6 +304,8 @@ def to_markdown(model: TableModel) -> str:
                 text = f"**{cell.text}**{_marks(cell)}"
             if cell.detail:
                 text += f" {cell.detail}"
+            if cell.chance:
+                text += f"; {cell.chance}"
             texts.append(text)
         source = "published" if row.kind == "published" else "this board"
         lines.append("| " + " | ".join([row.label, source, *texts]) + " |")
@@ -312,6 +355,9 @@ def to_latex(model: TableModel) -> str:
                 text += r"$^{\dagger}$"
             if cell.overlap:
                 text += r"$^{\ddagger}$"
+            if cell.chance:  # a second line under the number
+                line = tex_escape(cell.chance).replace("·", r"$\cdot$").replace("<", r"$<$")
+                text = rf"\begin{{tabular}}[c]{{@{{}}c@{{}}}}{text}\\{{\scriptsize {line}}}\end{{tabular}}"
             texts.append(text)
         lines.append(tex_escape(row.label) + " & " + " & ".join(texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip\footnotesize"]
@@ -338,6 +384,8 @@ def to_html(model: TableModel, provenance: dict[str, str] | None = None) -> str:
                 body += f"<sup>{marks}</sup>"
             if cell.detail:
                 body += f'<br><span class="ci">{html.escape(cell.detail)}</span>'
+            if cell.chance:
+                body += f'<br><span class="ci chance">{html.escape(cell.chance)}</span>'
             sort = "" if cell.sort_value is None else f' data-sort="{cell.sort_value:.6f}"'
             cells.append(f"<td{sort}>{body}</td>")
         title = f' title="{html.escape(row.note)}"' if row.note else ""
@@ -353,8 +401,20 @@ def to_html(model: TableModel, provenance: dict[str, str] | None = None) -> str:
 
 # ------------------------------------------------------------------------------- plots
 
+def one_fraction(protocol: BoardProtocol, task: str) -> bool:
+    """Whether the board plans ``task`` at one label fraction only (a task that trains nothing, at its nominal
+    100 %, or one a board runs at 100 % only): its plot is a dot per entry, not a curve over fractions."""
+    return len(protocol.task(task).fractions or protocol.fractions) == 1
+
+
+def plot_slots(view: BoardView) -> dict[str, tuple[str, str]]:
+    """The plots of a board, by file name: one per (task, dataset) with results, in (task, dataset) order."""
+    return {f"{task}-{dataset}": (task, dataset) for task, dataset in sorted({(c.task, c.dataset) for c in view.cells})}
+
+
 def data_efficiency_figures(view: BoardView) -> dict[str, "object"]:
-    """One matplotlib figure per (task, dataset) with results: metric vs label fraction, CI bands."""
+    """One matplotlib figure per (task, dataset) with results: metric vs label fraction with CI bands, or, for a task
+    the board plans at one fraction only (:func:`one_fraction`), a dot-and-whisker chart of the entries."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -362,8 +422,10 @@ def data_efficiency_figures(view: BoardView) -> dict[str, "object"]:
     from matplotlib import pyplot as plt
 
     figures = {}
-    slots = sorted({(cell.task, cell.dataset) for cell in view.cells})
-    for task, dataset in slots:
+    for name, (task, dataset) in plot_slots(view).items():
+        if one_fraction(view.board.protocol, task):
+            figures[name] = _dot_and_whisker(view, task, dataset)
+            continue
         label, spec = view.board.protocol.label(task, dataset), view.board.protocol.metric(task, dataset)
         figure, axis = plt.subplots(figsize=(4.2, 3.2), dpi=120)
         for entry in view.entry_keys():
@@ -383,8 +445,45 @@ def data_efficiency_figures(view: BoardView) -> dict[str, "object"]:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
         figure.tight_layout()
-        figures[f"{task}-{dataset}"] = figure
+        figures[name] = figure
     return figures
+
+
+CHANCE_LABEL = "chance"  # the legend entry (and Line2D label) of the chance marks of a dot-and-whisker chart
+
+
+def _dot_and_whisker(view: BoardView, task: str, dataset: str) -> "object":
+    """One row per entry (its cell's backbone, top to bottom in the tables' order): the headline mean (dot) with its
+    95% interval (whiskers), the numbers of the tables; a grey x at the entry's chance level where
+    :meth:`BoardView.chance` has one. The x axis is the metric, not the label fraction. An entry keeps its colour
+    in every such chart (its place among the board's entries)."""
+    from matplotlib import pyplot as plt
+
+    label, spec = view.board.protocol.label(task, dataset), view.board.protocol.metric(task, dataset)
+    entries = view.entry_keys()
+    cells = [cell for entry in entries for cell in view.cells
+             if (cell.task, cell.dataset, cell.entry) == (task, dataset, entry)]
+    figure, axis = plt.subplots(figsize=(4.2, max(3.2, 1.5 + 0.35 * len(cells))), dpi=120)
+    chances = []
+    for row, cell in enumerate(cells):
+        mean = spec.shown(cell.mean)
+        whiskers = [[max(0.0, mean - spec.shown(cell.ci_low))], [max(0.0, spec.shown(cell.ci_high) - mean)]]
+        axis.errorbar([mean], [row], xerr=whiskers, fmt="o", color=f"C{entries.index(cell.entry) % 10}", capsize=3,
+                      label=cell.backbone)
+        against = view.chance(cell)
+        if against is not None:
+            chances.append((spec.shown(against.chance), row))
+    if chances:
+        marks, = axis.plot([x for x, _ in chances], [y for _, y in chances], linestyle="none", marker="x",
+                           markersize=7, color="grey", zorder=3, label=CHANCE_LABEL)
+        axis.legend(handles=[marks], fontsize=7)
+    axis.set_yticks(range(len(cells)), [cell.backbone for cell in cells], fontsize=8)
+    axis.set_ylim(len(cells) - 0.5, -0.5)  # the first entry on top, as in the tables
+    axis.set_xlabel(f"{spec.label}" + (" (%)" if spec.scale == 100 else "") + ", mean and 95% interval")
+    axis.set_title(("DEMO: " if view.board.protocol.demo else "") + f"{label} ({task})", fontsize=9)
+    axis.grid(alpha=0.3, axis="x")
+    figure.tight_layout()
+    return figure
 
 
 def write_plots(view: BoardView, folder: Path) -> dict[str, str]:
@@ -499,7 +598,19 @@ def render_page(view: BoardView, models: list[TableModel], svgs: dict[str, str],
     banner = ('<div class="banner">DEMO BOARD: synthetic images. These numbers say nothing about any '
               "backbone and are not real-data results.</div>") if protocol.demo else ""
     tables = "\n".join(f"<h2>{html.escape(m.spec.table.title)}</h2>\n{to_html(m, provenance)}" for m in models)
-    plots = "".join(f"<figure>{svg}</figure>" for svg in svgs.values()) or "<p>No results yet.</p>"
+    single = {name for name, (task, _) in plot_slots(view).items() if one_fraction(protocol, task)}
+    curves = "".join(f"<figure>{svg}</figure>" for name, svg in svgs.items() if name not in single)
+    dots = "".join(f"<figure>{svg}</figure>" for name, svg in svgs.items() if name in single)
+    plots = ""
+    if curves or not dots:  # the data-efficiency section, also while the board has no results at all
+        plots = ("<h2>Data efficiency</h2>\n<p>Headline metric against the fraction of training labels; bands are the 95% "
+                 f'intervals.</p>\n<div class="plots">{curves or "<p>No results yet.</p>"}</div>\n')
+    if dots:
+        plots += ("<h2>Tasks run at one label fraction</h2>\n<p>Tasks this board runs at one label fraction only (the "
+                  "fraction is in the tables' column headers; for a task that trains nothing it is nominal): one row per "
+                  "entry with its headline metric (dot) and 95% interval (whiskers), the tables' numbers; grey ×: the "
+                  "entry's chance level, where its metric declares a chance null and its runs' files are readable."
+                  f'</p>\n<div class="plots">{dots}</div>\n')
     invalid_html = ("<h2>Invalid records (not shown: they fail verification)</h2><ul>" + "".join(
         f"<li>{html.escape(reason)}</li>" for reason in view.invalid) + "</ul>") if view.invalid else ""
     failures = view.board.failures()
@@ -520,10 +631,7 @@ def render_page(view: BoardView, models: list[TableModel], svgs: dict[str, str],
 modes <code>{html.escape(view.modes_text)}</code>, {len(view.records)} run records, {len(view.cells)} aggregated cells.
 Click a column header to sort.</p>
 {tables}
-<h2>Data efficiency</h2>
-<p>Headline metric against the fraction of training labels; bands are the 95% intervals.</p>
-<div class="plots">{plots}</div>
-<h2>Paired comparisons</h2>
+{plots}<h2>Paired comparisons</h2>
 {_comparisons_html(view, comparisons) or "<p>A single entry per column: nothing to compare yet.</p>"}
 {invalid_html}
 {failure_html}

@@ -31,17 +31,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                              "with a value above chance and adjusted p < alpha")
 
 
-def p_text(p_value: float) -> str:
-    """A p-value for people: below the range of a float it is not 0."""
-    return "<1e-300" if p_value < 1e-300 else f"{p_value:.3g}"
-
-
 @command("chance", "test an entry's results against chance column by column (one-sided exact or rank tests)", _configure)
 def _chance(args: argparse.Namespace) -> int:
     from benchmark.board.compare import chance_of_cell, grid_columns, secondary_chance_metrics
     from benchmark.board.render import BoardView
     from benchmark.board.store import Board, BoardError, default_board
-    from benchmark.scoring.chance import ChanceError
+    from benchmark.scoring.chance import ChanceError, p_text
     from benchmark.scoring.compare import adjust
 
     try:

@@ -108,6 +108,11 @@ class ChanceResult:
         return asdict(self)
 
 
+def p_text(p_value: float) -> str:
+    """A p-value for people: three significant digits; below the range of a float it is not 0."""
+    return "<1e-300" if p_value < 1e-300 else f"{p_value:.3g}"
+
+
 # --------------------------------------------------------------------------- building blocks
 
 def binomial_above(successes: int, trials: int, rate: float) -> float:
