@@ -82,10 +82,11 @@ def resolve_geometry(cache_size: int, input_size: int, fixed_size: bool, patch_s
     return Geometry(cache_size, crop, encoder_input)
 
 
-def backbone_geometry(backbone: LoadedBackbone, dataset: PreparedDataset) -> Geometry:
-    """:func:`resolve_geometry` of ``backbone`` on ``dataset``'s cached images."""
+def backbone_geometry(backbone: LoadedBackbone, cache_size: int) -> Geometry:
+    """:func:`resolve_geometry` of ``backbone`` on images prepared at ``cache_size`` px (a dataset's
+    ``manifest.image_size`` when a cell runs; the task's ``encoder_input`` declaration asks it without a dataset)."""
     arch = backbone.model.arch
-    return resolve_geometry(dataset.manifest.image_size, backbone.preprocessing.input_size, backbone.preprocessing.fixed_size,
+    return resolve_geometry(cache_size, backbone.preprocessing.input_size, backbone.preprocessing.fixed_size,
                             arch.feature_map_strides[0] if arch.family == "vit" else None)
 
 

@@ -23,4 +23,5 @@ TASKS.add("detection", TaskInfo(
     cost=COST,
     override_keys=BOARD_OVERRIDES,
     smoke={"max_epochs": 1, "batch_size": 8, "eval_batch_size": 16, "encode_batch_size": 16},
+    encoder_input="tasks.detection.protocol:encoder_input_size",  # resolve_geometry, as run_detection
 ))

@@ -19,10 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from benchmark.costs import TaskCost, measured_head_cost
 from benchmark.registry import Registry
+
+if TYPE_CHECKING:  # registering the task imports no torch
+    from benchmark.backbones import LoadedBackbone
 
 TASK_VERSION = 2
 PARTITION = "detection"
@@ -183,6 +186,20 @@ def resolve_geometry(cache_size: int, protocol: DetectionProtocol) -> InputGeome
         notes.append(f"input {size} px rounded down to {rounded}, a multiple of the coarsest stride {STRIDE_MULTIPLE}")
         size = rounded
     return InputGeometry(cache_size, size, tuple(notes))
+
+
+def encoder_input_size(backbone: LoadedBackbone, cache_size: int, head: str, overrides: Mapping[str, Any]) -> int:  # noqa: ARG001
+    """The side a detection cell feeds ``backbone``'s encoder on images prepared at ``cache_size`` px (the task's
+    ``encoder_input``: ``run --dry-run`` times the encoder there). ``run_detection``'s own steps: the protocol under
+    the board's ``overrides`` (an ``input_size`` among them), :func:`resolve_geometry`, then
+    :func:`benchmark.backbones.dense.fit_input` on a batch of no image of that side (a fixed-size model is fed its
+    own size). Every head reads the same input."""
+    import torch
+
+    from benchmark.backbones.dense import fit_input
+
+    side = resolve_geometry(cache_size, with_overrides(**overrides)).input_size
+    return fit_input(torch.empty(0, backbone.preprocessing.channels, side, side), backbone.preprocessing).shape[-1]
 
 
 def deviations(protocol: DetectionProtocol, geometry: InputGeometry, head: DetectorHead, mode: Mode,

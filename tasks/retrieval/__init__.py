@@ -31,5 +31,6 @@ TASKS.add("retrieval", TaskInfo(
     large_artifacts=True,
     smoke={"encode_batch_size": 8},
     requires="benchmark.backbones.text:text_tower_requirement",
+    encoder_input="tasks.retrieval.protocol:encoder_input_size",  # the adapter's geometry (joint.backbone_geometry)
     seeded=False,  # nothing is trained: one seed per column (a board's tasks.retrieval.seeds)
 ))

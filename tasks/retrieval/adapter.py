@@ -220,7 +220,7 @@ def retrieval(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
     tower.to(run_device)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    geometry = backbone_geometry(backbone, dataset)
+    geometry = backbone_geometry(backbone, dataset.manifest.image_size)
     with torch.no_grad():
         clock = time.perf_counter()
         images = encode_images(tower, dataset, items.image_ids, geometry, backbone, protocol.encode_batch_size, run_device)

@@ -46,15 +46,19 @@ Task version changelog (bump on any change that can move a number):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark.backbones.zoo import MIMIC_CXR_TEST
 from benchmark.data.datasets.chexpert import HOLDOUT_PARTITION
 from benchmark.data.datasets.mimic import PARTITION as MIMIC_PARTITION
-from benchmark.heads.joint import check_untrained_protocol, untrained_cost
+from benchmark.heads.joint import backbone_geometry, check_untrained_protocol, untrained_cost
 from tasks.registry import EPOCHS_OVERRIDE
 from tasks.retrieval.texts import TEXTS_VERSION
+
+if TYPE_CHECKING:
+    from benchmark.backbones import LoadedBackbone
 
 TASK_VERSION = 1
 HEADS = ("similarity",)  # the text tower's embeddings take the place of a trained head
@@ -87,3 +91,10 @@ def with_overrides(**changes: Any) -> RetrievalProtocol:
 
 def resolved_config(protocol: RetrievalProtocol, extra: dict) -> dict:
     return {**asdict(protocol), **extra}
+
+
+def encoder_input_size(backbone: LoadedBackbone, cache_size: int, head: str, overrides: Mapping[str, Any]) -> int:  # noqa: ARG001
+    """The side a retrieval cell feeds ``backbone``'s encoder on images prepared at ``cache_size`` px (the task's
+    ``encoder_input``: ``run --dry-run`` times the encoder there): the adapter's own geometry,
+    :func:`benchmark.heads.joint.backbone_geometry`; no head or board override changes it."""
+    return backbone_geometry(backbone, cache_size).encoder_input_size

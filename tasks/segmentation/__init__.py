@@ -26,4 +26,5 @@ TASKS.add("segmentation", TaskInfo(
     override_keys=tuple(BOARD_OVERRIDES),
     smoke={"max_epochs": 1, "batch_size": 4, "eval_batch_size": 4},
     large_artifacts=True,
+    encoder_input="tasks.segmentation.protocol:encoder_input_size",  # the head's config and resolve_geometry, as run_cell
 ))

@@ -27,6 +27,8 @@ from benchmark.costs import TaskCost, measured_head_cost
 if TYPE_CHECKING:  # importing the task package registers it without importing mmengine
     from mmengine.config import Config
 
+    from benchmark.backbones import LoadedBackbone
+
 TASK_VERSION = 2
 CONFIG_DIR = Path(__file__).parent / "configs"
 HEAD_CONFIGS = {"unet": "unet.py", "setr": "setr.py"}
@@ -93,13 +95,30 @@ def parse_overrides(options: list[str] | None) -> dict[str, Any]:
     return parsed
 
 
-def load_config(head: str, dataset: str, fraction: int, overrides: Mapping[str, Any] | None = None) -> Config:
-    """The config of one cell: the head's file, the (dataset, fraction) hyperparameters, the overrides."""
+def head_config(head: str) -> Config:
+    """The head's config file (on ``configs/base.py``), before any dataset's hyperparameters or override."""
     from mmengine.config import Config
 
     if head not in HEAD_CONFIGS:
         raise ConfigError(f"unknown segmentation head {head!r}; one of {sorted(HEAD_CONFIGS)}")
-    cfg = Config.fromfile(CONFIG_DIR / HEAD_CONFIGS[head])
+    return Config.fromfile(CONFIG_DIR / HEAD_CONFIGS[head])
+
+
+def apply_overrides(cfg: Config, head: str, overrides: Mapping[str, Any] | None) -> Config:
+    """``cfg`` with ``key=value`` ``overrides`` merged in, last; a key naming no top-level setting is refused."""
+    if overrides:
+        unknown = [key for key in overrides if key.split(".")[0] not in cfg]
+        if unknown:
+            raise ConfigError(f"override(s) {unknown} name no setting of the {head} config; top-level keys: {sorted(cfg.keys())}")
+        cfg.merge_from_dict(dict(overrides))
+    return cfg
+
+
+def load_config(head: str, dataset: str, fraction: int, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The config of one cell: the head's file, the (dataset, fraction) hyperparameters, the overrides."""
+    from mmengine.config import Config
+
+    cfg = head_config(head)
     table = Config.fromfile(HYPERPARAMETERS_FILE).hyperparameters
     if dataset not in table or str(fraction) not in table[dataset]:
         known = {name: sorted(rows, key=int) for name, rows in table.items()}
@@ -110,12 +129,7 @@ def load_config(head: str, dataset: str, fraction: int, overrides: Mapping[str, 
         "optim_wrapper.optimizer.lr": chosen.lr,
         "train_dataloader.batch_size": chosen.batch_size, "val_dataloader.batch_size": chosen.batch_size,
     })
-    if overrides:
-        unknown = [key for key in overrides if key.split(".")[0] not in cfg]
-        if unknown:
-            raise ConfigError(f"override(s) {unknown} name no setting of the {head} config; top-level keys: {sorted(cfg.keys())}")
-        cfg.merge_from_dict(dict(overrides))
-    return cfg
+    return apply_overrides(cfg, head, overrides)
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,22 @@ def resolve_geometry(configured: int, cache_size: int, head: str) -> Geometry:
     if size < stride:
         raise ConfigError(f"prepared images of {cache_size} px are too small for the {head} head (stride {stride})")
     return Geometry(cache_size, size, tuple(notes))
+
+
+def encoder_input_size(backbone: LoadedBackbone, cache_size: int, head: str, overrides: Mapping[str, Any]) -> int:
+    """The side a segmentation cell of ``head`` feeds ``backbone``'s encoder on images prepared at ``cache_size`` px
+    (the task's ``encoder_input``: ``run --dry-run`` times the encoder there). ``run_cell``'s own steps: the configured
+    input size of the head's config under the board's ``overrides`` (the (dataset, fraction) hyperparameters set
+    learning rate and batch size only), :func:`resolve_geometry` at the head's stride, then
+    :func:`benchmark.backbones.dense.fit_input` on a batch of no image of that side (a fixed-size model is fed its
+    own size)."""
+    import torch
+
+    from benchmark.backbones.dense import fit_input
+
+    configured = apply_overrides(head_config(head), head, config_options(overrides)).input_size
+    side = resolve_geometry(configured, cache_size, head).input_size
+    return fit_input(torch.empty(0, backbone.preprocessing.channels, side, side), backbone.preprocessing).shape[-1]
 
 
 def deviations(cfg: Config, geometry: Geometry, mode: str, n_train: int, batch_size: int) -> list[str]:

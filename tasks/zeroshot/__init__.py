@@ -27,5 +27,6 @@ TASKS.add("zeroshot", TaskInfo(
     override_keys=BOARD_OVERRIDES,
     smoke={"encode_batch_size": 8},
     requires="benchmark.backbones.text:text_tower_requirement",
+    encoder_input="tasks.zeroshot.protocol:encoder_input_size",  # the adapter's geometry (joint.backbone_geometry)
     seeded=False,  # nothing is trained: one seed per column (a board's tasks.zeroshot.seeds)
 ))

@@ -97,7 +97,7 @@ def zero_shot(backbone: LoadedBackbone, dataset: PreparedDataset, fraction: int,
     work_dir.mkdir(parents=True, exist_ok=True)
     partition = PARTITIONS[dataset.name]
     ids = dataset.split_ids("test", partition=partition)
-    geometry = backbone_geometry(backbone, dataset)
+    geometry = backbone_geometry(backbone, dataset.manifest.image_size)
     with torch.no_grad():
         encode_started = time.perf_counter()
         embeddings = encode_images(tower, dataset, ids, geometry, backbone, protocol.encode_batch_size, run_device)

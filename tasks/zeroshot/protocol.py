@@ -21,13 +21,17 @@ Task version changelog (bump on any change that can move a number):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark.data.datasets.chexpert import HOLDOUT_PARTITION
-from benchmark.heads.joint import Geometry, check_untrained_protocol, untrained_cost
+from benchmark.heads.joint import Geometry, backbone_geometry, check_untrained_protocol, untrained_cost
 from tasks.registry import EPOCHS_OVERRIDE
 from tasks.zeroshot.prompts import PROMPTS_VERSION
+
+if TYPE_CHECKING:
+    from benchmark.backbones import LoadedBackbone
 
 TASK_VERSION = 2
 HEADS = ("prompts",)  # the class prompts through the text tower take the place of a trained head
@@ -58,3 +62,10 @@ def with_overrides(**changes: Any) -> ZeroShotProtocol:
 
 def resolved_config(protocol: ZeroShotProtocol, geometry: Geometry, extra: dict) -> dict:
     return {**asdict(protocol), "geometry": asdict(geometry), **extra}
+
+
+def encoder_input_size(backbone: LoadedBackbone, cache_size: int, head: str, overrides: Mapping[str, Any]) -> int:  # noqa: ARG001
+    """The side a zero-shot cell feeds ``backbone``'s encoder on images prepared at ``cache_size`` px (the task's
+    ``encoder_input``: ``run --dry-run`` times the encoder there): the adapter's own geometry,
+    :func:`benchmark.heads.joint.backbone_geometry`; no head or board override changes it."""
+    return backbone_geometry(backbone, cache_size).encoder_input_size

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,28 @@ def segmentation_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "--image-size", "32", "--workers", "1"]
         assert cli_main(argv) == 0
     return root / "prepared"
+
+
+StemWatcher = Callable[[LoadedBackbone], list[int]]
+
+
+@pytest.fixture
+def stem_sides() -> Iterator[StemWatcher]:
+    """``watch(backbone)``: a list that collects, from then on until the test ends, the side of every image batch the
+    backbone's encoder is fed (a forward pre-hook on its first convolution: a ResNet's conv1, a ViT's patch embedding)."""
+    import torch
+
+    handles = []
+
+    def watch(backbone: LoadedBackbone) -> list[int]:
+        sides: list[int] = []
+        stem = next(module for module in backbone.model.modules() if isinstance(module, torch.nn.Conv2d))
+        handles.append(stem.register_forward_pre_hook(lambda _module, args: sides.append(int(args[0].shape[-1]))))
+        return sides
+
+    yield watch
+    for handle in handles:
+        handle.remove()
 
 
 def random_backbone(arch: str) -> LoadedBackbone:

@@ -180,6 +180,7 @@ def test_open_clip_and_transformers_clip_backbones_are_scored_on_both_retrieval_
     folder = clip_folders[source]
     loaded = build_backbone(user_backbone_spec("clip", f"{source}:{folder}"), checkpoint=folder)
     assert get_task("retrieval").unmet_requirement(loaded) is None
+    assert loaded.preprocessing.input_size == {"open_clip": 32, "hf": 224}[source]
     for name in ("mimic", "chexpert"):
         dataset = PreparedDataset(prepared / name)
         result = retrieval(loaded, dataset, 100, "direct", tmp_path / name, PROTOCOL)
@@ -189,6 +190,8 @@ def test_open_clip_and_transformers_clip_backbones_are_scored_on_both_retrieval_
         assert similarity.shape == (len(image_ids), len(text_ids)) == (len(image_ids), len(texts))
         np.testing.assert_allclose(similarity, expected_similarity(loaded, dataset, image_ids, texts, input_size), atol=1e-5)
         assert result.config["geometry"]["encoder_input_size"] == input_size
+        # the side the dry run times the encoder at: transformers' CLIP's 24, not its own 224
+        assert get_task("retrieval").encoder_input_size(loaded, dataset.manifest.image_size, "similarity") == input_size
         report = scorer("retrieval").score_files(result.predictions_file, result.targets_file, name,
                                                  BootstrapOptions(n_resamples=20))
         assert report.primary_metric in report.metrics

@@ -193,6 +193,13 @@ def test_files_hold_every_test_image_at_the_input_size(unet_cell, segmentation_d
     assert set(result.split_fingerprints) == {"train", "val", "test"}
 
 
+def test_the_task_declares_the_side_the_cell_fed_the_encoder(unet_cell, resnet):
+    """The dry run times the encoder at the task's declared side: the cell's input, 32 px, not the backbone's 224."""
+    _, result, _ = unet_cell
+    assert resnet.preprocessing.input_size == 224
+    assert get_task("segmentation").encoder_input_size(resnet, 32, "unet") == result.config["geometry"]["input_size"] == 32
+
+
 def test_frozen_encoder_weights_and_batchnorm_statistics_are_unchanged(unet_cell, resnet):
     _, _, before = unet_cell
     after = encoder_state(resnet)

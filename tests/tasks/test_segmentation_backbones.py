@@ -74,12 +74,16 @@ def test_a_pyramid_backbone_runs_a_segmentation_cell_end_to_end(segmentation_dat
 
 
 @pytest.mark.parametrize("mode", ["paper", "cached"])
-def test_a_fixed_size_model_with_another_patch_size_runs_a_segmentation_cell(segmentation_data, open_clip_fixed_vit, tmp_path, mode):
+def test_a_fixed_size_model_with_another_patch_size_runs_a_segmentation_cell(segmentation_data, open_clip_fixed_vit, tmp_path, mode,
+                                                                            stem_sides):
     """open_clip's patch-8 ViT takes 48 px only: the 32 px input is resized to 48 for it, and its 6x6 grid resampled
-    to the input's stride-16 grid (2x2), which SETR's four x2 stages bring back to 32 px."""
+    to the input's stride-16 grid (2x2), which SETR's four x2 stages bring back to 32 px. The task declares the 48 px
+    the encoder is fed (the dry run times it there)."""
     one = cell(open_clip_fixed_vit, segmentation_data, tmp_path / "work", mode=mode)
     assert one.head == "setr"
+    fed = stem_sides(open_clip_fixed_vit)
     result = run_cell(one, ONE_EPOCH)
+    assert set(fed) == {get_task("segmentation").encoder_input_size(open_clip_fixed_vit, 32, one.head, one.overrides)} == {48}
     with np.load(result.predictions_file) as predictions:
         assert predictions["probs"].shape[1:] == (32, 32)
     (grid,) = encoder_outputs(open_clip_fixed_vit, torch.zeros(1, 3, 32, 32), "tokens")

@@ -162,6 +162,7 @@ def test_open_clip_and_transformers_clip_backbones_are_scored_zero_shot(source: 
     folder = clip_folders[source]
     loaded = build_backbone(user_backbone_spec("clip", f"{source}:{folder}"), checkpoint=folder)
     assert get_task("zeroshot").unmet_requirement(loaded) is None
+    assert loaded.preprocessing.input_size == {"open_clip": 32, "hf": 224}[source]
     assert loaded.preprocessing.fixed_size == fixed_size
     for name in ("rsna", "covidx"):
         dataset = PreparedDataset(prepared / name)
@@ -170,6 +171,8 @@ def test_open_clip_and_transformers_clip_backbones_are_scored_zero_shot(source: 
         predictions = pd.read_csv(result.predictions_file, dtype={"id": str}).set_index("id")
         np.testing.assert_allclose(predictions.to_numpy(), expected_scores(loaded, dataset, ids, input_size), atol=1e-5)
         assert result.config["geometry"] == {"cache_size": 32, "crop_size": 28, "encoder_input_size": input_size}
+        # the side the dry run times the encoder at: transformers' CLIP's 24, not its own 224
+        assert get_task("zeroshot").encoder_input_size(loaded, dataset.manifest.image_size, "prompts") == input_size
         report = scorer("zeroshot").score_files(result.predictions_file, result.targets_file, name, BootstrapOptions(n_resamples=20))
         assert report.primary_metric in report.metrics
 

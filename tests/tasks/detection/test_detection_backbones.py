@@ -76,12 +76,17 @@ def test_normalise_on_the_encoder_gives_the_models_channels(xrv_densenet, convne
     ("open_clip_fixed_vit", "the encoder sees the 64 px input resized to 48 px"),  # grid 6 -> 4
     ("dinov2_patch14", None),  # 64 // 14 = 4 cells: the stride-16 grid of 64 px already
 ])
-def test_vits_of_other_patch_sizes_and_fixed_size_models_run_a_detection_cell(make_cell, tmp_path, request, fixture, note):
+def test_vits_of_other_patch_sizes_and_fixed_size_models_run_a_detection_cell(make_cell, tmp_path, request, fixture, note,
+                                                                              stem_sides):
     """A single-map encoder whose grid is not stride 16 of the input (open_clip's fixed-size patch-8 ViT,
-    a RAD-DINO-like patch-14 DINOv2) gets the simple feature pyramid on the input's stride-16 grid."""
+    a RAD-DINO-like patch-14 DINOv2) gets the simple feature pyramid on the input's stride-16 grid. The task declares
+    the side the cell feeds the encoder (the dry run times it there): open_clip's own 48, the DINOv2's 64, not its 28."""
     backbone = request.getfixturevalue(fixture)
     assert backbone.model.arch.family == "vit" and backbone.model.arch.feature_map_strides != (16,)
-    result = run_detection(make_cell(backbone, tmp_path / "work", mode="paper"), TINY, options=SMALL_YOLO)
+    cell, fed = make_cell(backbone, tmp_path / "work", mode="paper"), stem_sides(backbone)
+    result = run_detection(cell, TINY, options=SMALL_YOLO)
+    assert set(fed) == {get_task("detection").encoder_input_size(backbone, 64, cell.head, cell.overrides)}
+    assert set(fed) == {48 if backbone.preprocessing.fixed_size else 64}
     assert read_predictions(result.predictions_file, read_targets(result.targets_file)) is not None
     assert result.config["head_config"]["backbone"]["in_strides"] == [16]
     resampled = [line for line in result.notes if "resampled" in line or "resized" in line]
