@@ -30,11 +30,16 @@ from benchmark.backbones.preprocessing import Preprocessing
 SINGLE_MAP_STRIDE = 16
 
 
+def encoder_side(preprocessing: Preprocessing, input_size: int) -> int:
+    """The side the encoder sees of a task input of ``input_size`` px: the model's own when it takes no other."""
+    return preprocessing.input_size if preprocessing.fixed_size else input_size
+
+
 def fit_input(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """``images`` (normalised, square) at the model's own size when it takes no other."""
-    if not preprocessing.fixed_size or images.shape[-1] == preprocessing.input_size:
+    """``images`` (normalised, square) at :func:`encoder_side` (resized, bilinear, where that differs)."""
+    size = encoder_side(preprocessing, images.shape[-1])
+    if size == images.shape[-1]:
         return images
-    size = preprocessing.input_size
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
 
@@ -58,7 +63,7 @@ def on_task_grid(maps: Sequence[torch.Tensor], strides: Sequence[int], input_siz
 def grid_notes(arch: Architecture, preprocessing: Preprocessing, input_size: int) -> list[str]:
     """What :func:`fit_input` and :func:`on_task_grid` do for this encoder at ``input_size``, in words (run records)."""
     notes = []
-    encoder_size = preprocessing.input_size if preprocessing.fixed_size else input_size
+    encoder_size = encoder_side(preprocessing, input_size)
     if encoder_size != input_size:
         notes.append(f"{arch.name} takes only {encoder_size} px: the encoder sees the {input_size} px input resized "
                      f"to {encoder_size} px")

@@ -192,14 +192,11 @@ def encoder_input_size(backbone: LoadedBackbone, cache_size: int, head: str, ove
     """The side a detection cell feeds ``backbone``'s encoder on images prepared at ``cache_size`` px (the task's
     ``encoder_input``: ``run --dry-run`` times the encoder there). ``run_detection``'s own steps: the protocol under
     the board's ``overrides`` (an ``input_size`` among them), :func:`resolve_geometry`, then
-    :func:`benchmark.backbones.dense.fit_input` on a batch of no image of that side (a fixed-size model is fed its
-    own size). Every head reads the same input."""
-    import torch
+    :func:`benchmark.backbones.dense.encoder_side` (a fixed-size model is fed its own size). Every head reads the
+    same input."""
+    from benchmark.backbones.dense import encoder_side
 
-    from benchmark.backbones.dense import fit_input
-
-    side = resolve_geometry(cache_size, with_overrides(**overrides)).input_size
-    return fit_input(torch.empty(0, backbone.preprocessing.channels, side, side), backbone.preprocessing).shape[-1]
+    return encoder_side(backbone.preprocessing, resolve_geometry(cache_size, with_overrides(**overrides)).input_size)
 
 
 def deviations(protocol: DetectionProtocol, geometry: InputGeometry, head: DetectorHead, mode: Mode,

@@ -161,15 +161,11 @@ def encoder_input_size(backbone: LoadedBackbone, cache_size: int, head: str, ove
     (the task's ``encoder_input``: ``run --dry-run`` times the encoder there). ``run_cell``'s own steps: the configured
     input size of the head's config under the board's ``overrides`` (the (dataset, fraction) hyperparameters set
     learning rate and batch size only), :func:`resolve_geometry` at the head's stride, then
-    :func:`benchmark.backbones.dense.fit_input` on a batch of no image of that side (a fixed-size model is fed its
-    own size)."""
-    import torch
-
-    from benchmark.backbones.dense import fit_input
+    :func:`benchmark.backbones.dense.encoder_side` (a fixed-size model is fed its own size)."""
+    from benchmark.backbones.dense import encoder_side
 
     configured = apply_overrides(head_config(head), head, config_options(overrides)).input_size
-    side = resolve_geometry(configured, cache_size, head).input_size
-    return fit_input(torch.empty(0, backbone.preprocessing.channels, side, side), backbone.preprocessing).shape[-1]
+    return encoder_side(backbone.preprocessing, resolve_geometry(configured, cache_size, head).input_size)
 
 
 def deviations(cfg: Config, geometry: Geometry, mode: str, n_train: int, batch_size: int) -> list[str]:
