@@ -61,6 +61,10 @@ def test_the_dry_run_prints_the_device_class_hours(name: str, capsys: pytest.Cap
     row = plan["rows"]["classification/rsna"]
     rates = {mode: measured.rates("classification", "linear", mode, "resnet50") for mode in ("cached", "paper")}
     assert plan["board"] == "mgca-cxr-v1" and name in plan["throughput"]["measured"]
+    # the encoder's speed is the device class's at the side the linear probe feeds ResNet-50 (299 px), not at its own
+    [encoder] = plan["throughput"]["encoders"]
+    assert encoder["input_size"] == 299
+    assert encoder["images_per_second"] == round(measured.encoder_images_per_second("resnet50", 299), 2)
     # benchmark/splits/rsna/source.json: val 4,003, test 4,003, 1 % 3 x 187, 10 % 3 x 1,868, 100 % 18,678 (see
     # test_cluster); the board's 21 cells (7 subsets x 3 seeds) are cached, 50 epochs (an upper bound): each trains
     # 50 x its training images and evaluates 50 x val + test.

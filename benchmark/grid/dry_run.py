@@ -174,7 +174,7 @@ def dry_run(board: Board, request: GridRequest, shards: int, throughput: float |
         if key not in speeds:
             given = throughput
             if measured:
-                given = measured.encoder_images_per_second(item.loaded.spec.arch, item.loaded.preprocessing.input_size)
+                given = measured.encoder_images_per_second(item.loaded.spec.arch, size)
             speeds[key] = measure(item.loaded, device, size, given)
     todo = [item for item in planned if board.completed(item.cell.identity) is None]
     done = {item.cell.identity for item in planned} - {item.cell.identity for item in todo}
