@@ -4,6 +4,9 @@ folders written as their libraries publish them, for the backbone and the task t
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +23,58 @@ def _board_caches_in_the_test_folders(tmp_path_factory: pytest.TempPathFactory) 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MGCA_BENCH_LOCAL_CACHE", str(tmp_path_factory.getbasetemp() / "local-cache"))
         yield
+
+
+MEMORY_FOLDER = Path("/dev/shm")  # tmpfs on Linux: files there are pages of memory, never written to a disk
+GiB = 2**30
+
+
+def _memory_available() -> int:
+    """Bytes this process may still fill: the kernel's MemAvailable, within its memory cgroup's limit (v2 or v1)."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        available = int(meminfo.split("MemAvailable:")[1].split()[0]) * 1024
+    except (OSError, IndexError, ValueError):
+        return 0
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit, usage = Path(limit_file).read_text().strip(), Path(usage_file).read_text().strip()
+        except OSError:
+            continue
+        if limit != "max":
+            available = min(available, int(limit) - int(usage))
+        break
+    return available
+
+
+ScratchFolder = Callable[[int], Path]
+
+
+@pytest.fixture()
+def scratch_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScratchFolder]:
+    """``scratch(nbytes)``: a new empty folder for a test whose code under test writes about ``nbytes`` of files
+    (the detection heads' checkpoints: up to 250 MB each). In memory (tmpfs) when there is room to spare, so that
+    the test does not wait for the disk: once the kernel's dirty-page budget is spent, each write waits for the
+    disk (about 100 MB/s on the 2-core test machine). Else in the tests' temporary folder (beside ``tmp_path``, not
+    in it). Removed after the test either way; where the files lie changes nothing that is checked."""
+    made: list[Path] = []
+
+    def scratch(nbytes: int) -> Path:
+        room = 0
+        if MEMORY_FOLDER.is_dir() and os.access(MEMORY_FOLDER, os.W_OK):
+            room = min(shutil.disk_usage(MEMORY_FOLDER).free - nbytes, _memory_available() - nbytes - 6 * GiB)
+        if room > nbytes:  # the files, twice over, and 6 GiB for the processes that write them
+            folder = Path(tempfile.mkdtemp(prefix="pytest-scratch-", dir=MEMORY_FOLDER))
+        else:
+            folder = tmp_path_factory.mktemp("scratch")
+        made.append(folder)
+        return folder
+
+    yield scratch
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 OpenClipFolder = Callable[..., Path]

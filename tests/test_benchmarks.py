@@ -24,12 +24,17 @@ def test_the_benchmarks_are_found() -> None:
 
 
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda path: path.stem)
-def test_every_benchmark_runs_in_its_smoke_form(script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_benchmark_runs_in_its_smoke_form(script: Path, scratch_folder, monkeypatch: pytest.MonkeyPatch) -> None:
     # In this process (the libraries are imported once for all of them), as `python benchmarks/bench_x.py --smoke`:
-    # the script's folder first on the path, its temporary folders under tmp_path.
+    # the script's folder first on the path, its temporary folders in a scratch folder (in memory where there is
+    # room: bench_detection's smoke run writes a gigabyte of detection checkpoints).
     monkeypatch.syspath_prepend(str(script.parent))
     monkeypatch.setattr(sys, "argv", [str(script), "--smoke"])
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    scratch = scratch_folder(2 * 2**30)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    # torch's compile cache goes under the temporary folder, and torch then pins that path in this environment: here
+    # in the scratch folder too, unset again afterwards (later tests and their processes do not inherit it)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(scratch / "torchinductor"))
     with pytest.raises(SystemExit) as finished:
         runpy.run_path(str(script), run_name="__main__")
     assert finished.value.code in (0, None), f"{script.name} --smoke exited with {finished.value.code!r}"

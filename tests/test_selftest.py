@@ -41,8 +41,10 @@ BEFORE_REFACTOR = Path(__file__).parent / "selftest_metrics_before_refactor.json
 FAMILIES = {"random_resnet18": "resnet", "random_vit_tiny": "vit"}
 
 
-def test_the_cpu_selftest_runs_every_task_head_and_mode_and_prints_the_table(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+def test_the_cpu_selftest_runs_every_task_head_and_mode_and_prints_the_table(tmp_path: Path, scratch_folder) -> None:
+    # Its temporary folder (TMPDIR) in memory where there is room: its detection cells write 2 GB of checkpoints.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "TMPDIR": str(scratch_folder(3 * 2**30))}
     metrics_file = tmp_path.parent / f"{tmp_path.name}-metrics.json"
     finished = subprocess.run([sys.executable, "-m", "benchmark", "selftest", "--device", "cpu", "--metrics",
                                str(metrics_file)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
