@@ -130,9 +130,18 @@ def _cli(tmp_path: Path, board: Board, data: Path, extra_env: dict[str, str]) ->
     )
 
 
-def _settled_count(board: Board, quiet_seconds: float = 2.0) -> int:
-    """Records on the board once none has appeared for ``quiet_seconds``: the killed runner's cell
-    child dies with the fork server a moment after the runner, and may finish its rename first."""
+def _settled_count(board: Board, token: str | None = None, quiet_seconds: float = 2.0) -> int:
+    """Records on the board once the killed runner's processes are gone: its cell child dies with the
+    fork server a moment after the runner, and may finish its rename first. With ``token``, the one in
+    the runner's environment where /proc showed it: once no process holds it (three scans running);
+    else once no record has appeared for ``quiet_seconds``."""
+    if token is not None:
+        deadline, empty_scans = time.time() + 120, 0
+        while empty_scans < 3 and time.time() < deadline:
+            empty_scans = 0 if _processes_with(token) else empty_scans + 1
+            time.sleep(0.1)
+        assert empty_scans == 3, f"processes of the killed runner still alive: {_processes_with(token)}"
+        return len(result_files(board))
     count, since = len(result_files(board)), time.time()
     while time.time() - since < quiet_seconds:
         time.sleep(0.1)
@@ -144,13 +153,15 @@ def _settled_count(board: Board, quiet_seconds: float = 2.0) -> int:
 @pytest.mark.slow
 def test_killed_grid_resumes_without_duplicates(setup: tuple[Board, GridRequest], tmp_path: Path) -> None:
     board, request = setup
-    process = _cli(tmp_path, board, request.data_dir, {"TOY_SLEEP": "0.5"})
+    token = f"killed-grid-{os.getpid()}-{time.time_ns()}"
+    process = _cli(tmp_path, board, request.data_dir, {"TOY_SLEEP": "0.5", "RUNNER_KILL_TEST": token})
     deadline = time.time() + 120
     while not result_files(board) and time.time() < deadline:
         time.sleep(0.05)
+    visible = sys.platform.startswith("linux") and process.pid in _processes_with(token)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done = _settled_count(board)
+    done = _settled_count(board, token if visible else None)
     assert 1 <= done < 10, "the kill should land mid-grid"
     for path in result_files(board):
         RunRecord.read(path)
