@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,36 @@ from benchmark.data.registry import DATASETS, PrepareOptions
 from tasks.registry import TaskCell
 
 IMAGE_SIZE = 64
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mmdet_model_index_read_once() -> Iterator[None]:
+    """Each detector config (``_base_ = "mmdet::..."``) makes mmengine parse all of mmdet's ~100 ``metafile.yml``
+    (0.1-0.2 s) to look the base up; the installed package does not change during the tests, so each lookup's
+    outcome (the metadata, or the ValueError of a base config without one) is read once and handed out as copies."""
+    from mmengine.config import utils
+
+    original = getattr(utils, "_get_cfg_metainfo", None)
+    if original is None:  # another mmengine: nothing to speed up
+        yield
+        return
+
+    @functools.cache
+    def outcome(package_path: str, cfg_path: str) -> tuple[dict | None, ValueError | None]:
+        try:
+            return original(package_path, cfg_path), None
+        except ValueError as error:
+            return None, error
+
+    def cached(package_path: str, cfg_path: str) -> dict:
+        found, error = outcome(package_path, cfg_path)
+        if error is not None:
+            raise ValueError(*error.args)
+        return copy.deepcopy(found)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(utils, "_get_cfg_metainfo", cached)
+        yield
 
 
 @pytest.fixture(scope="session")
