@@ -49,6 +49,21 @@ def _memory_available() -> int:
     return available
 
 
+def _remove_scratch_of_dead_sessions() -> None:
+    """Memory scratch folders of this user's test sessions that died before removing them (killed): memory held
+    until the next boot otherwise. A folder names its session's process; a live process's folders stay."""
+    for folder in MEMORY_FOLDER.glob("pytest-scratch-*-*"):
+        try:
+            pid = int(folder.name.split("-")[2])
+            if folder.stat().st_uid != os.getuid() or pid == os.getpid():
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):
+            continue
+
+
 ScratchFolder = Callable[[int], Path]
 
 
@@ -64,9 +79,10 @@ def scratch_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch
     def scratch(nbytes: int) -> Path:
         room = 0
         if MEMORY_FOLDER.is_dir() and os.access(MEMORY_FOLDER, os.W_OK):
+            _remove_scratch_of_dead_sessions()
             room = min(shutil.disk_usage(MEMORY_FOLDER).free - nbytes, _memory_available() - nbytes - 6 * GiB)
         if room > nbytes:  # the files, twice over, and 6 GiB for the processes that write them
-            folder = Path(tempfile.mkdtemp(prefix="pytest-scratch-", dir=MEMORY_FOLDER))
+            folder = Path(tempfile.mkdtemp(prefix=f"pytest-scratch-{os.getpid()}-", dir=MEMORY_FOLDER))
         else:
             folder = tmp_path_factory.mktemp("scratch")
         made.append(folder)
