@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,13 +26,34 @@ BACKBONE = "random_resnet18"
 
 
 
+def _toy_request(root: Path) -> GridRequest:
+    return GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=root / "data", work_dir=root / "work",
+                       cache_dir=root / "cache", progress=False)
+
+
 @pytest.fixture()
 def setup(tmp_path: Path) -> tuple[Board, GridRequest]:
-    data = toy_task.write_toy_dataset(tmp_path / "data")
+    toy_task.write_toy_dataset(tmp_path / "data")
     board = Board(toy_task.write_toy_board(tmp_path / "boards", seeds=(0, 1)))
-    request = GridRequest(backbones=(BackboneChoice(BACKBONE),), data_dir=data, work_dir=tmp_path / "work",
-                          cache_dir=tmp_path / "cache", progress=False)
-    return board, request
+    return board, _toy_request(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def _grid_run_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder as ``setup`` writes it (data, boards, work, cache) after ``run_grid`` ran its whole grid."""
+    root = tmp_path_factory.mktemp("toy-grid-ran")
+    toy_task.write_toy_dataset(root / "data")
+    summary = run_grid(Board(toy_task.write_toy_board(root / "boards", seeds=(0, 1))), _toy_request(root))
+    assert (summary.ran, summary.failed) == (10, [])
+    return root
+
+
+@pytest.fixture()
+def ran(_grid_run_once: Path, tmp_path: Path) -> tuple[Board, GridRequest]:
+    """``setup`` after ``run_grid(board, request)``: a copy of one such run shared by the tests that start from
+    there, instead of the same 10 cells run again for each (a board holds no absolute path: a copy is a board)."""
+    shutil.copytree(_grid_run_once, tmp_path, dirs_exist_ok=True)
+    return Board(tmp_path / "boards" / "toy-board"), _toy_request(tmp_path)
 
 
 def result_files(board: Board) -> list[Path]:
@@ -55,9 +77,8 @@ def test_grid_runs_every_cell_once_and_a_rerun_is_a_no_op(setup: tuple[Board, Gr
     assert len(index["results"]) == 10
 
 
-def test_record_files_are_named_from_the_resolved_identity(setup: tuple[Board, GridRequest]) -> None:
-    board, request = setup
-    run_grid(board, request)
+def test_record_files_are_named_from_the_resolved_identity(ran: tuple[Board, GridRequest]) -> None:
+    board, _ = ran
     for path in result_files(board):
         record = RunRecord.read(path)
         assert path == board.result_path(record.identity)
@@ -80,9 +101,8 @@ def test_a_failing_cell_is_recorded_and_retried(setup: tuple[Board, GridRequest]
     assert board.failures() == []
 
 
-def test_a_corrupt_result_is_reported_and_redone_only_when_asked(setup: tuple[Board, GridRequest]) -> None:
-    board, request = setup
-    run_grid(board, request)
+def test_a_corrupt_result_is_reported_and_redone_only_when_asked(ran: tuple[Board, GridRequest]) -> None:
+    board, request = ran
     victim = result_files(board)[0]
     victim.write_text(victim.read_text()[:100])  # truncated, as if the disk filled up
     (victim.parent / f"{victim.name}.tmp-999999999-x").write_text("{")  # leftover of a dead writer
@@ -103,18 +123,16 @@ def test_demo_data_never_goes_to_a_real_board(tmp_path: Path) -> None:
         run_grid(board, request)
 
 
-def test_a_record_of_another_protocol_version_is_refused(setup: tuple[Board, GridRequest]) -> None:
-    board, request = setup
-    run_grid(board, request)
+def test_a_record_of_another_protocol_version_is_refused(ran: tuple[Board, GridRequest]) -> None:
+    board, _ = ran
     record = RunRecord.read(result_files(board)[0])
     record.protocol_version = "mgca-cxr-v0"
     with pytest.raises(BoardError, match="never mixed"):
         board.add(record)
 
 
-def test_a_name_taken_by_other_weights_is_refused(setup: tuple[Board, GridRequest]) -> None:
-    board, request = setup
-    run_grid(board, request)
+def test_a_name_taken_by_other_weights_is_refused(ran: tuple[Board, GridRequest]) -> None:
+    board, _ = ran
     entry = next(iter(board.entries().values()))
     entry.weights_sha256 = "f" * 64
     with pytest.raises(BoardError, match="Choose another --name"):
