@@ -173,28 +173,35 @@ def test_the_grid_scores_retrieval_for_a_text_tower_backbone_and_skips_one_witho
 # position embeddings: the crop at the model's 224/224 scale, rounded down to its 8-pixel patch, 24
 @pytest.mark.parametrize("source, input_size", [("open_clip", 32), ("hf", 24)])
 def test_open_clip_and_transformers_clip_backbones_are_scored_on_both_retrieval_datasets(
-        source: str, input_size: int, clip_folders, prepared: Path, tmp_path: Path) -> None:
-    from tasks.retrieval.adapter import retrieval
-    from tasks.retrieval.protocol import PROTOCOL
-
+        source: str, input_size: int, clip_folders, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the grid onto the board, as ``run --checkpoint FOLDER --arch open_clip:FOLDER`` does (cells in this
+    process: the isolation is the MGCA test's)."""
+    monkeypatch.setenv("MGCA_BENCH_ARTIFACTS", str(tmp_path / "artifacts"))
     folder = clip_folders[source]
     loaded = build_backbone(user_backbone_spec("clip", f"{source}:{folder}"), checkpoint=folder)
     assert get_task("retrieval").unmet_requirement(loaded) is None
     assert loaded.preprocessing.input_size == {"open_clip": 32, "hf": 224}[source]
-    for name in ("mimic", "chexpert"):
+    board = demo_board(tmp_path / "boards")
+    request = GridRequest(backbones=(BackboneChoice("clip", folder, f"{source}:{folder}"),), data_dir=prepared,
+                          work_dir=tmp_path / "work", cache_dir=tmp_path / "cache", progress=False, isolate=False)
+    summary = run_grid(board, request)
+    assert (summary.ran, summary.failed, summary.skipped) == (2, [], [])
+    records = {record.identity.dataset: record for record in board.records()}
+    assert sorted(records) == ["chexpert", "mimic"]
+    for name, record in records.items():
         dataset = PreparedDataset(prepared / name)
-        result = retrieval(loaded, dataset, 100, "direct", tmp_path / name, PROTOCOL)
-        image_ids, text_ids, similarity = read_predictions(result.predictions_file)
-        assert image_ids == dataset.split_ids("test", partition={"mimic": "pretraining", "chexpert": HOLDOUT_PARTITION}[name])
+        image_ids, text_ids, similarity = read_predictions(board.artifact_file(record.predictions))
+        assert image_ids == dataset.split_ids("test", partition=record.identity.partition)
         texts = list(dataset.records.loc[image_ids, "text"]) if name == "mimic" else text_pool()[1]
         assert similarity.shape == (len(image_ids), len(text_ids)) == (len(image_ids), len(texts))
         np.testing.assert_allclose(similarity, expected_similarity(loaded, dataset, image_ids, texts, input_size), atol=1e-5)
-        assert result.config["geometry"]["encoder_input_size"] == input_size
+        assert record.config["geometry"]["encoder_input_size"] == input_size
         # the side the dry run times the encoder at: transformers' CLIP's 24, not its own 224
         assert get_task("retrieval").encoder_input_size(loaded, dataset.manifest.image_size, "similarity") == input_size
-        report = scorer("retrieval").score_files(result.predictions_file, result.targets_file, name,
-                                                 BootstrapOptions(n_resamples=20))
-        assert report.primary_metric in report.metrics
+        scored = scorer("retrieval").score_files(board.artifact_file(record.predictions), board.artifact_file(record.targets),
+                                                 name, BootstrapOptions(n_resamples=200, seed=0))
+        assert {key: value.value for key, value in record.metrics.items()} == {
+            key: value.value for key, value in scored.metric_values().items()}
 
 
 def test_the_overlap_rule_marks_a_model_that_read_the_mimic_test_split_and_the_notes_say_why(tiny_mgca: Path,

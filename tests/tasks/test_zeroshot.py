@@ -156,25 +156,33 @@ def test_the_zeroshot_adapter_refuses_a_label_fraction_and_an_epoch_budget(tiny_
 @pytest.mark.parametrize("source, fixed_size, input_size", [("open_clip", True, 32), ("hf", False, 24)])
 def test_open_clip_and_transformers_clip_backbones_are_scored_zero_shot(source: str, fixed_size: bool, input_size: int,
                                                                         clip_folders, prepared: Path, tmp_path: Path) -> None:
-    from tasks.zeroshot.adapter import zero_shot
-    from tasks.zeroshot.protocol import PROTOCOL
-
+    """Through the grid onto the board, as ``run --checkpoint FOLDER --arch open_clip:FOLDER`` does, on all three
+    datasets (cells in this process: the isolation is the MGCA test's)."""
     folder = clip_folders[source]
     loaded = build_backbone(user_backbone_spec("clip", f"{source}:{folder}"), checkpoint=folder)
     assert get_task("zeroshot").unmet_requirement(loaded) is None
     assert loaded.preprocessing.input_size == {"open_clip": 32, "hf": 224}[source]
     assert loaded.preprocessing.fixed_size == fixed_size
-    for name in ("rsna", "covidx"):
+    board = demo_board(tmp_path / "boards")
+    request = GridRequest(backbones=(BackboneChoice("clip", folder, f"{source}:{folder}"),), data_dir=prepared,
+                          work_dir=tmp_path / "work", cache_dir=tmp_path / "cache", progress=False, isolate=False)
+    summary = run_grid(board, request)
+    assert (summary.ran, summary.failed, summary.skipped) == (3, [], [])
+    records = {record.identity.dataset: record for record in board.records()}
+    assert sorted(records) == ["chexpert", "covidx", "rsna"]
+    for name, record in records.items():
         dataset = PreparedDataset(prepared / name)
-        result = zero_shot(loaded, dataset, 100, "direct", tmp_path / name, PROTOCOL)
-        ids = dataset.split_ids("test", partition="classification")
-        predictions = pd.read_csv(result.predictions_file, dtype={"id": str}).set_index("id")
+        ids = dataset.split_ids("test", partition=record.identity.partition)
+        predictions = pd.read_csv(board.artifact_file(record.predictions), dtype={"id": str}).set_index("id")
+        assert list(predictions.index) == ids
         np.testing.assert_allclose(predictions.to_numpy(), expected_scores(loaded, dataset, ids, input_size), atol=1e-5)
-        assert result.config["geometry"] == {"cache_size": 32, "crop_size": 28, "encoder_input_size": input_size}
+        assert record.config["geometry"] == {"cache_size": 32, "crop_size": 28, "encoder_input_size": input_size}
         # the side the dry run times the encoder at: transformers' CLIP's 24, not its own 224
         assert get_task("zeroshot").encoder_input_size(loaded, dataset.manifest.image_size, "prompts") == input_size
-        report = scorer("zeroshot").score_files(result.predictions_file, result.targets_file, name, BootstrapOptions(n_resamples=20))
-        assert report.primary_metric in report.metrics
+        scored = scorer("zeroshot").score_files(board.artifact_file(record.predictions), board.artifact_file(record.targets),
+                                                name, BootstrapOptions(n_resamples=200, seed=0))
+        assert {key: value.value for key, value in record.metrics.items()} == {
+            key: value.value for key, value in scored.metric_values().items()}
 
 
 def write_files(folder: Path, dataset: str, scores: list[list[float]], labels: list) -> tuple[Path, Path]:
