@@ -9,14 +9,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from benchmark.cli import main
 from benchmark.costs import TaskCost
 from benchmark.selftest import (PRETRAIN_DATASET, TEXT_TOWER_BACKBONE, Check, SelfTest, demo_datasets, human_bytes,
-                                peak_memory, plan_cells, reset_peak_memory, shared_datasets)
+                                plan_cells, shared_datasets)
 from tasks.registry import TaskDataset, TaskInfo, all_tasks, task_packages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,12 +182,24 @@ def test_cuda_without_a_gpu_is_a_one_line_error(capsys) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resetting the resident peak needs Linux")
 def test_the_cpu_peak_is_the_peak_since_the_reset() -> None:
-    reset_peak_memory("cpu")
-    block = np.ones(200 * 2**20, dtype=np.uint8)  # 200 MiB, touched
-    high = peak_memory("cpu")
-    del block
-    reset_peak_memory("cpu")
-    assert peak_memory("cpu") < high - 150 * 2**20
+    # In a fresh process: in the test process (3 GB resident after the suite's earlier tests) the peak after the second
+    # reset once equalled the first reading to the byte (CI, 2026-12-07; cause not found, it passed alone and in the
+    # suite before): a process of its own has no earlier allocations or threads in the way.
+    script = """
+import numpy as np
+from benchmark.selftest import peak_memory, reset_peak_memory
+reset_peak_memory("cpu")
+block = np.ones(200 * 2**20, dtype=np.uint8)  # 200 MiB, touched
+high = peak_memory("cpu")
+del block
+reset_peak_memory("cpu")
+print(high, peak_memory("cpu"))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    finished = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    high, after = map(int, finished.stdout.split())
+    assert high > 200 * 2**20 and after < high - 150 * 2**20
 
 
 def test_memory_is_printed_in_binary_units() -> None:
