@@ -145,3 +145,19 @@ def clip_folders(tmp_path_factory: pytest.TempPathFactory, write_open_clip_folde
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>").save_pretrained(root / "hf")
     return {"open_clip": write_open_clip_folder(root / "open_clip", 32, text_vocab=49408), "hf": root / "hf"}
+
+
+@pytest.fixture(scope="session")
+def clip_grid() -> Callable[..., tuple]:
+    """``run(board, source, folder, prepared, work)``: the grid over one CLIP folder (``source`` open_clip or hf), as
+    ``run --checkpoint FOLDER --arch SOURCE:FOLDER`` plans it, cells in this process; (summary, records by dataset)."""
+
+    def run(board, source: str, folder: Path, prepared: Path, work: Path) -> tuple:
+        from benchmark.grid import BackboneChoice, GridRequest, run_grid
+
+        request = GridRequest(backbones=(BackboneChoice("clip", folder, f"{source}:{folder}"),), data_dir=prepared,
+                              work_dir=work / "work", cache_dir=work / "cache", progress=False, isolate=False)
+        summary = run_grid(board, request)
+        return summary, {record.identity.dataset: record for record in board.records()}
+
+    return run

@@ -173,7 +173,7 @@ def test_the_grid_scores_retrieval_for_a_text_tower_backbone_and_skips_one_witho
 # position embeddings: the crop at the model's 224/224 scale, rounded down to its 8-pixel patch, 24
 @pytest.mark.parametrize("source, input_size", [("open_clip", 32), ("hf", 24)])
 def test_open_clip_and_transformers_clip_backbones_are_scored_on_both_retrieval_datasets(
-        source: str, input_size: int, clip_folders, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        source: str, input_size: int, clip_folders, clip_grid, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the grid onto the board, as ``run --checkpoint FOLDER --arch open_clip:FOLDER`` does (cells in this
     process: the isolation is the MGCA test's)."""
     monkeypatch.setenv("MGCA_BENCH_ARTIFACTS", str(tmp_path / "artifacts"))
@@ -182,11 +182,8 @@ def test_open_clip_and_transformers_clip_backbones_are_scored_on_both_retrieval_
     assert get_task("retrieval").unmet_requirement(loaded) is None
     assert loaded.preprocessing.input_size == {"open_clip": 32, "hf": 224}[source]
     board = demo_board(tmp_path / "boards")
-    request = GridRequest(backbones=(BackboneChoice("clip", folder, f"{source}:{folder}"),), data_dir=prepared,
-                          work_dir=tmp_path / "work", cache_dir=tmp_path / "cache", progress=False, isolate=False)
-    summary = run_grid(board, request)
+    summary, records = clip_grid(board, source, folder, prepared, tmp_path)
     assert (summary.ran, summary.failed, summary.skipped) == (2, [], [])
-    records = {record.identity.dataset: record for record in board.records()}
     assert sorted(records) == ["chexpert", "mimic"]
     for name, record in records.items():
         dataset = PreparedDataset(prepared / name)

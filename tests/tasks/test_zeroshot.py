@@ -155,7 +155,7 @@ def test_the_zeroshot_adapter_refuses_a_label_fraction_and_an_epoch_budget(tiny_
 # position embeddings: the crop at the model's 224/224 scale, rounded down to its 8-pixel patch, 24
 @pytest.mark.parametrize("source, fixed_size, input_size", [("open_clip", True, 32), ("hf", False, 24)])
 def test_open_clip_and_transformers_clip_backbones_are_scored_zero_shot(source: str, fixed_size: bool, input_size: int,
-                                                                        clip_folders, prepared: Path, tmp_path: Path) -> None:
+                                                                        clip_folders, clip_grid, prepared: Path, tmp_path: Path) -> None:
     """Through the grid onto the board, as ``run --checkpoint FOLDER --arch open_clip:FOLDER`` does, on all three
     datasets (cells in this process: the isolation is the MGCA test's)."""
     folder = clip_folders[source]
@@ -164,11 +164,8 @@ def test_open_clip_and_transformers_clip_backbones_are_scored_zero_shot(source: 
     assert loaded.preprocessing.input_size == {"open_clip": 32, "hf": 224}[source]
     assert loaded.preprocessing.fixed_size == fixed_size
     board = demo_board(tmp_path / "boards")
-    request = GridRequest(backbones=(BackboneChoice("clip", folder, f"{source}:{folder}"),), data_dir=prepared,
-                          work_dir=tmp_path / "work", cache_dir=tmp_path / "cache", progress=False, isolate=False)
-    summary = run_grid(board, request)
+    summary, records = clip_grid(board, source, folder, prepared, tmp_path)
     assert (summary.ran, summary.failed, summary.skipped) == (3, [], [])
-    records = {record.identity.dataset: record for record in board.records()}
     assert sorted(records) == ["chexpert", "covidx", "rsna"]
     for name, record in records.items():
         dataset = PreparedDataset(prepared / name)
